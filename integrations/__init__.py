@@ -1,0 +1,1 @@
+"""Thin adapters to trackers (GitHub, Jira); installed as ``scopeguard.integrations``."""

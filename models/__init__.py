@@ -1,0 +1,1 @@
+"""Shipped calibrations and their model cards; installed as ``scopeguard.models``."""

@@ -1,0 +1,182 @@
+"""Requests and backlogs: the ``Request`` record, JSONL/CSV loading, who asked.
+
+A backlog file holds one request per line (JSONL) or row (CSV) with the fields
+``id, title, body, author, customer, created_at, url`` and, optionally,
+``labels`` (tracker labels) and ``label`` (a known scope decision, for eval).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import InputError
+from .positioning import LABELS, CustomerRule, Filters
+
+MAX_TITLE = 1_000
+MAX_BODY = 1_000_000  # 1 MB of text: beyond this the request is refused, not cut
+
+
+@dataclass(frozen=True)
+class Request:
+    """One feature request, from a file or a tracker."""
+
+    id: str
+    title: str
+    body: str = ""
+    author: str = ""
+    customer: str = ""
+    created_at: str = ""
+    url: str = ""
+    labels: tuple[str, ...] = ()
+    org: str = ""
+    label: str = ""  # a known decision (eval, calibrate); empty when unknown
+    extra: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+def check_request(request: Request, where: str = "request") -> Request:
+    """Refuse requests that cannot be classified, saying why and what to do."""
+    if not request.title.strip() and not request.body.strip():
+        raise InputError(f"{where} {request.id or ''}: title and body are both empty. "
+                         "Fix: give the request a title or a body.".replace("  ", " "))
+    if len(request.title) > MAX_TITLE:
+        raise InputError(f"{where} {request.id}: title is {len(request.title):,} characters "
+                         f"(limit {MAX_TITLE:,}). Fix: shorten the title; put detail in the body.")
+    if len(request.body) > MAX_BODY:
+        raise InputError(f"{where} {request.id}: body is {len(request.body):,} characters "
+                         f"(limit {MAX_BODY:,}). Fix: move logs and attachments out of the "
+                         "body; scopeguard reads the request's prose.")
+    if request.label and request.label not in LABELS:
+        raise InputError(f"{where} {request.id}: label {request.label!r} is not one of "
+                         f"{', '.join(LABELS)}. Fix: correct the label or leave it empty.")
+    return request
+
+
+_FIELD_LINE = r"^\s*(?:[*_]{{0,2}}){name}(?:[*_]{{0,2}})\s*:(?:[*_]{{0,2}})\s*(.+?)\s*$"
+_FORM_SECTION = r"^\s*#{{1,6}}\s*{name}\s*\n+\s*([^\n#]+?)\s*$"
+
+
+def body_field(body: str, name: str) -> str:
+    """The value of a ``Name: value`` line or an issue-form ``### Name`` section."""
+    escaped = re.escape(name)
+    for pattern in (_FIELD_LINE, _FORM_SECTION):
+        match = re.search(pattern.format(name=escaped), body or "", re.I | re.M)
+        if match:
+            value = match.group(1).strip().strip("*_").strip()
+            if value and value.lower() not in ("_no response_", "no response", "n/a", "none"):
+                return value
+    return ""
+
+
+def resolve_customer(request: Request, rule: CustomerRule) -> str:
+    """Who asked, by the positioning file's ``customer`` rule; falls back to the author.
+
+    An explicit ``customer`` on the request (a backlog column) always wins.
+    """
+    if request.customer:
+        return request.customer
+    if rule.source == "org" and request.org:
+        return request.org
+    if rule.source == "org" and "@" in request.author:
+        return request.author.rsplit("@", 1)[1].lower()
+    if rule.source == "label":
+        prefix = rule.label_prefix.lower()
+        for label in request.labels:
+            if label.lower().startswith(prefix):
+                value = label[len(prefix):].strip()
+                if value:
+                    return value
+    if rule.source == "field":
+        value = body_field(request.body, rule.field)
+        if value:
+            return value
+    return request.author
+
+
+def is_feature_request(request: Request, filters: Filters) -> tuple[bool, str]:
+    """(True, "") or (False, why it is skipped) by the positioning file's filters."""
+    labels = {label.lower() for label in request.labels}
+    skip = labels & {s.lower() for s in filters.skip_labels}
+    if skip:
+        return False, f"has label {sorted(skip)[0]!r}"
+    if filters.require_labels and not labels & {s.lower() for s in filters.require_labels}:
+        return False, "has none of the labels " + ", ".join(filters.require_labels)
+    title = request.title.strip().lower()
+    for prefix in filters.skip_title_prefixes:
+        if title.startswith(prefix.lower()):
+            return False, f"title starts with {prefix!r}"
+    return True, ""
+
+
+# --- files ---------------------------------------------------------------------------------
+
+_FIELDS = ("id", "title", "body", "author", "customer", "created_at", "url", "org", "label")
+
+
+def request_from_dict(data: dict, where: str) -> Request:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object with id, title and body. "
+                         "Fix: write one object per line.")
+    if not data.get("title") and not data.get("body"):
+        raise InputError(f"{where}: has neither 'title' nor 'body'. "
+                         "Fix: every request needs a title or a body.")
+    labels = data.get("labels") or ()
+    if isinstance(labels, str):
+        labels = tuple(x.strip() for x in labels.split(",") if x.strip())
+    values = {k: "" if data.get(k) is None else str(data.get(k)) for k in _FIELDS}
+    if not values["id"]:
+        values["id"] = where.rsplit(" ", 1)[-1]
+    extra = {k: v for k, v in data.items() if k not in _FIELDS and k != "labels"}
+    return check_request(Request(**values, labels=tuple(labels), extra=extra), where)
+
+
+def read_backlog(path: str | Path) -> list[Request]:
+    """Load requests from a ``.jsonl``/``.json``/``.csv`` file, with errors naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: backlog file not found. Fix: check the path.")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8-sig")
+    requests: list[Request] = []
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames or not {"title", "body"} & set(reader.fieldnames):
+            raise InputError(f"{path}: CSV header needs a 'title' or 'body' column "
+                             f"(found {reader.fieldnames}). Fix: add a header row.")
+        for n, row in enumerate(reader, start=2):
+            requests.append(request_from_dict(row, f"{path} line {n}"))
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc}). Fix: a JSON list of "
+                             "request objects, or use .jsonl with one object per line.") from None
+        if not isinstance(data, list):
+            raise InputError(f"{path}: expected a JSON list of requests.")
+        for n, item in enumerate(data, start=1):
+            requests.append(request_from_dict(item, f"{path} item {n}"))
+    else:
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path} line {n}: not valid JSON ({exc.msg}). "
+                                 "Fix: one JSON object per line (JSONL).") from None
+            requests.append(request_from_dict(item, f"{path} line {n}"))
+    seen: set[str] = set()
+    for r in requests:
+        if r.id in seen:
+            raise InputError(f"{path}: id {r.id!r} appears twice. Fix: ids must be unique.")
+        seen.add(r.id)
+    return requests
+
+
+def with_customers(requests: Iterable[Request], rule: CustomerRule) -> list[Request]:
+    """The requests with ``customer`` filled in by ``rule``."""
+    return [replace(r, customer=resolve_customer(r, rule)) for r in requests]

@@ -1,0 +1,151 @@
+"""A small logistic head over a verdict's signals, fitted from labelled history.
+
+``scopeguard calibrate`` fits it (multinomial logistic regression with an L2
+penalty, in NumPy) and writes a JSON file; a positioning file selects it with
+``calibration: path``. The head replaces the fit/demand/custom rules; the
+served and non-goal rules still come first (``rules.Rules.pre_decide``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .positioning import LABELS, Positioning
+from .rules import Decision
+
+DEFAULT_CALIBRATION = "default-calibration.json"
+
+# Signals the head reads, each a column. "demand" enters as log(distinct customers).
+FEATURES = ("feature_fit", "positioning_fit", "non_goal", "fit", "log_demand", "custom_strong",
+            "custom_weak")
+
+
+def feature_row(signals: dict[str, float], features: Sequence[str] = FEATURES) -> np.ndarray:
+    row = []
+    for name in features:
+        if name == "log_demand":
+            row.append(math.log(max(1.0, signals["demand"])))
+        else:
+            row.append(float(signals[name]))
+    return np.array(row, dtype=np.float64)
+
+
+@dataclass
+class Calibration:
+    """A fitted head: standardise the features, then softmax(W x + b)."""
+
+    weights: list[list[float]]
+    bias: list[float]
+    mean: list[float]
+    scale: list[float]
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    classes: list[str] = field(default_factory=lambda: list(LABELS))
+    model_id: str = ""
+    name: str = "calibration"
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+
+    def probabilities(self, signals: dict[str, float]) -> dict[str, float]:
+        x = (feature_row(signals, self.features) - np.array(self.mean)) / np.array(self.scale)
+        z = np.array(self.weights) @ x + np.array(self.bias)
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        return {c: float(v) for c, v in zip(self.classes, p, strict=True)}
+
+    def decide(self, signals: dict[str, float]) -> Decision:
+        probs = self.probabilities(signals)
+        label = max(probs, key=probs.get)
+        return Decision(label, round(probs[label], 3), "calibrated")
+
+    # --- files -----------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(str(path), "calibration file not found.",
+                              "run 'scopeguard calibrate' or fix the 'calibration' path.") \
+                from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(str(path), f"is not a readable calibration file ({exc}).",
+                              "write it again with 'scopeguard calibrate'.") from None
+        try:
+            cal = cls(**data)
+            n_f, n_c = len(cal.features), len(cal.classes)
+            assert set(cal.classes) <= set(LABELS), cal.classes
+            assert set(cal.features) <= set(FEATURES), cal.features
+            assert np.array(cal.weights).shape == (n_c, n_f)
+            assert len(cal.bias) == n_c and len(cal.mean) == n_f and len(cal.scale) == n_f
+        except (TypeError, AssertionError) as exc:
+            raise ConfigError(str(path), f"has the wrong shape ({exc}).",
+                              "write it again with 'scopeguard calibrate'.") from None
+        cal.name = f"calibration:{path.name}"
+        return cal
+
+
+def fit(signals: Sequence[dict[str, float]], labels: Sequence[str], l2: float = 1.0,
+        features: Sequence[str] = FEATURES, class_weight: bool = True,
+        iterations: int = 2000) -> Calibration:
+    """Fit the head by gradient descent on the L2-penalised cross-entropy.
+
+    ``class_weight`` weighs each class inversely to its frequency, so a rare label
+    is not ignored. ``l2`` is large on purpose: labelled history is small.
+    """
+    classes = [c for c in LABELS if c in set(labels)]
+    if len(classes) < 2:
+        raise ValueError("calibration needs at least two different labels")
+    x = np.vstack([feature_row(s, features) for s in signals])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    x = (x - mean) / scale
+    y = np.array([classes.index(label) for label in labels])
+    onehot = np.eye(len(classes))[y]
+    counts = onehot.sum(axis=0)
+    sample_w = (len(y) / (len(classes) * counts))[y] if class_weight else np.ones(len(y))
+    w = np.zeros((len(classes), x.shape[1]))
+    b = np.zeros(len(classes))
+    lr = 0.5
+    for _ in range(iterations):
+        z = x @ w.T + b
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        g = (p - onehot) * sample_w[:, None] / sample_w.sum()
+        w -= lr * (g.T @ x + l2 * w / len(y))
+        b -= lr * g.sum(axis=0)
+    return Calibration(weights=w.round(6).tolist(), bias=b.round(6).tolist(),
+                       mean=mean.round(6).tolist(), scale=scale.round(6).tolist(),
+                       features=list(features), classes=classes)
+
+
+def head_for(positioning: Positioning, model_id: str) -> Calibration | None:
+    """The head a positioning file selects: its ``calibration`` path, else the shipped
+    default when it was fitted for the same embedding model, else none (rules only)."""
+    if positioning.calibration and positioning.calibration.lower() == "none":
+        return None
+    if positioning.calibration:
+        path = Path(positioning.calibration)
+        if not path.is_absolute() and positioning.source not in ("", "<memory>"):
+            path = Path(positioning.source).parent / path
+        return Calibration.load(path)
+    default = resources.files("scopeguard.models") / DEFAULT_CALIBRATION
+    if default.is_file():
+        with resources.as_file(default) as path:
+            cal = Calibration.load(path)
+        if cal.model_id == model_id:
+            return cal
+    return None

@@ -1,0 +1,284 @@
+"""The classifier: a pure core with no I/O.
+
+Given a request's vectors, the product's vectors (positioning, features,
+non-goals) and the request's neighbours in the backlog, ``classify`` measures the
+request and returns an explained :class:`Verdict`. Embedding, files and trackers
+live elsewhere (``engine.py`` and the integrations).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .backlog import Request
+from .clean import Document
+from .positioning import Positioning
+from .rules import Decision, Rules
+from .signals import Signal, custom_signals, input_class
+
+KINDS = ("positioning", "feature", "non_goal", "ideal")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A piece of the positioning file that requests are compared with."""
+
+    kind: str  # positioning | feature | non_goal | ideal
+    name: str
+    text: str
+    instead: str = ""
+
+
+def anchors_of(positioning: Positioning) -> list[Anchor]:
+    """Every statement, feature, non-goal and ideal-customer line, in file order."""
+    out = [Anchor("positioning", kind, text) for kind, text in
+           positioning.positioning_statements()]
+    out += [Anchor("feature", f.name, f.text) for f in positioning.features]
+    out += [Anchor("non_goal", n.name, n.text, n.instead) for n in positioning.non_goals]
+    if positioning.ideal_customer:
+        out.append(Anchor("ideal", "ideal customer", positioning.ideal_customer))
+    out += [Anchor("ideal", "ideal customer trait", t) for t in positioning.ideal_traits]
+    return out
+
+
+@dataclass
+class ProductIndex:
+    """The product's anchors and their vectors, grouped by kind."""
+
+    anchors: dict[str, list[Anchor]]
+    vectors: dict[str, np.ndarray]
+
+    @classmethod
+    def build(cls, anchors: Sequence[Anchor], vectors: np.ndarray) -> ProductIndex:
+        dim = vectors.shape[1] if len(vectors) else 0
+        grouped: dict[str, list[Anchor]] = {k: [] for k in KINDS}
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
+        for anchor, vec in zip(anchors, vectors, strict=True):
+            grouped[anchor.kind].append(anchor)
+            rows[anchor.kind].append(vec)
+        return cls(grouped, {k: np.vstack(v) if v else np.zeros((0, dim), np.float32)
+                             for k, v in rows.items()})
+
+
+@dataclass(frozen=True)
+class RequestVectors:
+    """A request's embedding: one row per chunk, and their normalised mean."""
+
+    chunks: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        v = self.chunks.mean(axis=0)
+        n = float(np.linalg.norm(v))
+        return v / n if n else v
+
+
+@dataclass(frozen=True)
+class Match:
+    kind: str
+    name: str
+    text: str
+    score: float
+    instead: str = ""
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """Another request in the backlog that asks for much the same thing."""
+
+    id: str
+    title: str
+    customer: str
+    score: float
+    url: str = ""
+    duplicate: bool = False
+
+
+class Head(Protocol):
+    """A fitted decision model (see ``calibration.py``)."""
+
+    name: str
+
+    def decide(self, signals: dict[str, float]) -> Decision: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A label with the evidence that produced it."""
+
+    request_id: str
+    title: str
+    label: str
+    confidence: float
+    rule: str
+    decided_by: str
+    input_class: str
+    reasons: tuple[str, ...]
+    positioning: tuple[Match, ...]
+    features: tuple[Match, ...]
+    non_goal: Match | None
+    similar: tuple[Neighbour, ...]
+    customers: tuple[str, ...]
+    custom_signals: tuple[Signal, ...]
+    signals: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+    url: str = ""
+    customer: str = ""
+
+    @property
+    def duplicates(self) -> tuple[Neighbour, ...]:
+        return tuple(n for n in self.similar if n.duplicate)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["distinct_customers"] = len(self.customers)
+        return data
+
+
+def _top(matrix: np.ndarray, anchors: list[Anchor], vec: np.ndarray, k: int) -> list[Match]:
+    if not len(anchors):
+        return []
+    scores = matrix @ vec
+    order = np.argsort(-scores)[:k]
+    return [Match(anchors[i].kind, anchors[i].name, anchors[i].text, round(float(scores[i]), 4),
+                  anchors[i].instead) for i in order]
+
+
+def _best(matrix: np.ndarray, chunks: np.ndarray, mean: np.ndarray) -> float:
+    """Best cosine between any anchor and the request (its mean, or any one chunk)."""
+    if not len(matrix):
+        return 0.0
+    best_mean = float((matrix @ mean).max())
+    if len(chunks) == 1:
+        return best_mean
+    # A long body can bury the one paragraph that matters; a chunk's match counts at
+    # a small discount so that it cannot beat the whole request by noise alone.
+    best_chunk = float((matrix @ chunks.T).max()) - 0.05
+    return max(best_mean, best_chunk)
+
+
+def measure(doc: Document, vectors: RequestVectors, index: ProductIndex,
+            customers: Sequence[str], custom: Sequence[Signal], rules: Rules) -> dict[str, float]:
+    """The numeric signals a decision is made from."""
+    mean = vectors.mean
+    v = index.vectors
+    feature_fit = _best(v["feature"], vectors.chunks, mean)
+    positioning_fit = _best(v["positioning"], vectors.chunks, mean)
+    non_goal = _best(v["non_goal"], vectors.chunks, mean)
+    fit_raw = max(feature_fit, positioning_fit)
+    return {
+        "feature_fit": round(feature_fit, 4),
+        "positioning_fit": round(positioning_fit, 4),
+        "non_goal": round(non_goal, 4) if len(v["non_goal"]) else -1.0,
+        "ideal_fit": round(_best(v["ideal"], vectors.chunks, mean), 4) if len(v["ideal"]) else 0.0,
+        "fit_raw": round(fit_raw, 4),
+        "fit": round(rules.fit(feature_fit, positioning_fit,
+                               non_goal if len(v["non_goal"]) else -1.0), 4),
+        "demand": float(len(customers)),
+        "custom_strong": float(sum(1 for s in custom if s.strength == "strong")),
+        "custom_weak": float(sum(1 for s in custom if s.strength == "weak")),
+        "log_words": round(math.log1p(doc.words), 4),
+    }
+
+
+def classify(request: Request, doc: Document, vectors: RequestVectors, index: ProductIndex,
+             neighbours: Sequence[tuple[Request, float]] = (), rules: Rules | None = None,
+             head: Head | None = None) -> Verdict:
+    """Label ``request`` and explain why.
+
+    Args:
+        request: the request (its ``customer`` already resolved).
+        doc: the cleaned, chunked text of the request (``clean.prepare``).
+        vectors: the request's chunk vectors, from the same embedder as ``index``.
+        index: the product's anchors and vectors.
+        neighbours: other requests in the backlog with their cosine to this one,
+            any order; those at or above ``rules.similar`` count as the same ask.
+        rules: thresholds; defaults when omitted.
+        head: a calibrated decision model that replaces the fit and demand rules.
+    """
+    rules = rules or Rules()
+    text = doc.text
+    custom = custom_signals(text, request.customer)
+    similar = sorted(((r, s) for r, s in neighbours if s >= rules.similar and r.id != request.id),
+                     key=lambda pair: -pair[1])
+    customers = _distinct([request.customer or request.author or request.id] +
+                          [r.customer or r.author or r.id for r, _ in similar])
+    signals = measure(doc, vectors, index, customers, custom, rules)
+    decision = rules.pre_decide(signals) or (head.decide(signals) if head else
+                                             rules.decide(signals))
+    mean = vectors.mean
+    v = index.vectors
+    features = _top(v["feature"], index.anchors["feature"], mean, 3)
+    positioning = _top(v["positioning"], index.anchors["positioning"], mean, 3)
+    non_goals = _top(v["non_goal"], index.anchors["non_goal"], mean, 1)
+    klass, _ = input_class(text)
+    neighbours_out = tuple(
+        Neighbour(r.id, r.title, r.customer or r.author, round(float(s), 4), r.url,
+                  duplicate=s >= rules.duplicate) for r, s in similar[:10])
+    verdict = Verdict(
+        request_id=request.id, title=request.title, label=decision.label,
+        confidence=decision.confidence, rule=decision.rule,
+        decided_by=head.name if head and decision.rule not in ("served", "non_goal") else "rules",
+        input_class=klass, reasons=(), positioning=tuple(positioning), features=tuple(features),
+        non_goal=non_goals[0] if non_goals else None, similar=neighbours_out,
+        customers=tuple(customers), custom_signals=tuple(custom), signals=signals,
+        truncated=doc.truncated, url=request.url, customer=request.customer)
+    return _with_reasons(verdict, rules)
+
+
+def _distinct(names: Sequence[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.strip().lower()
+        if key and key not in seen:
+            seen[key] = name.strip()
+    return list(seen.values())
+
+
+def _with_reasons(v: Verdict, rules: Rules) -> Verdict:
+    s = v.signals
+    feature = v.features[0] if v.features else None
+    reasons: list[str] = []
+    if v.rule == "served" and feature:
+        reasons.append(f"Already served by the feature '{feature.name}' "
+                       f"(similarity {feature.score:.2f} >= {rules.served}): point the requester "
+                       "to it rather than building it again.")
+    elif v.rule == "non_goal" and v.non_goal:
+        reasons.append(f"Closest to the non-goal '{v.non_goal.name}' ({v.non_goal.score:.2f}), "
+                       f"closer than to any feature ({s['feature_fit']:.2f}).")
+        if v.non_goal.instead:
+            reasons.append(f"Instead: {v.non_goal.instead}")
+    elif v.rule == "demand":
+        reasons.append(f"{len(v.customers)} distinct customers asked for the same thing "
+                       f"(>= {rules.min_customers}).")
+    elif v.rule == "custom":
+        words = ", ".join(f"'{c.evidence}'" for c in v.custom_signals if c.strength == "strong")
+        reasons.append(f"Custom-work language ({words}) and only {len(v.customers)} customer(s) "
+                       "behind it.")
+    elif v.rule == "fit_core":
+        reasons.append(f"Fits what the product is for: fit {s['fit']:.2f} >= {rules.core_fit}.")
+    elif v.rule == "fit_generalizable":
+        reasons.append(f"Near the product but not inside it: fit {s['fit']:.2f} between "
+                       f"{rules.generalizable_fit} and {rules.core_fit}.")
+    elif v.rule == "low_fit":
+        reasons.append(f"Far from the positioning and features: fit {s['fit']:.2f} < "
+                       f"{rules.generalizable_fit}.")
+    else:
+        reasons.append(f"Decided by {v.decided_by} from the signals below.")
+    if feature and v.rule not in ("served",):
+        reasons.append(f"Nearest feature: '{feature.name}' ({feature.score:.2f}).")
+    if v.non_goal and v.rule != "non_goal" and v.non_goal.score >= rules.non_goal - 0.1:
+        reasons.append(f"Watch the non-goal '{v.non_goal.name}' ({v.non_goal.score:.2f}).")
+    if v.label == "one_off" and len(v.customers) >= rules.min_customers:
+        reasons.append(f"{len(v.customers)} customers want it although it is out of scope: "
+                       "worth revisiting the positioning.")
+    if v.duplicates:
+        reasons.append("Possible duplicate of " + ", ".join(n.id for n in v.duplicates) + ".")
+    if v.truncated:
+        reasons.append("The body was very long; only its first part was read.")
+    return Verdict(**{**v.__dict__, "reasons": tuple(reasons)})

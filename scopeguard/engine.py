@@ -1,0 +1,119 @@
+"""Glue between the pure classifier and the embedder: one object per product.
+
+``Scopeguard`` embeds the positioning file once, embeds requests (through the
+SQLite cache), finds each request's neighbours in the backlog and calls
+``classify.classify``. The CLI and the integrations all go through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from .backlog import Request, check_request, resolve_customer
+from .classify import (
+    Head,
+    ProductIndex,
+    RequestVectors,
+    Verdict,
+    anchors_of,
+    classify,
+)
+from .clean import Document, prepare
+from .embed import Embedder, Progress
+from .positioning import Positioning
+from .rules import Rules
+
+
+class Scopeguard:
+    """Classifies requests for one product.
+
+    Args:
+        positioning: the validated positioning file.
+        embedder: any :class:`~scopeguard.embed.Embedder` (wrap it in a
+            ``CachedEmbedder`` to reuse vectors across runs).
+        head: an optional calibrated decision model; ``None`` uses the rules only.
+    """
+
+    def __init__(self, positioning: Positioning, embedder: Embedder,
+                 head: Head | None = None, rules: Rules | None = None) -> None:
+        self.positioning = positioning
+        self.embedder = embedder
+        self.rules = rules or Rules.from_thresholds(positioning.thresholds, positioning.source)
+        self.head = head
+        anchors = anchors_of(positioning)
+        self.index = ProductIndex.build(anchors, embedder.encode([a.text for a in anchors]))
+
+    # --- embedding -------------------------------------------------------------------------
+
+    def prepare(self, requests: Sequence[Request]) -> list[Request]:
+        """Checked requests with their customer resolved by the positioning file's rule."""
+        return [replace(check_request(r), customer=resolve_customer(r, self.positioning.customer))
+                for r in requests]
+
+    def embed(self, requests: Sequence[Request], progress: Progress | None = None
+              ) -> tuple[list[Document], list[RequestVectors]]:
+        """Clean, chunk and embed ``requests`` in one batch."""
+        docs = [prepare(r.title, r.body) for r in requests]
+        texts = [c for d in docs for c in d.chunks]
+        matrix = self.embedder.encode(texts, progress=progress)
+        out, at = [], 0
+        for d in docs:
+            out.append(RequestVectors(matrix[at:at + len(d.chunks)]))
+            at += len(d.chunks)
+        return docs, out
+
+    # --- classifying -----------------------------------------------------------------------
+
+    def classify(self, request: Request, backlog: Sequence[Request] = ()) -> Verdict:
+        """Classify one request; ``backlog`` (other requests) supplies demand."""
+        [request] = self.prepare([request])
+        others = [r for r in self.prepare(backlog) if r.id != request.id]
+        docs, vecs = self.embed([request, *others])
+        means = np.vstack([v.mean for v in vecs])
+        scores = means[1:] @ means[0] if others else np.zeros(0)
+        neighbours = [(r, float(s)) for r, s in zip(others, scores, strict=True)
+                      if s >= self.rules.similar]
+        return classify(request, docs[0], vecs[0], self.index, neighbours, self.rules, self.head)
+
+    def classify_all(self, requests: Sequence[Request], progress: Progress | None = None,
+                     on_verdict: Callable[[Verdict], None] | None = None) -> list[Verdict]:
+        """Classify every request against all the others (the backlog audit)."""
+        requests = self.prepare(requests)
+        docs, vecs = self.embed(requests, progress=progress)
+        if not requests:
+            return []
+        means = np.vstack([v.mean for v in vecs]).astype(np.float32)
+        neighbour_lists = neighbours_above(means, self.rules.similar)
+        verdicts = []
+        for i, request in enumerate(requests):
+            pairs = [(requests[j], s) for j, s in neighbour_lists[i]]
+            verdict = classify(request, docs[i], vecs[i], self.index, pairs, self.rules,
+                               self.head)
+            verdicts.append(verdict)
+            if on_verdict:
+                on_verdict(verdict)
+        return verdicts
+
+
+def neighbours_above(vectors: np.ndarray, threshold: float, block: int = 2048,
+                     limit: int = 50) -> list[list[tuple[int, float]]]:
+    """For each row, the other rows with cosine >= ``threshold`` (best ``limit`` first).
+
+    Blocked matrix products keep memory at ``block x n`` floats instead of ``n x n``:
+    100k requests of 384 dims need ~0.8 GB per block of 2,048 rows, not 40 GB.
+    """
+    n = len(vectors)
+    out: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    for start in range(0, n, block):
+        sims = vectors[start:start + block] @ vectors.T
+        for row in range(sims.shape[0]):
+            i = start + row
+            sims[row, i] = -1.0
+            hits = np.flatnonzero(sims[row] >= threshold)
+            if len(hits) > limit:
+                hits = hits[np.argsort(-sims[row, hits])[:limit]]
+            out[i] = sorted(((int(j), float(sims[row, j])) for j in hits), key=lambda p: -p[1])
+    return out

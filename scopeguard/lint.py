@@ -1,0 +1,148 @@
+"""``scopeguard check``: findings about a positioning file's quality.
+
+A positioning that would not survive a sales meeting makes every verdict weaker:
+vague target customers ("small and medium enterprises"), vague values ("improve
+efficiency"), a missing alternative or uniqueness, features that say the same
+thing twice, non-goals that contradict a feature. Pure: similarities come from a
+function the caller passes (the embedder, or the lexical fallback below).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .positioning import Positioning
+
+Similarity = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" or "warning"
+    key: str
+    message: str
+    fix: str
+
+    def format(self, source: str) -> str:
+        return f"{source}: {self.level}: {self.key}: {self.message} Fix: {self.fix}"
+
+
+VAGUE_CUSTOMERS = [
+    r"small and medium(?:[- ]sized)? (?:enterprises|businesses|companies)", r"\bsmes?\b",
+    r"\bsmbs?\b", r"\beveryone\b", r"\beverybody\b", r"\banyone\b", r"\ball (?:businesses|companies|"
+    r"organi[sz]ations|teams|users|people|industries)\b", r"\bbusinesses of all sizes\b",
+    r"\bcompanies of all sizes\b", r"\bany (?:business|company|organi[sz]ation|team)\b",
+    r"\benterprises\b", r"\bmodern (?:teams|businesses)\b",
+]
+VAGUE_VALUES = [
+    r"\bimprov\w* (?:the )?(?:management|efficiency|productivity|performance|processes|"
+    r"workflows?|collaboration|communication|operations)\b",
+    r"\bincreas\w* (?:efficiency|productivity)\b", r"\bboost\w* productivity\b",
+    r"\bstreamlin\w*", r"\boptimi[sz]\w* (?:your |the )?(?:business|processes|operations|workflows?)",
+    r"\bempower\w*", r"\bleverag\w*", r"\bsynerg\w*", r"\bbest[- ]in[- ]class\b",
+    r"\bworld[- ]class\b", r"\bseamless\w*", r"\ball[- ]in[- ]one\b", r"\bdigital transformation\b",
+    r"\bnext[- ]generation\b", r"\bcutting[- ]edge\b", r"\bstate[- ]of[- ]the[- ]art\b",
+    r"\bmanagement level\b", r"\bbetter (?:management|results|outcomes)\b",
+]
+_VAGUE_C = [re.compile(p, re.I) for p in VAGUE_CUSTOMERS]
+_VAGUE_V = [re.compile(p, re.I) for p in VAGUE_VALUES]
+
+DUPLICATE_FEATURES = 0.85
+CONTRADICTION = 0.75
+
+
+def _vague(text: str, patterns: list[re.Pattern[str]]) -> list[str]:
+    return [m.group(0) for p in patterns for m in [p.search(text)] if m]
+
+
+def lexical_similarity(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+    """Jaccard similarity of word sets: the fallback when no model is loaded."""
+    def words(t: str) -> set[str]:
+        return {w for w in re.findall(r"[a-z0-9]+", t.lower()) if len(w) > 2}
+    wa, wb = [words(t) for t in a], [words(t) for t in b]
+    out = np.zeros((len(a), len(b)), dtype=np.float32)
+    for i, x in enumerate(wa):
+        for j, y in enumerate(wb):
+            if x and y:
+                out[i, j] = len(x & y) / len(x | y)
+    return out
+
+
+def lint(p: Positioning, similarity: Similarity | None = None,
+         duplicate_at: float = DUPLICATE_FEATURES,
+         contradiction_at: float = CONTRADICTION) -> list[Finding]:
+    """Findings about ``p``, errors first. ``similarity`` defaults to the lexical one,
+    whose scale is lower: pass thresholds that suit the function you pass."""
+    if similarity is None:
+        similarity = lexical_similarity
+        duplicate_at, contradiction_at = 0.6, 0.6
+    found: list[Finding] = []
+    add = found.append
+
+    if not p.alternative:
+        add(Finding("error", "alternative", "is missing: what do customers use today instead?",
+                    "name the alternative the product replaces, e.g. 'the phone and a paper "
+                    "diary'."))
+    if not p.uniqueness:
+        add(Finding("error", "uniqueness", "is missing: why would anyone pick this product "
+                    "over the alternative?", "state what only this product does."))
+    for key, text in (("target_customer", p.target_customer),):
+        for word in _vague(text, _VAGUE_C):
+            add(Finding("warning", key, f"vague target customer '{word}'.",
+                        "describe the customer precisely: who, what size, what situation."))
+        if len(text.split()) < 4:
+            add(Finding("warning", key, f"'{text}' is too short to benchmark requests against.",
+                        "say who the customer is and what situation they are in."))
+    for key, text in (("main_value", p.main_value), ("need", p.need),
+                      ("uniqueness", p.uniqueness), ("category", p.category)):
+        for word in _vague(text, _VAGUE_V):
+            add(Finding("warning", key, f"vague wording '{word}'.",
+                        "say what concretely changes for the customer, with a number if "
+                        "you can."))
+    if not re.match(r"^\s*for\b.+\buse\b", p.category, re.I | re.S):
+        add(Finding("warning", "category", f"'{p.category}' is not of the form "
+                    "'For <need>, use <product>'.",
+                    f"write e.g. 'For <what the customer does>, use {p.product}'."))
+    elif p.product.lower() not in p.category.lower():
+        add(Finding("warning", "category", "does not name the product.",
+                    f"end it with 'use {p.product}'."))
+
+    names = [f.name.lower() for f in p.features]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            add(Finding("error", f"features[{i}]", f"duplicates the name '{p.features[i].name}'.",
+                        "merge the two entries or rename one."))
+    texts = [f.text for f in p.features]
+    if len(texts) > 1:
+        sims = similarity(texts, texts)
+        for i in range(len(texts)):
+            for j in range(i + 1, len(texts)):
+                if names[i] != names[j] and sims[i, j] >= duplicate_at:
+                    add(Finding("warning", f"features[{j}]",
+                                f"'{p.features[j].name}' says much the same as "
+                                f"'{p.features[i].name}' (similarity {sims[i, j]:.2f}).",
+                                "merge them, or make each description say what is different."))
+    if p.non_goals:
+        sims = similarity([n.text for n in p.non_goals], texts)
+        for i, n in enumerate(p.non_goals):
+            j = int(np.argmax(sims[i]))
+            if sims[i, j] >= contradiction_at or n.name.lower() in names:
+                add(Finding("error", f"non_goals[{i}]",
+                            f"'{n.name}' contradicts the feature '{p.features[j].name}' "
+                            f"(similarity {sims[i, j]:.2f}).",
+                            "remove one, or narrow the non-goal to what the product will "
+                            "really not do."))
+    else:
+        add(Finding("warning", "non_goals", "none listed: scopeguard cannot point to what the "
+                    "product will not do.", "list at least the asks you keep declining."))
+    if len(p.features) < 3:
+        add(Finding("warning", "features", f"only {len(p.features)} listed.",
+                    "list what the product does today, one entry per capability."))
+    if not p.ideal_customer:
+        add(Finding("warning", "ideal_customer", "no ideal customer profile.",
+                    "describe your best current customer, to benchmark requests against."))
+    return sorted(found, key=lambda f: f.level != "error")

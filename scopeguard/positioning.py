@@ -1,0 +1,308 @@
+"""The positioning file: what the product is for, what it does, what it will not do.
+
+``scopeguard.yml`` (or ``.github/scopeguard.yml``) is validated against the JSON
+Schema shipped beside this module (``positioning.schema.json``). The validator
+below understands the subset of JSON Schema that file uses, so that every error
+can name the file, the key and the fix instead of dumping a schema path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).with_name("positioning.schema.json")
+DEFAULT_FILENAMES = ("scopeguard.yml", "scopeguard.yaml", ".github/scopeguard.yml",
+                     ".github/scopeguard.yaml")
+
+LABELS = ("core", "generalizable", "one_off")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The published JSON Schema of the positioning file."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Item:
+    """A feature or non-goal: a short name and what it means."""
+
+    name: str
+    description: str = ""
+    instead: str = ""  # non-goals only: the existing mechanism to point to
+
+    @property
+    def text(self) -> str:
+        """The text that gets embedded."""
+        if self.description and self.description != self.name:
+            return f"{self.name}: {self.description}"
+        return self.name
+
+
+@dataclass(frozen=True)
+class CustomerRule:
+    """How to tell which customer asked: see the schema's ``customer`` section."""
+
+    source: str = "author"
+    label_prefix: str = "customer:"
+    field: str = "Customer"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which tracker issues count as feature requests."""
+
+    skip_labels: tuple[str, ...] = ("bug", "question", "documentation", "duplicate", "invalid")
+    require_labels: tuple[str, ...] = ()
+    skip_title_prefixes: tuple[str, ...] = ("bug:", "[bug]", "question:", "[question]")
+
+
+@dataclass(frozen=True)
+class JiraSettings:
+    projects: tuple[str, ...] = ()
+    issue_types: tuple[str, ...] = ()
+    customer_field: str = ""
+
+
+@dataclass(frozen=True)
+class Positioning:
+    """A validated positioning file."""
+
+    product: str
+    category: str
+    target_customer: str
+    need: str
+    main_value: str
+    features: tuple[Item, ...]
+    alternative: str = ""
+    uniqueness: str = ""
+    statements: tuple[str, ...] = ()
+    non_goals: tuple[Item, ...] = ()
+    ideal_customer: str = ""
+    ideal_traits: tuple[str, ...] = ()
+    customer: CustomerRule = field(default_factory=CustomerRule)
+    labels: dict[str, str] = field(default_factory=lambda: {
+        "core": "scope: core", "generalizable": "scope: generalizable",
+        "one_off": "scope: one-off"})
+    thresholds: dict[str, float] = field(default_factory=dict)
+    filters: Filters = field(default_factory=Filters)
+    jira: JiraSettings = field(default_factory=JiraSettings)
+    model: str | None = None
+    calibration: str | None = None
+    source: str = "<memory>"
+
+    def positioning_statements(self) -> list[tuple[str, str]]:
+        """(kind, text) pairs that say what the product is for, in file order."""
+        out = [("category", self.category),
+               ("target customer", self.target_customer),
+               ("need", self.need),
+               ("main value", self.main_value)]
+        if self.uniqueness:
+            out.append(("uniqueness", self.uniqueness))
+        out += [("statement", s) for s in self.statements]
+        return out
+
+    def label_name(self, label: str) -> str:
+        return self.labels[label]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def find_positioning(start: str | Path = ".") -> Path:
+    """The positioning file in ``start`` (a file or a directory)."""
+    start = Path(start)
+    if start.is_file():
+        return start
+    for name in DEFAULT_FILENAMES:
+        candidate = start / name
+        if candidate.is_file():
+            return candidate
+    if start.suffix in (".yml", ".yaml", ".json"):
+        raise ConfigError(str(start), "file not found.",
+                          "check the path, or run 'scopeguard init' to write one.")
+    raise ConfigError(
+        str(start), "no positioning file found (looked for "
+        + ", ".join(DEFAULT_FILENAMES) + ").",
+        "create scopeguard.yml (see examples/scopeguard.yml) or pass --config PATH.")
+
+
+def load_positioning(path: str | Path) -> Positioning:
+    """Read, validate and return the positioning file at ``path``."""
+    import yaml  # lazy: only needed when a file is read
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found.", "check the path or pass --config PATH.") \
+            from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot be read ({exc}).",
+                          "make it a readable UTF-8 YAML file.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), f"is not valid YAML{where}: {problem}.",
+                          "fix the YAML syntax (indentation, quotes, colons).") from None
+    return parse_positioning(data, source=str(path))
+
+
+def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
+    """Validate a parsed positioning document and build a :class:`Positioning`."""
+    if data is None:
+        raise ConfigError(source, "is empty.",
+                          "write at least product, category, target_customer, need, "
+                          "main_value and features (see examples/scopeguard.yml).")
+    validate(data, schema(), source)
+    data = {k: v for k, v in data.items() if v is not None}  # 'key:' with no value = absent
+    features = tuple(_item(x) for x in data["features"])
+    non_goals = tuple(_item(x) for x in data.get("non_goals", []))
+    ideal = data.get("ideal_customer") or {}
+    customer = CustomerRule(**(data.get("customer") or {}))
+    if customer.source == "field" and "field" not in (data.get("customer") or {}):
+        raise ConfigError(source, "customer.source is 'field' but no field name is given.",
+                          "add customer.field, e.g. 'field: Customer'.", key="customer.field")
+    labels = {**Positioning.__dataclass_fields__["labels"].default_factory(),
+              **(data.get("labels") or {})}
+    if len(set(labels.values())) != len(labels):
+        raise ConfigError(source, f"label names must differ, got {labels}.",
+                          "give core, generalizable and one_off distinct names.", key="labels")
+    filters_data = data.get("filters") or {}
+    filters = Filters(**{k: tuple(v) for k, v in filters_data.items()})
+    jira = data.get("jira") or {}
+    return Positioning(
+        product=data["product"].strip(),
+        category=data["category"].strip(),
+        target_customer=data["target_customer"].strip(),
+        need=data["need"].strip(),
+        main_value=data["main_value"].strip(),
+        alternative=data.get("alternative", "").strip(),
+        uniqueness=data.get("uniqueness", "").strip(),
+        statements=tuple(s.strip() for s in data.get("statements", [])),
+        features=features,
+        non_goals=non_goals,
+        ideal_customer=(ideal.get("description") or "").strip(),
+        ideal_traits=tuple(ideal.get("traits") or ()),
+        customer=customer,
+        labels=labels,
+        thresholds=dict(data.get("thresholds") or {}),
+        filters=filters,
+        jira=JiraSettings(projects=tuple(jira.get("projects", ())),
+                          issue_types=tuple(jira.get("issue_types", ())),
+                          customer_field=jira.get("customer_field", "")),
+        model=data.get("model"),
+        calibration=data.get("calibration"),
+        source=source,
+    )
+
+
+def _item(value: str | dict[str, str]) -> Item:
+    if isinstance(value, str):
+        return Item(name=value.strip())
+    return Item(name=value["name"].strip(), description=value.get("description", "").strip(),
+                instead=value.get("instead", "").strip())
+
+
+# --- a small JSON Schema validator with readable errors -------------------------------------
+
+_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+          "boolean": bool}
+_TYPE_WORDS = {"object": "a mapping (key: value lines)", "array": "a list ('- item' lines)",
+               "string": "text", "integer": "a whole number", "number": "a number",
+               "boolean": "true or false"}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    return f"the text {str(value)[:40]!r}"
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if isinstance(value, bool) and name in ("integer", "number"):
+        return False
+    return isinstance(value, _TYPES[name])
+
+
+def validate(value: Any, node: dict[str, Any], source: str, path: str = "") -> None:
+    """Check ``value`` against schema ``node``; raise ConfigError naming the key and the fix."""
+    key = path or "(top level)"
+    hint = node.get("description", "")
+    if "oneOf" in node:
+        errors = []
+        for option in node["oneOf"]:
+            try:
+                validate(value, option, source, path)
+                return
+            except ConfigError as exc:
+                errors.append(exc)
+        # Report the error of the option whose type matched, if any: it is the most specific.
+        for option, exc in zip(node["oneOf"], errors, strict=True):
+            if _is_type(value, option.get("type", "")):
+                raise exc
+        kinds = " or ".join(_TYPE_WORDS[o["type"]] for o in node["oneOf"])
+        raise ConfigError(source, f"expected {kinds}, got {_describe(value)}.",
+                          hint or "see the schema (scopeguard schema).", key=key)
+    if "enum" in node:
+        if value not in node["enum"]:
+            choices = ", ".join(repr(x) for x in node["enum"])
+            raise ConfigError(source, f"{_describe(value)} is not allowed.",
+                              f"use one of {choices}.", key=key)
+        return
+    kind = node.get("type")
+    if kind and not _is_type(value, kind):
+        raise ConfigError(source, f"expected {_TYPE_WORDS[kind]}, got {_describe(value)}.",
+                          hint or f"make {key} {_TYPE_WORDS[kind]}.", key=key)
+    if kind == "string" and len(value.strip()) < node.get("minLength", 0):
+        raise ConfigError(source, "is empty.", hint or "write a value.", key=key)
+    if kind in ("number", "integer"):
+        low, high = node.get("minimum"), node.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(source, f"{value} is out of range.", f"use a value {span}.",
+                              key=key)
+    if kind == "array":
+        if len(value) < node.get("minItems", 0):
+            raise ConfigError(source, "needs at least one entry.", hint, key=key)
+        for i, item in enumerate(value):
+            validate(item, node.get("items", {}), source, f"{path}[{i}]")
+    if kind == "object":
+        props = node.get("properties", {})
+        if node.get("additionalProperties") is False:
+            for name in value:
+                if name not in props:
+                    close = difflib.get_close_matches(str(name), list(props), n=1)
+                    fix = (f"did you mean '{close[0]}'?" if close else
+                           "remove it; allowed keys: " + ", ".join(props) + ".")
+                    raise ConfigError(source, "unknown key.", fix, key=_join(path, str(name)))
+        for name in node.get("required", []):
+            if name not in value or value[name] is None:
+                raise ConfigError(source, "is missing (required).",
+                                  props.get(name, {}).get("description", "add it."),
+                                  key=_join(path, name))
+        for name, sub in props.items():
+            if name in value and value[name] is not None:
+                validate(value[name], sub, source, _join(path, name))
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+
+from scopeguard.backlog import (
+    MAX_BODY,
+    Request,
+    body_field,
+    check_request,
+    is_feature_request,
+    read_backlog,
+    resolve_customer,
+)
+from scopeguard.errors import InputError
+from scopeguard.positioning import CustomerRule, Filters
+
+
+def test_example_backlog_loads(example_backlog):
+    items = read_backlog(example_backlog)
+    assert len(items) >= 60
+    assert {r.label for r in items} == {"core", "generalizable", "one_off"}
+    assert len({r.customer for r in items}) >= 20
+    assert all(r.id and r.title and r.created_at and r.url for r in items)
+
+
+def test_jsonl_errors_name_the_line(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"id": "1", "title": "ok"}\n{"id": "2", "title": \n')
+    with pytest.raises(InputError, match=r"b.jsonl line 2: not valid JSON"):
+        read_backlog(path)
+    path.write_text('{"id": "1", "title": "a"}\n{"id": "1", "title": "b"}\n')
+    with pytest.raises(InputError, match="id '1' appears twice"):
+        read_backlog(path)
+    path.write_text('{"id": "1", "author": "x"}\n')
+    with pytest.raises(InputError, match="line 1: has neither 'title' nor 'body'"):
+        read_backlog(path)
+
+
+def test_csv_backlog_with_labels_column(tmp_path):
+    path = tmp_path / "b.csv"
+    path.write_text("id,title,body,customer,labels\n7,Dark mode,please,Acme,\"enhancement, ui\"\n")
+    [r] = read_backlog(path)
+    assert (r.id, r.customer, r.labels) == ("7", "Acme", ("enhancement", "ui"))
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="CSV header needs a 'title' or 'body'"):
+        read_backlog(path)
+
+
+def test_json_list_backlog(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps([{"id": "x", "title": "t", "label": "core"}]))
+    assert read_backlog(path)[0].label == "core"
+    path.write_text(json.dumps([{"id": "x", "title": "t", "label": "maybe"}]))
+    with pytest.raises(InputError, match="label 'maybe' is not one of"):
+        read_backlog(path)
+
+
+def test_empty_and_huge_requests_refused():
+    with pytest.raises(InputError, match="title and body are both empty"):
+        check_request(Request(id="9", title=" ", body=""))
+    with pytest.raises(InputError, match=r"body is 1,000,001 characters .* Fix:"):
+        check_request(Request(id="9", title="t", body="x" * (MAX_BODY + 1)))
+
+
+def test_body_field_line_and_issue_form():
+    assert body_field("**Clinic:** Riverside Vets\nmore", "Clinic") == "Riverside Vets"
+    assert body_field("Customer: Acme Ltd", "customer") == "Acme Ltd"
+    assert body_field("### Customer\n\nGlobex\n\n### Other\n", "Customer") == "Globex"
+    assert body_field("### Customer\n\n_No response_\n", "Customer") == ""
+
+
+@pytest.mark.parametrize("rule,expected", [
+    (CustomerRule("author"), "ann"),
+    (CustomerRule("org"), "acme-org"),
+    (CustomerRule("label", label_prefix="customer:"), "Globex"),
+    (CustomerRule("field", field="Clinic"), "Riverside Vets"),
+])
+def test_resolve_customer(rule, expected):
+    r = Request(id="1", title="t", body="Clinic: Riverside Vets", author="ann", org="acme-org",
+                labels=("enhancement", "customer: Globex"))
+    assert resolve_customer(r, rule) == expected
+
+
+def test_explicit_customer_wins_and_fallback_is_author():
+    r = Request(id="1", title="t", author="ann", customer="Initech")
+    assert resolve_customer(r, CustomerRule("label")) == "Initech"
+    r = Request(id="1", title="t", author="ann")
+    assert resolve_customer(r, CustomerRule("field", field="Clinic")) == "ann"
+    r = Request(id="1", title="t", author="bob@Example.com")
+    assert resolve_customer(r, CustomerRule("org")) == "example.com"
+
+
+def test_feature_request_filter():
+    f = Filters()
+    assert is_feature_request(Request(id="1", title="Add X", labels=("enhancement",)), f)[0]
+    ok, why = is_feature_request(Request(id="1", title="Add X", labels=("Bug",)), f)
+    assert not ok and "bug" in why
+    assert not is_feature_request(Request(id="1", title="[Bug] crash"), f)[0]
+    strict = Filters(require_labels=("feature",))
+    ok, why = is_feature_request(Request(id="1", title="Add X"), strict)
+    assert not ok and "feature" in why

@@ -1,0 +1,127 @@
+"""Classifier rules with the deterministic hashing embedder: fast, and exact about logic."""
+
+import numpy as np
+import pytest
+
+from scopeguard.backlog import Request
+from scopeguard.engine import Scopeguard, neighbours_above
+from scopeguard.positioning import parse_positioning
+from scopeguard.rules import Rules
+
+PRODUCT = {
+    "product": "Finder",
+    "category": "For finding files by name in the terminal, use Finder",
+    "target_customer": "Developers who search big source trees from a terminal",
+    "need": "find files by name quickly",
+    "main_value": "search results for file names in milliseconds",
+    "alternative": "find",
+    "uniqueness": "parallel directory walking that skips ignored files",
+    "features": [
+        {"name": "Name patterns", "description": "match file names with regular expressions"},
+        {"name": "Type filter", "description": "filter results by file type directory or symlink"},
+        {"name": "Colour output", "description": "colour results by file type"},
+    ],
+    "non_goals": [{"name": "Content search", "description": "search text inside file contents",
+                   "instead": "pipe the results to grep"}],
+}
+RULES = Rules(core_fit=0.5, generalizable_fit=0.3, non_goal=0.4, served=0.95, similar=0.8,
+              duplicate=0.95, min_customers=3)
+
+
+@pytest.fixture
+def guard(hashing):
+    return Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+
+
+def req(i, title, body="", customer=""):
+    return Request(id=str(i), title=title, body=body, author=f"user{i}", customer=customer)
+
+
+def test_request_like_a_feature_is_core(guard):
+    v = guard.classify(req(1, "Filter results by file type executable",
+                           "filter by file type like directory"))
+    assert v.label == "core" and v.rule == "fit_core"
+    assert v.features[0].name == "Type filter"
+    assert v.features[0].score >= v.features[1].score >= v.features[2].score
+    assert 0.5 <= v.confidence < 1
+
+
+def test_request_like_a_non_goal_is_one_off_and_points_to_instead(guard):
+    v = guard.classify(req(2, "Search text inside file contents", "search inside contents"))
+    assert (v.label, v.rule) == ("one_off", "non_goal")
+    assert v.non_goal.name == "Content search"
+    assert any("pipe the results to grep" in r for r in v.reasons)
+
+
+def test_request_already_served_by_a_feature(guard):
+    v = guard.classify(req(3, "Colour output", "colour results by file type"))
+    assert (v.label, v.rule) == ("one_off", "served")
+    assert "Colour output" in v.reasons[0]
+
+
+def test_unrelated_request_is_one_off(guard):
+    v = guard.classify(req(4, "Play music while waiting", "a jukebox with playlists"))
+    assert (v.label, v.rule) == ("one_off", "low_fit")
+
+
+def test_demand_from_distinct_customers_makes_it_generalizable(guard):
+    ask = ("Export the list as a spreadsheet", "spreadsheet export please")
+    backlog = [req(10, *ask, customer="Acme"), req(11, *ask, customer="Globex"),
+               req(12, *ask, customer="acme ")]  # same customer twice: counted once
+    v = guard.classify(req(13, *ask, customer="Initech"), backlog)
+    assert len(v.customers) == 3 and {n.id for n in v.similar} == {"10", "11", "12"}
+    assert (v.label, v.rule) == ("generalizable", "demand")
+    assert all(n.duplicate for n in v.similar)
+    one = guard.classify(req(13, *ask, customer="Initech"), backlog[:1])
+    assert one.label != "generalizable" or one.rule != "demand"
+
+
+def test_custom_work_language_makes_it_one_off(guard):
+    v = guard.classify(req(5, "Filter results by file type for our in-house build system",
+                           "filter by file type; we will sign the contract after"))
+    assert (v.label, v.rule) == ("one_off", "custom")
+    assert {s.name for s in v.custom_signals} >= {"in-house system", "contract or deal"}
+
+
+def test_verdict_serialises_with_evidence(guard):
+    d = guard.classify(req(1, "Filter results by file type")).to_dict()
+    assert d["label"] in ("core", "generalizable", "one_off")
+    assert {"positioning", "features", "non_goal", "similar", "customers", "custom_signals",
+            "signals", "input_class", "reasons", "distinct_customers"} <= set(d)
+    assert d["signals"]["feature_fit"] == d["features"][0]["score"]
+
+
+def test_thresholds_from_the_positioning_file(hashing):
+    p = parse_positioning({**PRODUCT, "thresholds": {"core_fit": 0.99, "generalizable_fit": 0.98}})
+    v = Scopeguard(p, hashing).classify(req(1, "Filter results by file type executable"))
+    assert v.label == "one_off"
+
+
+def test_bad_thresholds_refused():
+    with pytest.raises(Exception, match="generalizable_fit"):
+        Rules.from_thresholds({"core_fit": 0.3, "generalizable_fit": 0.4})
+
+
+def test_classify_all_matches_single_classification(guard):
+    items = [req(1, "Filter results by file type"), req(2, "Search inside file contents"),
+             req(3, "Filter results by file type please", customer="B")]
+    all_v = guard.classify_all(items)
+    single = guard.classify(items[0], items)
+    assert all_v[0].label == single.label and all_v[0].signals == single.signals
+    assert [n.id for n in all_v[0].similar] == [n.id for n in single.similar]
+
+
+def test_neighbours_above_matches_brute_force():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(20, 16))
+    vecs = np.vstack([base, base + rng.normal(scale=0.1, size=base.shape)]).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    got = neighbours_above(vecs, 0.8, block=7)
+    sims = vecs @ vecs.T
+    for i in range(len(vecs)):
+        expected = {j for j in range(len(vecs)) if j != i and sims[i, j] >= 0.8}
+        assert {j for j, _ in got[i]} == expected
+        scores = [s for _, s in got[i]]
+        assert scores == sorted(scores, reverse=True)
+    capped = neighbours_above(vecs, -1.0, limit=5)
+    assert all(len(x) == 5 for x in capped)

@@ -1,0 +1,72 @@
+from scopeguard.clean import clean_text, prepare
+
+TEMPLATE_BODY = """<!-- Please search existing issues first -->
+### Is your feature request related to a problem? Please describe.
+Reminders go out too early for morning slots.
+
+### Describe the solution you'd like
+Send them at 7pm the evening before.
+
+**What version of Pawtrack are you using?**
+2.3
+
+- [x] I searched the existing issues
+
+```
+Traceback (most recent call last):
+  File "x.py", line 1
+```
+
+> On Monday support wrote:
+> have you tried the settings page?
+
+![screenshot](https://example.com/a.png) See [the docs](https://example.com/docs) or https://example.com/x
+"""
+
+
+def test_template_noise_is_removed_and_request_kept():
+    text = clean_text(TEMPLATE_BODY)
+    assert "Reminders go out too early for morning slots." in text
+    assert "Send them at 7pm the evening before." in text
+    for noise in ("Please search", "Describe the solution", "related to a problem", "Traceback",
+                  "have you tried", "screenshot", "https://", "I searched", "What version"):
+        assert noise not in text, noise
+    assert "the docs" in text  # link text kept, URL dropped
+
+
+def test_non_template_heading_kept_as_sentence():
+    assert clean_text("## Waitlist by SMS\nplease") == "Waitlist by SMS.\nplease"
+
+
+def test_unclosed_comment_and_fence_do_not_swallow_title():
+    doc = prepare("Add dark mode", "text <!-- never closed")
+    assert doc.chunks == ("Add dark mode. text",)
+    doc = prepare("Add dark mode", "```\nunclosed code")
+    assert doc.chunks == ("Add dark mode",)
+
+
+def test_empty_inputs():
+    assert clean_text("") == ""
+    doc = prepare("", "")
+    assert doc.words == 0 and doc.chunks == ("",)
+
+
+def test_short_request_is_one_chunk_with_title_first():
+    doc = prepare("Title here", "Body words")
+    assert doc.chunks == ("Title here. Body words",) and not doc.truncated
+
+
+def test_long_body_is_chunked_with_overlap_not_cut():
+    body = " ".join(f"w{i}" for i in range(1000))
+    doc = prepare("T", body, chunk_words=100, overlap=20, max_chunks=50)
+    assert len(doc.chunks) == 13  # ceil((1001 - 100) / 80) + 1
+    assert all(len(c.split()) <= 100 for c in doc.chunks)
+    assert doc.chunks[0].split()[80:] == doc.chunks[1].split()[:20]  # overlap
+    assert doc.chunks[-1].split()[-1] == "w999"  # nothing dropped
+    assert not doc.truncated
+
+
+def test_huge_body_is_capped_and_flagged():
+    body = "word " * 100_000
+    doc = prepare("T", body, chunk_words=100, overlap=0, max_chunks=5)
+    assert len(doc.chunks) == 5 and doc.truncated and doc.words == 100_001

@@ -1,0 +1,100 @@
+import json
+
+from scopeguard.cli import cli
+
+FAST = ["--model", "hashing"]
+
+
+def test_check_example_is_clean(runner, example_config):
+    result = runner.invoke(cli, ["check", str(example_config), "--fast"])
+    assert result.exit_code == 0, result.output
+    assert "0 error(s)" in result.output
+
+
+def test_check_errors_exit_1_and_warnings_print(runner, tmp_path):
+    path = tmp_path / "scopeguard.yml"
+    path.write_text("product: X\ncategory: A tool\ntarget_customer: everyone\n"
+                    "need: things\nmain_value: improve efficiency\nfeatures: [a, b, c]\n")
+    result = runner.invoke(cli, ["check", str(path), "--fast"])
+    assert result.exit_code == 1
+    assert "error: alternative: is missing" in result.stderr
+    assert "warning: target_customer: vague target customer 'everyone'" in result.stdout
+    assert "warning: main_value: vague wording 'improve efficiency'" in result.stdout
+
+
+def test_check_malformed_file_exits_2_naming_key(runner, tmp_path):
+    path = tmp_path / "scopeguard.yml"
+    path.write_text("product: X\ncategory: For x, use X\ntarget_customer: t\nneed: n\n"
+                    "main_value: v\nfeatures: 3\n")
+    result = runner.invoke(cli, ["check", str(path), "--fast"])
+    assert result.exit_code == 2
+    assert f"{path}: features: expected a list" in result.stderr
+
+
+def test_check_finds_file_in_directory(runner, tmp_path, example_config):
+    (tmp_path / ".github").mkdir()
+    (tmp_path / ".github" / "scopeguard.yml").write_text(example_config.read_text())
+    result = runner.invoke(cli, ["check", str(tmp_path), "--fast"])
+    assert result.exit_code == 0 and ".github/scopeguard.yml" in result.output
+
+
+def test_schema_is_json(runner):
+    data = json.loads(runner.invoke(cli, ["schema"]).output)
+    assert "features" in data["required"]
+
+
+def test_init_writes_a_template_that_loads_but_fails_check(runner, tmp_path):
+    path = tmp_path / "scopeguard.yml"
+    assert runner.invoke(cli, ["init", str(path)]).exit_code == 0
+    assert runner.invoke(cli, ["init", str(path)]).exit_code == 1  # no overwrite
+    result = runner.invoke(cli, ["check", str(path), "--fast"])
+    assert result.exit_code == 0 and "warning" in result.output
+
+
+def test_classify_formats(runner, tmp_path, example_config):
+    base = ["classify", "-c", str(example_config), "--db", str(tmp_path / "c.db"), *FAST,
+            "-t", "Reminders by WhatsApp", "-b", "Send reminders on WhatsApp"]
+    text = runner.invoke(cli, base)
+    assert text.exit_code == 0, text.output
+    assert "verdict: scope:" in text.output and "features:" in text.output
+    data = json.loads(runner.invoke(cli, [*base, "--format", "json"]).output)
+    assert data["label"] in ("core", "generalizable", "one_off") and data["features"]
+    md = runner.invoke(cli, [*base, "--format", "markdown"]).output
+    assert md.startswith("<!-- scopeguard:verdict -->") and "| feature |" in md
+
+
+def test_classify_from_stdin_and_json_file(runner, tmp_path, example_config):
+    base = ["classify", "-c", str(example_config), "--db", str(tmp_path / "c.db"), *FAST,
+            "--format", "json"]
+    out = runner.invoke(cli, [*base, "--file", "-"], input="Waitlist by email\nAlso email.\n")
+    assert json.loads(out.output)["title"] == "Waitlist by email"
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"id": "X-1", "title": "Waitlist by email", "body": "b"}))
+    assert json.loads(runner.invoke(cli, [*base, "-f", str(path)]).output)["request_id"] == "X-1"
+
+
+def test_classify_backlog_item_counts_demand(runner, tmp_path, example_config, example_backlog):
+    from scopeguard.backlog import read_backlog
+
+    first = read_backlog(example_backlog)[0]
+    result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), *FAST, "--backlog",
+                                 str(example_backlog), "--id", first.id, "--format", "json"])
+    data = json.loads(result.output)
+    assert data["request_id"] == first.id and data["customer"] == first.customer
+
+
+def test_classify_bad_input_errors(runner, tmp_path, example_config):
+    base = ["classify", "-c", str(example_config), "--db", str(tmp_path / "c.db"), *FAST]
+    result = runner.invoke(cli, base)
+    assert result.exit_code == 2 and "no request given" in result.stderr
+    result = runner.invoke(cli, [*base, "-f", str(tmp_path / "missing.txt")])
+    assert result.exit_code == 2 and "file not found" in result.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = runner.invoke(cli, [*base, "-f", str(bad)])
+    assert result.exit_code == 2 and "not valid" in result.stderr
+    result = runner.invoke(cli, [*base, "-t", "x" * 2000])
+    assert result.exit_code == 2 and "title is 2,000 characters" in result.stderr
+    result = runner.invoke(cli, ["classify", "-c", str(tmp_path / "nope.yml"), *FAST, "-t", "x"])
+    assert result.exit_code == 2 and "nope.yml: file not found" in result.stderr

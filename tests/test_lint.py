@@ -1,0 +1,68 @@
+from scopeguard.lint import lint
+from scopeguard.positioning import parse_positioning
+
+BASE = {
+    "product": "Tool",
+    "category": "For finding files fast, use Tool",
+    "target_customer": "Developers who search large source trees from the terminal",
+    "need": "find files by name in big repositories",
+    "main_value": "results in under a second on a million files",
+    "alternative": "find(1) and shell globbing",
+    "uniqueness": "parallel traversal that respects .gitignore",
+    "features": [{"name": "Regex patterns", "description": "match names by regular expression"},
+                 {"name": "Colour output", "description": "colour by file type"},
+                 {"name": "Parallel exec", "description": "run a command per result"}],
+    "non_goals": [{"name": "Content search", "description": "searching inside files"}],
+    "ideal_customer": {"description": "A backend developer in a monorepo"},
+}
+
+
+def levels(findings):
+    return {(f.level, f.key) for f in findings}
+
+
+def test_clean_positioning_has_no_findings():
+    assert lint(parse_positioning(BASE)) == []
+
+
+def test_example_is_clean(positioning):
+    assert [f for f in lint(positioning) if f.level == "error"] == []
+
+
+def test_vague_customer_and_value_are_warnings():
+    p = parse_positioning({**BASE, "target_customer": "Small and medium enterprises everywhere",
+                           "main_value": "Improve management and increase efficiency"})
+    found = lint(p)
+    messages = " ".join(f.message for f in found)
+    assert ("warning", "target_customer") in levels(found)
+    assert "small and medium enterprises" in messages.lower()
+    assert "improve management" in messages.lower() and "increase efficiency" in messages.lower()
+    assert all(f.level == "warning" for f in found)
+
+
+def test_missing_alternative_and_uniqueness_are_errors():
+    data = {k: v for k, v in BASE.items() if k not in ("alternative", "uniqueness")}
+    found = lint(parse_positioning(data))
+    assert {("error", "alternative"), ("error", "uniqueness")} <= levels(found)
+    assert found[0].level == "error"  # errors sort first
+
+
+def test_duplicate_features():
+    features = BASE["features"] + [{"name": "Regex patterns", "description": "again"},
+                                   {"name": "Regex matching",
+                                    "description": "match names by regular expression"}]
+    found = lint(parse_positioning({**BASE, "features": features}))
+    assert ("error", "features[3]") in levels(found)
+    assert ("warning", "features[4]") in levels(found)
+
+
+def test_non_goal_contradicting_a_feature():
+    non_goals = [{"name": "Colour output", "description": "colour by file type"}]
+    found = lint(parse_positioning({**BASE, "non_goals": non_goals}))
+    assert ("error", "non_goals[0]") in levels(found)
+    assert "contradicts the feature 'Colour output'" in found[0].message
+
+
+def test_category_form():
+    found = lint(parse_positioning({**BASE, "category": "A file finder"}))
+    assert ("warning", "category") in levels(found)

@@ -1,0 +1,121 @@
+import json
+
+import pytest
+
+from scopeguard.errors import ConfigError
+from scopeguard.positioning import find_positioning, load_positioning, parse_positioning, schema
+
+MINIMAL = {
+    "product": "Tool",
+    "category": "For finding files, use Tool",
+    "target_customer": "Developers who search large source trees from the terminal",
+    "need": "find files quickly",
+    "main_value": "results in milliseconds",
+    "features": ["Regular expression search", {"name": "Colours", "description": "by type"}],
+}
+
+
+def write(tmp_path, text, name="scopeguard.yml"):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_loads(positioning):
+    assert positioning.product == "Pawtrack"
+    assert len(positioning.features) == 10
+    assert positioning.non_goals[0].instead.startswith("Export appointments")
+    assert positioning.customer.source == "field" and positioning.customer.field == "Clinic"
+    kinds = [k for k, _ in positioning.positioning_statements()]
+    assert kinds[:4] == ["category", "target customer", "need", "main value"]
+
+
+def test_plain_string_features_and_defaults():
+    p = parse_positioning(MINIMAL)
+    assert [f.name for f in p.features] == ["Regular expression search", "Colours"]
+    assert p.features[1].text == "Colours: by type"
+    assert p.labels["one_off"] == "scope: one-off"
+    assert p.customer.source == "author"
+
+
+def test_unknown_key_names_file_key_and_suggestion(tmp_path):
+    path = write(tmp_path, "product: X\nnon_goal: []\n")
+    with pytest.raises(ConfigError) as err:
+        load_positioning(path)
+    msg = str(err.value)
+    assert str(path) in msg and "non_goal" in msg and "did you mean 'non_goals'" in msg
+
+
+def test_missing_required_key(tmp_path):
+    data = dict(MINIMAL)
+    del data["need"]
+    with pytest.raises(ConfigError) as err:
+        parse_positioning(data, source="p.yml")
+    assert err.value.key == "need" and "missing" in str(err.value)
+    assert str(err.value).startswith("p.yml: need:")
+
+
+def test_wrong_type_nested(tmp_path):
+    data = {**MINIMAL, "features": [{"name": "A", "description": ["not", "text"]}]}
+    with pytest.raises(ConfigError) as err:
+        parse_positioning(data, source="p.yml")
+    assert "features[0].description" in str(err.value)
+    assert "expected text, got a list" in str(err.value)
+
+
+def test_threshold_out_of_range_and_bad_enum():
+    with pytest.raises(ConfigError, match=r"thresholds.core_fit: 3 is out of range"):
+        parse_positioning({**MINIMAL, "thresholds": {"core_fit": 3}})
+    with pytest.raises(ConfigError, match=r"customer.source: .*'email'.* not allowed"):
+        parse_positioning({**MINIMAL, "customer": {"source": "email"}})
+
+
+def test_field_source_needs_field_name():
+    with pytest.raises(ConfigError, match="customer.field"):
+        parse_positioning({**MINIMAL, "customer": {"source": "field"}})
+
+
+def test_yaml_syntax_error_reports_line(tmp_path):
+    path = write(tmp_path, "product: X\nfeatures:\n  - a\n - b\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 4"):
+        load_positioning(path)
+
+
+def test_empty_file_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="is empty"):
+        load_positioning(write(tmp_path, "# nothing\n"))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_positioning(tmp_path / "nope.yml")
+
+
+def test_key_with_no_value_is_absent():
+    p = parse_positioning({**MINIMAL, "alternative": None, "statements": None})
+    assert p.alternative == "" and p.statements == ()
+
+
+def test_find_in_github_dir(tmp_path):
+    path = write(tmp_path, "x: 1", name=".github/scopeguard.yml")
+    assert find_positioning(tmp_path) == path
+    with pytest.raises(ConfigError, match="no positioning file found"):
+        find_positioning(tmp_path / ".github" / "sub")
+
+
+def test_duplicate_label_names_refused():
+    with pytest.raises(ConfigError, match="label names must differ"):
+        parse_positioning({**MINIMAL, "labels": {"core": "x", "one_off": "x"}})
+
+
+def test_published_schema_agrees_with_loader(example_config):
+    """The JSON Schema we publish accepts the example and rejects what the loader rejects."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    data = yaml.safe_load(example_config.read_text())
+    jsonschema.validate(data, schema())
+    bad = {**MINIMAL, "colour": "red"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema())
+    with pytest.raises(ConfigError):
+        parse_positioning(bad)
+    json.dumps(schema())  # serialisable as published

@@ -25,7 +25,7 @@ demo: $(STAMP)
 		--backlog examples/backlog.jsonl --id PAW-111 --format markdown
 
 lint: $(STAMP)
-	$(BIN)/ruff check scopeguard integrations models tests bench
+	$(BIN)/ruff check .
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -107,7 +107,7 @@ class Positioning:
         if self.uniqueness:
             out.append(("uniqueness", self.uniqueness))
         out += [("statement", s) for s in self.statements]
-        return out
+        return [(kind, text) for kind, text in out if text]
 
     def label_name(self, label: str) -> str:
         return self.labels[label]

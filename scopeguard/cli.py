@@ -189,5 +189,120 @@ def classify(config, db, model, title, body, file, backlog, request_id, author, 
     click.echo(render.render(verdict, fmt, label_name, guard.positioning.product))
 
 
+# --- eval / calibrate ------------------------------------------------------------------------
+
+
+def _labelled(requests: str, products_dir: str | None, config: str | None):
+    from .dataset import Product, load_labelled, load_products
+    from .runtime import load_config
+
+    if products_dir:
+        products = load_products(products_dir)
+    else:
+        positioning = load_config(config)
+        products = {positioning.product.lower(): Product(positioning.product.lower(),
+                                                         positioning)}
+    return products, load_labelled(requests, products)
+
+
+def _default_protocol(items) -> str:
+    return "lopo" if len({i.product for i in items}) > 1 else "kfold"
+
+
+@cli.command("eval")
+@click.option("--requests", "requests_path", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Labelled requests (JSONL/CSV with label, and product when several).")
+@click.option("--products", "products_dir", type=click.Path(exists=True, file_okay=False),
+              help="Directory of product YAML files (positioning files or the research "
+                   "format). Without it, --config's product.")
+@config_option
+@click.option("--protocol", type=click.Choice(["lopo", "kfold", "none"]),
+              help="lopo: leave one product out (default with 2+ products); kfold: 5 folds "
+                   "of one product (default with one); none: fit and score on everything.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False),
+              help="Also write the report, with every prediction, as JSON here.")
+@click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
+              help="SQLite embedding cache. [env: SCOPEGUARD_DB]")
+@click.option("--model", envvar="SCOPEGUARD_MODEL", help="Model name or path.")
+@friendly_errors
+def eval_command(requests_path, products_dir, config, protocol, json_out, db, model) -> None:
+    """Measure the classifier against decided requests, with baselines in the same run.
+
+    Prints accuracy, macro-F1, per-class precision/recall and confusion matrices for the
+    majority class, a TF-IDF version of the same pipeline, and the model, each with rules
+    and with a head calibrated on the training folds.
+    """
+    from .evaluate import evaluate, format_report
+    from .runtime import make_embedder
+
+    products, items = _labelled(requests_path, products_dir, config)
+    embedder = make_embedder(model, db)
+    report = evaluate(items, products, embedder, protocol or _default_protocol(items))
+    click.echo(format_report(report))
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report.as_dict([i.request.id for i in items]),
+                                             indent=2) + "\n", encoding="utf-8")
+        click.echo(f"\nwrote {json_out}")
+
+
+@cli.command()
+@click.option("--labels", "labels_path", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Decided requests: the dev set, a product's past decisions, or the "
+                   "relabels the GitHub Action records (JSONL/CSV with a label field).")
+@click.option("--products", "products_dir", type=click.Path(exists=True, file_okay=False),
+              help="Directory of product YAML files; without it, --config's product.")
+@config_option
+@click.option("--out", "out_path", default="calibration.json", show_default=True,
+              type=click.Path(dir_okay=False), help="Where to write the calibration.")
+@click.option("--l2", default=4.0, show_default=True, type=float,
+              help="L2 penalty: larger is more cautious, for little history.")
+@click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
+              help="SQLite embedding cache. [env: SCOPEGUARD_DB]")
+@click.option("--model", envvar="SCOPEGUARD_MODEL", help="Model name or path.")
+@friendly_errors
+def calibrate(labels_path, products_dir, config, out_path, l2, db, model) -> None:
+    """Fit the decision head on decided requests and write a calibration file.
+
+    Point a positioning file at it with 'calibration: PATH'. The cross-validated figures
+    printed (leave one product out, or 5 folds for one product) are what to expect on
+    new requests.
+    """
+    from collections import Counter
+
+    from .calibration import fit
+    from .evaluate import evaluate
+    from .runtime import make_embedder
+
+    products, items = _labelled(labels_path, products_dir, config)
+    if len({i.label for i in items}) < 2:
+        raise ScopeguardError(f"{labels_path}: all requests carry the same label. Fix: "
+                              "calibration needs decided requests of at least two labels.")
+    embedder = make_embedder(model, db)
+    protocol = _default_protocol(items)
+    report = evaluate(items, products, embedder, protocol)
+    from .evaluate import score
+
+    scored = score(items, products, embedder)
+    head = fit(scored.signals, [i.label for i in items], l2=l2)
+    head.model_id = embedder.model_id
+    cv = report.methods["model + calibrated head"]
+    majority = report.methods["majority class"]
+    head.fitted_on = {
+        "labels_file": str(labels_path), "n": len(items),
+        "products": dict(Counter(i.product for i in items)),
+        "labels": dict(Counter(i.label for i in items)), "l2": l2, "protocol": protocol,
+        "cross_validated": {"accuracy": cv.accuracy, "macro_f1": cv.macro_f1},
+        "majority_class": {"accuracy": majority.accuracy, "macro_f1": majority.macro_f1},
+    }
+    head.save(out_path)
+    click.echo(f"fitted on {len(items)} requests ({head.fitted_on['labels']}); {protocol} "
+               f"accuracy {cv.accuracy:.3f}, macro-F1 {cv.macro_f1:.3f} (majority class "
+               f"{majority.accuracy:.3f} / {majority.macro_f1:.3f}).")
+    click.echo(f"wrote {out_path}; use it with 'calibration: {out_path}' in the positioning file.")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli()

@@ -167,6 +167,31 @@ class HashingEmbedder:
         return out
 
 
+class TfidfEmbedder:
+    """TF-IDF vectors fitted on a corpus: the lexical baseline that ``eval`` reports.
+
+    Words and word pairs, sublinear term frequency, English stop words removed.
+    """
+
+    def __init__(self, corpus: Sequence[str]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: eval only
+
+        self.vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2),
+                                          stop_words="english")
+        self.vectorizer.fit(list(corpus))
+        digest = hashlib.sha256("\x00".join(corpus).encode()).hexdigest()[:12]
+        self.model_id = f"tfidf-{digest}"
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        size = len(self.vectorizer.vocabulary_)
+        if not texts:
+            return np.zeros((0, size), dtype=np.float32)
+        out = _normalise(self.vectorizer.transform(list(texts)).toarray())
+        if progress:
+            progress(len(texts))
+        return out
+
+
 class CachedEmbedder:
     """Wraps an embedder with the SQLite cache; ``computed`` counts texts actually embedded."""
 

@@ -1,0 +1,270 @@
+"""``scopeguard eval`` and ``calibrate``: measure verdicts against decided requests.
+
+Every request is scored against its product *as it was when the request came in*
+(the feature it caused is masked, see ``dataset.as_of_request``) and against the
+other requests of its product (for demand). Figures always come with baselines
+computed in the same run: the majority class and a TF-IDF version of the same
+pipeline, so each number reads as a ratio.
+
+Protocol ``lopo`` (leave one product out): the calibrated head is fitted on every
+product but one and scored on that one, in turn; this is how the default
+calibration's figures are reported. ``rules`` uses the thresholds as they are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .calibration import Calibration, fit
+from .classify import Verdict
+from .dataset import Labelled, Product, as_of_request
+from .embed import Embedder, Progress
+from .engine import Scopeguard
+from .positioning import LABELS
+from .rules import Rules
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+@dataclass
+class Metrics:
+    n: int
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, dict[str, float]]
+    confusion: dict[str, dict[str, int]]  # confusion[true][predicted]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "accuracy": self.accuracy, "macro_f1": self.macro_f1,
+                "per_class": self.per_class, "confusion": self.confusion}
+
+
+def metrics(truth: Sequence[str], predicted: Sequence[str]) -> Metrics:
+    """Accuracy, macro-F1 over the three labels, per-class precision/recall/F1, confusion."""
+    if len(truth) != len(predicted):
+        raise ValueError("truth and predictions differ in length")
+    confusion = {t: {p: 0 for p in LABELS} for t in LABELS}
+    for t, p in zip(truth, predicted, strict=True):
+        confusion[t][p] += 1
+    per_class = {}
+    for label in LABELS:
+        tp = confusion[label][label]
+        predicted_n = sum(confusion[t][label] for t in LABELS)
+        actual_n = sum(confusion[label].values())
+        precision = tp / predicted_n if predicted_n else 0.0
+        recall = tp / actual_n if actual_n else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": round(precision, 4), "recall": round(recall, 4),
+                            "f1": round(f1, 4), "support": actual_n}
+    present = [c for c in LABELS if per_class[c]["support"]]
+    n = len(truth)
+    accuracy = sum(confusion[c][c] for c in LABELS) / n if n else 0.0
+    macro = float(np.mean([per_class[c]["f1"] for c in present])) if present else 0.0
+    return Metrics(n, round(accuracy, 4), round(macro, 4), per_class, confusion)
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Scored:
+    """Verdicts for every labelled request, from one embedder, with rules only."""
+
+    items: list[Labelled]
+    verdicts: list[Verdict]
+    embedder: str
+
+    @property
+    def signals(self) -> list[dict[str, float]]:
+        return [v.signals for v in self.verdicts]
+
+
+def score(items: Sequence[Labelled], products: dict[str, Product], embedder: Embedder,
+          rules: Rules | None = None, progress: Progress | None = None) -> Scored:
+    """Classify each request against its product as of the request, with the rules."""
+    verdicts: list[Verdict] = []
+    guards: dict[tuple[str, str], Scopeguard] = {}
+    by_product: dict[str, list[Labelled]] = {}
+    for item in items:
+        by_product.setdefault(item.product, []).append(item)
+    # Embed every request once, in one batch (the cache makes later runs free).
+    first = next(iter(products.values())).positioning
+    Scopeguard(first, embedder, rules=rules or Rules()).embed(
+        [i.request for i in items], progress=progress)
+    for item in items:
+        key = (item.product, item.shipped_as)
+        if key not in guards:
+            positioning = as_of_request(products[item.product].positioning, item.shipped_as)
+            guards[key] = Scopeguard(positioning, embedder, rules=rules or Rules.from_thresholds(
+                positioning.thresholds, positioning.source))
+        others = [o.request for o in by_product[item.product] if o is not item]
+        verdicts.append(guards[key].classify(item.request, others))
+    return Scored(list(items), verdicts, embedder.model_id)
+
+
+# --- methods ---------------------------------------------------------------------------------
+
+Predictor = Callable[[Scored, list[int], list[int]], list[str]]
+
+
+def predict_rules(scored: Scored, train: list[int], test: list[int]) -> list[str]:
+    return [scored.verdicts[i].label for i in test]
+
+
+def predict_majority(scored: Scored, train: list[int], test: list[int]) -> list[str]:
+    counts = Counter(scored.items[i].label for i in train)
+    label = max(LABELS, key=lambda c: (counts[c], -LABELS.index(c)))
+    return [label] * len(test)
+
+
+def fit_head(scored: Scored, train: list[int], l2: float = 4.0) -> Calibration:
+    return fit([scored.signals[i] for i in train], [scored.items[i].label for i in train], l2=l2)
+
+
+def predict_calibrated(scored: Scored, train: list[int], test: list[int]) -> list[str]:
+    head = fit_head(scored, train)
+    out = []
+    for i in test:
+        v = scored.verdicts[i]
+        # The owner's own statements (served, non-goal) still decide first.
+        out.append(v.label if v.rule in ("served", "non_goal") else
+                   head.decide(v.signals).label)
+    return out
+
+
+def folds(items: Sequence[Labelled], protocol: str) -> list[tuple[str, list[int], list[int]]]:
+    """(name, train indexes, test indexes) per fold."""
+    everything = list(range(len(items)))
+    if protocol == "none":
+        return [("all", everything, everything)]
+    if protocol == "kfold":  # one product's own history: 5 interleaved folds
+        k = min(5, len(items))
+        return [(f"fold{f}", [i for i in everything if i % k != f],
+                 [i for i in everything if i % k == f]) for f in range(k)]
+    products = sorted({i.product for i in items})
+    if len(products) < 2:
+        raise ValueError("leave-one-product-out needs labelled requests of two or more products;"
+                         " use --protocol none")
+    return [(p, [k for k in everything if items[k].product != p],
+             [k for k in everything if items[k].product == p]) for p in products]
+
+
+@dataclass
+class Report:
+    protocol: str
+    n: int
+    products: dict[str, int]
+    labels: dict[str, int]
+    methods: dict[str, Metrics] = field(default_factory=dict)
+    per_product: dict[str, dict[str, Metrics]] = field(default_factory=dict)
+    predictions: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self, ids: Sequence[str] = ()) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol, "n": self.n, "products": self.products,
+            "labels": self.labels,
+            "methods": {k: m.as_dict() for k, m in self.methods.items()},
+            "per_product": {p: {k: m.as_dict() for k, m in ms.items()}
+                            for p, ms in self.per_product.items()},
+            "predictions": {k: dict(zip(ids, v, strict=True)) for k, v in self.predictions.items()}
+            if ids else {},
+        }
+
+
+def run(methods: dict[str, tuple[Scored, Predictor]], protocol: str) -> Report:
+    """Score each method under ``protocol``; all methods share the same items and folds."""
+    any_scored = next(iter(methods.values()))[0]
+    items = any_scored.items
+    truth = [i.label for i in items]
+    report = Report(protocol, len(items), dict(Counter(i.product for i in items)),
+                    {c: sum(t == c for t in truth) for c in LABELS})
+    fold_list = folds(items, protocol)
+    for name, (scored, predictor) in methods.items():
+        predicted: list[str] = [""] * len(items)
+        for _, train, test in fold_list:
+            for k, label in zip(test, predictor(scored, train, test), strict=True):
+                predicted[k] = label
+        report.methods[name] = metrics(truth, predicted)
+        report.predictions[name] = predicted
+        for product in report.products:
+            idx = [k for k, i in enumerate(items) if i.product == product]
+            report.per_product.setdefault(product, {})[name] = metrics(
+                [truth[k] for k in idx], [predicted[k] for k in idx])
+    return report
+
+
+def corpus(items: Sequence[Labelled], products: dict[str, Product]) -> list[str]:
+    """Every text the pipeline embeds: the TF-IDF baseline's vocabulary comes from it."""
+    from .classify import anchors_of
+    from .clean import prepare
+
+    texts = [a.text for p in products.values() for a in anchors_of(p.positioning)]
+    texts += [c for i in items for c in prepare(i.request.title, i.request.body).chunks]
+    return texts
+
+
+def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: Embedder,
+             protocol: str, progress: Progress | None = None,
+             head: Calibration | None = None) -> Report:
+    """The standard comparison: majority class, TF-IDF (rules and calibrated), the model
+    (rules and calibrated), and ``head`` as given (e.g. the shipped default) if any."""
+    from .embed import TfidfEmbedder
+
+    model = score(items, products, embedder, progress=progress)
+    tfidf = score(items, products, TfidfEmbedder(corpus(items, products)))
+    methods: dict[str, tuple[Scored, Predictor]] = {
+        "majority class": (model, predict_majority),
+        "tfidf + rules": (tfidf, predict_rules),
+        "tfidf + calibrated head": (tfidf, predict_calibrated),
+        "model + rules": (model, predict_rules),
+        "model + calibrated head": (model, predict_calibrated),
+    }
+    if head is not None:
+        def predict_given(scored: Scored, train: list[int], test: list[int]) -> list[str]:
+            return [v.label if v.rule in ("served", "non_goal") else head.decide(v.signals).label
+                    for v in (scored.verdicts[i] for i in test)]
+        methods[f"model + {head.name}"] = (model, predict_given)
+    return run(methods, protocol)
+
+
+def format_report(report: Report, baseline: str = "majority class") -> str:
+    """A terminal table: each method's figures and their ratio to the baseline."""
+    base = report.methods.get(baseline)
+    lines = [f"{report.n} labelled requests, products {report.products}, labels "
+             f"{report.labels}; protocol: {report.protocol}", ""]
+    header = f"{'method':34s} {'accuracy':>9s} {'macro-F1':>9s}"
+    if base:
+        header += f" {'acc ratio':>10s} {'F1 ratio':>9s}"
+    lines.append(header)
+    for name, m in report.methods.items():
+        row = f"{name:34s} {m.accuracy:9.3f} {m.macro_f1:9.3f}"
+        if base:
+            row += (f" {_ratio(m.accuracy, base.accuracy):>10s}"
+                    f" {_ratio(m.macro_f1, base.macro_f1):>9s}")
+        lines.append(row)
+    if base:
+        lines.append(f"(ratios against the {baseline} baseline, same run)")
+    for name, m in report.methods.items():
+        lines += ["", f"{name}: per class (precision / recall / F1, support)"]
+        for c in LABELS:
+            pc = m.per_class[c]
+            lines.append(f"  {c:14s} {pc['precision']:.2f} / {pc['recall']:.2f} / "
+                         f"{pc['f1']:.2f}  ({pc['support']})")
+        lines.append("  confusion (rows: truth; columns: " + ", ".join(LABELS) + ")")
+        for t in LABELS:
+            lines.append(f"  {t:14s} " + " ".join(f"{m.confusion[t][p]:4d}" for p in LABELS))
+    if len(report.per_product) > 1:
+        lines += ["", "per product (accuracy / macro-F1):"]
+        for product, ms in report.per_product.items():
+            cells = ", ".join(f"{k} {m.accuracy:.2f}/{m.macro_f1:.2f}" for k, m in ms.items())
+            lines.append(f"  {product}: {cells}")
+    return "\n".join(lines)
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base else "n/a"

@@ -1,0 +1,117 @@
+import json
+
+import numpy as np
+import pytest
+
+from scopeguard.calibration import Calibration, fit, head_for
+from scopeguard.cli import cli
+from scopeguard.errors import ConfigError
+from scopeguard.evaluate import folds, metrics
+from scopeguard.positioning import load_positioning
+
+
+def test_metrics_by_hand():
+    truth = ["core", "core", "one_off", "one_off", "generalizable"]
+    pred = ["core", "one_off", "one_off", "one_off", "core"]
+    m = metrics(truth, pred)
+    assert m.accuracy == 0.6
+    assert m.per_class["core"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m.per_class["one_off"]["precision"] == round(2 / 3, 4)
+    assert m.per_class["generalizable"]["f1"] == 0.0
+    assert m.macro_f1 == round((0.5 + 0.8 + 0.0) / 3, 4)
+    assert m.confusion["core"]["one_off"] == 1 and m.confusion["generalizable"]["core"] == 1
+
+
+def test_folds():
+    class Item:
+        def __init__(self, p):
+            self.product = p
+    items = [Item("a"), Item("b"), Item("a"), Item("c")]
+    lopo = folds(items, "lopo")
+    assert [(n, te) for n, _, te in lopo] == [("a", [0, 2]), ("b", [1]), ("c", [3])]
+    assert all(not set(tr) & set(te) for _, tr, te in lopo)
+    k = folds(items * 3, "kfold")
+    assert sorted(i for _, _, te in k for i in te) == list(range(12))
+    with pytest.raises(ValueError, match="two or more products"):
+        folds([Item("a")], "lopo")
+
+
+def signals(fit_value, demand=1.0):
+    return {"feature_fit": fit_value, "positioning_fit": fit_value, "non_goal": 0.1,
+            "fit": fit_value, "demand": demand, "custom_strong": 0.0, "custom_weak": 0.0}
+
+
+def test_fit_learns_a_separable_rule(tmp_path):
+    rows = [signals(0.8)] * 5 + [signals(0.5)] * 5 + [signals(0.1)] * 5
+    labels = ["core"] * 5 + ["generalizable"] * 5 + ["one_off"] * 5
+    head = fit(rows, labels, l2=0.01)
+    assert [head.decide(r).label for r in (signals(0.85), signals(0.5), signals(0.05))] == \
+        ["core", "generalizable", "one_off"]
+    path = tmp_path / "cal.json"
+    head.save(path)
+    again = Calibration.load(path)
+    assert again.probabilities(signals(0.5)) == pytest.approx(head.probabilities(signals(0.5)))
+    assert again.name == "calibration:cal.json"
+    with pytest.raises(ValueError, match="two different labels"):
+        fit(rows[:2], ["core", "core"])
+
+
+def test_bad_calibration_files(tmp_path):
+    with pytest.raises(ConfigError, match="calibration file not found"):
+        Calibration.load(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"weights": [[1]], "bias": [0], "mean": [0], "scale": [1],
+                               "features": ["fit"], "classes": ["core", "one_off"]}))
+    with pytest.raises(ConfigError, match="wrong shape"):
+        Calibration.load(bad)
+
+
+def test_head_for_follows_the_positioning_file(tmp_path, example_config):
+    text = example_config.read_text()
+    (tmp_path / "scopeguard.yml").write_text(text + "calibration: cal.json\n")
+    head = fit([signals(0.8), signals(0.1)], ["core", "one_off"])
+    head.save(tmp_path / "cal.json")
+    p = load_positioning(tmp_path / "scopeguard.yml")
+    assert head_for(p, "any-model").name == "calibration:cal.json"
+    (tmp_path / "scopeguard.yml").write_text(text + "calibration: none\n")
+    assert head_for(load_positioning(tmp_path / "scopeguard.yml"), "any-model") is None
+
+
+def test_eval_and_calibrate_cli(runner, tmp_path, example_config, example_backlog):
+    """The harness end to end on the example product's decisions (hashing embedder)."""
+    common = ["--db", str(tmp_path / "c.db"), "--model", "hashing"]
+    out = tmp_path / "report.json"
+    result = runner.invoke(cli, ["eval", "--requests", str(example_backlog), "-c",
+                                 str(example_config), "--json", str(out), *common])
+    assert result.exit_code == 0, result.output
+    for method in ("majority class", "tfidf + rules", "tfidf + calibrated head",
+                   "model + rules", "model + calibrated head"):
+        assert method in result.output
+    assert "protocol: kfold" in result.output and "confusion" in result.output
+    report = json.loads(out.read_text())
+    preds = report["predictions"]["model + rules"]
+    assert len(preds) == report["n"] >= 60 and set(preds.values()) <= {
+        "core", "generalizable", "one_off"}
+    cal = tmp_path / "cal.json"
+    result = runner.invoke(cli, ["calibrate", "--labels", str(example_backlog), "-c",
+                                 str(example_config), "--out", str(cal), *common])
+    assert result.exit_code == 0, result.output
+    data = json.loads(cal.read_text())
+    assert data["model_id"] == "hashing-512" and data["fitted_on"]["n"] >= 60
+    assert np.array(data["weights"]).shape == (3, len(data["features"]))
+    config = tmp_path / "scopeguard.yml"
+    config.write_text(example_config.read_text() + f"calibration: {cal}\n")
+    result = runner.invoke(cli, ["classify", "-c", str(config), "-t", "Reminders by WhatsApp",
+                                 "--format", "json", *common])
+    verdict = json.loads(result.output)
+    assert verdict["decided_by"] in ("calibration:cal.json", "rules")
+    assert verdict["rule"] in ("calibrated", "served", "non_goal")
+
+
+def test_calibrate_refuses_a_single_label(runner, tmp_path, example_config):
+    path = tmp_path / "l.jsonl"
+    path.write_text('{"id": "1", "title": "a", "label": "core"}\n'
+                    '{"id": "2", "title": "b", "label": "core"}\n')
+    result = runner.invoke(cli, ["calibrate", "--labels", str(path), "-c", str(example_config),
+                                 "--model", "hashing", "--db", str(tmp_path / "c.db")])
+    assert result.exit_code == 2 and "same label" in result.stderr

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .classify import Verdict
 
 COMMENT_MARKER = "<!-- scopeguard:verdict -->"
+# The second hidden line records the label scopeguard gave, so a later run can tell a
+# human's relabel from its own label: parse it with LABEL_MARKER.
+LABEL_MARKER = re.compile(r"<!-- scopeguard:label=(\w+) confidence=([\d.]+) -->")
 
 LABEL_TITLES = {"core": "Core", "generalizable": "Generalizable", "one_off": "One-off custom"}
 LABEL_ADVICE = {
@@ -59,6 +63,7 @@ def to_markdown(v: Verdict, label_name: str | None = None, product: str = "") ->
     title = LABEL_TITLES.get(v.label, v.label)
     label_shown = f" (`{label_name}`)" if label_name else ""
     out = [COMMENT_MARKER,
+           f"<!-- scopeguard:label={v.label} confidence={v.confidence:.3f} -->",
            f"### scopeguard: **{title}**{label_shown}",
            "",
            f"{LABEL_ADVICE.get(v.label, '')} Confidence {v.confidence:.0%}"

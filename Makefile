@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint unit bench clean
+.PHONY: venv browser demo test lint unit bench clean
 
 # torch first, from the CPU wheel: a plain `torch` would pull a multi-GB CUDA build.
 # On a machine that reaches download.pytorch.org, TORCH_INDEX adds its CPU index.
@@ -19,15 +19,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Headless Chromium checks the HTML audit report (tests/test_audit_cli.py).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (Debian package) for the HTML report test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/scopeguard check examples/scopeguard.yml --db out/scopeguard.db
-	$(BIN)/scopeguard classify -c examples/scopeguard.yml --db out/scopeguard.db \
-		--backlog examples/backlog.jsonl --id PAW-111 --format markdown
+	$(BIN)/scopeguard audit -c examples/scopeguard.yml --db out/scopeguard.db \
+		--from-file examples/backlog.jsonl --format html -o out/audit.html
+	$(BIN)/scopeguard audit -c examples/scopeguard.yml --db out/scopeguard.db \
+		--from-file examples/backlog.jsonl --quiet
+	@echo "HTML report: out/audit.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test: lint unit

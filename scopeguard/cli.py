@@ -189,6 +189,106 @@ def classify(config, db, model, title, body, file, backlog, request_id, author, 
     click.echo(render.render(verdict, fmt, label_name, guard.positioning.product))
 
 
+# --- audit -----------------------------------------------------------------------------------
+
+
+def _fetch_backlog(from_file, github, labels, jira_project, jql, limit):
+    """Requests from exactly one source, and the ones skipped as non-features."""
+    sources = [s for s in (from_file, github, jira_project or jql) if s]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one source: --from-file, --github or --jira/--jql.")
+    if from_file:
+        return read_backlog(from_file)[:limit] if limit else read_backlog(from_file)
+    if github:
+        from .integrations.github_client import fetch_open_issues, make_github
+
+        repo = make_github().get_repo(github)
+        return fetch_open_issues(repo, labels=list(labels) or None, limit=limit)
+    from .integrations.jira_client import fetch_issues, make_jira
+
+    query = jql or f'project = "{jira_project}" AND statusCategory != Done ORDER BY created ASC'
+    return fetch_issues(make_jira(), query, limit=limit)
+
+
+@cli.command()
+@engine_options
+@click.option("--from-file", "from_file", type=click.Path(exists=True, dir_okay=False),
+              help="A backlog file: JSONL, JSON list or CSV.")
+@click.option("--github", metavar="OWNER/REPO",
+              help="Open issues of a GitHub repository (token from GITHUB_TOKEN; "
+                   "GITHUB_API_URL for GitHub Enterprise).")
+@click.option("--label", "labels", multiple=True,
+              help="With --github: only issues carrying this label (repeatable).")
+@click.option("--jira", "jira_project", metavar="PROJECT",
+              help="Open issues of a Jira project (JIRA_URL, JIRA_EMAIL and JIRA_TOKEN, "
+                   "or JIRA_PAT for Server/Data Center).")
+@click.option("--jql", help="A Jira JQL query instead of --jira PROJECT.")
+@click.option("--limit", type=click.IntRange(min=1), help="Read at most this many requests.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown", "html"]),
+              default="table", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Shortcut for --format json --quiet.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write the report here instead of standard output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+@click.option("--min-customers", type=click.IntRange(min=1),
+              help="Distinct customers that make a cluster generalizable (default: the "
+                   "positioning file's thresholds.min_customers, else 3).")
+@friendly_errors
+def audit(config, db, model, from_file, github, labels, jira_project, jql, limit, fmt, as_json,
+          output, quiet, min_customers) -> None:
+    """Audit a whole backlog: labels, demand clusters, duplicates and scope drift.
+
+    Pull requests and issues that are not feature requests (the positioning file's
+    filters: bug, question... labels) are skipped. Embeddings are cached in the SQLite
+    file, so auditing an unchanged backlog again embeds nothing.
+    """
+    from dataclasses import replace as dc_replace
+
+    from .audit import build_report
+    from .audit_render import render_report
+    from .backlog import is_feature_request
+    from .runtime import open_scopeguard
+
+    if as_json:
+        fmt, quiet = "json", True
+    guard = open_scopeguard(config, db, model)
+    if min_customers:
+        guard.rules = dc_replace(guard.rules, min_customers=min_customers)
+    items = _fetch_backlog(from_file, github, labels, jira_project, jql, limit)
+    keep, skipped = [], []
+    for item in items:
+        ok, why = is_feature_request(item, guard.positioning.filters)
+        (keep.append(item) if ok else skipped.append((item.id, why)))
+    if quiet or not keep:
+        analysis = guard.analyse(keep)
+    else:
+        with click.progressbar(length=len(keep), label="embedding", file=sys.stderr,
+                               show_pos=True) as bar:
+            # The embedder counts chunks; the bar counts requests, so cap at the total.
+            done = [0]
+
+            def progress(n: int) -> None:
+                step = min(n, len(keep) - done[0])
+                done[0] += step
+                bar.update(step)
+            analysis = guard.analyse(keep, progress=progress)
+    report = build_report(analysis, guard.index, guard.rules, guard.positioning.product,
+                          skipped=skipped)
+    text = render_report(report, fmt)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+    embedded = getattr(guard.embedder, "computed", None)
+    if not quiet:
+        if output or fmt != "table":
+            click.echo(report.summary, err=True)
+        if embedded is not None:
+            click.echo(f"embedded {embedded} new text(s); the rest came from the cache "
+                       f"({db or 'scopeguard.db'}).", err=True)
+
+
 # --- eval / calibrate ------------------------------------------------------------------------
 
 

@@ -1,0 +1,260 @@
+"""The audit report as a terminal table, JSON, CSV, Markdown or one self-contained HTML file.
+
+The HTML file carries its own CSS and inline SVG charts: no scripts, fonts or images
+are fetched, so it opens anywhere and can be mailed as an attachment.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from html import escape
+from typing import Any
+
+from .audit import AuditReport, promoted_verdict
+from .positioning import LABELS
+
+COLOURS = {"core": "#2e7d32", "generalizable": "#f9a825", "one_off": "#c62828"}
+TITLES = {"core": "core", "generalizable": "generalizable", "one_off": "one-off"}
+FORMATS = ("table", "json", "csv", "markdown", "html")
+
+
+def as_dict(report: AuditReport) -> dict[str, Any]:
+    return {
+        "product": report.product,
+        "summary": report.summary,
+        "counts": report.counts,
+        "min_customers": report.min_customers,
+        "requests": [{
+            "id": i.request.id, "title": i.request.title, "url": i.request.url,
+            "customer": i.request.customer, "created_at": i.request.created_at,
+            "label": i.label, "classified_as": i.verdict.label, "promoted": i.promoted,
+            "confidence": i.verdict.confidence, "rule": i.verdict.rule,
+            "input_class": i.verdict.input_class, "cluster": i.cluster,
+            "duplicates": i.duplicates, "reasons": list(promoted_verdict(i).reasons),
+            "nearest_feature": i.verdict.features[0].name if i.verdict.features else None,
+            "signals": i.verdict.signals,
+        } for i in report.items],
+        "clusters": [{"id": c.id, "leader": c.leader, "title": c.title, "members": c.members,
+                      "customers": c.customers, "distinct_customers": len(c.customers),
+                      "promoted": c.promoted} for c in report.clusters],
+        "drift": [{"month": m, **counts} for m, counts in report.drift],
+        "one_off_customers": [{"customer": c, "requests": n} for c, n in report.one_off_customers],
+        "non_goals": [{"non_goal": g.name, "nearest": [{"id": i, "title": t, "score": s}
+                                                        for i, t, s in g.requests]}
+                      for g in report.non_goals],
+        "skipped": [{"id": i, "why": w} for i, w in report.skipped],
+    }
+
+
+def to_json(report: AuditReport) -> str:
+    return json.dumps(as_dict(report), indent=2, ensure_ascii=False)
+
+
+def to_csv(report: AuditReport) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "title", "customer", "created_at", "label", "classified_as",
+                     "confidence", "rule", "input_class", "cluster", "duplicates", "url"])
+    for i in report.items:
+        writer.writerow([i.request.id, i.request.title, i.request.customer,
+                         i.request.created_at, i.label, i.verdict.label,
+                         f"{i.verdict.confidence:.3f}", i.verdict.rule, i.verdict.input_class,
+                         i.cluster or "", " ".join(i.duplicates), i.request.url])
+    return out.getvalue()
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def to_table(report: AuditReport, width: int = 110) -> str:
+    title_w = max(20, width - 60)
+    lines = [f"{'id':10s} {'label':13s} {'conf':>5s} {'rule':17s} {'cluster':>7s}  title",
+             "-" * min(width, 60 + title_w)]
+    for i in report.items:
+        mark = "*" if i.promoted else " "
+        lines.append(f"{_clip(i.request.id, 10):10s} {i.label:13s}{mark}{i.verdict.confidence:5.2f} "
+                     f"{i.verdict.rule:17s} {str(i.cluster or ''):>7s}  "
+                     f"{_clip(i.request.title, title_w)}")
+    lines.append("")
+    if report.wanted_clusters:
+        lines.append(f"clusters wanted by >= {report.min_customers} distinct customers:")
+        for c in report.wanted_clusters[:10]:
+            lines.append(f"  #{c.id:<3d} {len(c.customers)} customers, {c.size} requests: "
+                         f"{_clip(c.title, 60)} ({', '.join(c.members[:6])})")
+        lines.append("")
+    dupes = [(i.request.id, d) for i in report.items for d in i.duplicates if i.request.id < d]
+    if dupes:
+        lines.append("possible duplicates: " + ", ".join(f"{a}~{b}" for a, b in dupes[:20]))
+    if any(i.promoted for i in report.items):
+        lines.append("* promoted from one_off by demand across customers")
+    if report.skipped:
+        lines.append(f"skipped {len(report.skipped)} non-feature issue(s)")
+    lines.append(report.summary)
+    return "\n".join(lines)
+
+
+def to_markdown(report: AuditReport) -> str:
+    counts = report.counts
+    out = [f"# Scope audit: {report.product}", "", f"**{report.summary}**", "",
+           "| label | requests |", "|---|---|"]
+    out += [f"| {TITLES[k]} | {counts[k]} |" for k in LABELS]
+    out += ["", "## Scope drift by month", "", "| month | core | generalizable | one-off |",
+            "|---|---|---|---|"]
+    out += [f"| {m} | {c['core']} | {c['generalizable']} | {c['one_off']} |"
+            for m, c in report.drift]
+    out += ["", f"## Clusters wanted by >= {report.min_customers} customers", ""]
+    if report.wanted_clusters:
+        out += ["| cluster | customers | requests | title |", "|---|---|---|---|"]
+        out += [f"| #{c.id} | {len(c.customers)} | {', '.join(c.members)} | "
+                f"{_md(c.title)} |" for c in report.wanted_clusters]
+    else:
+        out.append("None yet.")
+    out += ["", "## Top one-off customers", ""]
+    out += [f"- {_md(c)}: {n}" for c, n in report.one_off_customers[:10]] or ["None."]
+    out += ["", "## Requests nearest each non-goal", ""]
+    for g in report.non_goals:
+        out.append(f"- **{_md(g.name)}**: " + ", ".join(f"{i} {_md(_clip(t, 50))} ({s:.2f})"
+                                                       for i, t, s in g.requests))
+    out += ["", "## Requests", "", "| id | label | confidence | cluster | duplicates | title |",
+            "|---|---|---|---|---|---|"]
+    for i in report.items:
+        ref = f"[{i.request.id}]({i.request.url})" if i.request.url else i.request.id
+        label = TITLES[i.label] + (" (promoted)" if i.promoted else "")
+        out.append(f"| {ref} | {label} | {i.verdict.confidence:.2f} | {i.cluster or ''} | "
+                   f"{', '.join(i.duplicates)} | {_md(_clip(i.request.title, 70))} |")
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --- HTML ------------------------------------------------------------------------------------
+
+
+def _drift_chart(report: AuditReport) -> str:
+    months = report.drift
+    width, height, left, bottom = 760, 260, 40, 40
+    bar_w = max(4, (width - left - 10) / max(1, len(months)) - 4)
+    parts = [f'<svg class="chart" id="drift-chart" viewBox="0 0 {width} {height + 30}" '
+             f'role="img" aria-label="Share of labels by month">']
+    for pct in (0, 50, 100):
+        y = 10 + (height - bottom) * (1 - pct / 100)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width}" y2="{y:.1f}" class="grid"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{pct}%</text>')
+    for n, (month, counts) in enumerate(months):
+        total = sum(counts.values()) or 1
+        x = left + 4 + n * (bar_w + 4)
+        y = 10 + (height - bottom)
+        for label in ("one_off", "generalizable", "core"):
+            h = (height - bottom) * counts[label] / total
+            y -= h
+            if h:
+                parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                             f'fill="{COLOURS[label]}"><title>{escape(month)}: {counts[label]} '
+                             f'{TITLES[label]} of {total}</title></rect>')
+        if len(months) <= 24 or n % max(1, len(months) // 12) == 0:
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - bottom + 26}" '
+                         f'text-anchor="end" transform="rotate(-45 {x + bar_w / 2:.1f} '
+                         f'{height - bottom + 26})">{escape(month)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _bar_chart(chart_id: str, rows: list[tuple[str, int]], colour: str, label: str) -> str:
+    if not rows:
+        return f'<p class="empty" id="{chart_id}">None.</p>'
+    width, row_h, left = 760, 26, 300
+    top = max(n for _, n in rows) or 1
+    parts = [f'<svg class="chart" id="{chart_id}" viewBox="0 0 {width} {row_h * len(rows) + 10}" '
+             f'role="img" aria-label="{escape(label)}">']
+    for k, (name, n) in enumerate(rows):
+        y = 5 + k * row_h
+        w = (width - left - 40) * n / top
+        parts.append(f'<text x="{left - 8}" y="{y + 16}" text-anchor="end">'
+                     f'{escape(_clip(name, 42))}</text>'
+                     f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{row_h - 8}" '
+                     f'fill="{colour}"><title>{escape(name)}: {n}</title></rect>'
+                     f'<text x="{left + w + 6:.1f}" y="{y + 16}">{n}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:60em;
+color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+.summary{font-size:1.1em;background:#f5f5f5;padding:.8em;border-left:4px solid #555}
+.chart{width:100%;height:auto}.chart text{font-size:11px;fill:#333}.grid{stroke:#ddd}
+.legend span{display:inline-block;margin-right:1.5em}
+.legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-1px}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #eee;padding:4px 6px;
+text-align:left;vertical-align:top}th{background:#fafafa}
+.core{color:#2e7d32}.generalizable{color:#a67c00}.one_off{color:#c62828}.empty{color:#777}
+"""
+
+
+def to_html(report: AuditReport) -> str:
+    counts = report.counts
+    legend = "".join(f'<span><i style="background:{COLOURS[k]}"></i>{TITLES[k]} '
+                     f'({counts[k]})</span>' for k in LABELS)
+    generalizable = [(f"#{c.id} {c.title}", len(c.customers)) for c in report.clusters
+                     if c.promoted or any(i.label == "generalizable" and i.cluster == c.id
+                                          for i in report.items)][:10]
+    rows = []
+    for i in report.items:
+        title = escape(i.request.title)
+        link = (f'<a href="{escape(i.request.url, quote=True)}">{escape(i.request.id)}</a>'
+                if i.request.url.startswith(("http://", "https://")) else escape(i.request.id))
+        why = escape(" ".join(promoted_verdict(i).reasons[:2]))
+        rows.append(f'<tr><td>{link}</td><td class="{i.label}">{TITLES[i.label]}'
+                    f'{" ↑" if i.promoted else ""}</td><td>{i.verdict.confidence:.2f}</td>'
+                    f'<td>{escape(i.request.customer)}</td><td>{i.cluster or ""}</td>'
+                    f'<td>{escape(", ".join(i.duplicates))}</td><td>{title}'
+                    f'<br><small>{why}</small></td></tr>')
+    non_goals = "".join(
+        f"<tr><td>{escape(g.name)}</td><td>" + "<br>".join(
+            f"{escape(i)} {escape(_clip(t, 70))} ({s:.2f})" for i, t, s in g.requests)
+        + "</td></tr>" for g in report.non_goals) or '<tr><td colspan="2">No non-goals.</td></tr>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Scope audit: {escape(report.product)}</title><style>{_CSS}</style></head>
+<body>
+<h1>Scope audit: {escape(report.product)}</h1>
+<p class="summary" id="summary">{escape(report.summary)}</p>
+<h2>Scope drift: share of core, generalizable and one-off requests by month</h2>
+<p class="legend">{legend}</p>
+{_drift_chart(report)}
+<h2>Top generalizable clusters (distinct customers)</h2>
+{_bar_chart("clusters-chart", generalizable, COLOURS["generalizable"], "Clusters by customers")}
+<h2>Top one-off customers (requests)</h2>
+{_bar_chart("customers-chart", report.one_off_customers[:10], COLOURS["one_off"],
+            "One-off requests by customer")}
+<h2>Requests nearest each non-goal</h2>
+<table id="non-goals"><tr><th>non-goal</th><th>nearest requests (cosine)</th></tr>{non_goals}</table>
+<h2>All requests</h2>
+<table id="requests"><tr><th>id</th><th>label</th><th>confidence</th><th>customer</th>
+<th>cluster</th><th>duplicates</th><th>title and reasons</th></tr>
+{"".join(rows)}
+</table>
+<p><small>↑ promoted from one-off: its cluster is wanted by at least {report.min_customers}
+distinct customers. Generated by scopeguard.</small></p>
+</body></html>
+"""
+
+
+def render_report(report: AuditReport, fmt: str) -> str:
+    if fmt == "json":
+        return to_json(report)
+    if fmt == "csv":
+        return to_csv(report)
+    if fmt == "markdown":
+        return to_markdown(report)
+    if fmt == "html":
+        return to_html(report)
+    return to_table(report)

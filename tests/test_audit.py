@@ -1,0 +1,128 @@
+"""Audit logic with the hashing embedder: clusters, promotion, duplicates, drift, formats."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from scopeguard.audit import build_report, leader_clusters
+from scopeguard.audit_render import FORMATS, render_report
+from scopeguard.backlog import Request
+from scopeguard.engine import Scopeguard
+from scopeguard.positioning import parse_positioning
+from scopeguard.rules import Rules
+
+PRODUCT = {
+    "product": "Finder",
+    "category": "For finding files by name in the terminal, use Finder",
+    "target_customer": "Developers who search big source trees from a terminal",
+    "need": "find files by name quickly",
+    "main_value": "search results for file names in milliseconds",
+    "alternative": "find",
+    "uniqueness": "parallel directory walking that skips ignored files",
+    "features": [{"name": "Type filter", "description": "filter results by file type"}],
+    "non_goals": [{"name": "Content search", "description": "search text inside file contents"}],
+}
+RULES = Rules(core_fit=0.5, generalizable_fit=0.3, non_goal=0.4, served=0.99, similar=0.8,
+              duplicate=0.95, min_customers=3)
+ASK = ("Play music from a playlist while searching", "a jukebox playlist please")
+
+
+def req(i, title, body, customer, month="2026-01"):
+    return Request(id=f"R{i}", title=title, body=body, author=f"u{i}", customer=customer,
+                   created_at=f"{month}-15", url=f"https://t.example/R{i}")
+
+
+@pytest.fixture
+def report(hashing):
+    guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+    items = [req(1, *ASK, "Acme"), req(2, *ASK, "Globex", "2026-02"), req(3, *ASK, "Initech"),
+             req(4, "Filter results by file type executable", "filter by file type", "Acme"),
+             req(5, "Search text inside file contents", "search inside contents", "Acme"),
+             req(6, "Search text inside file contents", "search inside contents", "Globex"),
+             req(7, "Search text inside file contents", "search inside contents", "Umbrella")]
+    analysis = guard.analyse(items)
+    return build_report(analysis, guard.index, guard.rules, "Finder",
+                        skipped=[("B1", "has label 'bug'")])
+
+
+def test_leader_clusters_do_not_chain():
+    # 0~1 and 1~2 but not 0~2: the leader (1) takes both, nobody is in two clusters.
+    neighbours = [[(1, 0.9)], [(0, 0.9), (2, 0.9)], [(1, 0.9)], []]
+    assert leader_clusters(neighbours) == [[1, 0, 2]]
+    neighbours = [[(1, 0.9)], [(0, 0.9)], [(3, 0.9)], [(2, 0.9)]]
+    assert sorted(map(sorted, leader_clusters(neighbours))) == [[0, 1], [2, 3]]
+
+
+def test_demand_promotes_one_off_members_but_not_non_goals(report):
+    by_id = {i.request.id: i for i in report.items}
+    music = [by_id[f"R{k}"] for k in (1, 2, 3)]
+    assert {i.verdict.label for i in music} <= {"one_off", "generalizable"}
+    assert all(i.label == "generalizable" for i in music)
+    assert len({i.cluster for i in music}) == 1
+    content = [by_id[f"R{k}"] for k in (5, 6, 7)]
+    assert all(i.verdict.rule == "non_goal" and i.label == "one_off" for i in content)
+    wanted = report.wanted_clusters
+    assert len(wanted) == 2 and all(len(c.customers) == 3 for c in wanted)
+
+
+def test_duplicates_flagged(report):
+    by_id = {i.request.id: i for i in report.items}
+    assert set(by_id["R5"].duplicates) == {"R6", "R7"}
+    assert by_id["R4"].duplicates == []
+
+
+def test_summary_drift_and_customers(report):
+    assert report.summary.startswith("of 7 open requests, ")
+    assert report.summary.endswith("2 clusters wanted by >= 3 customers")
+    assert sum(report.counts.values()) == 7
+    assert [m for m, _ in report.drift] == ["2026-01", "2026-02"]
+    assert sum(sum(c.values()) for _, c in report.drift) == 7
+    assert report.one_off_customers[0][1] >= 1
+    assert report.non_goals[0].name == "Content search"
+    assert {i for i, _, _ in report.non_goals[0].requests} <= {"R5", "R6", "R7", "R4", "R1"}
+
+
+def test_every_format_renders(report):
+    for fmt in FORMATS:
+        text = render_report(report, fmt)
+        assert text.strip(), fmt
+    data = json.loads(render_report(report, "json"))
+    assert data["summary"] == report.summary and len(data["requests"]) == 7
+    rows = list(csv.DictReader(io.StringIO(render_report(report, "csv"))))
+    assert [r["id"] for r in rows] == [f"R{k}" for k in range(1, 8)]
+    md = render_report(report, "markdown")
+    assert "## Scope drift by month" in md and "[R1](https://t.example/R1)" in md
+    table = render_report(report, "table")
+    assert table.splitlines()[-1] == report.summary and "possible duplicates" in table
+
+
+def test_html_escapes_request_text(hashing):
+    guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+    evil = Request(id="X1", title="<script>alert(1)</script>", body="b", customer="<b>C</b>",
+                   url="javascript:alert(1)")
+    html = render_report(build_report(guard.analyse([evil]), guard.index, guard.rules, "F"),
+                         "html")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'href="javascript' not in html
+
+
+def test_cluster_demand_promotes_members_with_little_direct_demand(hashing):
+    """A leader similar to three customers' asks promotes members that are not similar to
+    each other (their own verdicts saw one neighbour each)."""
+    from dataclasses import replace
+
+    guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+    items = [req(1, "Jukebox", "music", "Acme"), req(2, "Weather", "forecast", "Globex"),
+             req(3, "Recipes", "cooking", "Initech"), req(4, "Horoscope", "stars", "Umbrella")]
+    analysis = guard.analyse(items)
+    assert [v.label for v in analysis.verdicts] == ["one_off"] * 4
+    star = [[(1, 0.9), (2, 0.9), (3, 0.9)], [(0, 0.9)], [(0, 0.9)], [(0, 0.9)]]
+    report = build_report(replace(analysis, neighbours=star), guard.index, guard.rules, "F")
+    assert [i.label for i in report.items] == ["generalizable"] * 4
+    assert all(i.promoted for i in report.items)
+    assert report.clusters[0].leader == "R1" and report.clusters[0].promoted
+    data = json.loads(render_report(report, "json"))
+    assert data["requests"][1]["reasons"][0].startswith("Promoted to generalizable")
+    assert "↑" in render_report(report, "html")

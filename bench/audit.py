@@ -69,7 +69,6 @@ def run_one(size: int, model: str | None) -> dict:
     """One size, in this process: the audit, the re-audit, then the baseline loop."""
     from scopeguard.audit import build_report
     from scopeguard.backlog import request_from_dict
-    from scopeguard.clean import prepare
     from scopeguard.runtime import open_scopeguard
 
     items = [request_from_dict(d, "bench") for d in synthetic(size)]

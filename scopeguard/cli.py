@@ -404,5 +404,68 @@ def calibrate(labels_path, products_dir, config, out_path, l2, db, model) -> Non
     click.echo(f"wrote {out_path}; use it with 'calibration: {out_path}' in the positioning file.")
 
 
+@cli.command()
+@engine_options
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="SCOPEGUARD_HOST",
+              help="Address to listen on (0.0.0.0 for every interface). [env: SCOPEGUARD_HOST]")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              envvar="SCOPEGUARD_PORT", help="Port to listen on. [env: SCOPEGUARD_PORT]")
+@click.option("--queue", "queue_path", default="scopeguard-queue.db", show_default=True,
+              type=click.Path(dir_okay=False), envvar="SCOPEGUARD_QUEUE",
+              help="SQLite file of the durable event queue and the issues seen (one serve "
+                   "process per file). [env: SCOPEGUARD_QUEUE]")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              envvar="SCOPEGUARD_WORKERS",
+              help="Worker threads writing back to Jira (classification itself runs one at "
+                   "a time). [env: SCOPEGUARD_WORKERS]")
+@click.option("--jira-url", envvar="JIRA_URL",
+              help="Jira base URL. Credentials come from the environment only: JIRA_EMAIL and "
+                   "JIRA_TOKEN (Cloud), or JIRA_PAT (Server/Data Center). [env: JIRA_URL]")
+@click.option("--jira-flavour", type=click.Choice(["cloud", "server"]), envvar="JIRA_FLAVOUR",
+              help="cloud (ADF comments, API v3) or server (wiki markup); guessed when unset. "
+                   "[env: JIRA_FLAVOUR]")
+@click.option("--max-body", type=click.IntRange(min=1024), envvar="SCOPEGUARD_MAX_BODY",
+              help="Largest webhook body accepted, in bytes (default 1 MiB); larger gets 413.")
+@click.option("--max-attempts", type=click.IntRange(min=1), envvar="SCOPEGUARD_MAX_ATTEMPTS",
+              help="Attempts per event before it is marked failed (default 10).")
+@click.option("--seed-jql", envvar="SCOPEGUARD_SEED_JQL",
+              help="At start, read the issues matching this JQL so that demand counts them "
+                   "from the first webhook.")
+@click.option("--requeue-failed", is_flag=True,
+              help="Queue the events that failed earlier again at start.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log verbosity (stderr); secrets are masked in every line.")
+@friendly_errors
+def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_flavour, max_body,
+          max_attempts, seed_jql, requeue_failed, log_level) -> None:
+    """Run the Jira webhook service: POST /webhooks/jira, GET /healthz, GET /metrics.
+
+    Webhooks are authenticated by SCOPEGUARD_WEBHOOK_SECRET (the Jira webhook's secret;
+    Jira signs each delivery, X-Hub-Signature) and/or SCOPEGUARD_WEBHOOK_TOKEN (a shared
+    token for Jira Automation: 'Authorization: Bearer <token>'). Each event is written to
+    the SQLite queue before the 202 answer, then classified and written back to Jira: the
+    scope label and one comment, updated in place.
+    """
+    try:
+        import uvicorn
+
+        from .integrations import jira_service
+    except ImportError as exc:  # pragma: no cover - the jira extra is missing
+        raise click.ClickException(f"scopeguard serve needs starlette, uvicorn and jira "
+                                   f"({exc.name} is missing). Fix: pip install "
+                                   "'scopeguard[jira]'.") from None
+    settings = jira_service.ServiceSettings.from_env(
+        config=config, db=db, model=model, queue=queue_path, workers=workers,
+        jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,
+        max_attempts=max_attempts, seed_jql=seed_jql, requeue_failed=requeue_failed or None)
+    jira_service.setup_logging(log_level, settings.secrets() + jira_service.client_secrets())
+    app = jira_service.create_app(jira_service.Service(settings))
+    # log_config=None keeps the scrubbing handler above; uvicorn's access log would print
+    # query strings, which may carry the ?token= of a Jira Server webhook.
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=30)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli()

@@ -1,0 +1,204 @@
+"""Benchmark the Jira webhook service on this machine: acceptance latency and processing
+throughput of a real ``scopeguard serve`` (uvicorn subprocess) against a fake Jira REST
+server (tests/fake_jira.py, in this process), each next to a baseline measured in the
+same run:
+
+- acceptance: p50/p99 latency of one client posting signed webhooks one after another,
+  and webhooks/s with 16 concurrent clients; baseline: a bare Starlette endpoint in its
+  own uvicorn process that reads the body and answers 202 (no auth, no queue, no worker);
+- processing: events/s from the first webhook of a burst of new issues to an empty
+  queue; baseline: the same Jira calls per issue (read the issue, list comments, set the
+  label, post the comment) made directly from one thread, without queue or classifier.
+
+Usage: .venv/bin/python bench/webhook.py [--n 1000] [--burst 500] [--workers 1]
+       [--model hashing|real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_jira import FakeJira, ServiceProcess, free_port, issue_event  # noqa: E402
+from scopeguard.integrations.jira_service import sign  # noqa: E402
+
+SECRET = "bench-secret"
+ASKS = ["Send reminders by WhatsApp", "Add a waitlist for cancelled slots",
+        "Book recurring booster visits", "Sync with our in-house lab system",
+        "Export the vet rota to our accounting software", "Show no-show statistics per vet"]
+
+BASELINE_APP = """
+import sys, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def hook(request):
+    await request.body()
+    return JSONResponse({"status": "queued"}, status_code=202)
+
+app = Starlette(routes=[Route("/webhooks/jira", hook, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def sequential(url: str, bodies: list[tuple[bytes, dict[str, str]]]) -> list[float]:
+    import httpx
+
+    times = []
+    with httpx.Client(timeout=30) as client:
+        for body, headers in bodies:
+            started = time.perf_counter()
+            response = client.post(url, content=body, headers=headers)
+            times.append(time.perf_counter() - started)
+            assert response.status_code in (200, 202), response.text
+    return times
+
+
+def concurrent(url: str, bodies: list[tuple[bytes, dict[str, str]]], clients: int = 16) -> float:
+    import httpx
+
+    local = threading.local()
+    opened: list[httpx.Client] = []
+
+    def send(item: tuple[bytes, dict[str, str]]) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=30)
+            opened.append(local.client)
+        response = local.client.post(url, content=item[0], headers=item[1])
+        assert response.status_code in (200, 202), response.text
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, bodies))
+    elapsed = time.perf_counter() - started
+    for client in opened:
+        client.close()
+    return len(bodies) / elapsed
+
+
+def signed(prefix: str, keys: list[str]) -> list[tuple[bytes, dict[str, str]]]:
+    out = []
+    for n, key in enumerate(keys):
+        body = json.dumps(issue_event(key)).encode()
+        out.append((body, {"Content-Type": "application/json", "X-Hub-Signature": sign(SECRET, body),
+                           "X-Atlassian-Webhook-Identifier": f"{prefix}-{n}"}))
+    return out
+
+
+def bare_write_back(jira: FakeJira, keys: list[str]) -> float:
+    """Events/s of the Jira calls alone, one thread, no queue and no classifier."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {jira.pat}"
+    api = jira.url + "/rest/api/2"
+    started = time.perf_counter()
+    for key in keys:
+        session.get(f"{api}/issue/{key}", params={"fields": "summary,description,labels"})
+        session.get(f"{api}/issue/{key}/comment", params={"startAt": 0, "maxResults": 100})
+        session.put(f"{api}/issue/{key}", json={"update": {"labels": [{"add": "scope:core"}]}})
+        session.post(f"{api}/issue/{key}/comment", json={"body": "scopeguard verdict"})
+    elapsed = time.perf_counter() - started
+    session.close()
+    return len(keys) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="webhooks per acceptance run")
+    parser.add_argument("--burst", type=int, default=500, help="new issues in the processing run")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--model", default="hashing",
+                        help="'hashing' (no model) or 'real' (the bundled all-MiniLM-L6-v2)")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="scopeguard-bench-"))
+    env = {"SCOPEGUARD_WEBHOOK_SECRET": SECRET}
+    if args.model != "real":
+        env["SCOPEGUARD_MODEL"] = args.model
+    jira = FakeJira(flavour="server", pat="bench-pat", record=False).start()
+    total = 2 * args.n + args.burst
+    for i in range(total):
+        ask = ASKS[i % len(ASKS)]
+        jira.add_issue(f"PAW-{i + 1}", f"{ask} ({i})", f"{ask}, please. Clinic: Clinic {i % 41}.")
+    keys = [f"PAW-{i + 1}" for i in range(total)]
+    port = free_port()
+    baseline = subprocess.Popen([sys.executable, "-c", BASELINE_APP, str(port)])
+    service = ServiceProcess(tmp, jira, ROOT / "examples" / "scopeguard.yml", env,
+                             args=("--workers", str(args.workers), "--log-level", "warning"))
+    try:
+        service.start(timeout=120)
+        base_url = f"http://127.0.0.1:{port}/webhooks/jira"
+        service_url = service.url + "/webhooks/jira"
+        for _ in range(100):
+            try:
+                sequential(base_url, signed("warm", keys[:1]))
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.1)
+
+        print(f"scopeguard serve webhook benchmark: {args.n} webhooks per run, burst of "
+              f"{args.burst}, {args.workers} worker thread(s), model {args.model}")
+        base_seq = sequential(base_url, signed("b", keys[:args.n]))
+        svc_seq = sequential(service_url, signed("s", keys[:args.n]))
+        service.wait_idle(timeout=600)
+        base_rate = concurrent(base_url, signed("bc", keys[args.n:2 * args.n]))
+        svc_rate = concurrent(service_url, signed("sc", keys[args.n:2 * args.n]))
+        service.wait_idle(timeout=600)
+
+        burst_keys = keys[2 * args.n:]
+        started = time.perf_counter()
+        concurrent(service_url, signed("p", burst_keys))
+        service.wait_idle(timeout=1200)
+        processing = len(burst_keys) / (time.perf_counter() - started)
+        jira_only = bare_write_back(jira, keys[:args.burst])
+
+        def ms(values: list[float], q: float) -> float:
+            return percentile(values, q) * 1000
+
+        rows = [
+            ("accept p50 (ms)", ms(svc_seq, 0.5), ms(base_seq, 0.5)),
+            ("accept p99 (ms)", ms(svc_seq, 0.99), ms(base_seq, 0.99)),
+            ("accept mean (ms)", statistics.mean(svc_seq) * 1000, statistics.mean(base_seq) * 1000),
+            ("accepted/s, 16 clients", svc_rate, base_rate),
+            ("processed events/s", processing, jira_only),
+        ]
+        print(f"\n{'':28}{'scopeguard':>12}{'baseline':>12}{'ratio':>9}")
+        for name, ours, theirs in rows:
+            print(f"{name:28}{ours:12.2f}{theirs:12.2f}{ours / theirs:9.2f}x")
+        print("\nbaselines: a bare Starlette 202 endpoint (acceptance); the same Jira calls "
+              "from one thread without queue or classifier (processing).")
+        metrics = service.metrics()
+        done = sum(v for k, v in metrics.items()
+                   if k.startswith("scopeguard_events_processed_total"))
+        print(f"service: {done:.0f} events processed, "
+              f"{metrics['scopeguard_events_failed_total']:.0f} failed, "
+              f"queue depth {metrics['scopeguard_queue_depth']:.0f}")
+    finally:
+        service.stop()
+        baseline.terminate()
+        baseline.wait(10)
+        jira.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

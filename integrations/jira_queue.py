@@ -1,0 +1,419 @@
+"""The webhook service's state in one SQLite file (WAL): a durable event queue, and the
+issues it has seen (for demand, and to find its own comment and label again).
+
+Queue life of a delivery: ``enqueue`` (idempotent on the delivery id: Jira's retries of
+a delivery, and replays, are recognised) -> ``claim`` (a lease: ``leased`` until
+``lease_until``) -> ``ack`` (``done``, kept as processed-state) or ``retry`` (back to
+``queued`` after a delay; ``failed`` after ``max_attempts``). A process killed mid-event
+(``kill -9``) leaves its rows ``leased``: the next process calls ``release_leases`` at
+start (it holds the file's lock, so no one else is working on them), and within a
+process an expired lease is claimed again. Delivery is therefore at least once; the
+write-back is idempotent, so at least once is enough.
+
+Example::
+
+    queue = EventQueue("scopeguard-queue.db")
+    queue.enqueue("d-1", b'{"webhookEvent": "jira:issue_created", ...}')
+    event = queue.claim("worker-1")
+    ...  # process event.payload
+    queue.ack(event.delivery_id, "worker-1", "labelled")
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scopeguard.backlog import Request
+from scopeguard.errors import ScopeguardError
+
+DEFAULT_LEASE = 300.0
+DEFAULT_MAX_ATTEMPTS = 10
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL DEFAULT '',
+    issue_key TEXT NOT NULL DEFAULT '',
+    payload BLOB,
+    state TEXT NOT NULL DEFAULT 'queued',      -- queued | leased | done | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    received_at REAL NOT NULL,
+    available_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    finished_at REAL,
+    outcome TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS events_state ON events (state, available_at, seq);
+CREATE TABLE IF NOT EXISTS issues (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,          -- the Request as JSON
+    model TEXT NOT NULL DEFAULT '',
+    vector BLOB,                    -- float32 mean vector of the request under `model`
+    comment_id TEXT NOT NULL DEFAULT '',
+    applied TEXT NOT NULL DEFAULT '',   -- the verdict whose label scopeguard keeps on it
+    human TEXT NOT NULL DEFAULT '',     -- a scope label a person set instead (a correction)
+    updated_at REAL NOT NULL
+);
+"""
+
+
+class QueueError(ScopeguardError):
+    """The queue file cannot be opened or is in use by another process."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A claimed delivery."""
+
+    delivery_id: str
+    payload: bytes
+    attempts: int
+    received_at: float
+    event: str = ""
+    issue_key: str = ""
+
+
+class EventQueue:
+    """A durable queue of webhook deliveries in SQLite.
+
+    Args:
+        path: the SQLite file (created if needed).
+        lease: seconds a claim holds an event before another worker may take it.
+        max_attempts: claims before an event is marked ``failed``.
+        durable: ``synchronous=FULL`` (survives power loss, an fsync per commit); with
+            False, ``NORMAL`` survives a process crash but may lose the last commits on
+            power loss.
+        clock: the time source (tests pass a fake).
+    """
+
+    def __init__(self, path: str | Path, *, lease: float = DEFAULT_LEASE,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, durable: bool = True,
+                 clock: Any = time.time) -> None:
+        self.path = str(path)
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.durable = durable
+        self.clock = clock
+        self._local = threading.local()
+        self._lock_file: Any = None
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn().executescript(_SCHEMA)  # executescript commits by itself
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            except sqlite3.Error as exc:
+                raise QueueError(f"{self.path}: cannot open the queue database ({exc}). Fix: "
+                                 "pass --queue with a writable path.") from None
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock at once (no upgrade deadlocks)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def lock(self) -> None:
+        """Take the file's process lock: one service process per queue file.
+
+        The kernel drops the lock when the process dies, even by ``kill -9``, so the next
+        process may safely release the dead one's leases.
+        """
+        if self._lock_file is not None or self.path == ":memory:":
+            return
+        handle = open(self.path + ".lock", "a+")  # noqa: SIM115 - held for the process life
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise QueueError(f"{self.path} is in use by another scopeguard serve process. "
+                             "Fix: stop that process, or give this one its own --queue "
+                             "file.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # --- the queue -------------------------------------------------------------------------
+
+    def enqueue(self, delivery_id: str, payload: bytes, event: str = "",
+                issue_key: str = "") -> bool:
+        """Store a delivery; False when this delivery id was seen before (nothing stored)."""
+        now = self.clock()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO events (delivery_id, event, issue_key, payload, "
+                "received_at, available_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (delivery_id, event, issue_key, payload, now, now))
+            return cur.rowcount == 1
+
+    def claim(self, owner: str) -> Event | None:
+        """The oldest event that is due, leased to ``owner``; None when there is none."""
+        now = self.clock()
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT seq, delivery_id, payload, attempts, received_at, event, issue_key "
+                "FROM events WHERE state = 'queued' AND available_at <= ? "
+                "ORDER BY seq LIMIT 1", (now,)).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT seq, delivery_id, payload, attempts, received_at, event, issue_key "
+                    "FROM events WHERE state = 'leased' AND lease_until <= ? "
+                    "ORDER BY seq LIMIT 1", (now,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE events SET state = 'leased', lease_owner = ?, lease_until = ?, "
+                         "attempts = attempts + 1 WHERE seq = ?", (owner, now + self.lease, row[0]))
+        return Event(row[1], bytes(row[2] or b""), row[3] + 1, row[4], row[5], row[6])
+
+    def ack(self, delivery_id: str, owner: str, outcome: str) -> bool:
+        """Mark a claimed event done; False if ``owner`` no longer holds its lease."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                # The payload is dropped: the row stays only to recognise the delivery id.
+                "UPDATE events SET state = 'done', finished_at = ?, outcome = ?, error = NULL, "
+                "payload = NULL, lease_owner = NULL, lease_until = NULL "
+                "WHERE delivery_id = ? AND state = 'leased' AND lease_owner = ?",
+                (self.clock(), outcome[:500], delivery_id, owner))
+            return cur.rowcount == 1
+
+    def retry(self, delivery_id: str, owner: str, error: str, delay: float) -> str:
+        """Put a claimed event back after ``delay`` seconds, or fail it after
+        ``max_attempts``; returns the new state (``queued`` or ``failed``)."""
+        now = self.clock()
+        with self._tx() as conn:
+            row = conn.execute("SELECT attempts FROM events WHERE delivery_id = ? AND "
+                               "state = 'leased' AND lease_owner = ?",
+                               (delivery_id, owner)).fetchone()
+            if row is None:
+                return "lost-lease"
+            state = "failed" if row[0] >= self.max_attempts else "queued"
+            conn.execute("UPDATE events SET state = ?, available_at = ?, error = ?, "
+                         "finished_at = CASE WHEN ? = 'failed' THEN ? END, "
+                         "lease_owner = NULL, lease_until = NULL WHERE delivery_id = ?",
+                         (state, now + delay, error[:1000], state, now, delivery_id))
+        return state
+
+    def fail(self, delivery_id: str, owner: str, error: str) -> None:
+        """Give up on a claimed event now (an error that retrying cannot fix)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE events SET state = 'failed', finished_at = ?, error = ?, "
+                         "lease_owner = NULL, lease_until = NULL "
+                         "WHERE delivery_id = ? AND lease_owner = ?",
+                         (self.clock(), error[:1000], delivery_id, owner))
+
+    def release_leases(self) -> int:
+        """Queue again every leased event (at start, after a crash). Call after ``lock``."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE events SET state = 'queued', lease_owner = NULL, "
+                                "lease_until = NULL, available_at = ? WHERE state = 'leased'",
+                                (self.clock(),)).rowcount
+
+    def requeue_failed(self) -> int:
+        """Queue failed events again, with their attempts reset."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE events SET state = 'queued', attempts = 0, "
+                                "available_at = ?, finished_at = NULL WHERE state = 'failed'",
+                                (self.clock(),)).rowcount
+
+    def prune(self, older_than: float) -> int:
+        """Forget done events finished more than ``older_than`` seconds ago.
+
+        Keep them at least as long as Jira may retry a delivery (hours), or a late retry
+        is processed again (harmless: the write-back is idempotent, but it costs work).
+        """
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM events WHERE state = 'done' AND finished_at < ?",
+                                (self.clock() - older_than,)).rowcount
+
+    def depth(self) -> int:
+        """Events not yet processed (queued or leased)."""
+        return self._conn().execute(
+            "SELECT count(*) FROM events WHERE state IN ('queued', 'leased')").fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT state, count(*) FROM events GROUP BY state")
+        return {"queued": 0, "leased": 0, "done": 0, "failed": 0, **dict(rows.fetchall())}
+
+    def next_due(self) -> float | None:
+        """When the next queued event becomes due (now or later), None if none is queued."""
+        row = self._conn().execute(
+            "SELECT min(available_at) FROM events WHERE state = 'queued'").fetchone()
+        return row[0]
+
+    def get(self, delivery_id: str) -> dict[str, Any] | None:
+        cur = self._conn().execute("SELECT * FROM events WHERE delivery_id = ?", (delivery_id,))
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+
+
+# --- issues seen ----------------------------------------------------------------------------
+
+
+def request_to_json(request: Request) -> str:
+    return json.dumps({"id": request.id, "title": request.title, "body": request.body,
+                       "author": request.author, "customer": request.customer,
+                       "created_at": request.created_at, "url": request.url,
+                       "labels": list(request.labels), "org": request.org,
+                       "extra": request.extra}, ensure_ascii=False)
+
+
+def request_from_json(text: str) -> Request:
+    data = json.loads(text)
+    return Request(**{**data, "labels": tuple(data.get("labels") or ())})
+
+
+@dataclass
+class Seen:
+    key: str
+    comment_id: str
+    applied: str
+
+
+class IssueStore:
+    """The issues the service has classified: requests, vectors and write-back records.
+
+    Demand is computed against these (the other requests the service has seen). The
+    vectors stay in memory as one matrix, so finding the few similar requests of a new
+    one is a matrix-vector product, not a re-embedding of the whole history per event.
+
+    Args:
+        queue: the queue whose SQLite file also holds this table.
+        model: the embedder's model id; vectors of another model are not used.
+    """
+
+    def __init__(self, queue: EventQueue, model: str) -> None:
+        self.queue = queue
+        self.model = model
+        self._lock = threading.Lock()
+        self._keys: list[str] = []
+        self._index: dict[str, int] = {}
+        self._requests: list[Request] = []
+        self._matrix = np.zeros((0, 0), np.float32)
+        self.stale: list[Request] = []  # stored under another model: embed again
+        for key, text, model_id, blob in queue._conn().execute(
+                "SELECT key, request, model, vector FROM issues ORDER BY rowid"):
+            request = request_from_json(text)
+            if model_id == model and blob:
+                self._put(key, request, np.frombuffer(blob, np.float32))
+            else:
+                self.stale.append(request)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _put(self, key: str, request: Request, vector: np.ndarray) -> None:
+        vector = np.asarray(vector, np.float32)
+        with self._lock:
+            if self._matrix.shape[1] != vector.shape[0]:  # first vector, or a new model
+                self._keys, self._index, self._requests = [], {}, []
+                self._matrix = np.zeros((64, vector.shape[0]), np.float32)
+            if key in self._index:
+                i = self._index[key]
+                self._requests[i] = request
+                self._matrix[i] = vector
+                return
+            n = len(self._keys)
+            if n == self._matrix.shape[0]:  # grow by doubling: amortised O(1) per issue
+                grown = np.zeros((2 * n, self._matrix.shape[1]), np.float32)
+                grown[:n] = self._matrix
+                self._matrix = grown
+            self._matrix[n] = vector
+            self._index[key] = n
+            self._keys.append(key)
+            self._requests.append(request)
+
+    def similar(self, vector: np.ndarray, threshold: float, exclude: str = "",
+                top: int = 10) -> list[Request]:
+        """Stored requests whose cosine with ``vector`` is at least ``threshold``: the ``top``
+        best, and the best one of every other customer.
+
+        That is all a verdict reads of its neighbours (the closest few are shown, and
+        demand counts distinct customers), so classifying against this short list gives
+        the verdict the whole history would, without cleaning and scoring all of it.
+        Customers are compared as ``classify`` does: customer, else author, else id,
+        case-insensitively; store requests with their customer resolved.
+        """
+        with self._lock:
+            if not self._keys:
+                return []
+            sims = self._matrix[:len(self._keys)] @ np.asarray(vector, np.float32)
+            hits = np.flatnonzero(sims >= threshold)
+            ranked = [self._requests[i] for i in hits[np.argsort(-sims[hits])]
+                      if self._keys[i] != exclude]
+        out, customers = ranked[:top], set()
+        for r in ranked:
+            who = (r.customer or r.author or r.id).strip().lower()
+            if who not in customers:
+                customers.add(who)
+                if r not in out[:top]:
+                    out.append(r)
+        return out
+
+    def remember(self, request: Request, vector: np.ndarray) -> None:
+        """Store (or replace) an issue's request and vector, keeping its write-back record."""
+        self.remember_many([request], [vector])
+
+    def remember_many(self, requests: Sequence[Request], vectors: Sequence[np.ndarray]) -> None:
+        rows = [(r.id, request_to_json(r), self.model, np.asarray(v, np.float32).tobytes(),
+                 time.time()) for r, v in zip(requests, vectors, strict=True)]
+        with self.queue._tx() as conn:
+            conn.executemany(
+                "INSERT INTO issues (key, request, model, vector, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET request = excluded."
+                "request, model = excluded.model, vector = excluded.vector, "
+                "updated_at = excluded.updated_at", rows)
+        for request, vector in zip(requests, vectors, strict=True):
+            self._put(request.id, request, vector)
+
+    def seen(self, key: str) -> Seen:
+        row = self.queue._conn().execute(
+            "SELECT comment_id, applied FROM issues WHERE key = ?", (key,)).fetchone()
+        return Seen(key, *(row or ("", "")))
+
+    def record_write_back(self, key: str, comment_id: str, applied: str, human: str = "") -> None:
+        """What write-back left on the issue; ``human`` records a person's relabel, the
+        correction to scopeguard's verdict that ``scopeguard calibrate`` can learn from."""
+        with self.queue._tx() as conn:
+            conn.execute("UPDATE issues SET comment_id = ?, applied = ?, human = ? WHERE key = ?",
+                         (comment_id, applied, human, key))

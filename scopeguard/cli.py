@@ -192,22 +192,23 @@ def classify(config, db, model, title, body, file, backlog, request_id, author, 
 # --- audit -----------------------------------------------------------------------------------
 
 
-def _fetch_backlog(from_file, github, labels, jira_project, jql, limit):
-    """Requests from exactly one source, and the ones skipped as non-features."""
+def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, positioning):
+    """Requests from exactly one source: a file, a GitHub repository or a Jira query."""
     sources = [s for s in (from_file, github, jira_project or jql) if s]
     if len(sources) != 1:
         raise click.UsageError("give exactly one source: --from-file, --github or --jira/--jql.")
     if from_file:
         return read_backlog(from_file)[:limit] if limit else read_backlog(from_file)
     if github:
-        from .integrations.github_client import fetch_open_issues, make_github
+        from .integrations.github_client import client_from_env, fetch_open_issues, get_repository
 
-        repo = make_github().get_repo(github)
+        repo = get_repository(client_from_env(), github)
         return fetch_open_issues(repo, labels=list(labels) or None, limit=limit)
     from .integrations.jira_client import fetch_issues, make_jira
 
     query = jql or f'project = "{jira_project}" AND statusCategory != Done ORDER BY created ASC'
-    return fetch_issues(make_jira(), query, limit=limit)
+    return fetch_issues(make_jira(), query, limit=limit,
+                        customer_field=positioning.jira.customer_field)
 
 
 @cli.command()
@@ -254,7 +255,8 @@ def audit(config, db, model, from_file, github, labels, jira_project, jql, limit
     guard = open_scopeguard(config, db, model)
     if min_customers:
         guard.rules = dc_replace(guard.rules, min_customers=min_customers)
-    items = _fetch_backlog(from_file, github, labels, jira_project, jql, limit)
+    items = _fetch_backlog(from_file, github, labels, jira_project, jql, limit,
+                           guard.positioning)
     keep, skipped = [], []
     for item in items:
         ok, why = is_feature_request(item, guard.positioning.filters)

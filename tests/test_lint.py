@@ -66,3 +66,13 @@ def test_non_goal_contradicting_a_feature():
 def test_category_form():
     found = lint(parse_positioning({**BASE, "category": "A file finder"}))
     assert ("warning", "category") in levels(found)
+
+
+def test_scopeguards_own_positioning_is_clean():
+    """The repository's own scopeguard.yml (used by its GitHub workflow) passes check."""
+    from pathlib import Path
+
+    from scopeguard.positioning import load_positioning
+
+    own = load_positioning(Path(__file__).resolve().parent.parent / "scopeguard.yml")
+    assert lint(own) == []

@@ -169,7 +169,8 @@ def mask_feature(text: str, shipped_as: str) -> str | None:
                    for o in matched_options)
 
     def word_hit(part: str) -> bool:
-        return bool(words) and len(_words(part) & words) >= min(2, len(words))
+        # One shared word ("type") is too weak on its own outside a list of items.
+        return len(words) >= 2 and len(_words(part) & words) >= 2
 
     def without_inner(part: str, hit) -> str | None:
         """The part with the hitting items of its parentheses removed, if that is where
@@ -187,6 +188,21 @@ def mask_feature(text: str, shipped_as: str) -> str | None:
     head, sep, tail = text.partition(": ")
     if not sep or "(" in head:
         head, tail = "", text
+    # Words of the shipped name that the heading does not already say pick out one list
+    # item ("nushell" in "Shell integrations: bash, zsh, nushell").
+    distinctive = words - _words(head)
+
+    verbatim = shipped_as.strip().lower()
+    # When an item names the shipped thing verbatim ("LS_COLORS"), only such items go.
+    by_name = len(verbatim) >= 4 and any(verbatim in p.lower() for p in _split_top(tail))
+
+    def item_hit(part: str) -> bool:
+        if by_name:
+            return verbatim in part.lower()
+        if head:
+            return bool(_words(part) & distinctive)
+        return word_hit(part)
+
     kept: list[str] = []
     changed = False
     for part in _split_top(tail):
@@ -196,7 +212,7 @@ def mask_feature(text: str, shipped_as: str) -> str | None:
                 part = without_inner(part, lambda item: bool(_words(item) & values))
             else:
                 part = None
-        elif not matched_options and word_hit(part):
+        elif not matched_options and item_hit(part):
             changed = True
             part = without_inner(part, lambda item: bool(_words(item) & words))
             if part and word_hit(part):
@@ -204,6 +220,10 @@ def mask_feature(text: str, shipped_as: str) -> str | None:
         if part:
             kept.append(part)
     if not changed:
+        # The heading names the shipped capability ("Custom commands: ..."): all of it goes.
+        if head and ((matched_options and option_hit(head)) or word_hit(head)
+                     or (words and words <= _words(head))):
+            return None
         return text
     if not kept:
         return None

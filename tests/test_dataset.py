@@ -94,3 +94,17 @@ def test_load_labelled_checks_products_and_labels(tmp_path, example_config):
     path.write_text('{"id": "a", "product": "finder", "title": "t"}\n')
     with pytest.raises(InputError, match="has no label"):
         load_labelled(path, products)
+
+
+def test_mask_by_heading_or_verbatim_item():
+    assert mask_feature("Bisect: mark commits good or bad", "Bisect") is None
+    assert mask_feature("Custom commands: keybindings that run shell commands",
+                        "Custom commands") is None
+    shells = "Shell integrations: bash, zsh, nushell, fish"
+    assert mask_feature(shells, "nushell shell integration") == \
+        "Shell integrations: bash, zsh, fish"
+    colours = "Colours: --color, LS_COLORS and EZA_COLORS"
+    assert mask_feature(colours, "LS_COLORS") == "Colours: --color, EZA_COLORS"
+    # One shared word is not enough outside a list: "type" names no capability here.
+    assert mask_feature("Colour by file types (like ls)", "--type f/d") == \
+        "Colour by file types (like ls)"

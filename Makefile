@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser demo test lint unit bench clean
+.PHONY: venv browser demo test lint unit bench calibration evaluate clean
+
+# The shipped calibration is fitted on our labelled open-source decisions plus the dev set.
+DEV ?= ../shared/data/dev
+OSS := models/data/oss-decisions
+LABELLED := --products $(OSS)/products --products $(DEV)/products \
+	--requests $(OSS)/requests.jsonl --requests $(DEV)/requests.jsonl
 
 # torch first, from the CPU wheel: a plain `torch` would pull a multi-GB CUDA build.
 # On a machine that reaches download.pytorch.org, TORCH_INDEX adds its CPU index.
@@ -42,7 +48,15 @@ unit: $(STAMP) browser
 test: lint unit
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/webhook.py
+
+evaluate: $(STAMP)
+	$(BIN)/scopeguard eval $(LABELLED) --json out/eval.json
+
+calibration: $(STAMP)
+	$(BIN)/scopeguard calibrate $(subst --requests,--labels,$(LABELLED)) \
+		--out models/default-calibration.json
 
 clean:
 	rm -rf $(VENV) out *.egg-info

@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from .backlog import Request
 from .clean import Document
 from .positioning import Positioning
-from .rules import Decision, Rules
-from .signals import Signal, custom_signals, input_class
+from .rules import Head, Rules
+from .signals import Signal, custom_signals, input_class, is_question
 
 KINDS = ("positioning", "feature", "non_goal", "ideal")
 
@@ -99,14 +99,6 @@ class Neighbour:
     duplicate: bool = False
 
 
-class Head(Protocol):
-    """A fitted decision model (see ``calibration.py``)."""
-
-    name: str
-
-    def decide(self, signals: dict[str, float]) -> Decision: ...
-
-
 @dataclass(frozen=True)
 class Verdict:
     """A label with the evidence that produced it."""
@@ -164,24 +156,28 @@ def _best(matrix: np.ndarray, chunks: np.ndarray, mean: np.ndarray) -> float:
 
 def measure(doc: Document, vectors: RequestVectors, index: ProductIndex,
             customers: Sequence[str], custom: Sequence[Signal], rules: Rules) -> dict[str, float]:
-    """The numeric signals a decision is made from."""
+    """The numeric signals a decision is made from (all of them end up in the verdict)."""
     mean = vectors.mean
     v = index.vectors
     feature_fit = _best(v["feature"], vectors.chunks, mean)
     positioning_fit = _best(v["positioning"], vectors.chunks, mean)
-    non_goal = _best(v["non_goal"], vectors.chunks, mean)
-    fit_raw = max(feature_fit, positioning_fit)
+    has_non_goals = len(v["non_goal"]) > 0
+    non_goal = _best(v["non_goal"], vectors.chunks, mean) if has_non_goals else -1.0
+    # The mean of the three best features says how much the request resembles the product's
+    # feature set as a whole, not just one line of it.
+    top3 = float(np.sort(v["feature"] @ mean)[-3:].mean()) if len(v["feature"]) else 0.0
     return {
         "feature_fit": round(feature_fit, 4),
+        "feature_top3": round(top3, 4),
         "positioning_fit": round(positioning_fit, 4),
-        "non_goal": round(non_goal, 4) if len(v["non_goal"]) else -1.0,
+        "non_goal": round(non_goal, 4),
+        "non_goal_margin": round(non_goal - feature_fit, 4) if has_non_goals else 0.0,
         "ideal_fit": round(_best(v["ideal"], vectors.chunks, mean), 4) if len(v["ideal"]) else 0.0,
-        "fit_raw": round(fit_raw, 4),
-        "fit": round(rules.fit(feature_fit, positioning_fit,
-                               non_goal if len(v["non_goal"]) else -1.0), 4),
+        "fit": round(rules.fit(feature_fit, non_goal), 4),
         "demand": float(len(customers)),
         "custom_strong": float(sum(1 for s in custom if s.strength == "strong")),
         "custom_weak": float(sum(1 for s in custom if s.strength == "weak")),
+        "question": float(is_question(doc.text)),
         "log_words": round(math.log1p(doc.words), 4),
     }
 
@@ -209,8 +205,7 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
     customers = _distinct([request.customer or request.author or request.id] +
                           [r.customer or r.author or r.id for r, _ in similar])
     signals = measure(doc, vectors, index, customers, custom, rules)
-    decision = rules.pre_decide(signals) or (head.decide(signals) if head else
-                                             rules.decide(signals))
+    decision = rules.decide(signals, head)
     mean = vectors.mean
     v = index.vectors
     features = _top(v["feature"], index.anchors["feature"], mean, 3)
@@ -223,7 +218,7 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
     verdict = Verdict(
         request_id=request.id, title=request.title, label=decision.label,
         confidence=decision.confidence, rule=decision.rule,
-        decided_by=head.name if head and decision.rule not in ("served", "non_goal") else "rules",
+        decided_by=head.name if decision.rule == "calibrated" and head else "rules",
         input_class=klass, reasons=(), positioning=tuple(positioning), features=tuple(features),
         non_goal=non_goals[0] if non_goals else None, similar=neighbours_out,
         customers=tuple(customers), custom_signals=tuple(custom), signals=signals,
@@ -254,8 +249,8 @@ def _with_reasons(v: Verdict, rules: Rules) -> Verdict:
         if v.non_goal.instead:
             reasons.append(f"Instead: {v.non_goal.instead}")
     elif v.rule == "demand":
-        reasons.append(f"{len(v.customers)} distinct customers asked for the same thing "
-                       f"(>= {rules.min_customers}).")
+        reasons.append(f"Outside the product on its own, but {len(v.customers)} distinct "
+                       f"customers asked for the same thing (>= {rules.min_customers}).")
     elif v.rule == "custom":
         words = ", ".join(f"'{c.evidence}'" for c in v.custom_signals if c.strength == "strong")
         reasons.append(f"Custom-work language ({words}) and only {len(v.customers)} customer(s) "
@@ -268,8 +263,10 @@ def _with_reasons(v: Verdict, rules: Rules) -> Verdict:
     elif v.rule == "low_fit":
         reasons.append(f"Far from the positioning and features: fit {s['fit']:.2f} < "
                        f"{rules.generalizable_fit}.")
-    else:
-        reasons.append(f"Decided by {v.decided_by} from the signals below.")
+    elif v.rule == "calibrated":
+        reasons.append(f"Fit signals, read by {v.decided_by} (fitted on maintainers' past "
+                       f"decisions): resemblance to the features {s['feature_top3']:.2f}, to "
+                       f"the positioning {s['positioning_fit']:.2f}.")
     if feature and v.rule not in ("served",):
         reasons.append(f"Nearest feature: '{feature.name}' ({feature.score:.2f}).")
     if v.non_goal and v.rule != "non_goal" and v.non_goal.score >= rules.non_goal - 0.1:

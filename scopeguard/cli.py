@@ -294,17 +294,28 @@ def audit(config, db, model, from_file, github, labels, jira_project, jql, limit
 # --- eval / calibrate ------------------------------------------------------------------------
 
 
-def _labelled(requests: str, products_dir: str | None, config: str | None):
+def _labelled(requests: tuple[str, ...], products_dirs: tuple[str, ...], config: str | None):
+    """Products and labelled requests; several files and directories are merged."""
     from .dataset import Product, load_labelled, load_products
     from .runtime import load_config
 
-    if products_dir:
-        products = load_products(products_dir)
-    else:
+    products: dict[str, Product] = {}
+    for directory in products_dirs:
+        for slug, product in load_products(directory).items():
+            if slug in products:
+                raise ScopeguardError(f"{directory}: product {slug!r} is defined twice. "
+                                      "Fix: keep one YAML file per product.")
+            products[slug] = product
+    if not products:
         positioning = load_config(config)
         products = {positioning.product.lower(): Product(positioning.product.lower(),
                                                          positioning)}
-    return products, load_labelled(requests, products)
+    items = [item for path in requests for item in load_labelled(path, products)]
+    ids = [(i.product, i.request.id) for i in items]
+    if len(set(ids)) != len(ids):
+        raise ScopeguardError("the same request id appears in two labelled files. Fix: pass "
+                              "each file once.")
+    return products, items
 
 
 def _default_protocol(items) -> str:
@@ -312,12 +323,14 @@ def _default_protocol(items) -> str:
 
 
 @cli.command("eval")
-@click.option("--requests", "requests_path", required=True,
+@click.option("--requests", "requests_path", required=True, multiple=True,
               type=click.Path(exists=True, dir_okay=False),
-              help="Labelled requests (JSONL/CSV with label, and product when several).")
-@click.option("--products", "products_dir", type=click.Path(exists=True, file_okay=False),
+              help="Labelled requests (JSONL/CSV with label, and product when several); "
+                   "repeat to merge files.")
+@click.option("--products", "products_dir", multiple=True,
+              type=click.Path(exists=True, file_okay=False),
               help="Directory of product YAML files (positioning files or the research "
-                   "format). Without it, --config's product.")
+                   "format); repeatable. Without it, --config's product.")
 @config_option
 @click.option("--protocol", type=click.Choice(["lopo", "kfold", "none"]),
               help="lopo: leave one product out (default with 2+ products); kfold: 5 folds "
@@ -350,22 +363,29 @@ def eval_command(requests_path, products_dir, config, protocol, json_out, db, mo
 
 
 @cli.command()
-@click.option("--labels", "labels_path", required=True,
+@click.option("--labels", "labels_path", required=True, multiple=True,
               type=click.Path(exists=True, dir_okay=False),
               help="Decided requests: the dev set, a product's past decisions, or the "
-                   "relabels the GitHub Action records (JSONL/CSV with a label field).")
-@click.option("--products", "products_dir", type=click.Path(exists=True, file_okay=False),
-              help="Directory of product YAML files; without it, --config's product.")
+                   "relabels the GitHub Action records (JSONL/CSV with a label field); "
+                   "repeat to merge files.")
+@click.option("--products", "products_dir", multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Directory of product YAML files (repeatable); without it, --config's "
+                   "product.")
 @config_option
 @click.option("--out", "out_path", default="calibration.json", show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the calibration.")
-@click.option("--l2", default=4.0, show_default=True, type=float,
+@click.option("--l2", default=30.0, show_default=True, type=float,
               help="L2 penalty: larger is more cautious, for little history.")
+@click.option("--class-weight", type=click.Choice(["balanced", "sqrt", "none"]),
+              default="balanced", show_default=True,
+              help="balanced: every label counts equally (best macro-F1); none: keep the "
+                   "history's label shares as the prior (best accuracy when signals are weak).")
 @click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
               help="SQLite embedding cache. [env: SCOPEGUARD_DB]")
 @click.option("--model", envvar="SCOPEGUARD_MODEL", help="Model name or path.")
 @friendly_errors
-def calibrate(labels_path, products_dir, config, out_path, l2, db, model) -> None:
+def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db, model) -> None:
     """Fit the decision head on decided requests and write a calibration file.
 
     Point a positioning file at it with 'calibration: PATH'. The cross-validated figures
@@ -380,7 +400,7 @@ def calibrate(labels_path, products_dir, config, out_path, l2, db, model) -> Non
 
     products, items = _labelled(labels_path, products_dir, config)
     if len({i.label for i in items}) < 2:
-        raise ScopeguardError(f"{labels_path}: all requests carry the same label. Fix: "
+        raise ScopeguardError(f"{', '.join(labels_path)}: all requests carry the same label. Fix: "
                               "calibration needs decided requests of at least two labels.")
     embedder = make_embedder(model, db)
     protocol = _default_protocol(items)
@@ -388,14 +408,15 @@ def calibrate(labels_path, products_dir, config, out_path, l2, db, model) -> Non
     from .evaluate import score
 
     scored = score(items, products, embedder)
-    head = fit(scored.signals, [i.label for i in items], l2=l2)
+    head = fit(scored.signals, [i.label for i in items], l2=l2, class_weight=class_weight)
     head.model_id = embedder.model_id
     cv = report.methods["model + calibrated head"]
     majority = report.methods["majority class"]
     head.fitted_on = {
-        "labels_file": str(labels_path), "n": len(items),
+        "labels_files": list(labels_path), "n": len(items),
         "products": dict(Counter(i.product for i in items)),
-        "labels": dict(Counter(i.label for i in items)), "l2": l2, "protocol": protocol,
+        "labels": dict(Counter(i.label for i in items)), "l2": l2,
+        "class_weight": class_weight, "protocol": protocol,
         "cross_validated": {"accuracy": cv.accuracy, "macro_f1": cv.macro_f1},
         "majority_class": {"accuracy": majority.accuracy, "macro_f1": majority.macro_f1},
     }

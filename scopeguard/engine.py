@@ -14,7 +14,6 @@ import numpy as np
 
 from .backlog import Request, check_request, resolve_customer
 from .classify import (
-    Head,
     ProductIndex,
     RequestVectors,
     Verdict,
@@ -24,7 +23,7 @@ from .classify import (
 from .clean import Document, prepare
 from .embed import Embedder, Progress
 from .positioning import Positioning
-from .rules import Rules
+from .rules import Head, Rules
 
 
 class Scopeguard:

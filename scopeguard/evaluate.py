@@ -122,19 +122,18 @@ def predict_majority(scored: Scored, train: list[int], test: list[int]) -> list[
     return [label] * len(test)
 
 
-def fit_head(scored: Scored, train: list[int], l2: float = 4.0) -> Calibration:
-    return fit([scored.signals[i] for i in train], [scored.items[i].label for i in train], l2=l2)
+def fit_head(scored: Scored, train: list[int]) -> Calibration:
+    return fit([scored.signals[i] for i in train], [scored.items[i].label for i in train])
 
 
 def predict_calibrated(scored: Scored, train: list[int], test: list[int]) -> list[str]:
     head = fit_head(scored, train)
-    out = []
-    for i in test:
-        v = scored.verdicts[i]
-        # The owner's own statements (served, non-goal) still decide first.
-        out.append(v.label if v.rule in ("served", "non_goal") else
-                   head.decide(v.signals).label)
-    return out
+    return [_with_head(scored.verdicts[i], head) for i in test]
+
+
+def _with_head(verdict: Verdict, head: Calibration, rules: Rules | None = None) -> str:
+    """The label with ``head`` deciding fit; the owner's rules still apply around it."""
+    return (rules or Rules()).decide(verdict.signals, head).label
 
 
 def folds(items: Sequence[Labelled], protocol: str) -> list[tuple[str, list[int], list[int]]]:
@@ -226,8 +225,7 @@ def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: 
     }
     if head is not None:
         def predict_given(scored: Scored, train: list[int], test: list[int]) -> list[str]:
-            return [v.label if v.rule in ("served", "non_goal") else head.decide(v.signals).label
-                    for v in (scored.verdicts[i] for i in test)]
+            return [_with_head(scored.verdicts[i], head) for i in test]
         methods[f"model + {head.name}"] = (model, predict_given)
     return run(methods, protocol)
 

@@ -129,3 +129,13 @@ def input_class(text: str) -> tuple[str, dict[str, int]]:
     if counts[best] >= minimum[best]:
         return best, counts
     return "responsiveness", counts
+
+
+_QUESTION = re.compile(r"^\W*(?:is (?:it|there|that)|are there|can (?:i|you|we|it)|could (?:i|you|we|it)|"
+                       r"how (?:can|do|to)|would it be possible|does \w+ (?:support|have))\b",
+                       re.I | re.M)
+
+
+def is_question(text: str) -> bool:
+    """Asked as a question ("Is it possible to...?"): often answered by an existing way."""
+    return bool(_QUESTION.search(text[:400]))

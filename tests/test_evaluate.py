@@ -37,14 +37,16 @@ def test_folds():
 
 
 def signals(fit_value, demand=1.0):
-    return {"feature_fit": fit_value, "positioning_fit": fit_value, "non_goal": 0.1,
-            "fit": fit_value, "demand": demand, "custom_strong": 0.0, "custom_weak": 0.0}
+    return {"feature_fit": fit_value, "feature_top3": fit_value, "positioning_fit": fit_value,
+            "non_goal": 0.1, "non_goal_margin": 0.1 - fit_value, "fit": fit_value,
+            "demand": demand, "custom_strong": 0.0, "custom_weak": 0.0, "question": 0.0,
+            "log_words": 3.0}
 
 
 def test_fit_learns_a_separable_rule(tmp_path):
     rows = [signals(0.8)] * 5 + [signals(0.5)] * 5 + [signals(0.1)] * 5
     labels = ["core"] * 5 + ["generalizable"] * 5 + ["one_off"] * 5
-    head = fit(rows, labels, l2=0.01)
+    head = fit(rows, labels, l2=0.01, class_weight="balanced")
     assert [head.decide(r).label for r in (signals(0.85), signals(0.5), signals(0.05))] == \
         ["core", "generalizable", "one_off"]
     path = tmp_path / "cal.json"
@@ -54,6 +56,18 @@ def test_fit_learns_a_separable_rule(tmp_path):
     assert again.name == "calibration:cal.json"
     with pytest.raises(ValueError, match="two different labels"):
         fit(rows[:2], ["core", "core"])
+
+
+def test_class_weights_trade_prior_for_rare_labels():
+    """Unweighted keeps the history's prior: with no signal it answers the majority label;
+    balanced weighting spreads the answers over the labels."""
+    rows = [signals(0.5)] * 10
+    labels = ["one_off"] * 6 + ["core"] * 3 + ["generalizable"]
+    assert fit(rows, labels, class_weight="none").decide(signals(0.5)).label == "one_off"
+    probs = fit(rows, labels, class_weight="balanced").probabilities(signals(0.5))
+    assert max(probs.values()) - min(probs.values()) < 0.05
+    with pytest.raises(ValueError, match="class_weight"):
+        fit(rows, labels, class_weight="heavy")
 
 
 def test_bad_calibration_files(tmp_path):
@@ -115,3 +129,21 @@ def test_calibrate_refuses_a_single_label(runner, tmp_path, example_config):
     result = runner.invoke(cli, ["calibrate", "--labels", str(path), "-c", str(example_config),
                                  "--model", "hashing", "--db", str(tmp_path / "c.db")])
     assert result.exit_code == 2 and "same label" in result.stderr
+
+
+def test_shipped_calibration_matches_its_model_card():
+    """models/default-calibration.json is for the bundled model and beat the majority class
+    when products were left out (the figures the model card and README quote)."""
+    from importlib import resources
+
+    from scopeguard.embed import DEFAULT_MODEL
+
+    path = resources.files("scopeguard.models") / "default-calibration.json"
+    cal = Calibration.load(path)
+    fitted = cal.fitted_on
+    assert cal.model_id == DEFAULT_MODEL and fitted["protocol"] == "lopo"
+    assert fitted["n"] == 238 and len(fitted["products"]) == 10
+    cv, majority = fitted["cross_validated"], fitted["majority_class"]
+    assert cv["accuracy"] > majority["accuracy"] and cv["macro_f1"] > 2 * majority["macro_f1"]
+    card = (resources.files("scopeguard.models") / "MODEL_CARD.md").read_text()
+    assert f"{cv['accuracy']:.3f}" in card and f"{cv['macro_f1']:.3f}" in card

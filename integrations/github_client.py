@@ -38,6 +38,7 @@ from urllib3 import Retry
 
 from scopeguard.backlog import Request
 from scopeguard.errors import ScopeguardError
+from scopeguard.settings import env_number
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_MAX_WAIT = 60.0
@@ -210,22 +211,8 @@ class CappedRetry(GithubRetry):
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``max_wait``, ``retries`` and ``throttle`` from ``SCOPEGUARD_GITHUB_*`` variables."""
     env = os.environ if environ is None else environ
-
-    def number(name: str, default: float) -> float:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if value < 0:
-            raise ScopeguardError(f"{name}={raw!r} is not a number of seconds (or retries) "
-                                  f">= 0. Fix: set it to e.g. {default:g}, or unset it.")
-        return value
-
-    return {"max_wait": number("SCOPEGUARD_GITHUB_MAX_WAIT", DEFAULT_MAX_WAIT),
-            "retries": int(number("SCOPEGUARD_GITHUB_RETRIES", DEFAULT_RETRIES)),
+    return {"max_wait": env_number(env, "SCOPEGUARD_GITHUB_MAX_WAIT", DEFAULT_MAX_WAIT),
+            "retries": int(env_number(env, "SCOPEGUARD_GITHUB_RETRIES", DEFAULT_RETRIES)),
             "throttle": env.get("SCOPEGUARD_GITHUB_THROTTLE", "1").strip().lower()
             not in ("0", "false", "no", "off")}
 

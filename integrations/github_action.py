@@ -12,38 +12,33 @@ sets (``INPUT_DRY_RUN`` or GitHub's own ``INPUT_DRY-RUN`` spelling), then:
   an older one scopeguard set) and create or update ONE comment, found by its hidden
   marker. A scope label a maintainer set is never changed: the comment says it stands.
 - ``issues`` labeled with a scope label, by a person, that differs from scopeguard's
-  verdict: a correction. It is committed as one JSONL row (the labelled-backlog format
-  ``scopeguard calibrate --labels`` reads) to ``.github/scopeguard-relabels.jsonl``
-  through the contents API, scopeguard's own label is removed, the comment notes it.
-  A correction no ``labeled`` run recorded (cancelled while pending in the workflow's
-  concurrency group, or no ``labeled`` trigger) is recorded by the issue's next run, with
-  the labeller taken from the issue's events.
+  verdict: a correction. It is committed as one JSONL row to the relabels file
+  (github_relabels.py), scopeguard's own label is removed, the comment notes it. A
+  correction no ``labeled`` run recorded is recorded by the issue's next run.
 - Pull requests and issues the positioning file's ``filters`` exclude (bugs, questions)
   are skipped with a ``::notice::``. ``dry-run`` changes nothing on GitHub.
 
 Outputs (``GITHUB_OUTPUT``): label, confidence, input-class, skipped. The verdict goes to
 the job summary before anything is written, so a failed write never loses it. Failures
-print ``::error::`` with the fix, add it to the summary, and exit with status 1.
+print ``::error::`` with the fix, add it to the summary, and exit with status 1
+(github_io.py reads the inputs and writes the outputs, the summary and the log).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
-import tempfile
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from github import GithubException
 
 from scopeguard import render
-from scopeguard.backlog import Request, check_request, is_feature_request, resolve_customer
+from scopeguard.backlog import Request, check_request, is_feature_request
 from scopeguard.errors import ConfigError, InputError, ScopeguardError
 from scopeguard.positioning import (
     DEFAULT_FILENAMES,
@@ -54,8 +49,6 @@ from scopeguard.positioning import (
 )
 
 from .github_client import (
-    DEFAULT_API_URL,
-    GitHubError,
     fetch_open_issues,
     get_repository,
     github_errors,
@@ -65,8 +58,9 @@ from .github_client import (
     raw_json,
     settings_from_env,
 )
+from .github_io import Report, Settings, read_event
+from .github_relabels import MaintainerLabel, Relabels, is_bot
 
-RELABELS_FILE = ".github/scopeguard-relabels.jsonl"
 # Colours and descriptions of the labels scopeguard creates (GitHub allows 100 characters).
 LABEL_STYLE = {
     "core": ("0e8a16", "scopeguard: fits the product's positioning; extends what it is for"),
@@ -79,94 +73,9 @@ LABEL_STYLE = {
 HUMAN_MARKER = re.compile(r"<!-- scopeguard:human-label=(\w+)(?: by=(\S+))? -->")
 NOTE_PREFIXES = ("> **Maintainer's label stands", "> **Not labelled")
 CLASSIFY_ACTIONS = ("opened", "edited", "reopened", "labeled")
-TRUE, FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
-# --- settings --------------------------------------------------------------------------------
-
-
-def _input_set(env: Mapping[str, str], name: str) -> str | None:
-    """An action input as given (None when absent): composite actions pass INPUT_DRY_RUN,
-    JavaScript and Docker actions INPUT_DRY-RUN."""
-    upper = name.upper()
-    for key in (f"INPUT_{upper.replace('-', '_')}", f"INPUT_{upper}"):
-        if key in env:
-            return env[key].strip()
-    return None
-
-
-def _input(env: Mapping[str, str], name: str, default: str = "") -> str:
-    return _input_set(env, name) or default
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _input(env, name).lower()
-    if not raw:
-        return default
-    if raw in TRUE or raw in FALSE:
-        return raw in TRUE
-    raise InputError(f"input {name}: {raw!r} is not true or false. Fix: `{name}: true` or "
-                     f"`{name}: false`.")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the job and the action's inputs say."""
-
-    token: str
-    repository: str
-    api_url: str
-    event_name: str
-    event_path: str
-    workspace: Path
-    db: str
-    positioning_file: str = ""
-    label_overrides: tuple[tuple[str, str], ...] = ()
-    dry_run: bool = False
-    min_confidence: float = 0.0
-    comment: bool = True
-    relabels_file: str = RELABELS_FILE
-    backlog_limit: int = 500
-    issue_number: int | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        token = _input(env, "token") or env.get("GITHUB_TOKEN", "").strip()
-        if not token:
-            raise InputError("no GitHub token. Fix: keep the token input's default "
-                             "(`${{ github.token }}`) or pass `token: ${{ secrets.MY_TOKEN }}`.")
-        raw = _input(env, "min-confidence", "0")
-        try:
-            min_confidence = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-        except ValueError:
-            min_confidence = -1.0
-        if not 0 <= min_confidence <= 1:
-            raise InputError(f"input min-confidence: {raw!r} is not a number from 0 to 1. "
-                             "Fix: e.g. `min-confidence: 0.6` (or 60%); 0 labels everything.")
-        limit, number = _input(env, "backlog-limit", "500"), _input(env, "issue-number")
-        if not limit.isdigit():
-            raise InputError(f"input backlog-limit: {limit!r} is not a whole number. Fix: "
-                             "e.g. `backlog-limit: 500`; 0 ignores the other issues.")
-        if number and not number.lstrip("#").isdigit():
-            raise InputError(f"input issue-number: {number!r} is not an issue number. "
-                             "Fix: e.g. `issue-number: 12`, or leave it empty.")
-        overrides = tuple((key, _input(env, f"label-{key.replace('_', '-')}")) for key in LABELS)
-        db = env.get("SCOPEGUARD_DB") or os.path.join(
-            env.get("RUNNER_TEMP") or tempfile.gettempdir(), "scopeguard.db")
-        return cls(
-            token=token, repository=env.get("GITHUB_REPOSITORY", ""),
-            api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
-            event_name=env.get("GITHUB_EVENT_NAME", ""),
-            event_path=env.get("GITHUB_EVENT_PATH", ""),
-            workspace=Path(env.get("GITHUB_WORKSPACE") or os.getcwd()), db=db,
-            positioning_file=_input(env, "positioning-file"),
-            label_overrides=tuple((k, v) for k, v in overrides if v),
-            dry_run=_bool(env, "dry-run", False), min_confidence=min_confidence,
-            comment=_bool(env, "comment", True),
-            # An empty relabels-file turns recording off, so absent and empty differ here.
-            relabels_file=_input_set(env, "relabels-file") if _input_set(env, "relabels-file")
-            is not None else RELABELS_FILE,
-            backlog_limit=int(limit), issue_number=int(number.lstrip("#")) if number else None)
+# --- the positioning file and label names -----------------------------------------------------
 
 
 def load_repo_positioning(settings: Settings) -> Positioning:
@@ -203,62 +112,6 @@ def label_names(positioning: Positioning, overrides: Sequence[tuple[str, str]]) 
     return names
 
 
-# --- reporting: outputs, summary, annotations -------------------------------------------------
-
-
-def _escape(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-class Report:
-    """GITHUB_OUTPUT, GITHUB_STEP_SUMMARY and workflow commands, with secrets scrubbed."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.output_path = env.get("GITHUB_OUTPUT", "")
-        self.summary_path = env.get("GITHUB_STEP_SUMMARY", "")
-        self.secrets: list[str] = []
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
-
-    def log(self, text: str) -> None:
-        print(self.scrub(text), flush=True)
-
-    def notice(self, text: str) -> None:
-        self.log(f"::notice::{_escape(text)}")
-
-    def warning(self, text: str) -> None:
-        self.log(f"::warning::{_escape(text)}")
-
-    def outputs(self, **values: str) -> None:
-        if not self.output_path:
-            return
-        with open(self.output_path, "a", encoding="utf-8") as out:
-            for key, value in values.items():
-                value = self.scrub(str(value)).replace("\n", " ")
-                out.write(f"{key.replace('_', '-')}={value}\n")
-
-    def summary(self, markdown: str) -> None:
-        if self.summary_path:
-            with open(self.summary_path, "a", encoding="utf-8") as out:
-                out.write(self.scrub(markdown).rstrip("\n") + "\n\n")
-
-    def skip(self, reason: str) -> int:
-        self.notice(f"scopeguard skipped: {reason}")
-        self.outputs(label="", confidence="", input_class="", skipped=reason)
-        self.summary(f"### scopeguard skipped\n\n{reason}")
-        return 0
-
-    def fail(self, message: str) -> int:
-        message = self.scrub(message)
-        self.summary(f"### scopeguard failed\n\n**Error:** {message}")
-        self.log(f"::error::{_escape(message)}")
-        return 1
-
-
 # --- the scopeguard comment -------------------------------------------------------------------
 
 
@@ -279,18 +132,20 @@ class Thread:
         return found.group(1) if found else None
 
     @property
-    def human(self) -> tuple[str, str] | None:
+    def human(self) -> MaintainerLabel | None:
+        """The maintainer's label the comment records as standing."""
         found = HUMAN_MARKER.search(self.body)
-        return (found.group(1), found.group(2) or "") if found else None
+        return MaintainerLabel(found.group(1), found.group(2) or "") if found else None
 
 
 def read_thread(issue: Any) -> Thread:
+    """scopeguard's marked comments on ``issue`` (a maintainer's comments are left out)."""
     with github_errors(f"reading the comments of #{issue.number}", needs="issues: read"):
         return Thread([c for c in issue.get_comments()
                        if (c.body or "").lstrip().startswith(render.COMMENT_MARKER)])
 
 
-def compose(markdown: str, notes: Sequence[str], human: tuple[str, str] | None) -> str:
+def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) -> str:
     """The comment: ``markdown`` with earlier notes dropped and ``notes`` after the markers."""
     lines = [line for line in markdown.split("\n")
              if not HUMAN_MARKER.fullmatch(line.strip()) and not line.startswith(NOTE_PREFIXES)]
@@ -300,13 +155,14 @@ def compose(markdown: str, notes: Sequence[str], human: tuple[str, str] | None) 
         rest.pop(0)
     extra = []
     if human:
-        by = f" by={human[1]}" if human[1] else ""
-        extra.append(f"<!-- scopeguard:human-label={human[0]}{by} -->")
+        by = f" by={human.by}" if human.by else ""
+        extra.append(f"<!-- scopeguard:human-label={human.key}{by} -->")
     extra += [*notes, ""] if notes else []
     return "\n".join(lines[:head] + extra + rest)
 
 
 def human_note(name: str, by: str) -> str:
+    """The comment's note that the maintainer's label ``name`` (set by ``by``) stands."""
     who = f" (set by @{by})" if by else ""
     return (f"> **Maintainer's label stands:** `{name}`{who}. scopeguard's own verdict is "
             "below for reference; it never changes a maintainer's label.")
@@ -329,22 +185,23 @@ def upsert_comment(issue: Any, thread: Thread, body: str) -> tuple[Any, str]:
         return first, what
 
 
-# --- labels ------------------------------------------------------------------------------------
+# --- labels -----------------------------------------------------------------------------------
+
+
+def key_of(label: str, names: Mapping[str, str]) -> str | None:
+    """The key (core, generalizable, one_off) of a scope label name; None for other labels.
+    GitHub label names are case-insensitive."""
+    return next((k for k, n in names.items() if n.lower() == label.lower()), None)
 
 
 def scope_keys(label_list: Sequence[str], names: Mapping[str, str]) -> list[str]:
     """The scope labels (keys, in LABELS order) among an issue's labels."""
-    present = {x.lower() for x in label_list}
-    return [key for key in LABELS if names[key].lower() in present]
+    present = {key_of(label, names) for label in label_list}
+    return [key for key in LABELS if key in present]
 
 
-def key_of(label: str, names: Mapping[str, str]) -> str | None:
-    return next((k for k, n in names.items() if n.lower() == label.lower()), None)
-
-
-def ensure_labels(repo: Any, names: Mapping[str, str]) -> list[str]:
-    """Create the three scope labels that the repository lacks; returns those created."""
-    created = []
+def ensure_labels(repo: Any, names: Mapping[str, str]) -> None:
+    """Create the three scope labels that the repository lacks."""
     with github_errors("creating the scope labels"):
         existing = {label.name.lower() for label in repo.get_labels()}
         for key, name in names.items():
@@ -353,14 +210,13 @@ def ensure_labels(repo: Any, names: Mapping[str, str]) -> list[str]:
             color, description = LABEL_STYLE[key]
             try:
                 repo.create_label(name, color, description)
-                created.append(name)
             except GithubException as exc:
                 if exc.status != 422:  # 422: another run created it meanwhile
                     raise
-    return created
 
 
 def remove_label(issue: Any, name: str) -> None:
+    """Remove the label ``name`` from ``issue``; one already gone is fine."""
     with github_errors(f"removing the label {name!r} from #{issue.number}"):
         try:
             issue.remove_from_labels(name)
@@ -369,107 +225,19 @@ def remove_label(issue: Any, name: str) -> None:
                 raise
 
 
-# --- maintainers' corrections -----------------------------------------------------------------
-
-
-def is_bot(login: str, kind: str = "") -> bool:
-    return kind == "Bot" or login.endswith("[bot]")
-
-
-def labeler(issue: Any, name: str) -> str:
-    """Who last added the label ``name`` to ``issue``, from its events ("" if unknown)."""
-    who = ""
-    with github_errors(f"reading the events of #{issue.number}", needs="issues: read"):
-        for event in issue.get_events():
-            data = raw_json(event)
-            label = (data.get("label") or {}).get("name") or ""
-            if data.get("event") == "labeled" and label.lower() == name.lower():
-                who = (data.get("actor") or {}).get("login") or ""
-    return who
-
-
-def correction_row(positioning: Positioning, request: Request, label: str, predicted: str,
-                   by: str) -> dict[str, str]:
-    """A maintainer's correction as a labelled-backlog row (``scopeguard calibrate --labels``)."""
-    return {"id": request.id, "title": request.title, "body": request.body,
-            "author": request.author, "customer": resolve_customer(request, positioning.customer),
-            "created_at": request.created_at, "url": request.url, "label": label,
-            "predicted": predicted,
-            "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "by": by}
-
-
-def commit_relabel(repo: Any, path: str, row: Mapping[str, Any], message: str) -> str:
-    """Add ``row`` to the JSONL file at ``path`` (replacing an older row of the same id).
-
-    Goes through the contents API: create, or update with the file's ``sha``; a conflict
-    (another run committed meanwhile) is retried on the fresh file. Returns the commit sha,
-    or "" when the file already holds the row.
-    """
-    line = json.dumps(row, ensure_ascii=False)
-
-    def same_id(existing: str) -> bool:
-        try:
-            return json.loads(existing).get("id") == row["id"]
-        except (ValueError, AttributeError):
-            return False  # keep lines scopeguard cannot read; calibrate names them
-
-    with github_errors(f"recording the relabel in {path}", needs="contents: write"):
-        for _attempt in range(4):
-            try:
-                current = repo.get_contents(path)
-                text, sha = current.decoded_content.decode("utf-8"), current.sha
-            except GithubException as exc:
-                if exc.status != 404:
-                    raise
-                text, sha = "", None
-            kept = [x for x in text.splitlines() if x.strip() and not same_id(x)]
-            new = "\n".join([*kept, line]) + "\n"
-            if new == text:
-                return ""
-            try:
-                if sha:
-                    result = repo.update_file(path, message, new, sha)
-                else:
-                    result = repo.create_file(path, message, new)
-                return result["commit"].sha
-            except GithubException as exc:
-                if exc.status not in (409, 422):  # a stale sha, or created meanwhile
-                    raise
-    raise GitHubError(f"{path} kept changing while scopeguard recorded a relabel. Fix: "
-                      "re-run the job.")
-
-
-def describe_correction(ctx: Context, row: Mapping[str, str]) -> str:
-    """The job summary's account of a correction, with the row to be committed."""
-    target, names = ctx.settings.relabels_file, ctx.names
-    verb = "would record" if ctx.settings.dry_run else "recording"
-    where = f"{verb.capitalize()} in `{target}`:" if target else "Recording is off."
-    return (f"Maintainer's correction by @{row['by'] or 'unknown'}: scopeguard said "
-            f"`{names[row['predicted']]}`, the maintainer's label is `{names[row['label']]}`. "
-            f"{where}\n\n```json\n{json.dumps(row, indent=2, ensure_ascii=False)}\n```")
-
-
-def save_correction(ctx: Context, number: int, row: Mapping[str, str]) -> str:
-    """Commit ``row`` to the relabels file; returns what was done, for the summary."""
-    target = ctx.settings.relabels_file
-    if not target:
-        return "recording is off"
-    sha = commit_relabel(ctx.repo, target, row,
-                         f"scopeguard: #{number} relabelled {row['predicted']} -> "
-                         f"{row['label']} by @{row['by'] or 'unknown'}\n\n[skip ci]")
-    return f"correction committed to `{target}` ({sha[:7]})" if sha else "already recorded"
-
-
 # --- the two flows ----------------------------------------------------------------------------
 
 
 @dataclass
 class Context:
+    """What both flows share: the settings, the report and the repository's setup."""
+
     settings: Settings
     report: Report
     positioning: Positioning
     names: dict[str, str]
     repo: Any
+    relabels: Relabels
 
 
 def other_requests(ctx: Context, request: Request) -> list[Request]:
@@ -507,26 +275,14 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
                    input_class=verdict.input_class, skipped="")
     on_issue = scope_keys(request.labels, names)
     predicted = thread.predicted if thread.predicted in names else None
-    if thread.human and thread.human[0] in on_issue:
-        human: tuple[str, str] | None = thread.human
-    else:
-        # Without a verdict comment, every scope label on the issue is a maintainer's.
-        others = [k for k in on_issue if k != predicted]
-        human = (others[0], "") if others else None
-    correction = None
-    if human and predicted and not (thread.human and thread.human[0] == human[0]):
-        # A maintainer's label no `labeled` run recorded (cancelled while pending behind
-        # another run of the concurrency group, or the workflow lacks the trigger).
-        by = labeler(issue, names[human[0]])
-        human = (human[0], by)
-        if not is_bot(by):
-            correction = correction_row(ctx.positioning, request, human[0], predicted, by)
+    # A maintainer's label stands; one no `labeled` run recorded is a correction to record.
+    human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human)
     notes: list[str] = []
     add, remove = None, []
     if human:
-        notes.append(human_note(names[human[0]], human[1]))
+        notes.append(human_note(names[human.key], human.by))
         # scopeguard's own earlier label goes; the maintainer's stays.
-        remove = [names[k] for k in on_issue if k == predicted and k != human[0]]
+        remove = [names[k] for k in on_issue if k == predicted and k != human.key]
     elif verdict.confidence < settings.min_confidence:
         notes.append(f"> **Not labelled:** confidence {verdict.confidence:.0%} is below the "
                      f"`min-confidence` of {settings.min_confidence:.0%}; a maintainer decides.")
@@ -535,7 +291,7 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
         add = name if verdict.label not in on_issue else None
         remove = [names[k] for k in on_issue if k != verdict.label]
     body = compose(render.to_markdown(verdict, name, ctx.positioning.product), notes, human)
-    plan = [f"keep the maintainer's label `{names[human[0]]}`"] if human else []
+    plan = [f"keep the maintainer's label `{names[human.key]}`"] if human else []
     plan += ["record the correction"] if correction and settings.relabels_file else []
     plan += [f"remove `{r}`" for r in remove] + ([f"add `{add}`"] if add else [])
     if not add and not remove and not human:
@@ -544,7 +300,7 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
         plan.append("update the comment" if thread.comments else "post the comment")
     # The verdict reaches the summary before any write, so a failed write cannot lose it.
     report.summary(f"## scopeguard: #{issue.number} {request.title}\n\n{body}\n\n---\n"
-                   + (describe_correction(ctx, correction) + "\n\n" if correction else "")
+                   + (ctx.relabels.describe(correction) + "\n\n" if correction else "")
                    + ("**Dry run:** would " if settings.dry_run else "**Plan:** ")
                    + "; ".join(plan) + ".")
     report.log(f"#{issue.number}: {verdict.label} ({verdict.confidence:.0%}, "
@@ -553,7 +309,7 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
         report.notice(f"dry run: #{issue.number} is {name} ({verdict.confidence:.0%}); "
                       "nothing was changed on GitHub.")
         return 0
-    done = [save_correction(ctx, issue.number, correction)] if correction else []
+    done = [ctx.relabels.save(issue.number, correction)] if correction else []
     if add:
         ensure_labels(ctx.repo, names)
     if settings.comment:
@@ -565,8 +321,7 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
         with github_errors(f"labelling #{issue.number} {add!r}"):
             issue.add_to_labels(add)
     done += [f"removed `{r}`" for r in remove] + ([f"labelled `{add}`"] if add else [])
-    report.summary("**Done:** " + "; ".join(done or ["nothing to change"]) + ".")
-    return 0
+    return report.done(done)
 
 
 def record_relabel(ctx: Context, issue: Any, data: Mapping[str, Any], label: str,
@@ -584,50 +339,36 @@ def record_relabel(ctx: Context, issue: Any, data: Mapping[str, Any], label: str
     if predicted not in names:
         return report.skip(f"#{issue.number} has no scopeguard verdict, so `{label}` corrects "
                            "nothing.")
-    earlier = thread.human[0] if thread.human else None
+    earlier = thread.human.key if thread.human else None
     if key == predicted and earlier in (None, key):
         return report.skip(f"`{label}` on #{issue.number} agrees with scopeguard's verdict.")
     request = issue_to_request(data)
-    row = correction_row(ctx.positioning, request, key, predicted, login)
+    row = ctx.relabels.row(request, key, predicted, login)
     report.outputs(label=key, confidence="", input_class="", skipped="")
     report.summary(f"## scopeguard: #{issue.number} relabelled by @{login}\n\n"
-                   + describe_correction(ctx, row))
+                   + ctx.relabels.describe(row))
     if settings.dry_run:
         report.notice(f"dry run: would record @{login}'s relabel of #{issue.number}.")
         return 0
     # The record first: the comment's marker then means "recorded", and a failed commit
     # is retried by the next run of the issue.
-    done = [save_correction(ctx, issue.number, row)]
-    if key != predicted and names[predicted].lower() in {x.lower() for x in request.labels}:
+    done = [ctx.relabels.save(issue.number, row)]
+    if key != predicted and predicted in scope_keys(request.labels, names):
         remove_label(issue, names[predicted])
         done.append(f"removed scopeguard's `{names[predicted]}`")
     if settings.comment:
-        body = compose(thread.body, [human_note(label, login)], (key, login))
+        body = compose(thread.body, [human_note(label, login)], MaintainerLabel(key, login))
         comment, what = upsert_comment(issue, thread, body)
         done.append(f"comment {what}")
     report.log(f"#{issue.number}: @{login} relabelled {predicted} -> {key}; " + "; ".join(done))
-    report.summary("**Done:** " + "; ".join(done) + ".")
-    return 0
+    return report.done(done)
 
 
 # --- entry point ------------------------------------------------------------------------------
 
 
-def read_event(settings: Settings) -> dict[str, Any]:
-    if not settings.event_path:
-        if settings.issue_number:
-            return {}
-        raise InputError("GITHUB_EVENT_PATH is not set. Fix: run scopeguard as a step of a "
-                         "workflow triggered by `issues` events, or set the issue-number input.")
-    try:
-        return json.loads(Path(settings.event_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the event file {settings.event_path} "
-                         f"({type(exc).__name__}). Fix: run scopeguard inside GitHub Actions, "
-                         "or point GITHUB_EVENT_PATH at an event JSON file.") from None
-
-
 def run(settings: Settings, report: Report, env: Mapping[str, str]) -> int:
+    """Dispatch the event to a flow, or skip it; returns the exit status."""
     event = read_event(settings)
     action = "dispatch"
     if settings.issue_number is None:
@@ -658,7 +399,8 @@ def run(settings: Settings, report: Report, env: Mapping[str, str]) -> int:
         data = raw_json(issue)
     if is_pull_request(data):
         return report.skip(f"#{number} is a pull request, not a feature request.")
-    ctx = Context(settings, report, positioning, names, repo)
+    relabels = Relabels(repo, positioning, names, settings.relabels_file, settings.dry_run)
+    ctx = Context(settings, report, positioning, names, repo, relabels)
     label = str((event.get("label") or {}).get("name") or "")
     if action == "labeled" and key_of(label, names):
         return record_relabel(ctx, issue, data, label, event.get("sender") or {})
@@ -668,9 +410,7 @@ def run(settings: Settings, report: Report, env: Mapping[str, str]) -> int:
 def main(environ: Mapping[str, str] | None = None) -> int:
     """Run the Action; returns the exit status (0 done or skipped, 1 failed)."""
     env = os.environ if environ is None else environ
-    report = Report(env)
-    report.secrets = [s for s in (env.get("INPUT_TOKEN", "").strip(),
-                                  env.get("GITHUB_TOKEN", "").strip()) if s]
+    report = Report(env)  # scrubs the token from everything it writes
     try:
         return run(Settings.from_env(env), report, env)
     except ScopeguardError as exc:

@@ -3,6 +3,7 @@ against a fake GitHub REST server over real HTTP (tests/fake_github.py)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -17,12 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fake_github import FakeGitHub
-from scopeguard.integrations.github_action import (
-    HUMAN_MARKER,
-    LABEL_STYLE,
-    RELABELS_FILE,
-    Settings,
-)
+from scopeguard.integrations.github_action import HUMAN_MARKER, LABEL_STYLE
 from scopeguard.integrations.github_client import (
     GitHubAuthError,
     GitHubError,
@@ -36,6 +32,8 @@ from scopeguard.integrations.github_client import (
     github_errors,
     make_client,
 )
+from scopeguard.integrations.github_io import Report, Settings
+from scopeguard.integrations.github_relabels import RELABELS_FILE
 
 from scopeguard import render
 from scopeguard.dataset import Product, load_labelled
@@ -82,6 +80,13 @@ def backlog(github, example_backlog) -> list[dict]:
     github.add_issue(REPO, "Bug: the widget shows no slots", "Since Monday.", labels=["bug"])
     github.add_issue(REPO, "Bump numpy", "deps", pull_request=True)
     return rows
+
+
+@pytest.fixture
+def act(tmp_path, github, workspace):
+    """``act(event, **inputs)``: run the Action on ``event`` in this test's repository and
+    checkout (see ``run_action``)."""
+    return functools.partial(run_action, tmp_path, github, workspace)
 
 
 @dataclass
@@ -176,10 +181,9 @@ def other(*keys: str) -> str:
 # --- classify: opened, edited ------------------------------------------------------------------
 
 
-def test_opened_feature_request_is_labelled_with_one_comment(github, workspace, backlog,
-                                                               tmp_path):
+def test_opened_feature_request_is_labelled_with_one_comment(github, act, backlog):
     number = new_issue(github)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    run = act(issue_event(github, number))
     assert run.code == 0, run.stdout + run.stderr
     label = run.outputs["label"]
     assert label in NAMES
@@ -202,10 +206,9 @@ def test_opened_feature_request_is_labelled_with_one_comment(github, workspace, 
     assert NAMES[label] in run.summary
 
 
-def test_edit_updates_the_same_comment_and_replaces_scopeguards_older_label(
-        github, workspace, backlog, tmp_path):
+def test_edit_updates_the_same_comment_and_replaces_scopeguards_older_label(github, act, backlog):
     number = new_issue(github)
-    first = run_action(tmp_path, github, workspace, issue_event(github, number))
+    first = act(issue_event(github, number))
     assert first.code == 0, first.stdout
     comment = only_comment(github, number)
     # Pretend scopeguard's earlier verdict was another label, still on the issue.
@@ -217,7 +220,7 @@ def test_edit_updates_the_same_comment_and_replaces_scopeguards_older_label(
     github.set_issue(REPO, number, labels=[NAMES[older]],
                      body=FEATURE[1] + "\n\nIt should also work from the confirmation text.")
 
-    run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+    run = act(issue_event(github, number, "edited"))
 
     assert run.code == 0, run.stdout + run.stderr
     after = only_comment(github, number)
@@ -228,13 +231,13 @@ def test_edit_updates_the_same_comment_and_replaces_scopeguards_older_label(
     assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
 
 
-def test_second_marked_comment_is_removed(github, workspace, tmp_path):
+def test_second_marked_comment_is_removed(github, act):
     number = new_issue(github)
     stale = render.COMMENT_MARKER + "\n<!-- scopeguard:label=core confidence=0.700 -->\nold"
     github.add_comment(REPO, number, "Thanks for the request!", user="maintainer")
     github.add_comment(REPO, number, stale)
     github.add_comment(REPO, number, stale)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+    run = act(issue_event(github, number, "edited"))
     assert run.code == 0, run.stdout
     marked = [c for c in github.comments(REPO, number)
               if c["body"].startswith(render.COMMENT_MARKER)]
@@ -247,7 +250,7 @@ def test_second_marked_comment_is_removed(github, workspace, tmp_path):
 
 @pytest.mark.parametrize("case", ["bug label", "bug title", "pull request event",
                                   "pull request issue", "closed action"])
-def test_not_a_feature_request_is_skipped_with_a_notice(github, workspace, tmp_path, case):
+def test_not_a_feature_request_is_skipped_with_a_notice(github, act, case):
     event_name, action = "issues", "opened"
     if case == "bug label":
         number = new_issue(github, "Reminders are sent twice", "Since the update.", labels=["bug"])
@@ -257,8 +260,7 @@ def test_not_a_feature_request_is_skipped_with_a_notice(github, workspace, tmp_p
         number = new_issue(github, pull_request=case == "pull request issue")
         event_name = "pull_request" if case == "pull request event" else "issues"
         action = "closed" if case == "closed action" else "opened"
-    run = run_action(tmp_path, github, workspace, issue_event(github, number, action),
-                     event_name=event_name)
+    run = act(issue_event(github, number, action), event_name=event_name)
     assert run.code == 0, run.stdout + run.stderr
     assert "::notice::scopeguard skipped" in run.stdout
     assert run.outputs["skipped"] and run.outputs["label"] == ""
@@ -267,9 +269,9 @@ def test_not_a_feature_request_is_skipped_with_a_notice(github, workspace, tmp_p
     assert "skipped" in run.summary
 
 
-def test_dry_run_changes_nothing_and_reports_the_verdict(github, workspace, backlog, tmp_path):
+def test_dry_run_changes_nothing_and_reports_the_verdict(github, act, backlog):
     number = new_issue(github)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number), dry_run="true")
+    run = act(issue_event(github, number), dry_run="true")
     assert run.code == 0, run.stdout + run.stderr
     assert run.outputs["label"] in NAMES
     assert writes(run) == []
@@ -278,28 +280,26 @@ def test_dry_run_changes_nothing_and_reports_the_verdict(github, workspace, back
     assert "::notice::dry run" in run.stdout
 
 
-def test_below_min_confidence_comments_but_does_not_label(github, workspace, tmp_path):
+def test_below_min_confidence_comments_but_does_not_label(github, act):
     number = new_issue(github)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number),
-                     min_confidence="1")
+    run = act(issue_event(github, number), min_confidence="1")
     assert run.code == 0, run.stdout
     assert github.issue_labels(REPO, number) == []
     assert "**Not labelled:**" in only_comment(github, number)["body"]
 
 
-def test_comment_off_labels_without_commenting(github, workspace, tmp_path):
+def test_comment_off_labels_without_commenting(github, act):
     number = new_issue(github)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number), comment="false")
+    run = act(issue_event(github, number), comment="false")
     assert run.code == 0, run.stdout
     assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
     assert github.comments(REPO, number) == []
 
 
-def test_label_inputs_override_the_positioning_file(github, workspace, tmp_path):
+def test_label_inputs_override_the_positioning_file(github, act):
     number = new_issue(github)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number),
-                     label_core="fit: core", label_generalizable="fit: general",
-                     label_one_off="fit: custom")
+    run = act(issue_event(github, number), label_core="fit: core",
+              label_generalizable="fit: general", label_one_off="fit: custom")
     assert run.code == 0, run.stdout
     wanted = {"core": "fit: core", "generalizable": "fit: general", "one_off": "fit: custom"}
     assert github.issue_labels(REPO, number) == [wanted[run.outputs["label"]]]
@@ -312,19 +312,32 @@ def test_settings_accept_githubs_own_input_spelling():
     assert Settings.from_env({"GITHUB_TOKEN": "x"}).relabels_file == RELABELS_FILE
 
 
+def test_settings_and_report_keep_the_tokens_out(tmp_path, capsys):
+    job_token = "ghs_OtherJobToken0123456789abcdef"  # GITHUB_TOKEN may differ from the input
+    env = {"INPUT_TOKEN": TOKEN, "GITHUB_TOKEN": job_token,
+           "GITHUB_OUTPUT": str(tmp_path / "output"),
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+    settings = Settings.from_env(env)
+    assert settings.token == TOKEN and TOKEN not in repr(settings)
+    report = Report(env)
+    assert report.fail(f"GitHub said {TOKEN!r} and {job_token}") == 1
+    report.outputs(label=job_token)
+    written = (capsys.readouterr().out + (tmp_path / "output").read_text()
+               + (tmp_path / "summary.md").read_text())
+    assert TOKEN not in written and job_token not in written and written.count("***") == 5
+
+
 # --- maintainers' relabels ---------------------------------------------------------------------
 
 
-def test_maintainer_relabel_is_committed_and_then_never_fought(github, workspace, backlog,
-                                                               tmp_path, positioning):
+def test_maintainer_relabel_is_committed_and_then_never_fought(github, act, backlog, tmp_path, positioning):
     number = new_issue(github)
-    first = run_action(tmp_path, github, workspace, issue_event(github, number))
+    first = act(issue_event(github, number))
     predicted = first.outputs["label"]
     human = other(predicted)
     github.set_issue(REPO, number, labels=[NAMES[human]])  # the maintainer swaps the label
 
-    run = run_action(tmp_path, github, workspace,
-                     issue_event(github, number, "labeled", label=NAMES[human], sender="alice"))
+    run = act(issue_event(github, number, "labeled", label=NAMES[human], sender="alice"))
 
     assert run.code == 0, run.stdout + run.stderr
     rows = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
@@ -349,7 +362,7 @@ def test_maintainer_relabel_is_committed_and_then_never_fought(github, workspace
     # A later edit keeps the maintainer's label and says so, in the same single comment.
     github.set_issue(REPO, number, body=FEATURE[1] + "\n\nAny news?")
     commits = len(github.repos[REPO].commits)
-    edited = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+    edited = act(issue_event(github, number, "edited"))
     assert edited.code == 0, edited.stdout
     assert github.issue_labels(REPO, number) == [NAMES[human]]
     assert not [r for r in writes(edited) if "/labels" in r.path]
@@ -359,8 +372,7 @@ def test_maintainer_relabel_is_committed_and_then_never_fought(github, workspace
     # A second correction replaces the row: calibrate needs unique ids.
     third = other(predicted, human)
     github.set_issue(REPO, number, labels=[NAMES[third]])
-    again = run_action(tmp_path, github, workspace,
-                       issue_event(github, number, "labeled", label=NAMES[third], sender="bob"))
+    again = act(issue_event(github, number, "labeled", label=NAMES[third], sender="bob"))
     assert again.code == 0, again.stdout
     rows = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
     assert [(r["label"], r["by"]) for r in rows] == [(third, "bob")]
@@ -369,17 +381,15 @@ def test_maintainer_relabel_is_committed_and_then_never_fought(github, workspace
     assert body.count("Maintainer's label stands") == 1 and "\n\n\n" not in body
 
 
-def test_relabel_keeps_other_records_and_removes_scopeguards_label(github, workspace,
-                                                                   tmp_path):
+def test_relabel_keeps_other_records_and_removes_scopeguards_label(github, act):
     earlier = {"id": "#99", "title": "t", "label": "core", "predicted": "one_off"}
     github.put_file(REPO, RELABELS_FILE, json.dumps(earlier) + "\n")
     number = new_issue(github)
-    first = run_action(tmp_path, github, workspace, issue_event(github, number))
+    first = act(issue_event(github, number))
     predicted = first.outputs["label"]
     human = other(predicted)
     github.set_issue(REPO, number, labels=[NAMES[predicted], NAMES[human]])  # added, not swapped
-    run = run_action(tmp_path, github, workspace,
-                     issue_event(github, number, "labeled", label=NAMES[human], sender="alice"))
+    run = act(issue_event(github, number, "labeled", label=NAMES[human], sender="alice"))
     assert run.code == 0, run.stdout
     rows = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
     assert [r["id"] for r in rows] == ["#99", f"#{number}"]
@@ -387,17 +397,16 @@ def test_relabel_keeps_other_records_and_removes_scopeguards_label(github, works
 
 
 @pytest.mark.parametrize("case", ["bot", "agrees", "no verdict"])
-def test_labeled_events_that_are_not_corrections_record_nothing(github, workspace, tmp_path,
-                                                                case):
+def test_labeled_events_that_are_not_corrections_record_nothing(github, act, case):
     number = new_issue(github)
     if case != "no verdict":
-        first = run_action(tmp_path, github, workspace, issue_event(github, number))
+        first = act(issue_event(github, number))
         predicted = first.outputs["label"]
     else:
         predicted = "core"
     label = NAMES[predicted] if case == "agrees" else NAMES[other(predicted)]
     sender, kind = ("triage-bot[bot]", "Bot") if case == "bot" else ("alice", "User")
-    run = run_action(tmp_path, github, workspace, issue_event(
+    run = act(issue_event(
         github, number, "labeled", label=label, sender=sender, sender_type=kind))
     assert run.code == 0, run.stdout
     assert "::notice::scopeguard skipped" in run.stdout
@@ -405,26 +414,25 @@ def test_labeled_events_that_are_not_corrections_record_nothing(github, workspac
     assert writes(run) == []
 
 
-def test_scope_label_set_before_scopeguard_ran_stands(github, workspace, tmp_path):
+def test_scope_label_set_before_scopeguard_ran_stands(github, act):
     number = new_issue(github, labels=[NAMES["one_off"]])
-    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    run = act(issue_event(github, number))
     assert run.code == 0, run.stdout
     assert github.issue_labels(REPO, number) == [NAMES["one_off"]]
     assert "Maintainer's label stands" in only_comment(github, number)["body"]
     assert github.file(REPO, RELABELS_FILE) is None  # no verdict of scopeguard's to correct
 
 
-def test_correction_missed_by_the_labeled_run_is_recorded_on_the_next_run(github, workspace,
-                                                                            tmp_path):
+def test_correction_missed_by_the_labeled_run_is_recorded_on_the_next_run(github, act):
     """The `labeled` run never happened (cancelled while pending in the concurrency group,
     or no `labeled` trigger): the next run keeps the maintainer's label, drops scopeguard's
     own, and records the correction, naming who set the label from the issue's events."""
     number = new_issue(github)
-    predicted = run_action(tmp_path, github, workspace, issue_event(github, number)).outputs
+    predicted = act(issue_event(github, number)).outputs
     predicted = predicted["label"]
     human = other(predicted)
     github.set_issue(REPO, number, labels=[NAMES[predicted], NAMES[human]], actor="carol")
-    run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+    run = act(issue_event(github, number, "edited"))
     assert run.code == 0, run.stdout
     assert github.issue_labels(REPO, number) == [NAMES[human]]
     body = only_comment(github, number)["body"]
@@ -436,11 +444,11 @@ def test_correction_missed_by_the_labeled_run_is_recorded_on_the_next_run(github
 # --- API failures ------------------------------------------------------------------------------
 
 
-def test_retries_after_502(github, workspace, backlog, tmp_path):
+def test_retries_after_502(github, act, backlog):
     number = new_issue(github)
     github.fail(502, times=2, method="GET", path=ISSUES)
     github.fail(502, times=1, method="POST", path=ISSUES + r"/\d+/comments")
-    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    run = act(issue_event(github, number))
     assert run.code == 0, run.stdout + run.stderr
     assert [r.status for r in run.requests if r.path == ISSUES] == [502, 502, 200]
     assert [r.status for r in comment_posts(run)] == [502, 201]
@@ -453,12 +461,11 @@ def test_retries_after_502(github, workspace, backlog, tmp_path):
     (None, 0.9, 3.5),   # x-ratelimit-remaining: 0 waits until x-ratelimit-reset
     (30, 2.5, 4.5),     # Retry-After: 30 is capped by SCOPEGUARD_GITHUB_MAX_WAIT=3
 ])
-def test_retries_after_a_secondary_rate_limit(github, workspace, tmp_path, retry_after, low,
-                                              high):
+def test_retries_after_a_secondary_rate_limit(github, act, retry_after, low, high):
     number = new_issue(github)
     labels_path = ISSUES + r"/\d+/labels"
     github.rate_limit(1, retry_after=retry_after, reset_in=1, method="POST", path=labels_path)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    run = act(issue_event(github, number))
     assert run.code == 0, run.stdout + run.stderr
     attempts = [r for r in run.requests if r.method == "POST" and re.fullmatch(labels_path,
                                                                                  r.path)]
@@ -467,20 +474,20 @@ def test_retries_after_a_secondary_rate_limit(github, workspace, tmp_path, retry
     assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
 
 
-def test_bad_token_fails_with_a_clear_error(github, workspace, tmp_path):
+def test_bad_token_fails_with_a_clear_error(github, act):
     number = new_issue(github)
     wrong = "ghp_WrongWrongWrong0123456789"
-    run = run_action(tmp_path, github, workspace, issue_event(github, number), token=wrong)
+    run = act(issue_event(github, number), token=wrong)
     assert run.code == 1
     [error] = [x for x in run.stdout.splitlines() if x.startswith("::error::")]
     assert "401" in error and "token" in error
     assert "scopeguard failed" in run.summary
 
 
-def test_no_issue_permission_fails_clearly_and_keeps_the_verdict(github, workspace, tmp_path):
+def test_no_issue_permission_fails_clearly_and_keeps_the_verdict(github, act):
     github.repos[REPO].permissions["issues"] = "read"
     number = new_issue(github)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number))
+    run = act(issue_event(github, number))
     assert run.code == 1
     [error] = [x for x in run.stdout.splitlines() if x.startswith("::error::")]
     assert "403" in error and "permissions: issues: write" in error
@@ -489,13 +496,12 @@ def test_no_issue_permission_fails_clearly_and_keeps_the_verdict(github, workspa
     assert render.COMMENT_MARKER in run.summary and "scopeguard failed" in run.summary
 
 
-def test_no_contents_permission_names_contents_write(github, workspace, tmp_path):
+def test_no_contents_permission_names_contents_write(github, act):
     number = new_issue(github)
-    first = run_action(tmp_path, github, workspace, issue_event(github, number))
+    first = act(issue_event(github, number))
     github.repos[REPO].permissions["contents"] = "read"
     human = NAMES[other(first.outputs["label"])]
-    run = run_action(tmp_path, github, workspace,
-                     issue_event(github, number, "labeled", label=human, sender="alice"))
+    run = act(issue_event(github, number, "labeled", label=human, sender="alice"))
     assert run.code == 1
     assert "permissions: contents: write" in run.stdout
     assert '"by": "alice"' in run.summary  # the correction is in the summary, not lost
@@ -512,10 +518,9 @@ def test_missing_positioning_file_fails_before_calling_github(github, tmp_path):
     assert run.requests == []
 
 
-def test_bad_input_is_named(github, workspace, tmp_path):
+def test_bad_input_is_named(github, act):
     number = new_issue(github)
-    run = run_action(tmp_path, github, workspace, issue_event(github, number),
-                     min_confidence="high")
+    run = act(issue_event(github, number), min_confidence="high")
     assert run.code == 1
     assert "::error::input min-confidence" in run.stdout
 
@@ -524,15 +529,13 @@ def test_bad_input_is_named(github, workspace, tmp_path):
 
 
 @pytest.mark.model
-def test_real_model_labels_a_custom_integration_one_off(github, workspace, backlog, tmp_path,
-                                                        session_db):
+def test_real_model_labels_a_custom_integration_one_off(github, act, backlog, session_db):
     number = github.add_issue(REPO, "Integrate with our in-house lab system", (
         "**Clinic:** Harbour Lane Animal Clinic\n\nWe run our own small lab with an in-house "
         "system our previous IT contractor built. Pawtrack should read its SQL Server results "
         "table and book a results consult automatically. Happy to give you a VPN account."),
         user="harbourlane-tom")
-    run = run_action(tmp_path, github, workspace, issue_event(github, number), model=None,
-                     db=session_db)
+    run = act(issue_event(github, number), model=None, db=session_db)
     assert run.code == 0, run.stdout + run.stderr
     assert run.outputs["label"] == "one_off"
     assert github.issue_labels(REPO, number) == ["scope: one-off"]
@@ -634,7 +637,7 @@ def test_action_yml_structure():
                                     output["value"]).groups()
         assert step_id in ids and key == name
     # Every INPUT_* variable maps its own input, and the entrypoint reads that input.
-    source = (ROOT / "integrations" / "github_action.py").read_text()
+    source = (ROOT / "integrations" / "github_io.py").read_text()
     [entry] = [s for s in steps if "github_action" in s.get("run", "")]
     assert "-m scopeguard.integrations.github_action" in entry["run"]
     for var, value in entry["env"].items():

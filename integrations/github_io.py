@@ -1,0 +1,203 @@
+"""The GitHub Action's runner interface: what the job gives it and what it writes back.
+
+- :class:`Settings` reads the ``INPUT_*`` variables action.yml sets (composite actions
+  spell them ``INPUT_DRY_RUN``; GitHub's own spelling ``INPUT_DRY-RUN`` works too) and the
+  job's ``GITHUB_*`` variables. A bad input is an :class:`~scopeguard.errors.InputError`
+  naming the input and the fix.
+- :func:`read_event` loads the event JSON (``GITHUB_EVENT_PATH``).
+- :class:`Report` appends to ``GITHUB_OUTPUT`` and ``GITHUB_STEP_SUMMARY`` and prints
+  workflow commands (``::notice::``, ``::error::``), with the token scrubbed from all of them.
+
+Example::
+
+    report = Report(os.environ)    # scrubs the token input and GITHUB_TOKEN
+    settings = Settings.from_env(os.environ)
+    report.outputs(label="core", confidence="0.910", input_class="necessity", skipped="")
+    report.summary("## scopeguard: #12 ...")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scopeguard.errors import InputError
+from scopeguard.positioning import LABELS
+
+from .github_client import DEFAULT_API_URL
+from .github_relabels import RELABELS_FILE
+
+TRUE, FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def _input_set(env: Mapping[str, str], name: str) -> str | None:
+    """An action input as given (None when absent): composite actions pass INPUT_DRY_RUN,
+    JavaScript and Docker actions INPUT_DRY-RUN."""
+    upper = name.upper()
+    for key in (f"INPUT_{upper.replace('-', '_')}", f"INPUT_{upper}"):
+        if key in env:
+            return env[key].strip()
+    return None
+
+
+def _input(env: Mapping[str, str], name: str, default: str = "") -> str:
+    """An action input; ``default`` when absent or empty."""
+    return _input_set(env, name) or default
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _input(env, name).lower()
+    if not raw:
+        return default
+    if raw in TRUE or raw in FALSE:
+        return raw in TRUE
+    raise InputError(f"input {name}: {raw!r} is not true or false. Fix: `{name}: true` or "
+                     f"`{name}: false`.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the job and the action's inputs say."""
+
+    token: str = field(repr=False)  # kept out of repr: a logged Settings must not leak it
+    repository: str
+    api_url: str
+    event_name: str
+    event_path: str
+    workspace: Path
+    db: str
+    positioning_file: str = ""
+    label_overrides: tuple[tuple[str, str], ...] = ()
+    dry_run: bool = False
+    min_confidence: float = 0.0
+    comment: bool = True
+    relabels_file: str = RELABELS_FILE
+    backlog_limit: int = 500
+    issue_number: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        token = _input(env, "token") or env.get("GITHUB_TOKEN", "").strip()
+        if not token:
+            raise InputError("no GitHub token. Fix: keep the token input's default "
+                             "(`${{ github.token }}`) or pass `token: ${{ secrets.MY_TOKEN }}`.")
+        raw = _input(env, "min-confidence", "0")
+        try:
+            min_confidence = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+        except ValueError:
+            min_confidence = -1.0
+        if not 0 <= min_confidence <= 1:
+            raise InputError(f"input min-confidence: {raw!r} is not a number from 0 to 1. "
+                             "Fix: e.g. `min-confidence: 0.6` (or 60%); 0 labels everything.")
+        limit, number = _input(env, "backlog-limit", "500"), _input(env, "issue-number")
+        if not limit.isdigit():
+            raise InputError(f"input backlog-limit: {limit!r} is not a whole number. Fix: "
+                             "e.g. `backlog-limit: 500`; 0 ignores the other issues.")
+        if number and not number.lstrip("#").isdigit():
+            raise InputError(f"input issue-number: {number!r} is not an issue number. "
+                             "Fix: e.g. `issue-number: 12`, or leave it empty.")
+        overrides = tuple((key, _input(env, f"label-{key.replace('_', '-')}")) for key in LABELS)
+        db = env.get("SCOPEGUARD_DB") or os.path.join(
+            env.get("RUNNER_TEMP") or tempfile.gettempdir(), "scopeguard.db")
+        # An empty relabels-file turns recording off, so absent and empty differ here.
+        relabels_file = _input_set(env, "relabels-file")
+        return cls(
+            token=token, repository=env.get("GITHUB_REPOSITORY", ""),
+            api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
+            event_name=env.get("GITHUB_EVENT_NAME", ""),
+            event_path=env.get("GITHUB_EVENT_PATH", ""),
+            workspace=Path(env.get("GITHUB_WORKSPACE") or os.getcwd()), db=db,
+            positioning_file=_input(env, "positioning-file"),
+            label_overrides=tuple((k, v) for k, v in overrides if v),
+            dry_run=_bool(env, "dry-run", False), min_confidence=min_confidence,
+            comment=_bool(env, "comment", True),
+            relabels_file=RELABELS_FILE if relabels_file is None else relabels_file,
+            backlog_limit=int(limit), issue_number=int(number.lstrip("#")) if number else None)
+
+
+def read_event(settings: Settings) -> dict[str, Any]:
+    """The event JSON; ``{}`` for a run on the issue-number input without one."""
+    if not settings.event_path:
+        if settings.issue_number:
+            return {}
+        raise InputError("GITHUB_EVENT_PATH is not set. Fix: run scopeguard as a step of a "
+                         "workflow triggered by `issues` events, or set the issue-number input.")
+    try:
+        return json.loads(Path(settings.event_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the event file {settings.event_path} "
+                         f"({type(exc).__name__}). Fix: run scopeguard inside GitHub Actions, "
+                         "or point GITHUB_EVENT_PATH at an event JSON file.") from None
+
+
+# --- outputs, summary, annotations ------------------------------------------------------------
+
+
+def _escape(text: str) -> str:
+    """A workflow command's message: GitHub's escapes for %, CR and LF."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+class Report:
+    """GITHUB_OUTPUT, GITHUB_STEP_SUMMARY and workflow commands, with the tokens scrubbed.
+
+    The tokens are those ``env`` holds: the token input and ``GITHUB_TOKEN`` (either may be
+    the one in use, and a traceback may show either).
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.output_path = env.get("GITHUB_OUTPUT", "")
+        self.summary_path = env.get("GITHUB_STEP_SUMMARY", "")
+        self.secrets = [s for s in (_input(env, "token"), env.get("GITHUB_TOKEN", "").strip()) if s]
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def log(self, text: str) -> None:
+        print(self.scrub(text), flush=True)
+
+    def notice(self, text: str) -> None:
+        self.log(f"::notice::{_escape(text)}")
+
+    def outputs(self, **values: str) -> None:
+        """Step outputs; ``input_class`` is written as ``input-class``."""
+        if not self.output_path:
+            return
+        with open(self.output_path, "a", encoding="utf-8") as out:
+            for key, value in values.items():
+                value = self.scrub(str(value)).replace("\n", " ")
+                out.write(f"{key.replace('_', '-')}={value}\n")
+
+    def summary(self, markdown: str) -> None:
+        if self.summary_path:
+            with open(self.summary_path, "a", encoding="utf-8") as out:
+                out.write(self.scrub(markdown).rstrip("\n") + "\n\n")
+
+    def done(self, done: Iterable[str]) -> int:
+        """The summary's account of the writes made; the run's exit status (0)."""
+        self.summary("**Done:** " + "; ".join(list(done) or ["nothing to change"]) + ".")
+        return 0
+
+    def skip(self, reason: str) -> int:
+        """A run with nothing to do: a notice, empty outputs, exit status 0."""
+        self.notice(f"scopeguard skipped: {reason}")
+        self.outputs(label="", confidence="", input_class="", skipped=reason)
+        self.summary(f"### scopeguard skipped\n\n{reason}")
+        return 0
+
+    def fail(self, message: str) -> int:
+        """A failed run: the error in the summary and as ``::error::``, exit status 1."""
+        message = self.scrub(message)
+        self.summary(f"### scopeguard failed\n\n**Error:** {message}")
+        self.log(f"::error::{_escape(message)}")
+        return 1

@@ -101,7 +101,7 @@ class Settings:
         if not limit.isdigit():
             raise InputError(f"input backlog-limit: {limit!r} is not a whole number. Fix: "
                              "e.g. `backlog-limit: 500`; 0 ignores the other issues.")
-        if number and not number.lstrip("#").isdigit():
+        if number and (not number.lstrip("#").isdigit() or int(number.lstrip("#")) == 0):
             raise InputError(f"input issue-number: {number!r} is not an issue number. "
                              "Fix: e.g. `issue-number: 12`, or leave it empty.")
         overrides = tuple((key, _input(env, f"label-{key.replace('_', '-')}")) for key in LABELS)

@@ -37,6 +37,7 @@ from scopeguard.integrations.github_relabels import RELABELS_FILE
 
 from scopeguard import render
 from scopeguard.dataset import Product, load_labelled
+from scopeguard.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "ghs_SeCrEt0123456789abcdefTOKEN"
@@ -310,6 +311,12 @@ def test_settings_accept_githubs_own_input_spelling():
                                   "GITHUB_TOKEN": "x", "INPUT_RELABELS_FILE": ""})
     assert settings.dry_run and settings.min_confidence == 0.6 and settings.relabels_file == ""
     assert Settings.from_env({"GITHUB_TOKEN": "x"}).relabels_file == RELABELS_FILE
+
+
+@pytest.mark.parametrize("value", ["0", "#0", "twelve"])
+def test_bad_issue_number_input_is_refused(value):
+    with pytest.raises(InputError, match="input issue-number: .* Fix: e.g. `issue-number: 12`"):
+        Settings.from_env({"GITHUB_TOKEN": "x", "INPUT_ISSUE-NUMBER": value})
 
 
 def test_settings_and_report_keep_the_tokens_out(tmp_path, capsys):

@@ -12,8 +12,8 @@ so it is never shown).
 Write-back (:func:`write_back`) sets the scope label, replacing the one scopeguard set
 before, and keeps exactly one verdict comment per issue, found by
 ``render.COMMENT_MARKER`` and updated in place: wiki markup on Server/Data Center, an
-Atlassian Document Format (ADF) body through REST API v3 on Cloud. A scope label that a
-person set stands; the comment says so.
+Atlassian Document Format (ADF) body through REST API v3 on Cloud (the conversions are
+in :mod:`.jira_format`). A scope label that a person set stands; the comment says so.
 
 Example::
 
@@ -29,6 +29,7 @@ server's answer when unset), ``SCOPEGUARD_JIRA_RETRIES`` (default 5) and
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import os
 import random
@@ -44,6 +45,8 @@ from scopeguard.backlog import Request
 from scopeguard.errors import ScopeguardError
 from scopeguard.positioning import LABELS
 from scopeguard.settings import env_number
+
+from .jira_format import adf_text, to_adf, to_wiki
 
 FLAVOURS = ("cloud", "server")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -361,6 +364,70 @@ class JiraClient:
 # --- building the client ---------------------------------------------------------------------
 
 
+@functools.cache
+def whole_request_adapter() -> type:
+    """A ``requests`` adapter class whose connections send headers and body in one write.
+
+    urllib3 sends a request's header block and its body with two ``send`` calls, and the
+    thread gives the GIL up in between: with the workers busy, the body often follows 5-10
+    ms later. A service killed in that gap (``kill -9``, the OOM killer, a crash)
+    leaves Jira a POST with headers and no body: Jira answers it 400 and counts it, and the
+    restarted service, finding no comment, posts the comment again, so Jira saw two POSTs
+    for one comment (tests/test_jira_load.py caught it). One write leaves Jira the whole
+    request or nothing: a kill cannot split a single ``sendall`` of a comment, which fits
+    the socket's send buffer. Requests through an HTTP proxy keep urllib3's two writes.
+    """
+    import requests.adapters
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class WholeRequest:
+        """Holds the header block back until the body's first chunk, then sends both."""
+
+        _hold = False
+        _held: bytes | None = None
+
+        def request(self, method: str, url: str, body: Any = None, headers: Any = None,
+                    **options: Any) -> None:
+            self._hold, self._held = body is not None, None
+            try:
+                super().request(method, url, body=body, headers=headers,  # type: ignore[misc]
+                                **options)
+                if self._held is not None:  # the body was empty after all
+                    super().send(self._held)  # type: ignore[misc]
+            finally:
+                self._hold, self._held = False, None
+
+        def send(self, data: Any) -> None:
+            if self._hold:
+                if self._held is None:
+                    self._held = bytes(data)  # the header block
+                    return
+                data, self._hold, self._held = self._held + bytes(data), False, None
+            super().send(data)  # type: ignore[misc]
+
+    class Connection(WholeRequest, HTTPConnection):
+        pass
+
+    class TLSConnection(WholeRequest, HTTPSConnection):
+        pass
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Connection
+
+    class TLSPool(HTTPSConnectionPool):
+        ConnectionCls = TLSConnection
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        pool_classes = {"http": Pool, "https": TLSPool}
+
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = self.pool_classes
+
+    return Adapter
+
+
 def guess_flavour(url: str) -> str | None:
     host = (urlparse(url).hostname or "").lower()
     if host.endswith((".atlassian.net", ".jira.com", ".jira-dev.com")):
@@ -431,6 +498,9 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
     jira = JIRA(server=server, get_server_info=False, max_retries=0, timeout=timeout,
                 options={"verify": verify, "check_update": False,
                          "headers": {"User-Agent": "scopeguard"}}, **auth)
+    adapter = whole_request_adapter()()
+    for scheme in ("https://", "http://"):
+        jira._session.mount(scheme, adapter)
     client = JiraClient(jira, flavour or guess_flavour(server) or ("server" if pat else ""),
                         retry or RetryPolicy.from_env(env))
     if not client.flavour:
@@ -441,27 +511,6 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
 
 
 # --- issues as requests ----------------------------------------------------------------------
-
-
-def adf_text(node: Any) -> str:
-    """The plain text of an Atlassian Document Format node (blocks on their own lines)."""
-    if isinstance(node, str):
-        return node
-    if isinstance(node, list):
-        return "".join(adf_text(n) for n in node)
-    if not isinstance(node, dict):
-        return ""
-    if node.get("type") == "text":
-        return str(node.get("text", ""))
-    if node.get("type") == "hardBreak":
-        return "\n"
-    inner = adf_text(node.get("content") or [])
-    if node.get("type") in ("paragraph", "heading", "listItem", "tableRow", "codeBlock",
-                            "blockquote", "rule"):
-        return inner + "\n"
-    if node.get("type") in ("tableCell", "tableHeader"):
-        return inner.rstrip("\n") + " | "
-    return inner
 
 
 def field_text(value: Any) -> str:
@@ -528,180 +577,12 @@ def fetch_issues(jira: JiraClient | Any, jql: str, limit: int | None = None, *,
             for raw in client.search(jql, fields, page_size=page_size, limit=limit)]
 
 
-# --- the comment: Markdown to wiki markup and ADF --------------------------------------------
+# --- write-back ------------------------------------------------------------------------------
 
 
 def jira_label(name: str) -> str:
     """A label name as Jira accepts it: no spaces (``scope: core`` -> ``scope:core``)."""
     return re.sub(r"\s+", "-", re.sub(r"\s*:\s*", ":", name.strip()))
-
-
-_INLINE = re.compile(r"\*\*(?P<strong>.+?)\*\*|`(?P<code>[^`]+)`"
-                     r"|\[(?P<text>[^\]]+)\]\((?P<href>https?://[^)\s]+)\)")
-# Markup characters to escape in free text; '-' and '_' only where they could open or close
-# strike-through or emphasis (not inside words like "in-house" or "feature_fit").
-_WIKI_SPECIAL = re.compile(r"([\\*{}\[\]|^~+!#]|\?(?=\?)|(?<![A-Za-z0-9])[-_]|[-_](?![A-Za-z0-9]))")
-_MARKER_LINE = re.compile(r"^\s*<!--.*-->\s*$")
-_SEPARATOR = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
-
-
-def _blocks(markdown: str) -> tuple[list[tuple[str, Any]], list[str]]:
-    """The Markdown scopeguard writes as (kind, content) blocks, and its hidden marker lines."""
-    blocks: list[tuple[str, Any]] = []
-    markers: list[str] = []
-    para: list[str] = []
-
-    def flush() -> None:
-        if para:
-            blocks.append(("p", " ".join(para)))
-            para.clear()
-
-    for raw in markdown.split("\n"):
-        line = raw.rstrip()
-        if _MARKER_LINE.match(line):
-            flush()
-            markers.append(line.strip())
-        elif not line.strip() or line.strip() == "</details>":
-            flush()
-        elif line.startswith("#"):
-            flush()
-            blocks.append(("h", line.lstrip("#").strip()))
-        elif line.startswith("- "):
-            flush()
-            if blocks and blocks[-1][0] == "ul":
-                blocks[-1][1].append(line[2:])
-            else:
-                blocks.append(("ul", [line[2:]]))
-        elif line.startswith("|"):
-            flush()
-            if _SEPARATOR.match(line):
-                continue
-            cells = [c.strip().replace("\\|", "|")
-                     for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
-            if blocks and blocks[-1][0] == "table":
-                blocks[-1][1].append(cells)
-            else:
-                blocks.append(("table", [cells]))
-        elif line.startswith(">"):
-            flush()
-            blocks.append(("quote", line.lstrip("> ").strip()))
-        elif line.startswith("<details>"):
-            flush()
-            summary = re.sub(r"</?(details|summary)>", "", line).strip()
-            blocks.append(("p", f"**{summary}**"))
-        elif line.startswith("<sub>"):
-            flush()
-            blocks.append(("small", re.sub(r"</?sub>", "", line).strip()))
-        else:
-            para.append(line.strip())
-    flush()
-    return blocks, markers
-
-
-def _wiki_inline(text: str) -> str:
-    out, at = [], 0
-    for m in _INLINE.finditer(text):
-        out.append(_WIKI_SPECIAL.sub(r"\\\1", text[at:m.start()]))
-        if m.group("strong") is not None:
-            out.append("*" + _wiki_inline(m.group("strong")) + "*")
-        elif m.group("code") is not None:
-            out.append("{{" + _WIKI_SPECIAL.sub(r"\\\1", m.group("code")) + "}}")
-        else:
-            label = _WIKI_SPECIAL.sub(r"\\\1", m.group("text"))
-            out.append(f"[{label}|{m.group('href')}]")
-        at = m.end()
-    out.append(_WIKI_SPECIAL.sub(r"\\\1", text[at:]))
-    return "".join(out)
-
-
-def to_wiki(markdown: str) -> str:
-    """scopeguard's Markdown comment as Jira wiki markup (Server/Data Center).
-
-    Request titles and evidence are escaped, so a title cannot inject markup. The hidden
-    marker lines become a grey footer, kept verbatim so the comment can be found again.
-    """
-    blocks, markers = _blocks(markdown)
-    out = []
-    for kind, content in blocks:
-        if kind == "h":
-            out.append("h3. " + _wiki_inline(content))
-        elif kind == "ul":
-            out.append("\n".join("* " + _wiki_inline(item) for item in content))
-        elif kind == "table":
-            rows = ["||" + "||".join(_wiki_inline(c) or " " for c in content[0]) + "||"]
-            rows += ["|" + "|".join(_wiki_inline(c) or " " for c in row) + "|"
-                     for row in content[1:]]
-            out.append("\n".join(rows))
-        elif kind == "quote":
-            out.append("bq. " + _wiki_inline(content))
-        elif kind == "small":
-            out.append("_" + _wiki_inline(content) + "_")
-        else:
-            out.append(_wiki_inline(content))
-    if markers:
-        out.append("{color:#97a0af}" + " ".join(markers) + "{color}")
-    return "\n\n".join(out)
-
-
-def _adf_inline(text: str, marks: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
-    nodes: list[dict[str, Any]] = []
-
-    def add(t: str, extra: Sequence[dict[str, Any]] = ()) -> None:
-        if t:
-            all_marks = [*marks, *extra]
-            nodes.append({"type": "text", "text": t, **({"marks": all_marks} if all_marks
-                                                          else {})})
-
-    at = 0
-    for m in _INLINE.finditer(text):
-        add(text[at:m.start()])
-        if m.group("strong") is not None:
-            nodes += _adf_inline(m.group("strong"), [*marks, {"type": "strong"}])
-        elif m.group("code") is not None:
-            add(m.group("code"), [{"type": "code"}])
-        else:
-            add(m.group("text"), [{"type": "link", "attrs": {"href": m.group("href")}}])
-        at = m.end()
-    add(text[at:])
-    return nodes
-
-
-def _para(text: str, marks: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    return {"type": "paragraph", "content": _adf_inline(text, marks)}
-
-
-def to_adf(markdown: str) -> dict[str, Any]:
-    """scopeguard's Markdown comment as an ADF document (Jira Cloud, REST API v3)."""
-    blocks, markers = _blocks(markdown)
-    content: list[dict[str, Any]] = []
-    for kind, body in blocks:
-        if kind == "h":
-            content.append({"type": "heading", "attrs": {"level": 3},
-                            "content": _adf_inline(body)})
-        elif kind == "ul":
-            content.append({"type": "bulletList", "content": [
-                {"type": "listItem", "content": [_para(item)]} for item in body]})
-        elif kind == "table":
-            def row(cells: list[str], cell_type: str) -> dict[str, Any]:
-                return {"type": "tableRow", "content": [
-                    {"type": cell_type, "attrs": {}, "content": [_para(c)]} for c in cells]}
-            content.append({"type": "table", "attrs": {"isNumberColumnEnabled": False,
-                                                       "layout": "default"},
-                            "content": [row(body[0], "tableHeader"),
-                                        *(row(r, "tableCell") for r in body[1:])]})
-        elif kind == "quote":
-            content.append({"type": "blockquote", "content": [_para(body)]})
-        elif kind == "small":
-            content.append(_para(body, [{"type": "em"}]))
-        else:
-            content.append(_para(body))
-    if markers:
-        content.append(_para(" ".join(markers),
-                             [{"type": "textColor", "attrs": {"color": "#97a0af"}}]))
-    return {"type": "doc", "version": 1, "content": content}
-
-
-# --- write-back ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -713,6 +594,7 @@ class WriteBack:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     human_label: str = ""  # a scope label a person set, which stands
+    human_key: str = ""  # its verdict label (core, generalizable or one_off)
     removed_by_person: bool = False  # scopeguard's label was taken off by a person
     applied: str = ""  # the verdict label whose Jira label scopeguard now keeps on the issue
     comment_id: str = ""
@@ -804,7 +686,7 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     remove: list[str] = []
     note = ""
     if human:
-        result.human_label = names[human]
+        result.human_label, result.human_key = names[human], human
         remove = [present[names[k].lower()] for k in on_issue if k != human]
         note = HUMAN_NOTE.format(label=names[human])
     elif applied == verdict_label and verdict_label not in on_issue:

@@ -1,5 +1,7 @@
 """The webhook service's state in one SQLite file (WAL): a durable event queue, and the
-issues it has seen (for demand, and to find its own comment and label again).
+issues it has seen (for demand, to find its own comment and label again, and the labels
+people set instead, which :func:`read_relabels` exports for calibration). The schema is
+versioned (``PRAGMA user_version``); opening a file migrates it.
 
 Queue life of a delivery: ``enqueue`` (idempotent on the delivery id: Jira's retries of
 a delivery, and replays, are recognised) -> ``claim`` (a lease: ``leased`` until
@@ -27,9 +29,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +40,13 @@ import numpy as np
 
 from scopeguard.backlog import Request
 from scopeguard.errors import ScopeguardError
+from scopeguard.positioning import LABELS
 
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_ATTEMPTS = 10
 
+# The file's layout as first shipped (PRAGMA user_version 0); _MIGRATIONS bring it up to
+# SCHEMA_VERSION, for new files and old ones alike.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,6 +76,26 @@ CREATE TABLE IF NOT EXISTS issues (
     updated_at REAL NOT NULL
 );
 """
+
+# _MIGRATIONS[n] takes a file from version n to n + 1, in one transaction.
+_MIGRATIONS: list[tuple[str, ...]] = [
+    # 1: what `scopeguard relabels` exports. Where a person's label stands, `predicted` is
+    # backfilled from the last verdict the events table still holds (done events are kept
+    # SCOPEGUARD_KEEP_DAYS; one scan of it per such issue), elsewhere it is `applied`;
+    # `human_key` is filled in by the service at start, which knows the label names.
+    ("ALTER TABLE issues ADD COLUMN predicted TEXT NOT NULL DEFAULT ''",  # scopeguard's label
+     "ALTER TABLE issues ADD COLUMN human_key TEXT NOT NULL DEFAULT ''",  # `human` as a label
+     "ALTER TABLE issues ADD COLUMN human_at REAL",  # when a person's `human` was first seen
+     "UPDATE issues SET predicted = applied, human_at = CASE WHEN human != '' "
+     "THEN updated_at END",
+     r"""UPDATE issues SET predicted = coalesce((
+            SELECT substr(e.outcome, 1, instr(e.outcome, ' (') - 1) FROM events AS e
+            WHERE e.issue_key = issues.key AND e.state = 'done'
+              AND (e.outcome LIKE 'core (%' OR e.outcome LIKE 'generalizable (%'
+                   OR e.outcome LIKE 'one\_off (%' ESCAPE '\')
+            ORDER BY e.finished_at DESC LIMIT 1), '') WHERE human != ''"""),
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class QueueError(ScopeguardError):
@@ -114,6 +140,7 @@ class EventQueue:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn().executescript(_SCHEMA)  # executescript commits by itself
+        self._migrate()
 
     # --- connections -----------------------------------------------------------------------
 
@@ -142,6 +169,20 @@ class EventQueue:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION (BEGIN IMMEDIATE: one process does it)."""
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise QueueError(f"{self.path} was written by a newer scopeguard (queue schema "
+                                 f"{version}, this one knows {SCHEMA_VERSION}). Fix: upgrade "
+                                 "scopeguard, or give this one its own --queue file.")
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def lock(self) -> None:
         """Take the file's process lock: one service process per queue file.
@@ -411,9 +452,106 @@ class IssueStore:
             "SELECT comment_id, applied FROM issues WHERE key = ?", (key,)).fetchone()
         return Seen(key, *(row or ("", "")))
 
-    def record_write_back(self, key: str, comment_id: str, applied: str, human: str = "") -> None:
-        """What write-back left on the issue; ``human`` records a person's relabel, the
-        correction to scopeguard's verdict that ``scopeguard calibrate`` can learn from."""
+    def record_write_back(self, key: str, comment_id: str, applied: str, human: str = "", *,
+                          predicted: str = "", human_key: str = "") -> None:
+        """What write-back left on the issue.
+
+        ``human`` is a scope label a person set (the Jira label) and ``human_key`` its
+        verdict label: a person's decision, next to scopeguard's ``predicted`` one, that
+        ``scopeguard relabels`` exports for ``scopeguard calibrate``. The time a person's
+        label was first seen is kept while that label stands.
+        """
         with self.queue._tx() as conn:
-            conn.execute("UPDATE issues SET comment_id = ?, applied = ?, human = ? WHERE key = ?",
-                         (comment_id, applied, human, key))
+            # SET expressions read the row as it was, so `human` below is the old label.
+            conn.execute(
+                "UPDATE issues SET comment_id = ?, applied = ?, predicted = ?, human_at = "
+                "CASE WHEN ? = '' THEN NULL WHEN human = ? AND human_at IS NOT NULL "
+                "THEN human_at ELSE ? END, human = ?, human_key = ? WHERE key = ?",
+                (comment_id, applied, predicted, human, human, time.time(), human,
+                 human_key if human else "", key))
+
+    def resolve_human_keys(self, label_names: Mapping[str, str]) -> int:
+        """Fill in ``human_key`` where only the Jira label was recorded (files from before
+        schema 1); ``label_names``: Jira label by verdict label. Returns the rows filled."""
+        filled = 0
+        with self.queue._tx() as conn:
+            for key, name in label_names.items():
+                filled += conn.execute(
+                    "UPDATE issues SET human_key = ? WHERE human_key = '' AND human != '' "
+                    "AND lower(human) = lower(?)", (key, name)).rowcount
+        return filled
+
+
+# --- relabels, for calibration -----------------------------------------------------------------
+
+RELABEL_FIELDS = ("id", "title", "body", "author", "customer", "created_at", "url")
+
+
+@dataclass
+class Relabels:
+    """The people's decisions a queue file holds, as rows of a labelled backlog."""
+
+    rows: list[dict[str, str]]
+    unresolved: list[str]  # issues whose person's label matched no label name at record time
+
+
+def read_relabels(path: str | Path) -> Relabels:
+    """The issues of a queue file on which a person's scope label stands, oldest first.
+
+    Each row is a labelled backlog line for ``scopeguard calibrate --labels``: the request
+    as the service last classified it (customer resolved by the positioning file), the
+    person's ``label`` (core, generalizable or one_off), scopeguard's ``predicted`` one,
+    and ``recorded_at`` (UTC), when the person's label was first seen. The file is opened
+    read-only, so this works while ``scopeguard serve`` runs on it.
+
+    Example::
+
+        for row in read_relabels("scopeguard-queue.db").rows:
+            print(json.dumps(row))
+    """
+    source = Path(path)
+    fix = ("Fix: pass the --queue file that scopeguard serve uses (SCOPEGUARD_QUEUE; default "
+           "scopeguard-queue.db).")
+    if not source.is_file():
+        raise QueueError(f"{source}: no such queue file. {fix}")
+    try:
+        conn = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise QueueError(f"{source}: cannot open the queue file ({exc}). {fix}") from None
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "issues" not in tables:
+            raise QueueError(f"{source} is not a scopeguard serve queue file (no issues "
+                             f"table). {fix}")
+        if version < SCHEMA_VERSION:
+            raise QueueError(
+                f"{source} was written by an older scopeguard serve, which kept no record of "
+                "its verdicts next to people's labels. Fix: start scopeguard serve (this "
+                "version) on it once: it upgrades the file and fills the records in, then "
+                "export again.")
+        if version > SCHEMA_VERSION:
+            raise QueueError(f"{source} was written by a newer scopeguard (queue schema "
+                             f"{version}). Fix: upgrade scopeguard.")
+        found = conn.execute(
+            "SELECT key, request, human_key, predicted, human_at FROM issues "
+            "WHERE human != '' ORDER BY human_at, key").fetchall()
+    except sqlite3.Error as exc:
+        raise QueueError(f"{source}: cannot read the queue file ({exc}). {fix}") from None
+    finally:
+        conn.close()
+    rows, unresolved = [], []
+    for key, text, label, predicted, at in found:
+        if label not in LABELS:
+            unresolved.append(key)
+            continue
+        request = json.loads(text)
+        rows.append({**{f: str(request.get(f) or "") for f in RELABEL_FIELDS}, "label": label,
+                     "predicted": predicted, "recorded_at": _utc(at)})
+    return Relabels(rows, unresolved)
+
+
+def _utc(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -7,16 +7,17 @@ Routes:
   (or a Jira Automation "Send web request"). Authenticated by the webhook secret
   (``X-Hub-Signature: sha256=<HMAC-SHA256 of the raw body>``, what Jira sends when the
   webhook has a secret) or by a shared token (``Authorization: Bearer <token>``,
-  ``X-Scopeguard-Token: <token>`` or ``?token=``), compared in constant time. The answer
-  is 202 once the event is in the SQLite queue; 200 for a delivery id seen before; 202
-  with ``"status": "ignored"`` for events the positioning file's ``jira:`` section does
-  not watch; 401 unauthenticated, 413 too large, 400 malformed, with a message.
+  ``X-Scopeguard-Token: <token>`` or ``?token=``), compared in constant time
+  (:mod:`.jira_auth`). The answer is 202 once the event is in the SQLite queue; 200 for
+  a delivery id seen before; 202 with ``"status": "ignored"`` for events the positioning
+  file's ``jira:`` section does not watch; 401 unauthenticated, 413 too large, 400
+  malformed, with a message.
 - ``GET /healthz``: 200 while the worker is loading or ready, 503 if it failed to start.
-- ``GET /metrics``: Prometheus text format.
+- ``GET /metrics``: Prometheus text format (:mod:`.jira_metrics`).
 
 The worker reads the issue fresh from Jira (a webhook can arrive late or out of order),
 classifies it with demand from the other issues the service has seen (kept in the same
-SQLite file), and writes back through :mod:`scopeguard.integrations.jira_client`.
+SQLite file, :mod:`.jira_queue`), and writes back through :mod:`.jira_client`.
 
 Run it with ``scopeguard serve`` (see ``scopeguard serve --help``), or with
 ``uvicorn --factory scopeguard.integrations.jira_service:app_from_env``.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -44,6 +44,8 @@ from scopeguard.backlog import check_request, is_feature_request
 from scopeguard.errors import InputError, ScopeguardError
 from scopeguard.positioning import Positioning
 
+from .jira_auth import authenticate
+from .jira_auth import sign as sign  # re-exported: bench/webhook.py imports it from here
 from .jira_client import (
     ISSUE_FIELDS,
     JiraClient,
@@ -53,9 +55,11 @@ from .jira_client import (
     JiraRequestError,
     fetch_issues,
     issue_to_request,
+    jira_label,
     make_jira,
     write_back,
 )
+from .jira_metrics import Metrics
 from .jira_queue import Event, EventQueue, IssueStore
 
 log = logging.getLogger("scopeguard.serve")
@@ -130,35 +134,7 @@ class ServiceSettings:
         return [s for s in (self.webhook_secret, self.webhook_token) if s]
 
 
-# --- authentication and payloads -----------------------------------------------------------
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Hub-Signature`` value Jira sends for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def authenticate(settings: ServiceSettings, headers: Mapping[str, str],
-                 query: Mapping[str, str], body: bytes) -> tuple[str, str]:
-    """("signature" | "token", "") when authentic, else ("", why) for the 401 answer."""
-    signature = headers.get("x-hub-signature", "").strip()
-    if signature and settings.webhook_secret:
-        if hmac.compare_digest(signature.lower().encode(),
-                               sign(settings.webhook_secret, body).encode()):
-            return "signature", ""
-        return "", ("the X-Hub-Signature does not match the body. Fix: set the Jira webhook's "
-                    "secret to the value of SCOPEGUARD_WEBHOOK_SECRET.")
-    auth = headers.get("authorization", "")
-    given = (auth[7:].strip() if auth.lower().startswith("bearer ") else
-             headers.get("x-scopeguard-token", "").strip() or query.get("token", ""))
-    if given and settings.webhook_token:
-        if hmac.compare_digest(given.encode(), settings.webhook_token.encode()):
-            return "token", ""
-        return "", ("the token does not match. Fix: send the value of "
-                    "SCOPEGUARD_WEBHOOK_TOKEN in 'Authorization: Bearer <token>'.")
-    return "", ("the webhook is not signed and carries no token. Fix: give the Jira webhook "
-                "the secret in SCOPEGUARD_WEBHOOK_SECRET (Jira then sends X-Hub-Signature), or "
-                "send 'Authorization: Bearer <SCOPEGUARD_WEBHOOK_TOKEN>' from Jira Automation.")
+# --- payloads ------------------------------------------------------------------------------
 
 
 class BadWebhook(InputError):
@@ -242,76 +218,6 @@ def watch_reason(positioning: Positioning, project: str, issue_type: str) -> str
             t.lower() for t in jira.issue_types}:
         return f"issue type {issue_type!r} is not in jira.issue_types"
     return ""
-
-
-# --- metrics ---------------------------------------------------------------------------------
-
-
-class Metrics:
-    """Counters and histograms in the Prometheus text format, without a dependency."""
-
-    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-               60, 300)
-    HELP = {
-        "scopeguard_webhooks_received_total": ("counter", "Authenticated webhooks, by result."),
-        "scopeguard_webhooks_rejected_total": ("counter", "Webhooks refused, by reason."),
-        "scopeguard_events_processed_total": ("counter", "Events processed, by outcome."),
-        "scopeguard_events_retried_total": ("counter", "Events put back after an error."),
-        "scopeguard_events_failed_total": ("counter", "Events given up after every attempt."),
-        "scopeguard_webhook_accept_seconds": ("histogram", "Time to answer a webhook."),
-        "scopeguard_event_latency_seconds": ("histogram",
-                                             "From webhook received to write-back done."),
-    }
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        self.histograms: dict[str, list[float]] = {}
-
-    def inc(self, name: str, value: float = 1, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        with self._lock:
-            self.counters[key] = self.counters.get(key, 0) + value
-
-    def observe(self, name: str, seconds: float) -> None:
-        with self._lock:
-            h = self.histograms.setdefault(name, [0.0] * (len(self.BUCKETS) + 2))
-            for i, bound in enumerate(self.BUCKETS):
-                if seconds <= bound:
-                    h[i] += 1
-            h[-2] += seconds
-            h[-1] += 1
-
-    def value(self, name: str, **labels: str) -> float:
-        with self._lock:
-            return self.counters.get((name, tuple(sorted(labels.items()))), 0)
-
-    def render(self, gauges: Mapping[str, tuple[str, float]]) -> str:
-        out: list[str] = []
-        with self._lock:
-            for name, (kind, text) in self.HELP.items():
-                out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-                if kind == "counter":
-                    rows = [(k[1], v) for k, v in self.counters.items() if k[0] == name]
-                    for labels, v in sorted(rows) or [((), 0.0)]:
-                        out.append(f"{name}{_labels(labels)} {v:g}")
-                else:
-                    h = self.histograms.get(name, [0.0] * (len(self.BUCKETS) + 2))
-                    for bound, count in zip(self.BUCKETS, h, strict=False):
-                        out.append(f'{name}_bucket{{le="{bound:g}"}} {count:g}')
-                    out += [f'{name}_bucket{{le="+Inf"}} {h[-1]:g}', f"{name}_sum {h[-2]:.6f}",
-                            f"{name}_count {h[-1]:g}"]
-        for name, (text, value) in gauges.items():
-            out += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
-        return "\n".join(out) + "\n"
-
-
-def _labels(labels: Sequence[tuple[str, str]]) -> str:
-    if not labels:
-        return ""
-    quoted = ",".join(f'{k}="{v.replace(chr(92), "/").replace(chr(34), chr(39))}"'
-                      for k, v in labels)
-    return "{" + quoted + "}"
 
 
 # --- logging that cannot leak a secret ---------------------------------------------------------
@@ -450,6 +356,12 @@ class Service:
                 # loop and the Jira I/O (3x fewer events/s on 2 cores, bench/webhook.py).
                 torch.set_num_threads(self.settings.torch_threads)
             self.store = IssueStore(self.queue, self.guard.embedder.model_id)
+            # People's labels recorded before the queue file kept their verdict label.
+            resolved = self.store.resolve_human_keys(
+                {k: jira_label(name) for k, name in self.positioning.labels.items()})
+            if resolved:
+                log.info("queue %s: %d people's labels matched to verdict labels",
+                         self.settings.queue, resolved)
             if self.store.stale:  # stored under another model: embed them again, once
                 self._remember_all(self.store.stale)
             if self.settings.seed_jql:
@@ -605,7 +517,8 @@ class Service:
                                 self.positioning.labels, request.labels,
                                 applied=seen.applied, comment_hint=seen.comment_id)
             self.store.record_write_back(key, result.comment_id, result.applied,
-                                         result.human_label)
+                                         result.human_label, predicted=verdict.label,
+                                         human_key=result.human_key)
         return f"{verdict.label} ({verdict.confidence:.0%}): {result.summary()}"
 
     def gauges(self) -> dict[str, tuple[str, float]]:
@@ -668,7 +581,8 @@ def create_app(service: Service) -> Any:
             return answer(413, started, error=f"the body is larger than {settings.max_body} "
                           "bytes. Fix: raise --max-body (SCOPEGUARD_MAX_BODY) if real issues "
                           "are this large.")
-        how, why = authenticate(settings, request.headers, request.query_params, body)
+        how, why = authenticate(request.headers, request.query_params, body,
+                                secret=settings.webhook_secret, token=settings.webhook_token)
         if not how:
             metrics.inc("scopeguard_webhooks_rejected_total", reason="unauthorized")
             log.warning("rejected a webhook from %s: %s", peer, why.split(". Fix")[0])

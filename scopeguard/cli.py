@@ -488,5 +488,45 @@ def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_fla
                 timeout_graceful_shutdown=30)
 
 
+@cli.command()
+@click.option("--queue", "queue_path", default="scopeguard-queue.db", show_default=True,
+              type=click.Path(dir_okay=False), envvar="SCOPEGUARD_QUEUE",
+              help="The queue file of scopeguard serve. [env: SCOPEGUARD_QUEUE]")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the JSONL here instead of standard output.")
+@friendly_errors
+def relabels(queue_path, output) -> None:
+    """Export the scope labels people set on Jira issues, for 'scopeguard calibrate'.
+
+    scopeguard serve leaves a scope label that a person set on an issue and records it in
+    its queue file. This writes those decisions as a labelled backlog (JSONL: id, title,
+    body, author, customer, created_at, url, label = the person's, predicted =
+    scopeguard's, recorded_at), which 'scopeguard calibrate --labels FILE' reads. The
+    queue file is opened read-only, so serve may keep running.
+    """
+    from collections import Counter
+
+    from .integrations.jira_queue import read_relabels
+
+    found = read_relabels(queue_path)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in found.rows)
+    if output and output != "-":
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    counts = Counter(row["label"] for row in found.rows)
+    by_label = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"
+    differ = sum(row["label"] != row["predicted"] for row in found.rows)
+    where = f" to {output}" if output and output != "-" else ""
+    click.echo(f"wrote {len(found.rows)} people's labels{where} ({by_label}; {differ} differ "
+               "from scopeguard's verdict).", err=True)
+    if found.unresolved:
+        click.echo(f"skipped {len(found.unresolved)} issue(s) whose person's label matches no "
+                   f"label name of the positioning file ({', '.join(found.unresolved[:5])}). "
+                   "Fix: start scopeguard serve on the queue once with the positioning file "
+                   "whose label names they carry.", err=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli()

@@ -564,7 +564,7 @@ class ServiceProcess:
              secret: str | None = None, token: str | None = None,
              headers: dict[str, str] | None = None, path: str = "/webhooks/jira") -> Any:
         """POST a webhook: ``payload`` (dict, or raw bytes) signed with the secret by default."""
-        from scopeguard.integrations.jira_service import sign as signature
+        from scopeguard.integrations.jira_auth import sign as signature
 
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sent = {"Content-Type": "application/json", **(headers or {})}

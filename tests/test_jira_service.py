@@ -9,12 +9,16 @@ import json
 import re
 import sqlite3
 import time
+from collections import Counter
 
 import pytest
 from fake_jira import CUSTOMER_FIELD, FakeJira, ServiceProcess, adf_problem, issue_event
 from scopeguard.integrations import jira_client as jc
+from scopeguard.integrations import jira_format as jf
+from scopeguard.integrations import jira_queue
+from scopeguard.integrations.jira_auth import sign
 from scopeguard.integrations.jira_queue import EventQueue, QueueError
-from scopeguard.integrations.jira_service import parse_webhook, sign
+from scopeguard.integrations.jira_service import parse_webhook
 
 from scopeguard import render
 from scopeguard.cli import cli
@@ -354,6 +358,85 @@ def test_cloud_comment_is_adf_and_updated_in_place(cloud):
     assert API_TOKEN not in cloud.log_text()
 
 
+# --- relabels: people's labels feed calibration ------------------------------------------------
+
+
+WAITLIST = ("Waitlist for cancelled appointment slots",
+            "When an owner cancels, offer the freed slot to owners on a waitlist for that vet and "
+            "day, by SMS, first come first served.")
+RELABEL_FIELDS = ["id", "title", "body", "author", "customer", "created_at", "url", "label",
+                  "predicted", "recorded_at"]
+
+
+def test_relabels_from_jira_feed_calibrate(cloud, config, runner, tmp_path):
+    """A person replaces scopeguard's label on Jira; `scopeguard relabels` exports the
+    decision from the running service's queue file; `scopeguard calibrate` learns from it."""
+    jira = cloud.jira
+    asks = {"PAW-40": BOOSTER, "PAW-41": LAB, "PAW-42": WHATSAPP, "PAW-43": WAITLIST,
+            "PAW-44": BOOSTER}
+    for n, (key, ask) in enumerate(asks.items()):
+        jira.add_issue(key, *ask, customer=f"Clinic {n}", reporter=f"pm{n}@clinic.example")
+        processed(cloud, cloud.post(issue_event(key), delivery=f"rl-{key}").json()["delivery"])
+    predicted = {key: marker_label(jira.comment_texts(key)[0]) for key in asks}
+    # A person relabels four of them (PAW-44 keeps scopeguard's label): each pair of
+    # decisions differs, so every calibration fold sees two labels.
+    decided: dict[str, str] = {}
+    last = ""
+    for n, key in enumerate(list(asks)[:4]):
+        options = [label for label in JIRA_LABELS if label != predicted[key]]
+        choice = options[0] if n % 2 == 0 else next(o for o in options if o != last)
+        decided[key] = last = choice
+        jira.update_issue(key, labels=["clinic-request", JIRA_LABELS[choice]])
+        hook = issue_event(key, "jira:issue_updated", changed=("labels",))
+        processed(cloud, cloud.post(hook, delivery=f"rl-{key}-relabel").json()["delivery"])
+        assert jira.labels(key) == ["clinic-request", JIRA_LABELS[choice]]  # it stands
+        assert "A person's label stands:" in jira.comment_texts(key)[0]
+
+    out = tmp_path / "jira-relabels.jsonl"
+    result = runner.invoke(cli, ["relabels", "--queue", cloud.queue, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote 4 people's labels" in result.stderr and "4 differ" in result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["id"] for r in rows} == set(decided)  # PAW-44 and the other issues: none
+    for row in rows:
+        key = row["id"]
+        assert list(row) == RELABEL_FIELDS
+        assert (row["label"], row["predicted"]) == (decided[key], predicted[key])
+        assert (row["title"], row["body"]) == asks[key]
+        assert row["customer"] == f"Clinic {list(asks).index(key)}"  # by the customer field
+        assert row["url"] == f"{jira.url}/browse/{key}"
+        assert row["author"].endswith("@clinic.example") and row["created_at"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["recorded_at"])
+    # A later edit keeps the person's label, and the time it was first seen.
+    first = rows[0]["id"]
+
+    def human_at() -> tuple:
+        conn = sqlite3.connect(cloud.queue)
+        try:
+            return conn.execute("SELECT human_key, human_at FROM issues WHERE key = ?",
+                                (first,)).fetchone()
+        finally:
+            conn.close()
+
+    before = human_at()
+    jira.update_issue(first, description=asks[first][1] + " Thanks!")
+    hook = issue_event(first, "jira:issue_updated", changed=("description",))
+    processed(cloud, cloud.post(hook, delivery="rl-edit").json()["delivery"])
+    assert human_at() == before and before[0] == decided[first]
+    again = runner.invoke(cli, ["relabels", "--queue", cloud.queue])
+    assert again.exit_code == 0
+    assert json.loads(again.stdout.splitlines()[0]) == {**rows[0], "body": asks[first][1] + " Thanks!"}
+
+    calibration = tmp_path / "calibration.json"
+    result = runner.invoke(cli, ["calibrate", "--labels", str(out), "-c", str(config), "--out",
+                                 str(calibration), "--db", str(tmp_path / "cache.db")],
+                           env={"SCOPEGUARD_MODEL": "hashing"})
+    assert result.exit_code == 0, result.output
+    assert "fitted on 4 requests" in result.output
+    fitted = json.loads(calibration.read_text())["fitted_on"]
+    assert fitted["n"] == 4 and fitted["labels"] == dict(Counter(decided.values()))
+
+
 # --- the CLI -----------------------------------------------------------------------------------
 
 
@@ -479,7 +562,7 @@ MARKDOWN = "\n".join([
 
 
 def test_wiki_markup_escapes_what_requesters_wrote():
-    wiki = jc.to_wiki(MARKDOWN)
+    wiki = jf.to_wiki(MARKDOWN)
     assert wiki.startswith("h3. scopeguard: *One-off custom* ({{scope:one-off}})")
     assert r"\*Acme\* \{panel\} \[x\|http://evil.example\]" in wiki
     assert r"feature_fit \-now\-" in wiki  # inside words left alone, at edges escaped
@@ -491,11 +574,11 @@ def test_wiki_markup_escapes_what_requesters_wrote():
 
 
 def test_adf_document_is_valid_and_keeps_the_markers():
-    doc = jc.to_adf(MARKDOWN)
+    doc = jf.to_adf(MARKDOWN)
     assert adf_problem(doc) == ""
     kinds = [n["type"] for n in doc["content"]]
     assert kinds[:3] == ["heading", "paragraph", "bulletList"] and "table" in kinds
-    text = jc.adf_text(doc)
+    text = jf.adf_text(doc)
     assert "*Acme* {panel} [x|http://evil.example]" in text  # ADF needs no escaping
     assert render.COMMENT_MARKER in text and marker_label(text) == "one_off"
     link = doc["content"][kinds.index("bulletList", 3)]["content"][0]["content"][0]["content"][0]
@@ -544,3 +627,101 @@ def test_queue_survives_a_crash(tmp_path):
     assert successor.release_leases() == 1
     event = successor.claim("next-process")
     assert event.payload == b"payload" and event.attempts == 2
+
+
+# Written before the queue file was versioned: people's labels, but not scopeguard's verdict.
+OLD_ISSUE = ("INSERT INTO issues (key, request, model, comment_id, applied, human, updated_at) "
+             "VALUES (?, ?, 'hashing', '10001', ?, ?, 1700000000)")
+
+
+def test_old_queue_files_are_migrated_and_their_relabels_exported(tmp_path, runner):
+    path = tmp_path / "queue.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(jira_queue._SCHEMA)  # the first shipped layout, user_version 0
+    for key, applied, human in (("PAW-1", "", "scope:one-off"), ("PAW-2", "", "triage:later"),
+                                ("PAW-3", "generalizable", "")):
+        request = {"id": key, "title": f"Request {key}", "body": "Body", "customer": "Oakfield"}
+        conn.execute(OLD_ISSUE, (key, json.dumps(request), applied, human))
+    conn.execute("INSERT INTO events (delivery_id, issue_key, state, received_at, available_at, "
+                 "finished_at, outcome) VALUES ('d1', 'PAW-1', 'done', 1, 1, 2, "
+                 "'core (81%): kept scope:one-off (set by a person); comment created')")
+    conn.commit()
+    conn.close()
+    result = runner.invoke(cli, ["relabels", "--queue", str(path)])
+    assert result.exit_code == 2 and "older scopeguard serve" in result.stderr
+    assert "start scopeguard serve" in result.stderr
+
+    queue = EventQueue(path)  # what scopeguard serve opens: the file is upgraded
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (jira_queue.SCHEMA_VERSION,)
+    assert conn.execute("SELECT key, predicted, human_key, human_at FROM issues ORDER BY key"
+                        ).fetchall() == [("PAW-1", "core", "", 1700000000.0),
+                                         ("PAW-2", "", "", 1700000000.0),
+                                         ("PAW-3", "generalizable", "", None)]
+    conn.close()
+    assert jira_queue.read_relabels(path).unresolved == ["PAW-1", "PAW-2"]
+    # At start, the service matches people's labels to the positioning file's label names.
+    store = jira_queue.IssueStore(queue, "hashing")
+    assert store.resolve_human_keys(JIRA_LABELS) == 1
+    queue.close()
+    EventQueue(path).close()  # opening an upgraded file again changes nothing
+
+    result = runner.invoke(cli, ["relabels", "--queue", str(path)])
+    assert result.exit_code == 0, result.output
+    [row] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row == {"id": "PAW-1", "title": "Request PAW-1", "body": "Body", "author": "",
+                   "customer": "Oakfield", "created_at": "", "url": "", "label": "one_off",
+                   "predicted": "core", "recorded_at": "2023-11-14T22:13:20Z"}
+    assert "skipped 1 issue(s)" in result.stderr and "PAW-2" in result.stderr
+
+    missing = runner.invoke(cli, ["relabels", "--queue", str(tmp_path / "nope.db")])
+    assert missing.exit_code == 2 and "no such queue file" in missing.stderr
+    (tmp_path / "notes.db").write_text("not a database")
+    garbage = runner.invoke(cli, ["relabels", "--queue", str(tmp_path / "notes.db")])
+    assert garbage.exit_code == 2 and "Fix: pass the --queue file" in garbage.stderr
+
+
+class RecordingSocket:
+    """A socket that records what each ``sendall`` wrote."""
+
+    def __init__(self, sock):
+        self.sock, self.writes = sock, []
+
+    def sendall(self, data):
+        self.writes.append(bytes(data))
+        return self.sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_request_leaves_in_one_write():
+    """A killed service must leave Jira a whole POST or none (tests/test_jira_load.py): urllib3
+    writes headers and body separately, and a kill between the two left Jira a bodiless POST
+    while the restarted service posted the comment again."""
+    from urllib3.connection import HTTPConnection
+
+    with FakeJira(flavour="server", pat=PAT) as jira:
+        jira.add_issue("PAW-1", "A request")
+        port = int(jira.url.rsplit(":", 1)[1])
+        whole = jc.whole_request_adapter().pool_classes["http"].ConnectionCls
+        writes = {}
+        for cls in (HTTPConnection, whole):
+            conn = cls("127.0.0.1", port)
+            conn.connect()
+            conn.sock = recording = RecordingSocket(conn.sock)
+            conn.request("POST", "/rest/api/2/issue/PAW-1/comment", body='{"body": "hi"}',
+                         headers={"Content-Type": "application/json",
+                                  "Authorization": f"Bearer {PAT}"})
+            assert conn.getresponse().status == 201
+            conn.close()
+            writes[cls] = recording.writes
+        assert len(writes[HTTPConnection]) == 2  # urllib3 alone: headers, then the body
+        [one] = writes[whole]
+        assert one.startswith(b"POST /rest/api/2/issue/PAW-1/comment ")
+        assert one.endswith(b'\r\n\r\n{"body": "hi"}')
+        client = jc.make_jira(jira.url, pat=PAT, environ={})
+        assert isinstance(client.jira._session.get_adapter(jira.url), jc.whole_request_adapter())
+        assert client.add_comment("PAW-1", "via the client")["id"]
+        client.get_issue("PAW-1")  # a request without a body goes out as before
+        assert jira.comment_texts("PAW-1") == ["hi", "hi", "via the client"]

@@ -1,0 +1,215 @@
+"""scopeguard's Markdown comment in Jira's two comment formats, and ADF back to text.
+
+Server/Data Center take wiki markup (REST API v2): :func:`to_wiki` escapes what requesters
+wrote, so a request title cannot inject markup. Cloud takes an Atlassian Document Format
+document (REST API v3): :func:`to_adf`. Neither format can hide text, so the hidden
+marker lines (``render.COMMENT_MARKER``, ``render.LABEL_MARKER``) become a grey footer,
+kept verbatim so that scopeguard finds its comment again. :func:`adf_text` reads an ADF
+body (a Cloud description or comment) back as plain text.
+
+Only the Markdown that ``render.to_markdown`` writes is understood: headings, bullet
+lists, pipe tables, quotes, ``<details>`` summaries, ``<sub>`` footers, and inline
+bold, code and links.
+
+Example::
+
+    body = to_adf(markdown) if client.cloud else to_wiki(markdown)
+    assert render.COMMENT_MARKER in adf_text(to_adf(markdown))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+# --- Markdown to wiki markup and ADF ---------------------------------------------------------
+
+_INLINE = re.compile(r"\*\*(?P<strong>.+?)\*\*|`(?P<code>[^`]+)`"
+                     r"|\[(?P<text>[^\]]+)\]\((?P<href>https?://[^)\s]+)\)")
+# Markup characters to escape in free text; '-' and '_' only where they could open or close
+# strike-through or emphasis (not inside words like "in-house" or "feature_fit").
+_WIKI_SPECIAL = re.compile(r"([\\*{}\[\]|^~+!#]|\?(?=\?)|(?<![A-Za-z0-9])[-_]|[-_](?![A-Za-z0-9]))")
+_MARKER_LINE = re.compile(r"^\s*<!--.*-->\s*$")
+_SEPARATOR = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
+
+
+def _blocks(markdown: str) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The Markdown scopeguard writes as (kind, content) blocks, and its hidden marker lines."""
+    blocks: list[tuple[str, Any]] = []
+    markers: list[str] = []
+    para: list[str] = []
+
+    def flush() -> None:
+        if para:
+            blocks.append(("p", " ".join(para)))
+            para.clear()
+
+    for raw in markdown.split("\n"):
+        line = raw.rstrip()
+        if _MARKER_LINE.match(line):
+            flush()
+            markers.append(line.strip())
+        elif not line.strip() or line.strip() == "</details>":
+            flush()
+        elif line.startswith("#"):
+            flush()
+            blocks.append(("h", line.lstrip("#").strip()))
+        elif line.startswith("- "):
+            flush()
+            if blocks and blocks[-1][0] == "ul":
+                blocks[-1][1].append(line[2:])
+            else:
+                blocks.append(("ul", [line[2:]]))
+        elif line.startswith("|"):
+            flush()
+            if _SEPARATOR.match(line):
+                continue
+            cells = [c.strip().replace("\\|", "|")
+                     for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            if blocks and blocks[-1][0] == "table":
+                blocks[-1][1].append(cells)
+            else:
+                blocks.append(("table", [cells]))
+        elif line.startswith(">"):
+            flush()
+            blocks.append(("quote", line.lstrip("> ").strip()))
+        elif line.startswith("<details>"):
+            flush()
+            summary = re.sub(r"</?(details|summary)>", "", line).strip()
+            blocks.append(("p", f"**{summary}**"))
+        elif line.startswith("<sub>"):
+            flush()
+            blocks.append(("small", re.sub(r"</?sub>", "", line).strip()))
+        else:
+            para.append(line.strip())
+    flush()
+    return blocks, markers
+
+
+def _wiki_inline(text: str) -> str:
+    out, at = [], 0
+    for m in _INLINE.finditer(text):
+        out.append(_WIKI_SPECIAL.sub(r"\\\1", text[at:m.start()]))
+        if m.group("strong") is not None:
+            out.append("*" + _wiki_inline(m.group("strong")) + "*")
+        elif m.group("code") is not None:
+            out.append("{{" + _WIKI_SPECIAL.sub(r"\\\1", m.group("code")) + "}}")
+        else:
+            label = _WIKI_SPECIAL.sub(r"\\\1", m.group("text"))
+            out.append(f"[{label}|{m.group('href')}]")
+        at = m.end()
+    out.append(_WIKI_SPECIAL.sub(r"\\\1", text[at:]))
+    return "".join(out)
+
+
+def to_wiki(markdown: str) -> str:
+    """scopeguard's Markdown comment as Jira wiki markup (Server/Data Center).
+
+    Request titles and evidence are escaped, so a title cannot inject markup. The hidden
+    marker lines become a grey footer, kept verbatim so the comment can be found again.
+    """
+    blocks, markers = _blocks(markdown)
+    out = []
+    for kind, content in blocks:
+        if kind == "h":
+            out.append("h3. " + _wiki_inline(content))
+        elif kind == "ul":
+            out.append("\n".join("* " + _wiki_inline(item) for item in content))
+        elif kind == "table":
+            rows = ["||" + "||".join(_wiki_inline(c) or " " for c in content[0]) + "||"]
+            rows += ["|" + "|".join(_wiki_inline(c) or " " for c in row) + "|"
+                     for row in content[1:]]
+            out.append("\n".join(rows))
+        elif kind == "quote":
+            out.append("bq. " + _wiki_inline(content))
+        elif kind == "small":
+            out.append("_" + _wiki_inline(content) + "_")
+        else:
+            out.append(_wiki_inline(content))
+    if markers:
+        out.append("{color:#97a0af}" + " ".join(markers) + "{color}")
+    return "\n\n".join(out)
+
+
+def _adf_inline(text: str, marks: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    nodes: list[dict[str, Any]] = []
+
+    def add(t: str, extra: Sequence[dict[str, Any]] = ()) -> None:
+        if t:
+            all_marks = [*marks, *extra]
+            nodes.append({"type": "text", "text": t, **({"marks": all_marks} if all_marks
+                                                          else {})})
+
+    at = 0
+    for m in _INLINE.finditer(text):
+        add(text[at:m.start()])
+        if m.group("strong") is not None:
+            nodes += _adf_inline(m.group("strong"), [*marks, {"type": "strong"}])
+        elif m.group("code") is not None:
+            add(m.group("code"), [{"type": "code"}])
+        else:
+            add(m.group("text"), [{"type": "link", "attrs": {"href": m.group("href")}}])
+        at = m.end()
+    add(text[at:])
+    return nodes
+
+
+def _para(text: str, marks: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    return {"type": "paragraph", "content": _adf_inline(text, marks)}
+
+
+def to_adf(markdown: str) -> dict[str, Any]:
+    """scopeguard's Markdown comment as an ADF document (Jira Cloud, REST API v3)."""
+    blocks, markers = _blocks(markdown)
+    content: list[dict[str, Any]] = []
+    for kind, body in blocks:
+        if kind == "h":
+            content.append({"type": "heading", "attrs": {"level": 3},
+                            "content": _adf_inline(body)})
+        elif kind == "ul":
+            content.append({"type": "bulletList", "content": [
+                {"type": "listItem", "content": [_para(item)]} for item in body]})
+        elif kind == "table":
+            def row(cells: list[str], cell_type: str) -> dict[str, Any]:
+                return {"type": "tableRow", "content": [
+                    {"type": cell_type, "attrs": {}, "content": [_para(c)]} for c in cells]}
+            content.append({"type": "table", "attrs": {"isNumberColumnEnabled": False,
+                                                       "layout": "default"},
+                            "content": [row(body[0], "tableHeader"),
+                                        *(row(r, "tableCell") for r in body[1:])]})
+        elif kind == "quote":
+            content.append({"type": "blockquote", "content": [_para(body)]})
+        elif kind == "small":
+            content.append(_para(body, [{"type": "em"}]))
+        else:
+            content.append(_para(body))
+    if markers:
+        content.append(_para(" ".join(markers),
+                             [{"type": "textColor", "attrs": {"color": "#97a0af"}}]))
+    return {"type": "doc", "version": 1, "content": content}
+
+
+
+# --- ADF back to text ------------------------------------------------------------------------
+
+
+def adf_text(node: Any) -> str:
+    """The plain text of an Atlassian Document Format node (blocks on their own lines)."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, list):
+        return "".join(adf_text(n) for n in node)
+    if not isinstance(node, dict):
+        return ""
+    if node.get("type") == "text":
+        return str(node.get("text", ""))
+    if node.get("type") == "hardBreak":
+        return "\n"
+    inner = adf_text(node.get("content") or [])
+    if node.get("type") in ("paragraph", "heading", "listItem", "tableRow", "codeBlock",
+                            "blockquote", "rule"):
+        return inner + "\n"
+    if node.get("type") in ("tableCell", "tableHeader"):
+        return inner.rstrip("\n") + " | "
+    return inner

@@ -45,7 +45,6 @@ from scopeguard.errors import InputError, ScopeguardError
 from scopeguard.positioning import Positioning
 
 from .jira_auth import authenticate
-from .jira_auth import sign as sign  # re-exported: bench/webhook.py imports it from here
 from .jira_client import (
     ISSUE_FIELDS,
     JiraClient,

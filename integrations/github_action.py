@@ -128,8 +128,7 @@ class Thread:
     @property
     def predicted(self) -> str | None:
         """The label scopeguard last gave, or None when it never commented."""
-        found = render.LABEL_MARKER.search(self.body)
-        return found.group(1) if found else None
+        return render.marked_label(self.body)
 
     @property
     def human(self) -> MaintainerLabel | None:
@@ -238,6 +237,7 @@ class Context:
     names: dict[str, str]
     repo: Any
     relabels: Relabels
+    guard: Any = None  # a loaded Scopeguard (the webhook service's); None: load one here
 
 
 def other_requests(ctx: Context, request: Request) -> list[Request]:
@@ -266,9 +266,11 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
                            "positioning file's filters decide).")
     thread = read_thread(issue)
     backlog = other_requests(ctx, request)
-    from scopeguard.runtime import open_scopeguard  # loads the model: only when classifying
+    guard = ctx.guard
+    if guard is None:
+        from scopeguard.runtime import open_scopeguard  # loads the model: only when classifying
 
-    guard = open_scopeguard(positioning=ctx.positioning, db=settings.db)
+        guard = open_scopeguard(positioning=ctx.positioning, db=settings.db)
     verdict = guard.classify(request, backlog)
     name = names[verdict.label]
     report.outputs(label=verdict.label, confidence=f"{verdict.confidence:.3f}",
@@ -369,7 +371,18 @@ def record_relabel(ctx: Context, issue: Any, data: Mapping[str, Any], label: str
 
 def run(settings: Settings, report: Report, env: Mapping[str, str]) -> int:
     """Dispatch the event to a flow, or skip it; returns the exit status."""
-    event = read_event(settings)
+    return handle_event(settings, report, read_event(settings), env)
+
+
+def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
+                 env: Mapping[str, str], *, positioning: Positioning | None = None,
+                 guard: Any = None) -> int:
+    """Handle one ``issues`` event (the Action's, or a webhook delivery of the service).
+
+    Args:
+        positioning: the positioning file; default: the one in the checked-out workspace.
+        guard: a loaded ``Scopeguard`` to classify with; default: load one.
+    """
     action = "dispatch"
     if settings.issue_number is None:
         name = settings.event_name
@@ -390,7 +403,7 @@ def run(settings: Settings, report: Report, env: Mapping[str, str]) -> int:
         number = int(payload["number"])
     else:
         number = settings.issue_number
-    positioning = load_repo_positioning(settings)
+    positioning = positioning or load_repo_positioning(settings)
     names = label_names(positioning, settings.label_overrides)
     client = make_client(settings.token, settings.api_url, **settings_from_env(env))
     repo = get_repository(client, settings.repository)
@@ -400,7 +413,7 @@ def run(settings: Settings, report: Report, env: Mapping[str, str]) -> int:
     if is_pull_request(data):
         return report.skip(f"#{number} is a pull request, not a feature request.")
     relabels = Relabels(repo, positioning, names, settings.relabels_file, settings.dry_run)
-    ctx = Context(settings, report, positioning, names, repo, relabels)
+    ctx = Context(settings, report, positioning, names, repo, relabels, guard)
     label = str((event.get("label") or {}).get("name") or "")
     if action == "labeled" and key_of(label, names):
         return record_relabel(ctx, issue, data, label, event.get("sender") or {})

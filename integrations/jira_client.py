@@ -676,8 +676,8 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     """
     names = {k: jira_label(label_names[k]) for k in LABELS}
     mine = find_comment(client, key, comment_hint)
-    found = render.LABEL_MARKER.search(comment_text(mine[0])) if mine else None
-    ours = {k for k in (found.group(1) if found else "", applied) if k in names}
+    ours = {k for k in (render.marked_label(comment_text(mine[0])) if mine else None, applied)
+            if k in names}
     present = {x.lower(): x for x in issue_labels}
     on_issue = [k for k in LABELS if names[k].lower() in present]
     human = next((k for k in on_issue if k not in ours), None)

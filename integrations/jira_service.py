@@ -12,6 +12,10 @@ Routes:
   a delivery id seen before; 202 with ``"status": "ignored"`` for events the positioning
   file's ``jira:`` section does not watch; 401 unauthenticated, 413 too large, 400
   malformed, with a message.
+- ``POST /webhooks/github``: GitHub ``issues`` webhooks (a GitHub App's, or a repository's
+  or organisation's), signed ``X-Hub-Signature-256`` with
+  ``SCOPEGUARD_GITHUB_WEBHOOK_SECRET``; queued the same way, then handled by the GitHub
+  Action's flow (:mod:`.github_webhook`). 404 when no GitHub secret is configured.
 - ``GET /healthz``: 200 while the worker is loading or ready, 503 if it failed to start.
 - ``GET /metrics``: Prometheus text format (:mod:`.jira_metrics`).
 
@@ -41,9 +45,13 @@ from typing import Any
 
 from scopeguard import render
 from scopeguard.backlog import check_request, is_feature_request
-from scopeguard.errors import InputError, ScopeguardError
+from scopeguard.errors import ConfigError, InputError, ScopeguardError
 from scopeguard.positioning import Positioning
 
+from . import github_webhook
+from .github_client import GitHubNotFoundError
+from .github_webhook import EVENT_PREFIX as GITHUB_EVENT
+from .github_webhook import GitHubAccess
 from .jira_auth import authenticate
 from .jira_client import (
     ISSUE_FIELDS,
@@ -99,6 +107,8 @@ class ServiceSettings:
     jira_flavour: str | None = None
     webhook_secret: str = field(default="", repr=False)
     webhook_token: str = field(default="", repr=False)
+    github_webhook_secret: str = field(default="", repr=False)
+    github_repositories: str = ""  # comma-separated owner/repo; "" takes every repository
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> ServiceSettings:
@@ -121,16 +131,23 @@ class ServiceSettings:
                                       f"{kind.__name__}. Fix: set a valid value or unset "
                                       "it.") from None
         settings = cls(**values)
-        if not settings.webhook_secret and not settings.webhook_token:
+        if not (settings.webhook_secret or settings.webhook_token
+                or settings.github_webhook_secret):
             raise ScopeguardError(
                 "no webhook authentication configured. Fix: set SCOPEGUARD_WEBHOOK_SECRET "
                 "to the secret of the Jira webhook (Jira signs each delivery with it), "
                 "and/or SCOPEGUARD_WEBHOOK_TOKEN to a shared token for Jira Automation's "
-                "'Send web request' (header 'Authorization: Bearer <token>').")
+                "'Send web request' (header 'Authorization: Bearer <token>'); for GitHub, "
+                "SCOPEGUARD_GITHUB_WEBHOOK_SECRET to the GitHub webhook's (or App's) secret.")
         return settings
 
+    @property
+    def repositories(self) -> list[str]:
+        return [r.strip() for r in self.github_repositories.split(",") if r.strip()]
+
     def secrets(self) -> list[str]:
-        return [s for s in (self.webhook_secret, self.webhook_token) if s]
+        return [s for s in (self.webhook_secret, self.webhook_token,
+                            self.github_webhook_secret) if s]
 
 
 # --- payloads ------------------------------------------------------------------------------
@@ -249,16 +266,17 @@ def setup_logging(level: str, secrets: Sequence[str]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # urllib3 would log URLs at DEBUG; the jira library dumps response headers at DEBUG.
-    for noisy in ("urllib3", "jira"):
+    for noisy in ("urllib3", "jira", "github"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
 
 
 def client_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The Jira credentials in the environment, and their basic-auth encoding."""
+    """The Jira and GitHub credentials in the environment, and their basic-auth encoding."""
     env = os.environ if environ is None else environ
     email = env.get("JIRA_EMAIL") or env.get("JIRA_USER") or ""
     token, pat = env.get("JIRA_TOKEN", ""), env.get("JIRA_PAT", "")
-    out = [s for s in (token, pat) if s]
+    out = [s for s in (token, pat, env.get("GITHUB_TOKEN", "").strip(),
+                       env.get("GITHUB_APP_PRIVATE_KEY", "").strip()) if s]
     if email and token:
         out.append(base64.b64encode(f"{email}:{token}".encode()).decode())
     return out
@@ -296,17 +314,29 @@ class Service:
 
     Args:
         settings: what ``scopeguard serve`` was told.
-        client: a Jira client (default: :func:`make_jira` from settings and ``JIRA_*``).
+        client: a Jira client (default: :func:`make_jira` from settings and ``JIRA_*``;
+            none when only GitHub webhooks are configured and no Jira URL is given).
         positioning: the positioning file (default: loaded from ``settings.config``).
+        github: how to reach GitHub (default: ``GITHUB_*`` variables).
     """
 
     def __init__(self, settings: ServiceSettings, client: JiraClient | None = None,
-                 positioning: Positioning | None = None) -> None:
+                 positioning: Positioning | None = None,
+                 github: GitHubAccess | None = None) -> None:
         from scopeguard.runtime import load_config
 
         self.settings = settings
         self.positioning = positioning or load_config(settings.config)
-        self.client = client or make_jira(settings.jira_url, flavour=settings.jira_flavour)
+        self.github = github or GitHubAccess.from_env()
+        if settings.github_webhook_secret and not self.github.configured:
+            raise ScopeguardError(
+                "SCOPEGUARD_GITHUB_WEBHOOK_SECRET is set but scopeguard has no way to write "
+                "to GitHub. Fix: set GITHUB_TOKEN (issues: write, contents: write), or "
+                "GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY for a GitHub App.")
+        jira_wanted = bool(client or settings.jira_url or os.environ.get("JIRA_URL")
+                           or not settings.github_webhook_secret)
+        self.client: JiraClient | None = client or (
+            make_jira(settings.jira_url, flavour=settings.jira_flavour) if jira_wanted else None)
         self.queue = EventQueue(settings.queue, lease=settings.lease,
                                 max_attempts=settings.max_attempts, durable=settings.durable)
         self.queue.lock()
@@ -334,9 +364,15 @@ class Service:
                  released, counts["done"], counts["failed"],
                  f", {requeued} failed queued again" if requeued else "",
                  f", {pruned} old deliveries forgotten" if pruned else "")
-        log.info("Jira %s (%s); webhook auth: %s", self.client.server, self.client.flavour,
-                 " and ".join(n for n, s in (("signature", self.settings.webhook_secret),
-                                            ("token", self.settings.webhook_token)) if s))
+        if self.client is not None:
+            log.info("Jira %s (%s); webhook auth: %s", self.client.server, self.client.flavour,
+                     " and ".join(n for n, s in (("signature", self.settings.webhook_secret),
+                                                ("token", self.settings.webhook_token)) if s)
+                     or "none (POST /webhooks/jira refuses everything)")
+        if self.settings.github_webhook_secret:
+            log.info("GitHub %s (%s); repositories: %s", self.github.api_url,
+                     f"App {self.github.app_id}" if self.github.app_id else "token",
+                     ", ".join(self.settings.repositories) or "any")
         loader = threading.Thread(target=self._load, name="scopeguard-loader", daemon=True)
         loader.start()
         self.threads.append(loader)
@@ -363,7 +399,7 @@ class Service:
                          self.settings.queue, resolved)
             if self.store.stale:  # stored under another model: embed them again, once
                 self._remember_all(self.store.stale)
-            if self.settings.seed_jql:
+            if self.settings.seed_jql and self.client is not None:
                 try:
                     self._seed(self.settings.seed_jql)
                 except JiraError as exc:  # demand then starts from the webhooks alone
@@ -413,6 +449,8 @@ class Service:
         self.queue.close()
 
     def customer_field(self) -> str:
+        if self.client is None:
+            return ""
         if self._customer_field is None:
             self._customer_field = self.client.field_id(self.positioning.jira.customer_field)
         return self._customer_field
@@ -443,8 +481,10 @@ class Service:
         where = f"{event.issue_key or '?'} (delivery {event.delivery_id[:60]})"
         try:
             outcome = self.handle(event)
-        except (InputError, JiraRequestError, JiraConfigError, ValueError, KeyError) as exc:
-            # Retrying cannot fix these: the message says what to change.
+        except (InputError, ConfigError, JiraRequestError, JiraConfigError,
+                GitHubNotFoundError, ValueError, KeyError) as exc:
+            # Retrying cannot fix these: the message says what to change. (Rejected
+            # credentials and permissions are retried: they are fixed outside scopeguard.)
             self.queue.fail(event.delivery_id, owner, str(exc))
             self.metrics.inc("scopeguard_events_failed_total")
             log.error("%s: failed: %s", where, exc)
@@ -476,6 +516,11 @@ class Service:
     def handle(self, event: Event) -> str:
         """Classify the event's issue and write back; returns the outcome for the log."""
         payload = json.loads(event.payload)
+        if event.event.startswith(GITHUB_EVENT):
+            return self.handle_github(event.issue_key, payload)
+        if self.client is None:
+            raise JiraConfigError("a Jira event is queued but no Jira is configured. Fix: "
+                                  "set JIRA_URL and its credentials, then --requeue-failed.")
         key = str(payload["issue"]["key"])
         with self.key_locks.hold(key):
             customer_field = self.customer_field()
@@ -519,6 +564,15 @@ class Service:
                                          result.human_label, predicted=verdict.label,
                                          human_key=result.human_key)
         return f"{verdict.label} ({verdict.confidence:.0%}): {result.summary()}"
+
+    def handle_github(self, key: str, payload: dict[str, Any]) -> str:
+        """Run the GitHub Action's flow for a queued GitHub webhook."""
+        # One issue at a time, and one classification at a time: the flow classifies
+        # between its GitHub reads and writes.
+        with self.key_locks.hold(key), self.classify_lock:
+            return github_webhook.handle(payload, access=self.github,
+                                         positioning=self.positioning, guard=self.guard,
+                                         db=self.settings.db)
 
     def gauges(self) -> dict[str, tuple[str, float]]:
         counts = self.queue.counts()
@@ -568,51 +622,92 @@ def create_app(service: Service) -> Any:
         metrics.observe("scopeguard_webhook_accept_seconds", time.perf_counter() - started)
         return JSONResponse(body, status_code=code)
 
+    def reject(code: int, started: float, reason: str, peer: str, error: str) -> JSONResponse:
+        metrics.inc("scopeguard_webhooks_rejected_total", reason=reason)
+        log.warning("rejected a webhook from %s: %s", peer, error.split(". Fix")[0])
+        return answer(code, started, error=error)
+
+    async def receive(request: Request, started: float) -> bytes | JSONResponse:
+        """The body, or the 413 answer."""
+        try:
+            return await read_body(request, settings.max_body)
+        except TooLarge:
+            return reject(413, started, "too_large", request.client.host if request.client
+                          else "?", f"the body is larger than {settings.max_body} bytes. Fix: "
+                          "raise --max-body (SCOPEGUARD_MAX_BODY) if real issues are this "
+                          "large.")
+
+    def ignored(event: str, key: str, delivery: str, reason: str,
+                started: float) -> JSONResponse:
+        metrics.inc("scopeguard_webhooks_received_total", result="ignored")
+        log.info("ignored %s %s (delivery %s): %s", event, key or "-", delivery[:60], reason)
+        return answer(202, started, status="ignored", reason=reason)
+
+    async def queue(delivery: str, body: bytes, event: str, key: str,
+                    started: float) -> JSONResponse:
+        new = await run_in_threadpool(service.queue.enqueue, delivery, body, event, key)
+        if not new:
+            metrics.inc("scopeguard_webhooks_received_total", result="duplicate")
+            log.info("delivery %s of %s seen before: not queued again", delivery[:60], key)
+            return answer(200, started, status="duplicate", delivery=delivery)
+        service.wake.set()
+        metrics.inc("scopeguard_webhooks_received_total", result="queued")
+        return answer(202, started, status="queued", delivery=delivery, issue=key)
+
     async def jira_webhook(request: Request) -> JSONResponse:
         started = time.perf_counter()
         peer = request.client.host if request.client else "?"
-        try:
-            body = await read_body(request, settings.max_body)
-        except TooLarge:
-            metrics.inc("scopeguard_webhooks_rejected_total", reason="too_large")
-            log.warning("rejected a webhook from %s: larger than %d bytes", peer,
-                        settings.max_body)
-            return answer(413, started, error=f"the body is larger than {settings.max_body} "
-                          "bytes. Fix: raise --max-body (SCOPEGUARD_MAX_BODY) if real issues "
-                          "are this large.")
+        if service.client is None:
+            return answer(404, started, error="this service has no Jira configured. Fix: set "
+                          "JIRA_URL and its credentials, or send GitHub webhooks to "
+                          "/webhooks/github.")
+        body = await receive(request, started)
+        if isinstance(body, JSONResponse):
+            return body
         how, why = authenticate(request.headers, request.query_params, body,
                                 secret=settings.webhook_secret, token=settings.webhook_token)
         if not how:
-            metrics.inc("scopeguard_webhooks_rejected_total", reason="unauthorized")
-            log.warning("rejected a webhook from %s: %s", peer, why.split(". Fix")[0])
-            return answer(401, started, error=why)
+            return reject(401, started, "unauthorized", peer, why)
         try:
             hook = parse_webhook(body, request.headers)
         except BadWebhook as exc:
-            metrics.inc("scopeguard_webhooks_rejected_total", reason="bad_request")
-            log.warning("rejected a webhook from %s: %s", peer, str(exc).split(". Fix")[0])
-            return answer(400, started, error=str(exc))
+            return reject(400, started, "bad_request", peer, str(exc))
         reason = ignore_reason(hook, service.positioning, service.positioning.jira.customer_field)
         if reason:
-            metrics.inc("scopeguard_webhooks_received_total", result="ignored")
-            log.info("ignored %s %s (delivery %s): %s", hook.event, hook.key or "-",
-                     hook.delivery_id[:60], reason)
-            return answer(202, started, status="ignored", reason=reason)
-        new = await run_in_threadpool(service.queue.enqueue, hook.delivery_id, body,
-                                      hook.event, hook.key)
-        if not new:
-            metrics.inc("scopeguard_webhooks_received_total", result="duplicate")
-            log.info("delivery %s of %s seen before: not queued again", hook.delivery_id[:60],
-                     hook.key)
-            return answer(200, started, status="duplicate", delivery=hook.delivery_id)
-        service.wake.set()
-        metrics.inc("scopeguard_webhooks_received_total", result="queued")
-        return answer(202, started, status="queued", delivery=hook.delivery_id, issue=hook.key)
+            return ignored(hook.event, hook.key, hook.delivery_id, reason, started)
+        return await queue(hook.delivery_id, body, hook.event, hook.key, started)
+
+    async def github_webhook_route(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        peer = request.client.host if request.client else "?"
+        secret = settings.github_webhook_secret
+        if not secret:
+            return answer(404, started, error="GitHub webhooks are not configured. Fix: set "
+                          "SCOPEGUARD_GITHUB_WEBHOOK_SECRET (and GITHUB_TOKEN, or a GitHub "
+                          "App's GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY).")
+        body = await receive(request, started)
+        if isinstance(body, JSONResponse):
+            return body
+        why = github_webhook.verify(request.headers, body, secret)
+        if why:
+            return reject(401, started, "unauthorized", peer, why)
+        try:
+            hook = github_webhook.parse(body, request.headers)
+        except InputError as exc:
+            return reject(400, started, "bad_request", peer, str(exc))
+        if hook.event == GITHUB_EVENT + "ping":
+            return answer(200, started, status="pong")
+        reason = github_webhook.ignore_reason(hook, settings.repositories)
+        if reason:
+            return ignored(hook.event, hook.key, hook.delivery_id, reason, started)
+        return await queue(hook.delivery_id, body, hook.event, hook.key, started)
 
     async def healthz(request: Request) -> JSONResponse:
         counts = await run_in_threadpool(service.queue.counts)
         state = "error" if service.error else "ready" if service.ready.is_set() else "loading"
-        body = {"status": state, "queue": counts, "jira": service.client.flavour}
+        body = {"status": state, "queue": counts,
+                "jira": service.client.flavour if service.client else None,
+                "github": bool(settings.github_webhook_secret)}
         if service.error:
             body["error"] = service.error
         return JSONResponse(body, status_code=503 if service.error else 200)
@@ -631,6 +726,7 @@ def create_app(service: Service) -> Any:
             await run_in_threadpool(service.stop)
 
     return Starlette(routes=[Route("/webhooks/jira", jira_webhook, methods=["POST"]),
+                             Route("/webhooks/github", github_webhook_route, methods=["POST"]),
                              Route("/healthz", healthz, methods=["GET"]),
                              Route("/metrics", metrics_route, methods=["GET"])],
                      lifespan=lifespan)

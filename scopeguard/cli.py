@@ -454,19 +454,26 @@ def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db,
                    "from the first webhook.")
 @click.option("--requeue-failed", is_flag=True,
               help="Queue the events that failed earlier again at start.")
+@click.option("--github-repositories", envvar="SCOPEGUARD_GITHUB_REPOSITORIES",
+              help="Comma-separated owner/repo whose GitHub webhooks are handled (default: "
+                   "any). [env: SCOPEGUARD_GITHUB_REPOSITORIES]")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log verbosity (stderr); secrets are masked in every line.")
 @friendly_errors
 def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_flavour, max_body,
-          max_attempts, seed_jql, requeue_failed, log_level) -> None:
-    """Run the Jira webhook service: POST /webhooks/jira, GET /healthz, GET /metrics.
+          max_attempts, seed_jql, requeue_failed, github_repositories, log_level) -> None:
+    """Run the webhook service: POST /webhooks/jira, POST /webhooks/github, GET /healthz,
+    GET /metrics.
 
-    Webhooks are authenticated by SCOPEGUARD_WEBHOOK_SECRET (the Jira webhook's secret;
-    Jira signs each delivery, X-Hub-Signature) and/or SCOPEGUARD_WEBHOOK_TOKEN (a shared
-    token for Jira Automation: 'Authorization: Bearer <token>'). Each event is written to
-    the SQLite queue before the 202 answer, then classified and written back to Jira: the
-    scope label and one comment, updated in place.
+    Jira webhooks are authenticated by SCOPEGUARD_WEBHOOK_SECRET (the Jira webhook's
+    secret; Jira signs each delivery, X-Hub-Signature) and/or SCOPEGUARD_WEBHOOK_TOKEN (a
+    shared token for Jira Automation: 'Authorization: Bearer <token>'). GitHub webhooks
+    (a GitHub App's, or a repository's) by SCOPEGUARD_GITHUB_WEBHOOK_SECRET
+    (X-Hub-Signature-256), written back with GITHUB_TOKEN or the App's GITHUB_APP_ID and
+    GITHUB_APP_PRIVATE_KEY; without JIRA_URL the service runs for GitHub alone. Each
+    event is written to the SQLite queue before the 202 answer, then classified and
+    written back: the scope label and one comment, updated in place.
     """
     try:
         import uvicorn
@@ -479,7 +486,8 @@ def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_fla
     settings = jira_service.ServiceSettings.from_env(
         config=config, db=db, model=model, queue=queue_path, workers=workers,
         jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,
-        max_attempts=max_attempts, seed_jql=seed_jql, requeue_failed=requeue_failed or None)
+        max_attempts=max_attempts, seed_jql=seed_jql, requeue_failed=requeue_failed or None,
+        github_repositories=github_repositories)
     jira_service.setup_logging(log_level, settings.secrets() + jira_service.client_secrets())
     app = jira_service.create_app(jira_service.Service(settings))
     # log_config=None keeps the scrubbing handler above; uvicorn's access log would print

@@ -13,6 +13,12 @@ COMMENT_MARKER = "<!-- scopeguard:verdict -->"
 # human's relabel from its own label: parse it with LABEL_MARKER.
 LABEL_MARKER = re.compile(r"<!-- scopeguard:label=(\w+) confidence=([\d.]+) -->")
 
+
+def marked_label(text: str) -> str | None:
+    """The label a scopeguard comment's hidden marker records, or None."""
+    found = LABEL_MARKER.search(text)
+    return found.group(1) if found else None
+
 LABEL_TITLES = {"core": "Core", "generalizable": "Generalizable", "one_off": "One-off custom"}
 LABEL_ADVICE = {
     "core": "Fits the positioning and extends what the product is for.",

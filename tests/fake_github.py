@@ -114,8 +114,12 @@ class FakeGitHub:
     """
 
     def __init__(self, token: str | None = "test-token", login: str = "github-actions[bot]",
-                 prefix: str = "") -> None:
+                 prefix: str = "", app: tuple[str, str] | None = None) -> None:
         self.token = token
+        # A GitHub App: (app id, public key PEM). POST /app/installations/N/access_tokens
+        # with a JWT the App's private key signed issues a token this server then accepts.
+        self.app = app
+        self.installation_tokens: dict[str, int] = {}
         self.login = login
         self.prefix = prefix.rstrip("/")
         self.repos: dict[str, FakeRepo] = {}
@@ -442,9 +446,12 @@ class FakeGitHub:
             if failure.matches(method, path):
                 failure.times -= 1
                 return failure.status, {**base, **failure.headers}, failure.body
-        if self.token is not None:
-            auth = headers.get("authorization", "")
-            scheme, _, given = auth.partition(" ")
+        auth = headers.get("authorization", "")
+        scheme, _, given = auth.partition(" ")
+        minted = re.fullmatch(r"/app/installations/(\d+)/access_tokens", path)
+        if minted and method == "POST":
+            return self._access_token(int(minted.group(1)), scheme, given, base)
+        if self.token is not None and given not in self.installation_tokens:
             if scheme.lower() not in ("token", "bearer") or given != self.token:
                 return 401, base, {"message": "Bad credentials",
                                    "documentation_url": "https://docs.github.com/rest"}
@@ -469,6 +476,28 @@ class FakeGitHub:
             return status, {**base, **extra}, payload
         return 404, base, {"message": "Not Found",
                            "documentation_url": "https://docs.github.com/rest"}
+
+    def _access_token(self, installation: int, scheme: str, given: str,
+                      base: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        """An installation token, for a JWT signed by the App's key (RS256, iss = app id)."""
+        import jwt
+
+        if self.app is None:
+            return 404, base, {"message": "Not Found"}
+        app_id, public_key = self.app
+        try:
+            claims = jwt.decode(given, public_key, algorithms=["RS256"],
+                                options={"require": ["iat", "exp", "iss"]})
+        except jwt.PyJWTError as exc:
+            return 401, base, {"message": f"A JSON web token could not be decoded ({exc})"}
+        if scheme.lower() != "bearer" or str(claims["iss"]) != str(app_id):
+            return 401, base, {"message": "Integration not found"}
+        token = f"ghs_installation{installation}_{next(self._ids)}"
+        self.installation_tokens[token] = installation
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        return 201, base, {"token": token, "expires_at": expires,
+                           "permissions": {"issues": "write", "contents": "write"},
+                           "repository_selection": "all"}
 
     def _page(self, path: str, query: dict[str, list[str]], items: list[Any]
               ) -> tuple[int, list[Any], dict[str, str]]:

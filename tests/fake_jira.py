@@ -496,13 +496,14 @@ class ServiceProcess:
 
     Args:
         tmp: a directory for the queue file and the log.
-        jira: the fake Jira (its URL, flavour and credentials go into the environment).
+        jira: the fake Jira (its URL, flavour and credentials go into the environment), or
+            None for a service that takes GitHub webhooks only.
         config: the positioning file.
         env: more environment (e.g. ``SCOPEGUARD_MODEL=hashing``, the webhook secret).
         args: more ``scopeguard serve`` arguments.
     """
 
-    def __init__(self, tmp: Any, jira: FakeJira, config: Any, env: dict[str, str],
+    def __init__(self, tmp: Any, jira: FakeJira | None, config: Any, env: dict[str, str],
                  args: tuple[str, ...] = ()) -> None:
         import os
         from pathlib import Path
@@ -514,7 +515,8 @@ class ServiceProcess:
         self.log = self.tmp / "serve.log"
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("SCOPEGUARD_", "JIRA_", "GITHUB_"))}
-        self.env = {**base, **jira.env, "SCOPEGUARD_DB": str(self.tmp / "cache.db"), **env}
+        self.env = {**base, **(jira.env if jira else {}),
+                    "SCOPEGUARD_DB": str(self.tmp / "cache.db"), **env}
         self.secret = self.env.get("SCOPEGUARD_WEBHOOK_SECRET", "")
         self.token = self.env.get("SCOPEGUARD_WEBHOOK_TOKEN", "")
         self.args = args
@@ -576,6 +578,25 @@ class ServiceProcess:
             sent["X-Hub-Signature"] = signature(secret if secret is not None else self.secret,
                                                 body)
         response = self._client.post(self.url + path, content=body, headers=sent)
+        self.responses.append(response)
+        return response
+
+    def post_github(self, payload: Any, *, event: str = "issues", delivery: str | None = None,
+                    secret: str | None = None, sign: bool = True) -> Any:
+        """POST a GitHub webhook, signed (X-Hub-Signature-256) with the GitHub secret."""
+        from scopeguard.integrations.github_webhook import sign as signature
+
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        sent = {"Content-Type": "application/json", "X-GitHub-Event": event,
+                "User-Agent": "GitHub-Hookshot/test"}
+        if delivery:
+            sent["X-GitHub-Delivery"] = delivery
+        if sign:
+            given = self.env.get("SCOPEGUARD_GITHUB_WEBHOOK_SECRET", "")
+            sent["X-Hub-Signature-256"] = signature(secret if secret is not None else given,
+                                                    body)
+        response = self._client.post(self.url + "/webhooks/github", content=body,
+                                     headers=sent)
         self.responses.append(response)
         return response
 

@@ -171,10 +171,6 @@ def only_comment(github: FakeGitHub, number: int) -> dict:
     return comments[0]
 
 
-def marker_label(body: str) -> str:
-    return render.LABEL_MARKER.search(body).group(1)
-
-
 def other(*keys: str) -> str:
     return next(k for k in NAMES if k not in keys)
 
@@ -199,7 +195,7 @@ def test_opened_feature_request_is_labelled_with_one_comment(github, act, backlo
             (color, description)
     comment = only_comment(github, number)
     assert comment["body"].startswith(render.COMMENT_MARKER)
-    assert marker_label(comment["body"]) == label
+    assert render.marked_label(comment["body"]) == label
     assert comment["user"] == "github-actions[bot]"
     # Demand came from the other open issues, listed without the pull request.
     assert [r for r in run.requests if r.path == ISSUES]
@@ -226,7 +222,7 @@ def test_edit_updates_the_same_comment_and_replaces_scopeguards_older_label(gith
     assert run.code == 0, run.stdout + run.stderr
     after = only_comment(github, number)
     assert after["id"] == comment["id"] and after["body"] != before
-    assert marker_label(after["body"]) == run.outputs["label"]
+    assert render.marked_label(after["body"]) == run.outputs["label"]
     assert not comment_posts(run)
     assert [r for r in run.requests if r.method == "PATCH"]
     assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
@@ -364,7 +360,7 @@ def test_maintainer_relabel_is_committed_and_then_never_fought(github, act, back
     assert (item.request.id, item.label) == (f"#{number}", human)
     body = only_comment(github, number)["body"]
     assert HUMAN_MARKER.search(body).groups() == (human, "alice")
-    assert "Maintainer's label stands" in body and marker_label(body) == predicted
+    assert "Maintainer's label stands" in body and render.marked_label(body) == predicted
 
     # A later edit keeps the maintainer's label and says so, in the same single comment.
     github.set_issue(REPO, number, body=FEATURE[1] + "\n\nAny news?")

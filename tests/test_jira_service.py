@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 from fake_jira import CUSTOMER_FIELD, FakeJira, ServiceProcess, adf_problem, issue_event
+from samples import BOOSTER, LAB, WHATSAPP
 from scopeguard.integrations import jira_client as jc
 from scopeguard.integrations import jira_format as jf
 from scopeguard.integrations import jira_queue
@@ -29,23 +30,6 @@ SECRET = "whsec-7f3a9c1e5b2d"
 TOKEN = "automation-token-91c4e2"
 PAT = "pat-5d8e1f0a7b3c"
 API_TOKEN = "atl-api-token-0e9d8c"
-
-# Requests from examples/backlog.jsonl whose verdicts differ: the real model calls the first
-# core and the second one-off; the hashing embedder calls the third generalizable.
-BOOSTER = ("Booster recall based on the date the vaccine was actually given",
-           "Our booster reminders are scheduled from the date of the original booking, but "
-           "when an owner brings the pet in late the next booster is due a year from the day "
-           "it was actually given. Recall reminders should follow the date the vaccine was "
-           "given, so owners are not reminded weeks early.")
-LAB = ("Integrate with our in-house lab system",
-       "We run our own small lab with an in-house system our previous IT contractor built, "
-       "HLLab. Pawtrack should read the HLLab results table (a SQL Server database on our "
-       "server in the back office), book a results consult and text the owner the results. "
-       "Happy to give you a VPN account.")
-WHATSAPP = ("Send appointment reminders through WhatsApp as well as SMS",
-            "Many owners in our area use WhatsApp rather than SMS. Let each owner choose "
-            "WhatsApp for reminders and confirmations, with the same timing as SMS reminders.")
-
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, example_config):
@@ -93,12 +77,6 @@ def processed(service: ServiceProcess, delivery: str) -> None:
                  what=f"delivery {delivery} to be processed")
 
 
-def marker_label(text: str) -> str:
-    found = render.LABEL_MARKER.search(text)
-    assert found, text
-    return found.group(1)
-
-
 # --- Server / Data Center, real model ----------------------------------------------------------
 
 
@@ -114,7 +92,7 @@ def test_issue_created_labels_and_comments_once(server, server_jira):
     assert isinstance(comment["body"], str)  # wiki markup, not ADF, on Server
     assert comment["body"].startswith("h3. scopeguard: *Core* ({{scope:core}})")
     assert render.COMMENT_MARKER in comment["body"] and "**" not in comment["body"]
-    assert marker_label(comment["body"]) == "core"
+    assert render.marked_label(comment["body"]) == "core"
     assert not server_jira.calls(path="/rest/api/3/")  # Server has no API v3
 
 
@@ -133,7 +111,7 @@ def test_issue_updated_replaces_label_and_updates_comment_in_place(server, serve
     assert server_jira.labels("PAW-2") == ["scope:one-off"]  # replaced, not added
     [comment] = server_jira.comments["PAW-2"]
     assert comment["id"] == first_id and comment["version"] == 2  # updated in place
-    assert marker_label(comment["body"]) == "one_off" and comment["body"] != before
+    assert render.marked_label(comment["body"]) == "one_off" and comment["body"] != before
     assert len(server_jira.calls("POST", "/issue/PAW-2/comment")) == 1
     assert len(server_jira.calls("PUT", f"/issue/PAW-2/comment/{first_id}")) == 1
 
@@ -286,7 +264,7 @@ def test_a_label_set_by_a_person_stands(server, server_jira):
     assert server_jira.labels("PAW-12") == ["scope:generalizable", "clinic-request"]
     [text] = server_jira.comment_texts("PAW-12")
     assert "A person's label stands:* {{scope:generalizable}}" in text
-    assert marker_label(text) in JIRA_LABELS  # scopeguard's own verdict, for the record
+    assert render.marked_label(text) in JIRA_LABELS  # scopeguard's own verdict, for the record
     conn = sqlite3.connect(server.queue)
     assert conn.execute("SELECT human FROM issues WHERE key = 'PAW-12'").fetchone() == (
         "scope:generalizable",)  # the correction is kept
@@ -342,7 +320,7 @@ def test_cloud_comment_is_adf_and_updated_in_place(cloud):
     assert isinstance(comment["body"], dict) and adf_problem(comment["body"]) == ""
     first_label = jira.labels("PAW-20")
     [text] = jira.comment_texts("PAW-20")
-    assert first_label == [JIRA_LABELS[marker_label(text)]]
+    assert first_label == [JIRA_LABELS[render.marked_label(text)]]
     # Demand counts the issues read at start (--seed-jql) through Cloud's search/jql.
     assert "seeded demand with 3 issues" in cloud.log_text()
     assert "4 distinct customers asked" in text and "PAW-101" in text
@@ -377,7 +355,7 @@ def test_relabels_from_jira_feed_calibrate(cloud, config, runner, tmp_path):
     for n, (key, ask) in enumerate(asks.items()):
         jira.add_issue(key, *ask, customer=f"Clinic {n}", reporter=f"pm{n}@clinic.example")
         processed(cloud, cloud.post(issue_event(key), delivery=f"rl-{key}").json()["delivery"])
-    predicted = {key: marker_label(jira.comment_texts(key)[0]) for key in asks}
+    predicted = {key: render.marked_label(jira.comment_texts(key)[0]) for key in asks}
     # A person relabels four of them (PAW-44 keeps scopeguard's label): each pair of
     # decisions differs, so every calibration fold sees two labels.
     decided: dict[str, str] = {}
@@ -580,7 +558,7 @@ def test_adf_document_is_valid_and_keeps_the_markers():
     assert kinds[:3] == ["heading", "paragraph", "bulletList"] and "table" in kinds
     text = jf.adf_text(doc)
     assert "*Acme* {panel} [x|http://evil.example]" in text  # ADF needs no escaping
-    assert render.COMMENT_MARKER in text and marker_label(text) == "one_off"
+    assert render.COMMENT_MARKER in text and render.marked_label(text) == "one_off"
     link = doc["content"][kinds.index("bulletList", 3)]["content"][0]["content"][0]["content"][0]
     assert link["marks"] == [{"type": "link",
                               "attrs": {"href": "https://jira.example.com/browse/PAW-3"}}]

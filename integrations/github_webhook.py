@@ -1,0 +1,241 @@
+"""GitHub webhooks for ``scopeguard serve``: the Action's pipeline, fed by a GitHub App or a
+repository (or organisation) webhook instead of a workflow run.
+
+``POST /webhooks/github`` takes ``issues`` events (opened, edited, reopened, labeled),
+signed with the webhook secret (``X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw
+body>``, compared in constant time; 401 otherwise). ``ping`` is answered; other events and
+actions are acknowledged and ignored. ``X-GitHub-Delivery`` (the same on a redelivery)
+makes retries idempotent in the service's queue.
+
+The worker hands the event to :func:`handle`, which runs the Action's flows
+(``github_action.handle_event``) with the service's positioning file and loaded model: it
+reads the issue fresh, classifies it against the repository's other open issues, sets
+the scope label, keeps ONE comment updated in place, and records maintainers' relabels
+in the repository's relabels file.
+
+The token: ``GITHUB_TOKEN`` (a fine-grained or classic token, or an App installation's
+token, with issues: write, and contents: write for the relabels file), or, for a GitHub
+App, ``GITHUB_APP_ID`` and ``GITHUB_APP_PRIVATE_KEY`` (the PEM, or a path to it): each
+event then gets a token of the installation it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scopeguard.errors import ConfigError, InputError
+from scopeguard.positioning import Positioning
+
+from .github_action import CLASSIFY_ACTIONS, handle_event
+from .github_client import DEFAULT_API_URL, github_errors
+from .github_io import Report, Settings
+from .github_relabels import RELABELS_FILE
+
+log = logging.getLogger("scopeguard.serve.github")
+
+EVENT_PREFIX = "github:"
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+class BadGitHubWebhook(InputError):
+    """A GitHub webhook body that cannot be queued (the message is the 400 answer)."""
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value GitHub sends for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(headers: Mapping[str, str], body: bytes, secret: str) -> str:
+    """Why the delivery is not authentic, or "" when its signature matches the body."""
+    given = headers.get("x-hub-signature-256", "").strip().lower()
+    if not given:
+        return ("the webhook carries no X-Hub-Signature-256. Fix: set the GitHub webhook's "
+                "(or App's) secret to the value of SCOPEGUARD_GITHUB_WEBHOOK_SECRET.")
+    if not hmac.compare_digest(given.encode(), sign(secret, body).encode()):
+        return ("the X-Hub-Signature-256 does not match the body. Fix: set the GitHub "
+                "webhook's (or App's) secret to the value of SCOPEGUARD_GITHUB_WEBHOOK_SECRET.")
+    return ""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivery_id: str
+    event: str  # "github:issues.opened"
+    key: str  # "owner/repo#12"
+    payload: dict[str, Any]
+
+
+def parse(body: bytes, headers: Mapping[str, str]) -> Delivery:
+    """The delivery id, event and issue of an ``issues`` webhook, or :class:`BadGitHubWebhook`."""
+    name = headers.get("x-github-event", "").strip()
+    if not name:
+        raise BadGitHubWebhook("no X-GitHub-Event header. Fix: send GitHub's webhook "
+                               "deliveries unchanged (the header names the event).")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadGitHubWebhook(f"the body is not valid JSON ({exc}). Fix: set the GitHub "
+                               "webhook's content type to application/json.") from None
+    if not isinstance(payload, dict):
+        raise BadGitHubWebhook("the body is JSON but not an object. Fix: send GitHub's "
+                               "webhook payload unchanged.")
+    action = str(payload.get("action") or "")
+    key = ""
+    if name == "issues":
+        issue, repo = payload.get("issue"), payload.get("repository")
+        number = issue.get("number") if isinstance(issue, dict) else None
+        full = repo.get("full_name") if isinstance(repo, dict) else None
+        if not isinstance(number, int) or number < 1 or not isinstance(full, str) or not (
+                _REPO.fullmatch(full)):
+            raise BadGitHubWebhook("the `issues` payload has no issue number or repository "
+                                   "full_name. Fix: send GitHub's webhook payload unchanged.")
+        key = f"{full}#{number}"
+    # Prefixed: the queue is shared with Jira's deliveries.
+    delivery = "github:" + (headers.get("x-github-delivery") or
+                            "sha256:" + hashlib.sha256(body).hexdigest()).strip()
+    if not 0 < len(delivery) <= 200 or not delivery.isascii() or not delivery.isprintable():
+        raise BadGitHubWebhook("the X-GitHub-Delivery header is longer than 200 characters "
+                               "or not printable ASCII. Fix: send GitHub's header unchanged.")
+    return Delivery(delivery, f"{EVENT_PREFIX}{name}.{action}".rstrip("."), key, payload)
+
+
+def ignore_reason(delivery: Delivery, repositories: Iterable[str]) -> str:
+    """Why a delivery is acknowledged without queueing it, or "" to queue it."""
+    name, _, action = delivery.event[len(EVENT_PREFIX):].partition(".")
+    if name != "issues":
+        return f"event {name!r} is not watched (only `issues`)"
+    if action not in CLASSIFY_ACTIONS:
+        return f"nothing to do for `issues.{action or '?'}`"
+    if (delivery.payload.get("issue") or {}).get("pull_request"):
+        return "a pull request, not a feature request"
+    wanted = {r.lower() for r in repositories}
+    repo = delivery.key.rpartition("#")[0]
+    if wanted and repo.lower() not in wanted:
+        return f"repository {repo} is not in SCOPEGUARD_GITHUB_REPOSITORIES"
+    return ""
+
+
+# --- the worker's side -------------------------------------------------------------------------
+
+
+class ServiceReport(Report):
+    """The Action's report, for the service: lines go to the log, the outcome is kept."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__({})
+        self.secrets = [s for s in secrets if s]
+        self.outcome = ""
+
+    def log(self, text: str) -> None:
+        log.info("%s", self.scrub(text))
+
+    def done(self, done: Iterable[str]) -> int:
+        self.outcome = "; ".join(list(done) or ["nothing to change"])
+        return 0
+
+    def skip(self, reason: str) -> int:
+        self.outcome = f"skipped: {reason}"
+        return 0
+
+
+@dataclass
+class GitHubAccess:
+    """How the service authenticates to GitHub: a token, or a GitHub App's key."""
+
+    api_url: str = DEFAULT_API_URL
+    token: str = field(default="", repr=False)
+    app_id: str = ""
+    private_key: str = field(default="", repr=False)
+    _tokens: dict[int, tuple[str, float]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GitHubAccess:
+        env = os.environ if environ is None else environ
+        key = env.get("GITHUB_APP_PRIVATE_KEY", "").strip()
+        if key and not key.startswith("-----BEGIN"):
+            try:
+                key = Path(key).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError("GITHUB_APP_PRIVATE_KEY", f"cannot read the key file "
+                                  f"({type(exc).__name__}).", "set it to the App's private "
+                                  "key (PEM text) or the path of the .pem file.") from None
+        if key:
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+            try:
+                load_pem_private_key(key.encode(), password=None)
+            except (ValueError, TypeError):
+                raise ConfigError("GITHUB_APP_PRIVATE_KEY", "is not an unencrypted PEM private "
+                                  "key.", "use the .pem file GitHub generated for the App "
+                                  "(Settings > Developer settings > GitHub Apps > Private "
+                                  "keys).") from None
+        access = cls(api_url=(env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
+                     token=env.get("GITHUB_TOKEN", "").strip(),
+                     app_id=env.get("GITHUB_APP_ID", "").strip(), private_key=key)
+        if bool(access.app_id) != bool(access.private_key):
+            raise ConfigError("GITHUB_APP_ID", "a GitHub App needs both GITHUB_APP_ID and "
+                              "GITHUB_APP_PRIVATE_KEY.", "set both, or neither and "
+                              "GITHUB_TOKEN instead.")
+        return access
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.token or self.app_id)
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.token, self.private_key) if s]
+
+    def token_for(self, payload: Mapping[str, Any]) -> str:
+        """A token for the event: the App installation's it came from, else GITHUB_TOKEN."""
+        installation = (payload.get("installation") or {}).get("id")
+        if self.app_id and isinstance(installation, int):
+            token, until = self._tokens.get(installation, ("", 0.0))
+            if token and time.time() < until:
+                return token
+            from github import Auth, GithubIntegration
+
+            with github_errors(f"getting a token for the App's installation {installation}",
+                               needs="the App installed on the repository"):
+                integration = GithubIntegration(
+                    auth=Auth.AppAuth(self.app_id, self.private_key), base_url=self.api_url)
+                issued = integration.get_access_token(installation)
+            expires = issued.expires_at.timestamp() if issued.expires_at else time.time() + 3600
+            # Kept until 5 minutes before it expires (GitHub issues them for an hour).
+            self._tokens[installation] = (issued.token, expires - 300)
+            return issued.token
+        if self.token:
+            return self.token
+        raise ConfigError("GITHUB_TOKEN", "no GitHub token for this event" + (
+            " (it names no App installation)" if self.app_id else "") + ".",
+            "set GITHUB_TOKEN, or GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY for the App "
+            "whose webhook this is.")
+
+
+def handle(payload: Mapping[str, Any], *, access: GitHubAccess, positioning: Positioning,
+           guard: Any, db: str | None = None, backlog_limit: int = 500,
+           relabels_file: str = RELABELS_FILE) -> str:
+    """Run the Action's flow for one queued ``issues`` event; returns the outcome.
+
+    Raises ``GitHubError`` (and other ``ScopeguardError``) for the worker to fail or retry.
+    """
+    token = access.token_for(payload)
+    settings = Settings(
+        token=token, repository=str(payload["repository"]["full_name"]),
+        api_url=access.api_url, event_name="issues", event_path="(webhook)",
+        workspace=Path.cwd(), db=db or "", relabels_file=relabels_file,
+        backlog_limit=backlog_limit)
+    report = ServiceReport([token, *access.secrets()])
+    handle_event(settings, report, payload, os.environ, positioning=positioning,
+                 guard=guard)
+    return report.outcome or "done"

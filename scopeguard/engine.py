@@ -118,8 +118,8 @@ def neighbours_above(vectors: np.ndarray, threshold: float, block: int = 512,
 
     Blocked matrix products keep memory at ``block x n`` floats instead of ``n x n``:
     for 100k requests a block of 512 rows is 200 MB, where the full matrix would be 40 GB.
-    Time stays quadratic (exact search); see README, "Demand clusters", for why that is
-    the right trade below a few hundred thousand requests.
+    Time stays quadratic (exact search); see README, "Benchmarks", for why that is the
+    right trade below a few hundred thousand requests.
     """
     n = len(vectors)
     out: list[list[tuple[int, float]]] = [[] for _ in range(n)]

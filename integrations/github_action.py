@@ -278,7 +278,9 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
     on_issue = scope_keys(request.labels, names)
     predicted = thread.predicted if thread.predicted in names else None
     # A maintainer's label stands; one no `labeled` run recorded is a correction to record.
-    human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human)
+    own = thread.comments[0].user.login if thread.comments and thread.comments[0].user else ""
+    human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human,
+                                          own_login=own)
     notes: list[str] = []
     add, remove = None, []
     if human:

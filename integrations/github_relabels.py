@@ -71,7 +71,8 @@ class Relabels:
     dry_run: bool = False
 
     def find(self, issue: Any, request: Request, on_issue: Sequence[str], predicted: str | None,
-             recorded: MaintainerLabel | None) -> tuple[MaintainerLabel | None, dict[str, str] | None]:
+             recorded: MaintainerLabel | None, own_login: str = "",
+             ) -> tuple[MaintainerLabel | None, dict[str, str] | None]:
         """The maintainer's scope label on ``issue``, and the correction no run recorded.
 
         Args:
@@ -81,6 +82,9 @@ class Relabels:
             predicted: scopeguard's last verdict, or None when it never commented: every
                 scope label is then a maintainer's.
             recorded: the maintainer's label the verdict comment already records.
+            own_login: the account scopeguard writes as (its comment's author): a label it
+                set is scopeguard's own, left over from a run whose writes did not all
+                land, not a maintainer's.
 
         Returns:
             ``(label, row)``: the label that stands (None: no maintainer's label) and the
@@ -95,6 +99,8 @@ class Relabels:
         if not predicted:  # no verdict of scopeguard's to correct
             return human, None
         human = human._replace(by=labeller(issue, self.names[human.key]))
+        if own_login and human.by.lower() == own_login.lower():
+            return None, None
         if is_bot(human.by):
             return human, None
         return human, self.row(request, human.key, predicted, human.by)

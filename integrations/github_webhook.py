@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,9 +38,9 @@ from scopeguard.errors import ConfigError, InputError
 from scopeguard.positioning import Positioning
 
 from .github_action import CLASSIFY_ACTIONS, handle_event
-from .github_client import DEFAULT_API_URL, github_errors
+from .github_client import DEFAULT_API_URL, GitHubAuthError, github_errors
 from .github_io import Report, Settings
-from .github_relabels import RELABELS_FILE
+from .github_relabels import RELABELS_FILE, is_bot
 
 log = logging.getLogger("scopeguard.serve.github")
 
@@ -102,21 +103,34 @@ def parse(body: bytes, headers: Mapping[str, str]) -> Delivery:
                                    "full_name. Fix: send GitHub's webhook payload unchanged.")
         key = f"{full}#{number}"
     # Prefixed: the queue is shared with Jira's deliveries.
-    delivery = "github:" + (headers.get("x-github-delivery") or
-                            "sha256:" + hashlib.sha256(body).hexdigest()).strip()
+    delivery = "github:" + (headers.get("x-github-delivery", "").strip() or
+                            "sha256:" + hashlib.sha256(body).hexdigest())
     if not 0 < len(delivery) <= 200 or not delivery.isascii() or not delivery.isprintable():
         raise BadGitHubWebhook("the X-GitHub-Delivery header is longer than 200 characters "
                                "or not printable ASCII. Fix: send GitHub's header unchanged.")
     return Delivery(delivery, f"{EVENT_PREFIX}{name}.{action}".rstrip("."), key, payload)
 
 
-def ignore_reason(delivery: Delivery, repositories: Iterable[str]) -> str:
-    """Why a delivery is acknowledged without queueing it, or "" to queue it."""
+def ignore_reason(delivery: Delivery, repositories: Iterable[str],
+                  scope_labels: Iterable[str] = ()) -> str:
+    """Why a delivery is acknowledged without queueing it, or "" to queue it.
+
+    Args:
+        repositories: the repositories handled (``owner/repo``); empty: all.
+        scope_labels: the scope label names: a bot adding one is scopeguard's own write
+            (or another bot's) coming back, not a maintainer's correction.
+    """
     name, _, action = delivery.event[len(EVENT_PREFIX):].partition(".")
     if name != "issues":
         return f"event {name!r} is not watched (only `issues`)"
     if action not in CLASSIFY_ACTIONS:
         return f"nothing to do for `issues.{action or '?'}`"
+    sender = delivery.payload.get("sender") or {}
+    label = str((delivery.payload.get("label") or {}).get("name") or "")
+    if action == "labeled" and is_bot(str(sender.get("login") or ""),
+                                      str(sender.get("type") or "")) and label.lower() in {
+            s.lower() for s in scope_labels}:
+        return f"`{label}` was set by a bot ({sender.get('login')}), not a maintainer"
     if (delivery.payload.get("issue") or {}).get("pull_request"):
         return "a pull request, not a feature request"
     wanted = {r.lower() for r in repositories}
@@ -136,12 +150,20 @@ class ServiceReport(Report):
         super().__init__({})
         self.secrets = [s for s in secrets if s]
         self.outcome = ""
+        self.values: dict[str, str] = {}
 
     def log(self, text: str) -> None:
         log.info("%s", self.scrub(text))
 
+    def outputs(self, **values: str) -> None:
+        self.values.update(values)
+
     def done(self, done: Iterable[str]) -> int:
-        self.outcome = "; ".join(list(done) or ["nothing to change"])
+        """The outcome, led by the verdict as the Jira worker's are: ``core (71%): ...``."""
+        label, confidence = self.values.get("label", ""), self.values.get("confidence", "")
+        lead = (f"{label} ({float(confidence):.0%})" if label and confidence
+                else f"relabelled {label}" if label else "done")
+        self.outcome = f"{lead}: " + "; ".join(list(done) or ["nothing to change"])
         return 0
 
     def skip(self, reason: str) -> int:
@@ -158,6 +180,7 @@ class GitHubAccess:
     app_id: str = ""
     private_key: str = field(default="", repr=False)
     _tokens: dict[int, tuple[str, float]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GitHubAccess:
@@ -196,24 +219,35 @@ class GitHubAccess:
     def secrets(self) -> list[str]:
         return [s for s in (self.token, self.private_key) if s]
 
+    def forget(self, token: str) -> None:
+        """Drop a cached installation token GitHub refused."""
+        with self._lock:
+            for installation, (cached, _) in list(self._tokens.items()):
+                if cached == token:
+                    del self._tokens[installation]
+
     def token_for(self, payload: Mapping[str, Any]) -> str:
         """A token for the event: the App installation's it came from, else GITHUB_TOKEN."""
         installation = (payload.get("installation") or {}).get("id")
         if self.app_id and isinstance(installation, int):
-            token, until = self._tokens.get(installation, ("", 0.0))
-            if token and time.time() < until:
-                return token
-            from github import Auth, GithubIntegration
+            with self._lock:
+                token, until = self._tokens.get(installation, ("", 0.0))
+                if token and time.time() < until:
+                    return token
+                from github import Auth, GithubIntegration
 
-            with github_errors(f"getting a token for the App's installation {installation}",
-                               needs="the App installed on the repository"):
-                integration = GithubIntegration(
-                    auth=Auth.AppAuth(self.app_id, self.private_key), base_url=self.api_url)
-                issued = integration.get_access_token(installation)
-            expires = issued.expires_at.timestamp() if issued.expires_at else time.time() + 3600
-            # Kept until 5 minutes before it expires (GitHub issues them for an hour).
-            self._tokens[installation] = (issued.token, expires - 300)
-            return issued.token
+                with github_errors(f"getting a token for the App's installation "
+                                   f"{installation}", needs="the App installed on the "
+                                   "repository"):
+                    integration = GithubIntegration(
+                        auth=Auth.AppAuth(self.app_id, self.private_key),
+                        base_url=self.api_url)
+                    issued = integration.get_access_token(installation)
+                expires = (issued.expires_at.timestamp() if issued.expires_at
+                           else time.time() + 3600)
+                # Kept until 5 minutes before it expires (GitHub issues them for an hour).
+                self._tokens[installation] = (issued.token, expires - 300)
+                return issued.token
         if self.token:
             return self.token
         raise ConfigError("GITHUB_TOKEN", "no GitHub token for this event" + (
@@ -236,6 +270,10 @@ def handle(payload: Mapping[str, Any], *, access: GitHubAccess, positioning: Pos
         workspace=Path.cwd(), db=db or "", relabels_file=relabels_file,
         backlog_limit=backlog_limit)
     report = ServiceReport([token, *access.secrets()])
-    handle_event(settings, report, payload, os.environ, positioning=positioning,
-                 guard=guard)
+    try:
+        handle_event(settings, report, payload, os.environ, positioning=positioning,
+                     guard=guard)
+    except GitHubAuthError:
+        access.forget(token)  # a revoked installation token: the retry asks for a new one
+        raise
     return report.outcome or "done"

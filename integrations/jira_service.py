@@ -309,6 +309,18 @@ class KeyLocks:
                     self._locks[key] = (lock, users - 1)
 
 
+class SerialGuard:
+    """A ``Scopeguard`` whose ``classify`` runs one call at a time (CPU-bound, and the
+    embedding cache's SQLite connection is shared)."""
+
+    def __init__(self, guard: Any, lock: threading.Lock) -> None:
+        self.guard, self.lock = guard, lock
+
+    def classify(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return self.guard.classify(*args, **kwargs)
+
+
 class Service:
     """The queue, the Jira client, the classifier and the worker threads.
 
@@ -399,7 +411,9 @@ class Service:
                          self.settings.queue, resolved)
             if self.store.stale:  # stored under another model: embed them again, once
                 self._remember_all(self.store.stale)
-            if self.settings.seed_jql and self.client is not None:
+            if self.settings.seed_jql and self.client is None:
+                log.warning("--seed-jql is ignored: no Jira is configured")
+            elif self.settings.seed_jql:
                 try:
                     self._seed(self.settings.seed_jql)
                 except JiraError as exc:  # demand then starts from the webhooks alone
@@ -567,11 +581,12 @@ class Service:
 
     def handle_github(self, key: str, payload: dict[str, Any]) -> str:
         """Run the GitHub Action's flow for a queued GitHub webhook."""
-        # One issue at a time, and one classification at a time: the flow classifies
-        # between its GitHub reads and writes.
-        with self.key_locks.hold(key), self.classify_lock:
+        # One event per issue at a time; only the classification itself is serialised,
+        # GitHub reads and writes of other events go on meanwhile.
+        with self.key_locks.hold(key):
             return github_webhook.handle(payload, access=self.github,
-                                         positioning=self.positioning, guard=self.guard,
+                                         positioning=self.positioning,
+                                         guard=SerialGuard(self.guard, self.classify_lock),
                                          db=self.settings.db)
 
     def gauges(self) -> dict[str, tuple[str, float]]:
@@ -697,7 +712,8 @@ def create_app(service: Service) -> Any:
             return reject(400, started, "bad_request", peer, str(exc))
         if hook.event == GITHUB_EVENT + "ping":
             return answer(200, started, status="pong")
-        reason = github_webhook.ignore_reason(hook, settings.repositories)
+        reason = github_webhook.ignore_reason(hook, settings.repositories,
+                                              service.positioning.labels.values())
         if reason:
             return ignored(hook.event, hook.key, hook.delivery_id, reason, started)
         return await queue(hook.delivery_id, body, hook.event, hook.key, started)

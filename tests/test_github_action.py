@@ -444,6 +444,30 @@ def test_correction_missed_by_the_labeled_run_is_recorded_on_the_next_run(github
     assert (row["label"], row["predicted"], row["by"]) == (human, predicted, "carol")
 
 
+def test_a_label_left_by_scopeguards_own_account_is_not_a_maintainers(tmp_path, workspace):
+    """A run updated the comment but failed before relabelling: the older scope label was
+    set by scopeguard's own account (a personal token's user here, not a bot). The next
+    run replaces it instead of taking it for a maintainer's correction."""
+    with FakeGitHub(token=TOKEN, login="release-bot-user") as github:
+        github.add_repo(REPO)
+        number = new_issue(github)
+        predicted = run_action(tmp_path, github, workspace, issue_event(github, number))
+        predicted = predicted.outputs["label"]
+        stale = other(predicted)
+        github.set_issue(REPO, number, labels=[NAMES[stale]], actor="release-bot-user")
+        run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+        assert run.code == 0, run.stdout
+        assert github.issue_labels(REPO, number) == [NAMES[predicted]]
+        assert "Maintainer's label stands" not in only_comment(github, number)["body"]
+        assert github.file(REPO, RELABELS_FILE) is None
+        # The same label set by a person stands, and is recorded.
+        github.set_issue(REPO, number, labels=[NAMES[stale]], actor="carol")
+        run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+        assert github.issue_labels(REPO, number) == [NAMES[stale]]
+        [row] = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+        assert (row["label"], row["by"]) == (stale, "carol")
+
+
 # --- API failures ------------------------------------------------------------------------------
 
 

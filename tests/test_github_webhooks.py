@@ -190,7 +190,11 @@ def test_github_errors_are_retried_and_the_event_is_kept(service, github):
 
 
 @pytest.mark.model
-def test_healthz_metrics_and_jira_route_without_jira(service):
+def test_healthz_metrics_and_jira_route_without_jira(service, github):
+    number = github.add_issue(REPO, *BOOSTER, user="kingsway")
+    assert service.post_github(event(github, number), delivery="d-metrics").status_code == 202
+    assert processed(service, "d-metrics")["outcome"].startswith("core (")
+    assert service.post_github(event(github, number), sign=False).status_code == 401
     health = service.get("/healthz").json()
     assert health["status"] == "ready" and health["jira"] is None and health["github"] is True
     jira = service.post({"issue": {"key": "PAW-1"}}, secret="x")
@@ -198,14 +202,38 @@ def test_healthz_metrics_and_jira_route_without_jira(service):
     metrics = service.metrics()
     assert metrics['scopeguard_webhooks_received_total{result="queued"}'] >= 1
     assert metrics['scopeguard_webhooks_rejected_total{reason="unauthorized"}'] >= 1
+    assert metrics['scopeguard_events_processed_total{outcome="core"}'] >= 1
+
+
+@pytest.mark.model
+def test_scopeguards_own_label_coming_back_is_ignored(service, github):
+    number = github.add_issue(REPO, *BOOSTER)
+    hook = event(github, number, "labeled", label=NAMES["core"], sender="scopeguard[bot]")
+    hook["sender"]["type"] = "Bot"
+    response = service.post_github(hook, delivery="d-own-label")
+    assert response.status_code == 202 and response.json()["status"] == "ignored"
+    assert "not a maintainer" in response.json()["reason"]
+    assert "github:d-own-label" not in service.events()
 
 
 @pytest.mark.model
 def test_secrets_never_in_logs_comments_or_responses(service, github):
+    # Provoke the paths that handle credentials: a near-miss secret, GitHub refusing the token.
+    number = github.add_issue(REPO, *BOOSTER, user="oakfield")
+    assert service.post_github(event(github, number), delivery="d-near",
+                               secret=SECRET[:-1]).status_code == 401
+    github.token = "rotated-token"
+    try:
+        assert service.post_github(event(github, number), delivery="d-401").status_code == 202
+        service.wait(lambda: "rejected the token" in service.log_text(),
+                     what="the 401 from GitHub in the log")
+    finally:
+        github.token = TOKEN
+    assert processed(service, "d-401")["state"] == "done"  # it waited for the token
     log = service.log_text()
-    texts = [c["body"] for repo in (REPO,) for n in list(github.repos[repo].issues)
-             for c in github.comments(repo, n)]
-    for secret in (TOKEN, SECRET):
+    texts = [c["body"] for n in list(github.repos[REPO].issues)
+             for c in github.comments(REPO, n)]
+    for secret in (TOKEN, SECRET, SECRET[:-1]):
         assert secret not in log
         assert all(secret not in t for t in texts)
         assert all(secret not in r.text for r in service.responses)
@@ -221,6 +249,14 @@ def test_parse_and_ignore_rules():
     assert (hook.delivery_id, hook.event, hook.key) == ("github:abc", "github:issues.opened",
                                                         f"{REPO}#3")
     assert ignore_reason(hook, []) == "" and ignore_reason(hook, [REPO.upper()]) == ""
+    labeled = {"action": "labeled", "issue": {"number": 3}, "repository": {"full_name": REPO},
+               "label": {"name": "Scope: Core"}, "sender": {"login": "x[bot]", "type": "Bot"}}
+    by_bot = parse(json.dumps(labeled).encode(), {"x-github-event": "issues"})
+    assert "set by a bot" in ignore_reason(by_bot, [], NAMES.values())
+    assert ignore_reason(by_bot, [], ["bug"]) == ""  # another label: classify again
+    labeled["sender"] = {"login": "carol", "type": "User"}
+    by_person = parse(json.dumps(labeled).encode(), {"x-github-event": "issues"})
+    assert ignore_reason(by_person, [], NAMES.values()) == ""  # a correction to record
     assert "not in" in ignore_reason(hook, ["acme/else"])
     # Without a delivery header the body's hash makes a retried delivery the same id.
     hashed = parse(body, {"x-github-event": "issues"}).delivery_id
@@ -238,6 +274,8 @@ def test_parse_and_ignore_rules():
                 b'"repository": {"full_name": "no slash"}}'):
         with pytest.raises(InputError):
             parse(bad, {"x-github-event": "issues"})
+    blank = parse(body, {"x-github-event": "issues", "x-github-delivery": "  "}).delivery_id
+    assert blank.startswith("github:sha256:")
     with pytest.raises(InputError, match="200 characters"):
         parse(body, {"x-github-event": "issues", "x-github-delivery": "x" * 300})
 

@@ -200,6 +200,9 @@ def parse_webhook(body: bytes, headers: Mapping[str, str]) -> Webhook:
     if not _DELIVERY.match(delivery):
         raise BadWebhook("the delivery id header is longer than 200 characters or not "
                          "printable ASCII. Fix: send a short X-Scopeguard-Delivery id.")
+    if delivery.startswith(GITHUB_EVENT):
+        raise BadWebhook(f"delivery ids starting {GITHUB_EVENT!r} are GitHub's (the queue is "
+                         "shared). Fix: send another X-Scopeguard-Delivery id.")
     return Webhook(delivery, event or "automation", key or "", payload)
 
 

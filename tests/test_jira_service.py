@@ -16,7 +16,7 @@ from fake_jira import CUSTOMER_FIELD, FakeJira, ServiceProcess, adf_problem, iss
 from samples import BOOSTER, LAB, WHATSAPP
 from scopeguard.integrations import jira_client as jc
 from scopeguard.integrations import jira_format as jf
-from scopeguard.integrations import jira_queue
+from scopeguard.integrations import jira_queue, jira_service
 from scopeguard.integrations.jira_auth import sign
 from scopeguard.integrations.jira_queue import EventQueue, QueueError
 from scopeguard.integrations.jira_service import parse_webhook
@@ -570,6 +570,8 @@ def test_delivery_id_comes_from_jira_or_the_body():
     by_hash = parse_webhook(body, {}).delivery_id
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", by_hash)
     assert parse_webhook(body, {}).delivery_id == by_hash  # a resent body is recognised
+    with pytest.raises(jira_service.BadWebhook, match="GitHub's"):  # the queue is shared
+        parse_webhook(body, {"x-scopeguard-delivery": "github:abc"})
 
 
 def test_queue_leases_redeliver_and_retries_give_up(tmp_path):

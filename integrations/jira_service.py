@@ -49,7 +49,7 @@ from scopeguard.errors import ConfigError, InputError, ScopeguardError
 from scopeguard.positioning import Positioning
 
 from . import github_webhook
-from .github_client import GitHubNotFoundError
+from .github_client import GitHubError
 from .github_webhook import EVENT_PREFIX as GITHUB_EVENT
 from .github_webhook import GitHubAccess
 from .jira_auth import authenticate
@@ -312,6 +312,10 @@ class KeyLocks:
                     self._locks[key] = (lock, users - 1)
 
 
+class GitHubRequestError(GitHubError):
+    """GitHub refused the request itself (400, 404, 410, 422): a retry would get the same."""
+
+
 class SerialGuard:
     """A ``Scopeguard`` whose ``classify`` runs one call at a time (CPU-bound, and the
     embedding cache's SQLite connection is shared)."""
@@ -497,9 +501,14 @@ class Service:
     def _run(self, event: Event, owner: str) -> None:
         where = f"{event.issue_key or '?'} (delivery {event.delivery_id[:60]})"
         try:
-            outcome = self.handle(event)
+            try:
+                outcome = self.handle(event)
+            except GitHubError as exc:
+                if exc.status in (400, 404, 410, 422):  # the request itself is wrong
+                    raise GitHubRequestError(str(exc), exc.status) from exc
+                raise
         except (InputError, ConfigError, JiraRequestError, JiraConfigError,
-                GitHubNotFoundError, ValueError, KeyError) as exc:
+                GitHubRequestError, ValueError, KeyError) as exc:
             # Retrying cannot fix these: the message says what to change. (Rejected
             # credentials and permissions are retried: they are fixed outside scopeguard.)
             self.queue.fail(event.delivery_id, owner, str(exc))

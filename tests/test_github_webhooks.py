@@ -190,6 +190,17 @@ def test_github_errors_are_retried_and_the_event_is_kept(service, github):
 
 
 @pytest.mark.model
+def test_a_request_github_refuses_fails_at_once(service, github):
+    number = github.add_issue(REPO, *BOOSTER, user="riverside-vets")
+    github.fail(422, times=1, method="POST", path=rf"/repos/{REPO}/issues/{number}/comments",
+                body={"message": "Validation Failed"})
+    assert service.post_github(event(github, number), delivery="d-422").status_code == 202
+    row = processed(service, "d-422")
+    assert (row["state"], row["attempts"]) == ("failed", 1), row
+    assert "422" in row["error"] and "Validation Failed" in row["error"]
+
+
+@pytest.mark.model
 def test_healthz_metrics_and_jira_route_without_jira(service, github):
     number = github.add_issue(REPO, *BOOSTER, user="kingsway")
     assert service.post_github(event(github, number), delivery="d-metrics").status_code == 202

@@ -34,9 +34,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from loopback import LoopbackServer
 
 SECONDARY_MESSAGE = ("You have exceeded a secondary rate limit. Please wait a few minutes "
                      "before you try again.")
@@ -103,7 +104,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     """The fake server. Use as a context manager, or call ``start()`` and ``stop()``.
 
     Args:
@@ -127,42 +128,12 @@ class FakeGitHub:
         self.failures: list[Failure] = []
         self.lock = threading.RLock()
         self._ids = itertools.count(1000)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._routes = self._build_routes()
-
-    # --- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> FakeGitHub:
-        fake = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.fake = fake
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
         """The API root to give a client: ``http://127.0.0.1:PORT[/prefix]``."""
-        assert self._server, "start the server first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}{self.prefix}"
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     # --- seeding and inspecting -----------------------------------------------------------
 
@@ -420,8 +391,8 @@ class FakeGitHub:
         ]
         return [(m, re.compile(p), f, scope) for m, p, f, scope in table]
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str],
-               raw_body: bytes) -> tuple[int, dict[str, str], Any]:
+    def respond(self, method: str, raw_path: str, headers: dict[str, str],
+                raw_body: bytes) -> tuple[int, dict[str, str], Any]:
         parts = urlsplit(raw_path)
         path = parts.path
         if self.prefix and path.startswith(self.prefix):
@@ -702,30 +673,3 @@ class FakeGitHub:
                        "committer": {"name": self.login, "email": "bot@example.com",
                                      "date": _now()},
                        "parents": [], "tree": {"sha": sha, "url": ""}}}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Hands each request to the ``FakeGitHub`` and writes its JSON answer."""
-
-    fake: FakeGitHub
-    protocol_version = "HTTP/1.1"  # keep-alive, as PyGithub's requests session expects
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, out_headers, payload = self.fake.handle(self.command, self.path, headers, raw)
-        data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        if payload is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        for key, value in out_headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read .requests
-        pass

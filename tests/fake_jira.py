@@ -26,9 +26,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+from loopback import LoopbackServer
 
 CUSTOMER_FIELD = "customfield_10050"
 ADF_NODES = {"doc", "paragraph", "text", "heading", "bulletList", "orderedList", "listItem",
@@ -108,7 +109,7 @@ class Recorded:
 
 
 @dataclass
-class FakeJira:
+class FakeJira(LoopbackServer):
     """The fake server. Credentials left empty are not checked.
 
     Args:
@@ -130,42 +131,15 @@ class FakeJira:
     custom_fields: dict[str, str] = field(default_factory=lambda: {CUSTOMER_FIELD: "Clinic"})
     record: bool = True
 
+    content_type = "application/json;charset=UTF-8"
+
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self._next_comment = 10000
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> FakeJira:
-        fake = self
-
-        class Handler(_Handler):
-            jira = fake
-
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="fake-jira")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeJira:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
-        assert self._server, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -233,6 +207,27 @@ class FakeJira:
             expected = base64.b64encode(f"{self.email}:{self.token}".encode()).decode()
             return header == f"Basic {expected}"
         return False
+
+    def respond(self, method: str, raw_path: str, headers: dict[str, str],
+                raw_body: bytes) -> tuple[int, dict[str, str], Any]:
+        """Record the request, check its credentials, answer it (``handle``)."""
+        url = urlparse(raw_path)
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except ValueError:
+            body = raw_body.decode("utf-8", "replace")
+        recorded = Recorded(method, url.path, parse_qs(url.query), headers, body)
+        if not self.authorised(headers.get("authorization", "")):
+            status, payload, out = 401, {"errorMessages": [
+                "You are not authenticated. Authentication required to perform this "
+                "operation."]}, {}
+        else:
+            status, payload, out = self.handle(method, url.path, parse_qs(url.query), body)
+        recorded.status = status
+        if self.record:
+            with self.lock:
+                self.requests.append(recorded)
+        return status, out, payload
 
     def handle(self, method: str, path: str, query: dict[str, list[str]],
                body: Any) -> tuple[int, Any, dict[str, str]]:
@@ -403,61 +398,6 @@ class FakeJira:
         if nxt < len(keys):
             out["nextPageToken"] = base64.b64encode(str(nxt).encode()).decode()
         return 200, out, {}
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        # A client killed mid-request (the SIGKILL test) resets its connections: expected.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes: with Nagle's algorithm and the client's
-    # delayed ACK, every response would wait 40 ms.
-    disable_nagle_algorithm = True
-    jira: FakeJira
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _serve(self) -> None:
-        url = urlparse(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
-        fake = self.jira
-        recorded = Recorded(self.command, url.path, parse_qs(url.query), dict(self.headers), body)
-        if not fake.authorised(self.headers.get("Authorization", "")):
-            status, payload, headers = 401, {"errorMessages": [
-                "You are not authenticated. Authentication required to perform this "
-                "operation."]}, {}
-        else:
-            status, payload, headers = fake.handle(self.command, url.path,
-                                                   parse_qs(url.query), body)
-        recorded.status = status
-        if fake.record:
-            with fake.lock:
-                fake.requests.append(recorded)
-        data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if data:
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
 
 
 # --- the real service, as a process, against a fake ------------------------------------------

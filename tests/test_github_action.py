@@ -666,7 +666,9 @@ def test_action_yml_structure():
     # Every INPUT_* variable maps its own input, and the entrypoint reads that input.
     source = (ROOT / "integrations" / "github_io.py").read_text()
     [entry] = [s for s in steps if "github_action" in s.get("run", "")]
-    assert "-m scopeguard.integrations.github_action" in entry["run"]
+    # -P: run from the workspace, a scopeguard/ folder there (this repository's own) must
+    # not shadow the installed package (which holds scopeguard.integrations).
+    assert " -P -m scopeguard.integrations.github_action" in entry["run"]
     for var, value in entry["env"].items():
         if var.startswith("INPUT_"):
             name = var[len("INPUT_"):].lower().replace("_", "-")
@@ -678,6 +680,9 @@ def test_action_yml_structure():
     assert inputs["torch-index-url"]["default"] == "https://download.pytorch.org/whl/cpu"
     assert "--index-url" in script
     assert script.index("install --quiet torch") < script.index('"$GITHUB_ACTION_PATH"')
+    # The venv holds a copy of the action's code: its cache key must change with the code.
+    [key] = [s for s in steps if s.get("id") == "key"]
+    assert all(part in key["run"] for part in ("pyproject.toml", "scopeguard integrations"))
     assert {s["uses"].split("@")[0] for s in steps if "uses" in s} == \
         {"actions/setup-python", "actions/cache"}
 

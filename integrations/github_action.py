@@ -148,7 +148,7 @@ def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) 
     """The comment: ``markdown`` with earlier notes dropped and ``notes`` after the markers."""
     lines = [line for line in markdown.split("\n")
              if not HUMAN_MARKER.fullmatch(line.strip()) and not line.startswith(NOTE_PREFIXES)]
-    head = 2 if len(lines) > 1 and render.LABEL_MARKER.search(lines[1]) else 1
+    head = render.marker_lines(lines)
     rest = lines[head:]
     while rest and not rest[0].strip():  # the blank line an earlier note left
         rest.pop(0)

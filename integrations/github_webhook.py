@@ -41,6 +41,7 @@ from .github_action import CLASSIFY_ACTIONS, handle_event
 from .github_client import DEFAULT_API_URL, GitHubAuthError, github_errors
 from .github_io import Report, Settings
 from .github_relabels import RELABELS_FILE, is_bot
+from .jira_auth import sign  # GitHub's X-Hub-Signature-256 is the same HMAC-SHA256
 
 log = logging.getLogger("scopeguard.serve.github")
 
@@ -50,11 +51,6 @@ _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 class BadGitHubWebhook(InputError):
     """A GitHub webhook body that cannot be queued (the message is the 400 answer)."""
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value GitHub sends for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def verify(headers: Mapping[str, str], body: bytes, secret: str) -> str:

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 
 
 def sign(secret: str, body: bytes) -> str:
-    """The ``X-Hub-Signature`` value Jira sends for ``body``."""
+    """The ``X-Hub-Signature`` value Jira sends for ``body`` (GitHub's
+    ``X-Hub-Signature-256`` is the same)."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 

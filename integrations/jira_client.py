@@ -65,8 +65,6 @@ CREDENTIALS_FIX = ("for Jira Cloud set JIRA_EMAIL and JIRA_TOKEN (an API token f
 class JiraError(ScopeguardError):
     """A Jira API call failed; the message says what to fix."""
 
-    retriable = False
-
     def __init__(self, message: str, status: int | None = None,
                  retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -96,8 +94,6 @@ class JiraRequestError(JiraError):
 
 class JiraUnavailableError(JiraError):
     """Jira kept answering 429/5xx, or could not be reached, after every retry."""
-
-    retriable = True
 
 
 def _detail(response: Any) -> str:
@@ -643,7 +639,7 @@ def compose(markdown: str, note: str) -> str:
     if not note:
         return markdown
     lines = markdown.split("\n")
-    head = 2 if len(lines) > 1 and render.LABEL_MARKER.search(lines[1]) else 1
+    head = render.marker_lines(lines)
     return "\n".join([*lines[:head], note, "", *lines[head:]])
 
 

@@ -53,10 +53,6 @@ class Metrics:
             h[-2] += seconds
             h[-1] += 1
 
-    def value(self, name: str, **labels: str) -> float:
-        with self._lock:
-            return self.counters.get((name, tuple(sorted(labels.items()))), 0)
-
     def render(self, gauges: Mapping[str, tuple[str, float]]) -> str:
         out: list[str] = []
         with self._lock:

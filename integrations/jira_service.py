@@ -312,8 +312,13 @@ class KeyLocks:
                     self._locks[key] = (lock, users - 1)
 
 
-class GitHubRequestError(GitHubError):
-    """GitHub refused the request itself (400, 404, 410, 422): a retry would get the same."""
+def permanent(exc: Exception) -> bool:
+    """Whether retrying cannot fix ``exc``: its message says what to change. (Rejected
+    credentials and permissions are retried: they are fixed outside scopeguard.)"""
+    if isinstance(exc, GitHubError):  # GitHub refused the request itself
+        return exc.status in (400, 404, 410, 422)
+    return isinstance(exc, (InputError, ConfigError, JiraRequestError, JiraConfigError,
+                            ValueError, KeyError))
 
 
 class SerialGuard:
@@ -369,7 +374,6 @@ class Service:
         self.key_locks = KeyLocks()
         self.classify_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
-        self._customer_field: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -470,11 +474,8 @@ class Service:
         self.queue.close()
 
     def customer_field(self) -> str:
-        if self.client is None:
-            return ""
-        if self._customer_field is None:
-            self._customer_field = self.client.field_id(self.positioning.jira.customer_field)
-        return self._customer_field
+        """The customer field's id (the client remembers it), or "" without Jira."""
+        return self.client.field_id(self.positioning.jira.customer_field) if self.client else ""
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -501,36 +502,14 @@ class Service:
     def _run(self, event: Event, owner: str) -> None:
         where = f"{event.issue_key or '?'} (delivery {event.delivery_id[:60]})"
         try:
-            try:
-                outcome = self.handle(event)
-            except GitHubError as exc:
-                if exc.status in (400, 404, 410, 422):  # the request itself is wrong
-                    raise GitHubRequestError(str(exc), exc.status) from exc
-                raise
-        except (InputError, ConfigError, JiraRequestError, JiraConfigError,
-                GitHubRequestError, ValueError, KeyError) as exc:
-            # Retrying cannot fix these: the message says what to change. (Rejected
-            # credentials and permissions are retried: they are fixed outside scopeguard.)
-            self.queue.fail(event.delivery_id, owner, str(exc))
-            self.metrics.inc("scopeguard_events_failed_total")
-            log.error("%s: failed: %s", where, exc)
-            return
-        except Exception as exc:  # noqa: BLE001 - anything else may pass: retry later
-            message = str(exc) if isinstance(exc, ScopeguardError) else (
-                f"{type(exc).__name__}: {exc}")
-            delay = min(self.settings.retry_max,
-                        self.settings.retry_base * 2 ** (event.attempts - 1))
-            if isinstance(exc, JiraError) and exc.retry_after:
-                delay = max(delay, exc.retry_after)
-            state = self.queue.retry(event.delivery_id, owner, message, delay)
-            if state == "failed":
+            outcome = self.handle(event)
+        except Exception as exc:  # noqa: BLE001 - failed for good, or retried later
+            if permanent(exc):
+                self.queue.fail(event.delivery_id, owner, str(exc))
                 self.metrics.inc("scopeguard_events_failed_total")
-                log.error("%s: failed after %d attempts: %s", where, event.attempts, message)
+                log.error("%s: failed: %s", where, exc)
             else:
-                self.metrics.inc("scopeguard_events_retried_total")
-                log.warning("%s: attempt %d failed, retrying in %.1fs: %s", where,
-                            event.attempts, delay, message,
-                            exc_info=not isinstance(exc, ScopeguardError))
+                self._retry(event, owner, where, exc)
             return
         if self.queue.ack(event.delivery_id, owner, outcome):
             self.metrics.inc("scopeguard_events_processed_total",
@@ -538,6 +517,24 @@ class Service:
             self.metrics.observe("scopeguard_event_latency_seconds",
                                  time.time() - event.received_at)
         log.info("%s: %s", where, outcome)
+
+    def _retry(self, event: Event, owner: str, where: str, exc: Exception) -> None:
+        """Queue the event again after a backoff, or give up after the last attempt."""
+        message = str(exc) if isinstance(exc, ScopeguardError) else (
+            f"{type(exc).__name__}: {exc}")
+        delay = min(self.settings.retry_max,
+                    self.settings.retry_base * 2 ** (event.attempts - 1))
+        if isinstance(exc, JiraError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        state = self.queue.retry(event.delivery_id, owner, message, delay)
+        if state == "failed":
+            self.metrics.inc("scopeguard_events_failed_total")
+            log.error("%s: failed after %d attempts: %s", where, event.attempts, message)
+        else:
+            self.metrics.inc("scopeguard_events_retried_total")
+            log.warning("%s: attempt %d failed, retrying in %.1fs: %s", where,
+                        event.attempts, delay, message,
+                        exc_info=not isinstance(exc, ScopeguardError))
 
     def handle(self, event: Event) -> str:
         """Classify the event's issue and write back; returns the outcome for the log."""

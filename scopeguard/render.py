@@ -14,6 +14,11 @@ COMMENT_MARKER = "<!-- scopeguard:verdict -->"
 LABEL_MARKER = re.compile(r"<!-- scopeguard:label=(\w+) confidence=([\d.]+) -->")
 
 
+def marker_lines(lines: list[str]) -> int:
+    """How many of a comment's ``lines`` are the hidden marker lines it opens with."""
+    return 2 if len(lines) > 1 and LABEL_MARKER.search(lines[1]) else 1
+
+
 def marked_label(text: str) -> str | None:
     """The label a scopeguard comment's hidden marker records, or None."""
     found = LABEL_MARKER.search(text)

@@ -424,7 +424,7 @@ class IssueStore:
                       if self._keys[i] != exclude]
         out, customers = ranked[:top], set()
         for r in ranked:
-            who = (r.customer or r.author or r.id).strip().lower()
+            who = r.asker.strip().lower()
             if who not in customers:
                 customers.add(who)
                 if r not in out[:top]:

@@ -119,8 +119,7 @@ def build_report(analysis: Analysis, index: ProductIndex, rules: Rules, product:
     items = [AuditItem(r, v, v.label) for r, v in zip(requests, verdicts, strict=True)]
     clusters: list[Cluster] = []
     for number, members in enumerate(leader_clusters(analysis.neighbours), start=1):
-        customers = _distinct(requests[i].customer or requests[i].author or requests[i].id
-                              for i in members)
+        customers = _distinct(requests[i].asker for i in members)
         wanted = len(customers) >= rules.min_customers
         for i in members:
             items[i].cluster = number

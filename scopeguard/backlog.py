@@ -37,6 +37,11 @@ class Request:
     label: str = ""  # a known decision (eval, calibrate); empty when unknown
     extra: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def asker(self) -> str:
+        """Who demand counts: the customer, else the author, else the request itself."""
+        return self.customer or self.author or self.id
+
 
 def check_request(request: Request, where: str = "request") -> Request:
     """Refuse requests that cannot be classified, saying why and what to do."""

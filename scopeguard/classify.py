@@ -202,8 +202,7 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
     custom = custom_signals(text, request.customer)
     similar = sorted(((r, s) for r, s in neighbours if s >= rules.similar and r.id != request.id),
                      key=lambda pair: -pair[1])
-    customers = _distinct([request.customer or request.author or request.id] +
-                          [r.customer or r.author or r.id for r, _ in similar])
+    customers = _distinct([request.asker] + [r.asker for r, _ in similar])
     signals = measure(doc, vectors, index, customers, custom, rules)
     decision = rules.decide(signals, head)
     mean = vectors.mean

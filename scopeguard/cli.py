@@ -393,7 +393,7 @@ def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db,
     from collections import Counter
 
     from .calibration import fit
-    from .evaluate import evaluate
+    from .evaluate import evaluate, score
     from .runtime import make_embedder
 
     products, items = _labelled(labels_path, products_dir, config)
@@ -402,10 +402,8 @@ def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db,
                               "calibration needs decided requests of at least two labels.")
     embedder = make_embedder(model, db)
     protocol = _default_protocol(items)
-    report = evaluate(items, products, embedder, protocol)
-    from .evaluate import score
-
     scored = score(items, products, embedder)
+    report = evaluate(items, products, embedder, protocol, scored=scored)
     head = fit(scored.signals, [i.label for i in items], l2=l2, class_weight=class_weight)
     head.model_id = embedder.model_id
     cv = report.methods["model + calibrated head"]

@@ -78,6 +78,13 @@ class Scored:
     items: list[Labelled]
     verdicts: list[Verdict]
     embedder: str
+    rules: list[Rules] = field(default_factory=list)  # each item's product's rules
+
+    def relabel(self, i: int, head: Calibration) -> str:
+        """Item ``i``'s label with ``head`` deciding fit; its product's rules still apply
+        around it."""
+        rules = self.rules[i] if self.rules else Rules()
+        return rules.decide(self.verdicts[i].signals, head).label
 
     @property
     def signals(self) -> list[dict[str, float]]:
@@ -88,6 +95,7 @@ def score(items: Sequence[Labelled], products: dict[str, Product], embedder: Emb
           rules: Rules | None = None, progress: Progress | None = None) -> Scored:
     """Classify each request against its product as of the request, with the rules."""
     verdicts: list[Verdict] = []
+    item_rules: list[Rules] = []
     guards: dict[tuple[str, str], Scopeguard] = {}
     by_product: dict[str, list[Labelled]] = {}
     for item in items:
@@ -104,7 +112,8 @@ def score(items: Sequence[Labelled], products: dict[str, Product], embedder: Emb
                 positioning.thresholds, positioning.source))
         others = [o.request for o in by_product[item.product] if o is not item]
         verdicts.append(guards[key].classify(item.request, others))
-    return Scored(list(items), verdicts, embedder.model_id)
+        item_rules.append(guards[key].rules)
+    return Scored(list(items), verdicts, embedder.model_id, item_rules)
 
 
 # --- methods ---------------------------------------------------------------------------------
@@ -122,18 +131,9 @@ def predict_majority(scored: Scored, train: list[int], test: list[int]) -> list[
     return [label] * len(test)
 
 
-def fit_head(scored: Scored, train: list[int]) -> Calibration:
-    return fit([scored.signals[i] for i in train], [scored.items[i].label for i in train])
-
-
 def predict_calibrated(scored: Scored, train: list[int], test: list[int]) -> list[str]:
-    head = fit_head(scored, train)
-    return [_with_head(scored.verdicts[i], head) for i in test]
-
-
-def _with_head(verdict: Verdict, head: Calibration, rules: Rules | None = None) -> str:
-    """The label with ``head`` deciding fit; the owner's rules still apply around it."""
-    return (rules or Rules()).decide(verdict.signals, head).label
+    head = fit([scored.signals[i] for i in train], [scored.items[i].label for i in train])
+    return [scored.relabel(i, head) for i in test]
 
 
 def folds(items: Sequence[Labelled], protocol: str) -> list[tuple[str, list[int], list[int]]]:
@@ -209,12 +209,13 @@ def corpus(items: Sequence[Labelled], products: dict[str, Product]) -> list[str]
 
 def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: Embedder,
              protocol: str, progress: Progress | None = None,
-             head: Calibration | None = None) -> Report:
+             head: Calibration | None = None, scored: Scored | None = None) -> Report:
     """The standard comparison: majority class, TF-IDF (rules and calibrated), the model
-    (rules and calibrated), and ``head`` as given (e.g. the shipped default) if any."""
+    (rules and calibrated), and ``head`` as given (e.g. the shipped default) if any.
+    ``scored``: the model's verdicts, when the caller has them already (``score``)."""
     from .embed import TfidfEmbedder
 
-    model = score(items, products, embedder, progress=progress)
+    model = scored or score(items, products, embedder, progress=progress)
     tfidf = score(items, products, TfidfEmbedder(corpus(items, products)))
     methods: dict[str, tuple[Scored, Predictor]] = {
         "majority class": (model, predict_majority),
@@ -225,7 +226,7 @@ def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: 
     }
     if head is not None:
         def predict_given(scored: Scored, train: list[int], test: list[int]) -> list[str]:
-            return [_with_head(scored.verdicts[i], head) for i in test]
+            return [scored.relabel(i, head) for i in test]
         methods[f"model + {head.name}"] = (model, predict_given)
     return run(methods, protocol)
 

@@ -122,6 +122,22 @@ def test_eval_and_calibrate_cli(runner, tmp_path, example_config, example_backlo
     assert verdict["rule"] in ("calibrated", "served", "non_goal")
 
 
+def test_calibrated_predictions_keep_the_products_own_rules(runner, tmp_path, example_config,
+                                                          example_backlog):
+    """A product whose thresholds call everything served: the calibrated head decides only
+    fit, after the owner's rules, so its predictions are one-off too."""
+    config = tmp_path / "scopeguard.yml"
+    config.write_text(example_config.read_text() + "\nthresholds:\n  served: 0.0\n")
+    out = tmp_path / "report.json"
+    result = runner.invoke(cli, ["eval", "--requests", str(example_backlog), "-c", str(config),
+                                 "--json", str(out), "--db", str(tmp_path / "c.db"),
+                                 "--model", "hashing"])
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(out.read_text())["predictions"]
+    for method in ("model + rules", "model + calibrated head", "tfidf + calibrated head"):
+        assert set(predictions[method].values()) == {"one_off"}, method
+
+
 def test_calibrate_refuses_a_single_label(runner, tmp_path, example_config):
     path = tmp_path / "l.jsonl"
     path.write_text('{"id": "1", "title": "a", "label": "core"}\n'

@@ -150,15 +150,18 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str) -> st
 
     Goes through the contents API: create, or update with the file's ``sha``; a conflict
     (another run committed meanwhile) is retried on the fresh file. Returns the commit sha,
-    or "" when the file already holds the row.
+    or "" when the file already holds the row (recorded at any time: a retried run does
+    not commit the same correction again).
     """
     line = json.dumps(row, ensure_ascii=False)
+    decision = {k: v for k, v in row.items() if k != "recorded_at"}
 
-    def same_id(existing: str) -> bool:
+    def parsed(existing: str) -> dict[str, Any]:
         try:
-            return json.loads(existing).get("id") == row["id"]
-        except (ValueError, AttributeError):
-            return False  # keep lines scopeguard cannot read; calibrate names them
+            found = json.loads(existing)
+        except ValueError:
+            return {}  # keep lines scopeguard cannot read; calibrate names them
+        return found if isinstance(found, dict) else {}
 
     with github_errors(f"recording the relabel in {path}", needs="contents: write"):
         for _attempt in range(COMMIT_ATTEMPTS):
@@ -169,10 +172,12 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str) -> st
                 if exc.status != 404:
                     raise
                 text, sha = "", None
-            kept = [x for x in text.splitlines() if x.strip() and not same_id(x)]
-            new = "\n".join([*kept, line]) + "\n"
-            if new == text:
+            rows = [(x, parsed(x)) for x in text.splitlines() if x.strip()]
+            if any({k: v for k, v in r.items() if k != "recorded_at"} == decision
+                   for _, r in rows):
                 return ""
+            kept = [x for x, r in rows if r.get("id") != row["id"]]
+            new = "\n".join([*kept, line]) + "\n"
             try:
                 if sha:
                     result = repo.update_file(path, message, new, sha)

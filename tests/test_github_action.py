@@ -399,6 +399,20 @@ def test_relabel_keeps_other_records_and_removes_scopeguards_label(github, act):
     assert github.issue_labels(REPO, number) == [NAMES[human]]
 
 
+def test_a_relabel_delivered_twice_is_committed_once(github, act):
+    number = new_issue(github)
+    predicted = act(issue_event(github, number)).outputs["label"]
+    human = other(predicted)
+    github.set_issue(REPO, number, labels=[NAMES[human]], actor="alice")
+    event = issue_event(github, number, "labeled", label=NAMES[human], sender="alice")
+    first, again = act(event), act(event)  # a re-run job, seconds later
+    assert (first.code, again.code) == (0, 0), again.stdout
+    assert "already recorded" in again.summary
+    assert len(github.calls("PUT", rf"/repos/{REPO}/contents/.+")) == 1
+    [row] = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert (row["id"], row["label"], row["by"]) == (f"#{number}", human, "alice")
+
+
 @pytest.mark.parametrize("case", ["bot", "agrees", "no verdict"])
 def test_labeled_events_that_are_not_corrections_record_nothing(github, act, case):
     number = new_issue(github)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fake_jira import FakeJira, ServiceProcess, free_port, issue_event  # noqa: E402
 from scopeguard.integrations.jira_auth import sign  # noqa: E402
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-4f1e2d3c"
 ASKS = ["Send reminders by WhatsApp", "Add a waitlist for cancelled slots",
         "Book recurring booster visits", "Sync with our in-house lab system",
         "Export the vet rota to our accounting software", "Show no-show statistics per vet"]

@@ -31,15 +31,22 @@ import re
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from github import GithubException
 
 from scopeguard import render
-from scopeguard.backlog import Request, check_request, is_feature_request
+from scopeguard.backlog import (
+    Request,
+    check_request,
+    is_bot,
+    is_feature_request,
+    skipped_author,
+)
 from scopeguard.errors import ConfigError, InputError, ScopeguardError
+from scopeguard.markup import md_code, md_text
 from scopeguard.positioning import (
     DEFAULT_FILENAMES,
     LABELS,
@@ -55,11 +62,12 @@ from .github_client import (
     is_pull_request,
     issue_to_request,
     make_client,
+    own_login,
     raw_json,
     settings_from_env,
 )
 from .github_io import Report, Settings, read_event
-from .github_relabels import MaintainerLabel, Relabels, is_bot
+from .github_relabels import MaintainerLabel, Relabels
 
 # Colours and descriptions of the labels scopeguard creates (GitHub allows 100 characters).
 LABEL_STYLE = {
@@ -68,9 +76,8 @@ LABEL_STYLE = {
                                 "target customers"),
     "one_off": ("d93f0b", "scopeguard: one customer's situation, outside the positioning"),
 }
-# A maintainer's scope label that stands, recorded in the comment so later runs keep it even
-# when scopeguard's own verdict comes to agree with it.
-HUMAN_MARKER = re.compile(r"<!-- scopeguard:human-label=(\w+)(?: by=(\S+))? -->")
+# A maintainer's scope label that stands: see render.HUMAN_MARKER.
+HUMAN_MARKER = render.HUMAN_MARKER
 NOTE_PREFIXES = ("> **Maintainer's label stands", "> **Not labelled")
 CLASSIFY_ACTIONS = ("opened", "edited", "reopened", "labeled")
 
@@ -117,44 +124,67 @@ def label_names(positioning: Positioning, overrides: Sequence[tuple[str, str]]) 
 
 @dataclass
 class Thread:
-    """scopeguard's comment(s) on an issue and what their hidden markers say."""
+    """scopeguard's own comment(s) on an issue and what their hidden markers say.
 
-    comments: list[Any]  # PyGithub IssueComment, oldest first
+    Only comments whose author is scopeguard's account (``login``) and which open with
+    the verdict marker are its own; their markers are read from the header lines alone.
+    A comment anyone else wrote is never read, edited or deleted, whatever it contains.
+    """
+
+    comments: list[Any]  # PyGithub IssueComment, scopeguard's own, oldest first
+
+    @property
+    def current(self) -> Any:
+        """The comment scopeguard keeps: its newest."""
+        return self.comments[-1] if self.comments else None
 
     @property
     def body(self) -> str:
-        return self.comments[0].body if self.comments else ""
+        return self.current.body if self.comments else ""
+
+    @property
+    def markers(self) -> render.Markers:
+        return render.read_markers(self.body)
 
     @property
     def predicted(self) -> str | None:
         """The label scopeguard last gave, or None when it never commented."""
-        return render.marked_label(self.body)
+        return self.markers.label
 
     @property
     def human(self) -> MaintainerLabel | None:
         """The maintainer's label the comment records as standing."""
-        found = HUMAN_MARKER.search(self.body)
-        return MaintainerLabel(found.group(1), found.group(2) or "") if found else None
+        markers = self.markers
+        return MaintainerLabel(markers.human, markers.human_by) if markers.human else None
 
 
-def read_thread(issue: Any) -> Thread:
-    """scopeguard's marked comments on ``issue`` (a maintainer's comments are left out)."""
+def is_own(comment: Any, login: str) -> bool:
+    """Whether ``comment`` is scopeguard's: written by ``login`` and opening with the marker."""
+    user = comment.user.login if comment.user else ""
+    return (bool(login) and user.lower() == login.lower()
+            and render.read_markers(comment.body or "").verdict)
+
+
+def read_thread(issue: Any, login: str) -> Thread:
+    """scopeguard's own comments on ``issue`` (``login`` is its account; see :class:`Thread`)."""
     with github_errors(f"reading the comments of #{issue.number}", needs="issues: read"):
-        return Thread([c for c in issue.get_comments()
-                       if (c.body or "").lstrip().startswith(render.COMMENT_MARKER)])
+        return Thread([c for c in issue.get_comments() if is_own(c, login)])
 
 
 def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) -> str:
     """The comment: ``markdown`` with earlier notes dropped and ``notes`` after the markers."""
-    lines = [line for line in markdown.split("\n")
-             if not HUMAN_MARKER.fullmatch(line.strip()) and not line.startswith(NOTE_PREFIXES)]
+    lines = markdown.split("\n")
+    head = render.marker_lines(lines)
+    lines = [line for n, line in enumerate(lines)
+             if not (n < head and HUMAN_MARKER.fullmatch(line.strip()))
+             and not line.startswith(NOTE_PREFIXES)]
     head = render.marker_lines(lines)
     rest = lines[head:]
     while rest and not rest[0].strip():  # the blank line an earlier note left
         rest.pop(0)
     extra = []
     if human:
-        by = f" by={human.by}" if human.by else ""
+        by = f" by={human.by}" if re.fullmatch(r"[\w.\[\]-]+", human.by or "") else ""
         extra.append(f"<!-- scopeguard:human-label={human.key}{by} -->")
     extra += [*notes, ""] if notes else []
     return "\n".join(lines[:head] + extra + rest)
@@ -162,26 +192,28 @@ def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) 
 
 def human_note(name: str, by: str) -> str:
     """The comment's note that the maintainer's label ``name`` (set by ``by``) stands."""
-    who = f" (set by @{by})" if by else ""
-    return (f"> **Maintainer's label stands:** `{name}`{who}. scopeguard's own verdict is "
-            "below for reference; it never changes a maintainer's label.")
+    who = f" (set by {md_text('@' + by)})" if by else ""
+    return (f"> **Maintainer's label stands:** {md_code(name)}{who}. scopeguard's own "
+            "verdict is below for reference; it never changes a maintainer's label.")
 
 
 def upsert_comment(issue: Any, thread: Thread, body: str) -> tuple[Any, str]:
     """Update scopeguard's comment (or create it): one comment per issue, whatever happens.
 
-    A retried POST or two runs racing can leave a second marked comment; it is deleted.
+    A retried POST or two runs racing can leave a second comment of scopeguard's own:
+    the newest is kept and the older ones of its own are deleted. Nobody else's comment
+    is touched (``thread`` holds scopeguard's own only).
     """
     with github_errors(f"commenting on #{issue.number}"):
         if not thread.comments:
             return issue.create_comment(body), "created"
-        first, what = thread.comments[0], "unchanged"
-        if first.body != body:
-            first.edit(body)
+        keep, what = thread.current, "unchanged"
+        if keep.body != body:
+            keep.edit(body)
             what = "updated"
-        for extra in thread.comments[1:]:
+        for extra in thread.comments[:-1]:
             extra.delete()
-        return first, what
+        return keep, what
 
 
 # --- labels -----------------------------------------------------------------------------------
@@ -237,6 +269,7 @@ class Context:
     names: dict[str, str]
     repo: Any
     relabels: Relabels
+    login: str  # the account scopeguard writes as: its own comments are this account's
     guard: Any = None  # a loaded Scopeguard (the webhook service's); None: load one here
 
 
@@ -256,15 +289,10 @@ def other_requests(ctx: Context, request: Request) -> list[Request]:
     return out[:limit]
 
 
-def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
+def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     """Classify, label, comment: for opened, edited and reopened issues."""
     settings, report, names = ctx.settings, ctx.report, ctx.names
-    request = issue_to_request(data)
-    ok, why = is_feature_request(request, ctx.positioning.filters)
-    if not ok:
-        return report.skip(f"#{issue.number} is not a feature request: it {why} (the "
-                           "positioning file's filters decide).")
-    thread = read_thread(issue)
+    thread = read_thread(issue, ctx.login)
     backlog = other_requests(ctx, request)
     guard = ctx.guard
     if guard is None:
@@ -278,9 +306,8 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
     on_issue = scope_keys(request.labels, names)
     predicted = thread.predicted if thread.predicted in names else None
     # A maintainer's label stands; one no `labeled` run recorded is a correction to record.
-    own = thread.comments[0].user.login if thread.comments and thread.comments[0].user else ""
     human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human,
-                                          own_login=own)
+                                          own_login=ctx.login)
     notes: list[str] = []
     add, remove = None, []
     if human:
@@ -303,7 +330,7 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
     if settings.comment:
         plan.append("update the comment" if thread.comments else "post the comment")
     # The verdict reaches the summary before any write, so a failed write cannot lose it.
-    report.summary(f"## scopeguard: #{issue.number} {request.title}\n\n{body}\n\n---\n"
+    report.summary(f"## scopeguard: #{issue.number} {md_text(request.title)}\n\n{body}\n\n---\n"
                    + (ctx.relabels.describe(correction) + "\n\n" if correction else "")
                    + ("**Dry run:** would " if settings.dry_run else "**Plan:** ")
                    + "; ".join(plan) + ".")
@@ -328,28 +355,28 @@ def classify_issue(ctx: Context, issue: Any, data: Mapping[str, Any]) -> int:
     return report.done(done)
 
 
-def record_relabel(ctx: Context, issue: Any, data: Mapping[str, Any], label: str,
+def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
                    sender: Mapping[str, Any]) -> int:
     """A scope label was added: if a maintainer corrected scopeguard, record it."""
     settings, report, names = ctx.settings, ctx.report, ctx.names
     key = key_of(label, names)
     assert key is not None
     login = str(sender.get("login") or "")
-    if is_bot(login, str(sender.get("type") or "")):
-        return report.skip(f"`{label}` on #{issue.number} was set by {login or 'a bot'}, not "
-                           "a maintainer: nothing to record.")
-    thread = read_thread(issue)
+    if is_bot(login, str(sender.get("type") or "")) or login.lower() == ctx.login.lower():
+        return report.skip(f"{md_code(label)} on #{issue.number} was set by "
+                           f"{md_text(login or 'a bot')}, not a maintainer: nothing to record.")
+    thread = read_thread(issue, ctx.login)
     predicted = thread.predicted
     if predicted not in names:
         return report.skip(f"#{issue.number} has no scopeguard verdict, so `{label}` corrects "
                            "nothing.")
     earlier = thread.human.key if thread.human else None
     if key == predicted and earlier in (None, key):
-        return report.skip(f"`{label}` on #{issue.number} agrees with scopeguard's verdict.")
-    request = issue_to_request(data)
+        return report.skip(f"{md_code(label)} on #{issue.number} agrees with scopeguard's "
+                           "verdict.")
     row = ctx.relabels.row(request, key, predicted, login)
     report.outputs(label=key, confidence="", input_class="", skipped="")
-    report.summary(f"## scopeguard: #{issue.number} relabelled by @{login}\n\n"
+    report.summary(f"## scopeguard: #{issue.number} relabelled by {md_text('@' + login)}\n\n"
                    + ctx.relabels.describe(row))
     if settings.dry_run:
         report.notice(f"dry run: would record @{login}'s relabel of #{issue.number}.")
@@ -378,12 +405,14 @@ def run(settings: Settings, report: Report, env: Mapping[str, str]) -> int:
 
 def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
                  env: Mapping[str, str], *, positioning: Positioning | None = None,
-                 guard: Any = None) -> int:
+                 guard: Any = None, login: str | None = None) -> int:
     """Handle one ``issues`` event (the Action's, or a webhook delivery of the service).
 
     Args:
         positioning: the positioning file; default: the one in the checked-out workspace.
         guard: a loaded ``Scopeguard`` to classify with; default: load one.
+        login: the account the token writes as (whose comments are scopeguard's own);
+            default: from the settings, else asked of GitHub (``own_login``).
     """
     action = "dispatch"
     if settings.issue_number is None:
@@ -406,7 +435,17 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
     else:
         number = settings.issue_number
     positioning = positioning or load_repo_positioning(settings)
+    if settings.exclude_authors:
+        filters = positioning.filters
+        positioning = replace(positioning, filters=replace(
+            filters, skip_authors=(*filters.skip_authors, *settings.exclude_authors)))
     names = label_names(positioning, settings.label_overrides)
+    payload = event.get("issue") or {}
+    if payload.get("user"):  # a bot's issue is skipped before any call to GitHub
+        why = skipped_author(issue_to_request({"number": number, **payload}),
+                             positioning.filters)
+        if why:
+            return report.skip(f"#{number} is not a feature request: it {why}.")
     client = make_client(settings.token, settings.api_url, **settings_from_env(env))
     repo = get_repository(client, settings.repository)
     with github_errors(f"reading issue #{number}", needs="issues: read"):
@@ -415,11 +454,18 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
     if is_pull_request(data):
         return report.skip(f"#{number} is a pull request, not a feature request.")
     relabels = Relabels(repo, positioning, names, settings.relabels_file, settings.dry_run)
-    ctx = Context(settings, report, positioning, names, repo, relabels, guard)
+    login = login or own_login(client, settings.token, configured=settings.bot_login,
+                               workflow_token=settings.workflow_token)
+    ctx = Context(settings, report, positioning, names, repo, relabels, login, guard)
+    request = issue_to_request(data)
+    ok, why = is_feature_request(request, positioning.filters)
+    if not ok:
+        return report.skip(f"#{number} is not a feature request: it {why} (the "
+                           "positioning file's filters decide).")
     label = str((event.get("label") or {}).get("name") or "")
     if action == "labeled" and key_of(label, names):
-        return record_relabel(ctx, issue, data, label, event.get("sender") or {})
-    return classify_issue(ctx, issue, data)
+        return record_relabel(ctx, issue, request, label, event.get("sender") or {})
+    return classify_issue(ctx, issue, request)
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

@@ -37,10 +37,11 @@ from github.Repository import Repository
 from urllib3 import Retry
 
 from scopeguard.backlog import Request
-from scopeguard.errors import ScopeguardError
+from scopeguard.errors import ConfigError, ScopeguardError
 from scopeguard.settings import env_number
 
 DEFAULT_API_URL = "https://api.github.com"
+ACTIONS_BOT = "github-actions[bot]"  # who writes with a workflow's own GITHUB_TOKEN
 DEFAULT_MAX_WAIT = 60.0
 DEFAULT_RETRIES = 5
 PER_PAGE = 100  # GitHub's maximum: fewest requests for a backlog
@@ -267,6 +268,36 @@ def get_repository(client: Github, full_name: str) -> Repository:
         return client.get_repo(full_name)
 
 
+def own_login(client: Github, token: str, *, configured: str = "",
+              workflow_token: str = "") -> str:
+    """The account scopeguard writes as: only its comments are scopeguard's own.
+
+    Args:
+        client: the client made with ``token``.
+        token: the token scopeguard writes with.
+        configured: a login given by the user (the Action's ``bot-login`` input,
+            ``SCOPEGUARD_GITHUB_LOGIN``); it wins.
+        workflow_token: the job's own ``github.token``: writes with it are
+            ``github-actions[bot]``'s.
+
+    Any other token is asked who it is (``GET /user``). A GitHub App's installation token
+    cannot read ``/user`` (403): then the login must be configured.
+    """
+    if configured.strip():
+        return configured.strip()
+    if workflow_token and token.strip() == workflow_token.strip():
+        return ACTIONS_BOT
+    try:
+        with github_errors("reading the token's account (GET /user)", needs="issues: read"):
+            return str(client.get_user().login)
+    except (GitHubPermissionError, GitHubNotFoundError):
+        raise ConfigError(
+            "the GitHub token", "it cannot say which account it is (GitHub refuses GET /user "
+            "to a GitHub App's installation token), so scopeguard cannot tell its own "
+            "comment from others'.", "set the bot-login input (SCOPEGUARD_GITHUB_LOGIN for "
+            "scopeguard serve) to the account the token writes as, e.g. my-app[bot].") from None
+
+
 # --- issues as requests -----------------------------------------------------------------------
 
 
@@ -278,7 +309,8 @@ def is_pull_request(data: Mapping[str, Any]) -> bool:
 def issue_to_request(data: Mapping[str, Any]) -> Request:
     """A :class:`Request` from an issue's REST JSON (a listing row or an event payload).
 
-    The id is ``#<number>``, as GitHub links it; ``labels`` are the label names.
+    The id is ``#<number>``, as GitHub links it; ``labels`` are the label names;
+    ``author_type`` is the author's account type (``Bot`` for bots).
     """
     labels = tuple(label["name"] if isinstance(label, Mapping) else str(label)
                    for label in data.get("labels") or ())
@@ -286,7 +318,7 @@ def issue_to_request(data: Mapping[str, Any]) -> Request:
     return Request(id=f"#{data['number']}", title=data.get("title") or "",
                    body=data.get("body") or "", author=user.get("login") or "",
                    created_at=data.get("created_at") or "", url=data.get("html_url") or "",
-                   labels=labels)
+                   labels=labels, author_type=str(user.get("type") or ""))
 
 
 def raw_json(obj: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,9 @@ class Settings:
     relabels_file: str = RELABELS_FILE
     backlog_limit: int = 500
     issue_number: int | None = None
+    bot_login: str = ""  # the account the token writes as; "" asks GitHub (github_client.own_login)
+    workflow_token: str = field(default="", repr=False)  # the job's own github.token
+    exclude_authors: tuple[str, ...] = ()  # added to the positioning file's filters.skip_authors
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -109,6 +113,7 @@ class Settings:
             env.get("RUNNER_TEMP") or tempfile.gettempdir(), "scopeguard.db")
         # An empty relabels-file turns recording off, so absent and empty differ here.
         relabels_file = _input_set(env, "relabels-file")
+        excluded = tuple(a for a in re.split(r"[\s,]+", _input(env, "exclude-authors")) if a)
         return cls(
             token=token, repository=env.get("GITHUB_REPOSITORY", ""),
             api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
@@ -120,7 +125,10 @@ class Settings:
             dry_run=_bool(env, "dry-run", False), min_confidence=min_confidence,
             comment=_bool(env, "comment", True),
             relabels_file=RELABELS_FILE if relabels_file is None else relabels_file,
-            backlog_limit=int(limit), issue_number=int(number.lstrip("#")) if number else None)
+            backlog_limit=int(limit), issue_number=int(number.lstrip("#")) if number else None,
+            bot_login=_input(env, "bot-login") or env.get("SCOPEGUARD_GITHUB_LOGIN", "").strip(),
+            workflow_token=env.get("SCOPEGUARD_WORKFLOW_TOKEN", "").strip(),
+            exclude_authors=excluded)
 
 
 def read_event(settings: Settings) -> dict[str, Any]:
@@ -156,7 +164,8 @@ class Report:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.output_path = env.get("GITHUB_OUTPUT", "")
         self.summary_path = env.get("GITHUB_STEP_SUMMARY", "")
-        self.secrets = [s for s in (_input(env, "token"), env.get("GITHUB_TOKEN", "").strip()) if s]
+        self.secrets = [s for s in (_input(env, "token"), env.get("GITHUB_TOKEN", "").strip(),
+                                    env.get("SCOPEGUARD_WORKFLOW_TOKEN", "").strip()) if s]
 
     def scrub(self, text: str) -> str:
         for secret in self.secrets:
@@ -164,7 +173,9 @@ class Report:
         return text
 
     def log(self, text: str) -> None:
-        print(self.scrub(text), flush=True)
+        """One log line: a line break in ``text`` (from anything a requester wrote) could
+        otherwise start a workflow command of its own."""
+        print(self.scrub(" ".join(text.splitlines())), flush=True)
 
     def notice(self, text: str) -> None:
         self.log(f"::notice::{_escape(text)}")

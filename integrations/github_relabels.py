@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 
 from github import GithubException
 
-from scopeguard.backlog import Request, resolve_customer
+from scopeguard.backlog import Request, is_bot, resolve_customer
+from scopeguard.markup import md_code, md_fence, md_text
 from scopeguard.positioning import Positioning
 
 from .github_client import GitHubError, github_errors, raw_json
@@ -45,11 +46,6 @@ class MaintainerLabel(NamedTuple):
 
     key: str
     by: str = ""  # "" when unknown
-
-
-def is_bot(login: str, kind: str = "") -> bool:
-    """Whether a GitHub account is a bot: its ``type``, or an App's ``name[bot]`` login."""
-    return kind == "Bot" or login.endswith("[bot]")
 
 
 @dataclass
@@ -117,11 +113,13 @@ class Relabels:
     def describe(self, row: Mapping[str, str]) -> str:
         """The job summary's account of a correction, with the row to be committed."""
         verb = "would record" if self.dry_run else "recording"
-        where = f"{verb.capitalize()} in `{self.path}`:" if self.path else "Recording is off."
-        return (f"Maintainer's correction by @{row['by'] or 'unknown'}: scopeguard said "
-                f"`{self.names[row['predicted']]}`, the maintainer's label is "
-                f"`{self.names[row['label']]}`. "
-                f"{where}\n\n```json\n{json.dumps(row, indent=2, ensure_ascii=False)}\n```")
+        where = (f"{verb.capitalize()} in {md_code(self.path)}:" if self.path
+                 else "Recording is off.")
+        # The row repeats the requester's title and body: a fence they cannot close.
+        return (f"Maintainer's correction by {md_text('@' + (row['by'] or 'unknown'))}: "
+                f"scopeguard said {md_code(self.names[row['predicted']])}, the maintainer's "
+                f"label is {md_code(self.names[row['label']])}. {where}\n\n"
+                + md_fence(json.dumps(row, indent=2, ensure_ascii=False), "json"))
 
     def save(self, number: int, row: Mapping[str, str]) -> str:
         """Commit ``row`` for issue ``number``; returns what was done, for the summary."""

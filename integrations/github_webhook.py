@@ -34,13 +34,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scopeguard.backlog import is_bot, skipped_author
 from scopeguard.errors import ConfigError, InputError
-from scopeguard.positioning import Positioning
+from scopeguard.positioning import Filters, Positioning
 
 from .github_action import CLASSIFY_ACTIONS, handle_event
-from .github_client import DEFAULT_API_URL, GitHubAuthError, github_errors
+from .github_client import (
+    DEFAULT_API_URL,
+    GitHubAuthError,
+    github_errors,
+    issue_to_request,
+    make_client,
+    own_login,
+    settings_from_env,
+)
 from .github_io import Report, Settings
-from .github_relabels import RELABELS_FILE, is_bot
+from .github_relabels import RELABELS_FILE
 from .jira_auth import sign  # GitHub's X-Hub-Signature-256 is the same HMAC-SHA256
 
 log = logging.getLogger("scopeguard.serve.github")
@@ -108,13 +117,15 @@ def parse(body: bytes, headers: Mapping[str, str]) -> Delivery:
 
 
 def ignore_reason(delivery: Delivery, repositories: Iterable[str],
-                  scope_labels: Iterable[str] = ()) -> str:
+                  scope_labels: Iterable[str] = (), filters: Filters | None = None) -> str:
     """Why a delivery is acknowledged without queueing it, or "" to queue it.
 
     Args:
         repositories: the repositories handled (``owner/repo``); empty: all.
         scope_labels: the scope label names: a bot adding one is scopeguard's own write
             (or another bot's) coming back, not a maintainer's correction.
+        filters: the positioning file's filters: an issue a bot (or a skipped author)
+            opened is not queued.
     """
     name, _, action = delivery.event[len(EVENT_PREFIX):].partition(".")
     if name != "issues":
@@ -127,8 +138,13 @@ def ignore_reason(delivery: Delivery, repositories: Iterable[str],
                                       str(sender.get("type") or "")) and label.lower() in {
             s.lower() for s in scope_labels}:
         return f"`{label}` was set by a bot ({sender.get('login')}), not a maintainer"
-    if (delivery.payload.get("issue") or {}).get("pull_request"):
+    issue = delivery.payload.get("issue") or {}
+    if issue.get("pull_request"):
         return "a pull request, not a feature request"
+    if filters is not None and isinstance(issue.get("user"), dict):
+        why = skipped_author(issue_to_request(issue), filters)
+        if why:
+            return f"not a feature request: it {why}"
     wanted = {r.lower() for r in repositories}
     repo = delivery.key.rpartition("#")[0]
     if wanted and repo.lower() not in wanted:
@@ -175,7 +191,9 @@ class GitHubAccess:
     token: str = field(default="", repr=False)
     app_id: str = ""
     private_key: str = field(default="", repr=False)
+    login: str = ""  # SCOPEGUARD_GITHUB_LOGIN: the account the token writes as; "" asks GitHub
     _tokens: dict[int, tuple[str, float]] = field(default_factory=dict, repr=False)
+    _logins: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -201,7 +219,8 @@ class GitHubAccess:
                                   "keys).") from None
         access = cls(api_url=(env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
                      token=env.get("GITHUB_TOKEN", "").strip(),
-                     app_id=env.get("GITHUB_APP_ID", "").strip(), private_key=key)
+                     app_id=env.get("GITHUB_APP_ID", "").strip(), private_key=key,
+                     login=env.get("SCOPEGUARD_GITHUB_LOGIN", "").strip())
         if bool(access.app_id) != bool(access.private_key):
             raise ConfigError("GITHUB_APP_ID", "a GitHub App needs both GITHUB_APP_ID and "
                               "GITHUB_APP_PRIVATE_KEY.", "set both, or neither and "
@@ -222,10 +241,38 @@ class GitHubAccess:
                 if cached == token:
                     del self._tokens[installation]
 
+    def _app_installation(self, payload: Mapping[str, Any]) -> int | None:
+        installation = (payload.get("installation") or {}).get("id")
+        return installation if self.app_id and isinstance(installation, int) else None
+
+    def login_for(self, payload: Mapping[str, Any], token: str) -> str:
+        """The account ``token`` (the event's, from :meth:`token_for`) writes as: only its
+        comments are scopeguard's own. SCOPEGUARD_GITHUB_LOGIN wins; an App's is its bot
+        (``<slug>[bot]``, read once with the App's key); a token's is asked of GitHub."""
+        if self.login:
+            return self.login
+        kind = "app" if self._app_installation(payload) is not None else "token"
+        with self._lock:
+            if kind in self._logins:
+                return self._logins[kind]
+        if kind == "app":
+            from github import Auth, GithubIntegration
+
+            with github_errors("reading the GitHub App (GET /app)",
+                               needs="the App's own key (GITHUB_APP_PRIVATE_KEY)"):
+                app = GithubIntegration(auth=Auth.AppAuth(self.app_id, self.private_key),
+                                        base_url=self.api_url).get_app()
+                login = f"{app.slug}[bot]"
+        else:
+            login = own_login(make_client(token, self.api_url, **settings_from_env()), token)
+        with self._lock:
+            self._logins[kind] = login
+        return login
+
     def token_for(self, payload: Mapping[str, Any]) -> str:
         """A token for the event: the App installation's it came from, else GITHUB_TOKEN."""
-        installation = (payload.get("installation") or {}).get("id")
-        if self.app_id and isinstance(installation, int):
+        installation = self._app_installation(payload)
+        if installation is not None:
             with self._lock:
                 token, until = self._tokens.get(installation, ("", 0.0))
                 if token and time.time() < until:
@@ -260,6 +307,7 @@ def handle(payload: Mapping[str, Any], *, access: GitHubAccess, positioning: Pos
     Raises ``GitHubError`` (and other ``ScopeguardError``) for the worker to fail or retry.
     """
     token = access.token_for(payload)
+    login = access.login_for(payload, token)
     settings = Settings(
         token=token, repository=str(payload["repository"]["full_name"]),
         api_url=access.api_url, event_name="issues", event_path="(webhook)",
@@ -268,7 +316,7 @@ def handle(payload: Mapping[str, Any], *, access: GitHubAccess, positioning: Pos
     report = ServiceReport([token, *access.secrets()])
     try:
         handle_event(settings, report, payload, os.environ, positioning=positioning,
-                     guard=guard)
+                     guard=guard, login=login)
     except GitHubAuthError:
         access.forget(token)  # a revoked installation token: the retry asks for a new one
         raise

@@ -49,6 +49,8 @@ from scopeguard.settings import env_number
 from .jira_format import adf_text, to_adf, to_wiki
 
 FLAVOURS = ("cloud", "server")
+# How Jira identifies a user, most stable first: Cloud's accountId; Server/DC's key, name.
+USER_IDS = ("accountId", "key", "name")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_RETRIES = 5
 DEFAULT_MAX_WAIT = 60.0
@@ -199,6 +201,7 @@ class JiraClient:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     _field_ids: dict[str, str] = field(default_factory=dict, repr=False)
+    _myself: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def server(self) -> str:
@@ -271,6 +274,20 @@ class JiraClient:
                 "Fix: use the field's id (e.g. customfield_10050, see Jira's field "
                 "configuration) or its exact name.")
         return found
+
+    def myself(self) -> dict[str, Any]:
+        """The account scopeguard's credentials belong to (``/myself``, asked once): only
+        comments this account wrote are scopeguard's own."""
+        if not self._myself:
+            found = self.request("GET", "myself", action="reading the scopeguard user "
+                                 "(/myself)") or {}
+            if not any(found.get(k) for k in USER_IDS):
+                raise JiraError("Jira's /myself names no account id, key or name, so "
+                                "scopeguard cannot tell its own comments from others'. Fix: "
+                                "use credentials of a real Jira user (" + CREDENTIALS_FIX
+                                + ").")
+            self._myself = found
+        return self._myself
 
     def get_issue(self, key: str, fields: Sequence[str] = ISSUE_FIELDS) -> dict[str, Any]:
         return self.request("GET", f"issue/{quote(key)}", params={"fields": ",".join(fields)},
@@ -465,7 +482,14 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
     if not server:
         raise JiraConfigError("no Jira URL. Fix: set JIRA_URL (e.g. https://your-site."
                               "atlassian.net) or pass --jira-url.")
-    if urlparse(server).scheme not in ("http", "https") or not urlparse(server).hostname:
+    parts = urlparse(server)
+    if parts.username is not None or parts.password is not None:
+        # Said without the URL: it holds a password, and errors end up in logs.
+        raise JiraConfigError("JIRA_URL carries a user name or password (user:password@host). "
+                              "Fix: give JIRA_URL without them (e.g. https://jira.example.com) "
+                              f"and put the credentials in their own variables: "
+                              f"{CREDENTIALS_FIX}.")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise JiraConfigError(f"JIRA_URL {server!r} is not an http(s) URL. Fix: use the "
                               "address you open Jira at, e.g. https://jira.example.com.")
     pat = (pat or env.get("JIRA_PAT", "")).strip()
@@ -530,12 +554,15 @@ def issue_to_request(issue: Mapping[str, Any], server: str = "",
                      customer_field: str = "") -> Request:
     """A Jira issue (REST JSON) as a :class:`~scopeguard.backlog.Request`.
 
-    ``extra`` carries ``project`` and ``issue_type`` for the service's filters.
+    ``extra`` carries ``project`` and ``issue_type`` for the service's filters;
+    ``author_type`` and ``author_ids`` (email, name, display name, account id) name the
+    reporter for ``filters.skip_bots`` and ``skip_authors``.
     """
     fields = issue.get("fields") or {}
     reporter = fields.get("reporter") or {}
-    author = (reporter.get("emailAddress") or reporter.get("name")
-              or reporter.get("displayName") or reporter.get("accountId") or "")
+    ids = [str(reporter[k]) for k in ("emailAddress", "name", "displayName", "accountId")
+           if reporter.get(k)]
+    author = ids[0] if ids else ""
     description = fields.get("description")
     body = adf_text(description).strip() if isinstance(description, dict) else description or ""
     key = str(issue.get("key", ""))
@@ -546,7 +573,9 @@ def issue_to_request(issue: Mapping[str, Any], server: str = "",
         url=f"{server.rstrip('/')}/browse/{key}" if server else "",
         labels=tuple(str(x) for x in fields.get("labels") or ()),
         extra={"project": str((fields.get("project") or {}).get("key", "")),
-               "issue_type": str((fields.get("issuetype") or {}).get("name", ""))})
+               "issue_type": str((fields.get("issuetype") or {}).get("name", ""))},
+        # Cloud's accountType is "app" for Automation and apps: bots, not customers.
+        author_type=str(reporter.get("accountType") or ""), author_ids=tuple(ids))
 
 
 def fetch_issues(jira: JiraClient | Any, jql: str, limit: int | None = None, *,
@@ -612,8 +641,23 @@ def comment_text(comment: Mapping[str, Any]) -> str:
     return adf_text(body) if isinstance(body, dict | list) else str(body or "")
 
 
+def same_user(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two Jira user objects are one account (by the first id both carry)."""
+    for key in USER_IDS:
+        if a.get(key) and b.get(key):
+            return str(a[key]) == str(b[key])
+    return False
+
+
+def is_own(client: JiraClient, comment: Mapping[str, Any]) -> bool:
+    """Whether ``comment`` is scopeguard's: written by its account and ending with its
+    marker footer. Anyone else's comment is never edited or deleted, whatever it quotes."""
+    return (same_user(comment.get("author") or {}, client.myself())
+            and render.read_markers(comment_text(comment)).verdict)
+
+
 def find_comment(client: JiraClient, key: str, hint: str = "") -> list[dict[str, Any]]:
-    """scopeguard's verdict comments on ``key`` (normally one), oldest first.
+    """scopeguard's own verdict comments on ``key`` (normally one), oldest first.
 
     ``hint`` is the comment id scopeguard recorded last time: one GET instead of paging
     through every comment, unless a person deleted it.
@@ -621,11 +665,11 @@ def find_comment(client: JiraClient, key: str, hint: str = "") -> list[dict[str,
     if hint:
         try:
             found = client.get_comment(key, hint)
-            if render.COMMENT_MARKER in comment_text(found):
+            if is_own(client, found):
                 return [found]
         except JiraNotFoundError:
             pass
-    return [c for c in client.comments(key) if render.COMMENT_MARKER in comment_text(c)]
+    return [c for c in client.comments(key) if is_own(client, c)]
 
 
 HUMAN_NOTE = ("> **A person's label stands:** `{label}`. scopeguard's own verdict is below "
@@ -672,7 +716,7 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     """
     names = {k: jira_label(label_names[k]) for k in LABELS}
     mine = find_comment(client, key, comment_hint)
-    ours = {k for k in (render.marked_label(comment_text(mine[0])) if mine else None, applied)
+    ours = {k for k in (render.marked_label(comment_text(mine[-1])) if mine else None, applied)
             if k in names}
     present = {x.lower(): x for x in issue_labels}
     on_issue = [k for k in LABELS if names[k].lower() in present]
@@ -709,13 +753,13 @@ def _upsert(client: JiraClient, key: str, mine: list[dict[str, Any]], body: Any,
             new_text: str) -> tuple[str, str]:
     for attempt in range(1, client.retry.retries + 2):
         if mine:
-            first = mine[0]
-            for extra in mine[1:]:  # a race elsewhere left a second one: one comment, always
+            keep = mine[-1]  # the newest of scopeguard's own; `mine` holds nobody else's
+            for extra in mine[:-1]:  # a race left a second one: one comment, always
                 client.delete_comment(key, str(extra["id"]))
-            if _normal(comment_text(first)) == _normal(new_text):
-                return str(first["id"]), "unchanged"
-            client.update_comment(key, str(first["id"]), body)
-            return str(first["id"]), "updated"
+            if _normal(comment_text(keep)) == _normal(new_text):
+                return str(keep["id"]), "unchanged"
+            client.update_comment(key, str(keep["id"]), body)
+            return str(keep["id"]), "updated"
         try:
             return str(client.add_comment(key, body)["id"]), "created"
         except JiraUnavailableError as exc:

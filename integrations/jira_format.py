@@ -23,10 +23,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from scopeguard.markup import md_unescape
+
 # --- Markdown to wiki markup and ADF ---------------------------------------------------------
 
-_INLINE = re.compile(r"\*\*(?P<strong>.+?)\*\*|`(?P<code>[^`]+)`"
-                     r"|\[(?P<text>[^\]]+)\]\((?P<href>https?://[^)\s]+)\)")
+# A backslash escape (markup.md_text writes them for everything a requester wrote) is
+# matched first, so an escaped character never opens or closes bold, code or a link.
+_INLINE = re.compile(r"\\(?P<esc>[!-/:-@\[-`{-~])|\*\*(?P<strong>.+?)\*\*|`(?P<code>[^`]+)`"
+                     r"|\[(?P<text>(?:\\.|[^\]\\])+)\]\((?P<href>https?://[^)\s]+)\)")
 # Markup characters to escape in free text; '-' and '_' only where they could open or close
 # strike-through or emphasis (not inside words like "in-house" or "feature_fit").
 _WIKI_SPECIAL = re.compile(r"([\\*{}\[\]|^~+!#]|\?(?=\?)|(?<![A-Za-z0-9])[-_]|[-_](?![A-Za-z0-9]))")
@@ -65,8 +69,8 @@ def _blocks(markdown: str) -> tuple[list[tuple[str, Any]], list[str]]:
             flush()
             if _SEPARATOR.match(line):
                 continue
-            cells = [c.strip().replace("\\|", "|")
-                     for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            # Cells split at unescaped pipes; escapes are resolved with the cell's text.
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
             if blocks and blocks[-1][0] == "table":
                 blocks[-1][1].append(cells)
             else:
@@ -87,19 +91,50 @@ def _blocks(markdown: str) -> tuple[list[tuple[str, Any]], list[str]]:
     return blocks, markers
 
 
-def _wiki_inline(text: str) -> str:
-    out, at = [], 0
-    for m in _INLINE.finditer(text):
-        out.append(_WIKI_SPECIAL.sub(r"\\\1", text[at:m.start()]))
-        if m.group("strong") is not None:
-            out.append("*" + _wiki_inline(m.group("strong")) + "*")
-        elif m.group("code") is not None:
-            out.append("{{" + _WIKI_SPECIAL.sub(r"\\\1", m.group("code")) + "}}")
+def _wiki_escape(text: str) -> str:
+    return _WIKI_SPECIAL.sub(r"\\\1", text)
+
+
+def _inline(text: str) -> list[tuple[str, str, str]]:
+    """The Markdown inline ``text`` as (kind, text, href) runs: ``text`` (escapes resolved,
+    adjacent pieces joined), ``strong`` (its Markdown), ``code`` and ``link``."""
+    runs: list[tuple[str, str, str]] = []
+
+    def text_run(piece: str) -> None:
+        if not piece:
+            return
+        if runs and runs[-1][0] == "text":
+            runs[-1] = ("text", runs[-1][1] + piece, "")
         else:
-            label = _WIKI_SPECIAL.sub(r"\\\1", m.group("text"))
-            out.append(f"[{label}|{m.group('href')}]")
+            runs.append(("text", piece, ""))
+
+    at = 0
+    for m in _INLINE.finditer(text):
+        text_run(text[at:m.start()])
+        if m.group("esc") is not None:
+            text_run(m.group("esc"))
+        elif m.group("strong") is not None:
+            runs.append(("strong", m.group("strong"), ""))
+        elif m.group("code") is not None:
+            runs.append(("code", m.group("code"), ""))
+        else:
+            runs.append(("link", md_unescape(m.group("text")), m.group("href")))
         at = m.end()
-    out.append(_WIKI_SPECIAL.sub(r"\\\1", text[at:]))
+    text_run(text[at:])
+    return runs
+
+
+def _wiki_inline(text: str) -> str:
+    out = []
+    for kind, value, href in _inline(text):
+        if kind == "strong":
+            out.append("*" + _wiki_inline(value) + "*")
+        elif kind == "code":
+            out.append("{{" + _wiki_escape(value) + "}}")
+        elif kind == "link":
+            out.append(f"[{_wiki_escape(value)}|{href}]")
+        else:
+            out.append(_wiki_escape(value))
     return "".join(out)
 
 
@@ -134,24 +169,16 @@ def to_wiki(markdown: str) -> str:
 
 def _adf_inline(text: str, marks: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     nodes: list[dict[str, Any]] = []
-
-    def add(t: str, extra: Sequence[dict[str, Any]] = ()) -> None:
-        if t:
-            all_marks = [*marks, *extra]
-            nodes.append({"type": "text", "text": t, **({"marks": all_marks} if all_marks
-                                                          else {})})
-
-    at = 0
-    for m in _INLINE.finditer(text):
-        add(text[at:m.start()])
-        if m.group("strong") is not None:
-            nodes += _adf_inline(m.group("strong"), [*marks, {"type": "strong"}])
-        elif m.group("code") is not None:
-            add(m.group("code"), [{"type": "code"}])
-        else:
-            add(m.group("text"), [{"type": "link", "attrs": {"href": m.group("href")}}])
-        at = m.end()
-    add(text[at:])
+    for kind, value, href in _inline(text):
+        if kind == "strong":
+            nodes += _adf_inline(value, [*marks, {"type": "strong"}])
+            continue
+        extra = ([{"type": "code"}] if kind == "code" else
+                 [{"type": "link", "attrs": {"href": href}}] if kind == "link" else [])
+        all_marks = [*marks, *extra]
+        if value:
+            nodes.append({"type": "text", "text": value,
+                          **({"marks": all_marks} if all_marks else {})})
     return nodes
 
 

@@ -3,10 +3,12 @@ issues it has seen (for demand, to find its own comment and label again, and the
 people set instead, which :func:`read_relabels` exports for calibration). The schema is
 versioned (``PRAGMA user_version``); opening a file migrates it.
 
-Queue life of a delivery: ``enqueue`` (idempotent on the delivery id: Jira's retries of
-a delivery, and replays, are recognised) -> ``claim`` (a lease: ``leased`` until
-``lease_until``) -> ``ack`` (``done``, kept as processed-state) or ``retry`` (back to
-``queued`` after a delay; ``failed`` after ``max_attempts``). A process killed mid-event
+Queue life of a delivery: ``enqueue``/``accept`` (idempotent on the delivery id: Jira's
+retries of a delivery are recognised; and, for signed bodies, on the body's hash within a
+window, so a captured body replayed under a new delivery id is recognised too) ->
+``claim`` (a lease: ``leased`` until ``lease_until``) -> ``ack`` (``done``, kept as
+processed-state) or ``retry`` (back to ``queued`` after a delay; ``failed`` after
+``max_attempts``). A process killed mid-event
 (``kill -9``) leaves its rows ``leased``: the next process calls ``release_leases`` at
 start (it holds the file's lock, so no one else is working on them), and within a
 process an expired lease is claimed again. Delivery is therefore at least once; the
@@ -24,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -94,6 +97,10 @@ _MIGRATIONS: list[tuple[str, ...]] = [
               AND (e.outcome LIKE 'core (%' OR e.outcome LIKE 'generalizable (%'
                    OR e.outcome LIKE 'one\_off (%' ESCAPE '\')
             ORDER BY e.finished_at DESC LIMIT 1), '') WHERE human != ''"""),
+    # 2: the body's hash, so that a signed body accepted before is a duplicate whatever
+    # delivery id it comes with (the id is outside the signature: a replay could change it).
+    ("ALTER TABLE events ADD COLUMN body_sha256 TEXT",
+     "CREATE INDEX IF NOT EXISTS events_body ON events (body_sha256, received_at)"),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -220,13 +227,30 @@ class EventQueue:
     def enqueue(self, delivery_id: str, payload: bytes, event: str = "",
                 issue_key: str = "") -> bool:
         """Store a delivery; False when this delivery id was seen before (nothing stored)."""
+        return self.accept(delivery_id, payload, event, issue_key) == "queued"
+
+    def accept(self, delivery_id: str, payload: bytes, event: str = "", issue_key: str = "",
+               *, replay_window: float = 0.0) -> str:
+        """Store a delivery unless it was seen before; says which.
+
+        Returns ``queued``; ``duplicate`` when the delivery id was seen before; ``replay``
+        when ``replay_window`` > 0 and the same body was accepted within that many seconds
+        under another delivery id (a signed body replayed with a new id). Nothing is
+        stored unless ``queued``. The check and the insert are one transaction.
+        """
         now = self.clock()
+        digest = hashlib.sha256(payload).hexdigest()
         with self._tx() as conn:
+            if replay_window > 0 and conn.execute(
+                    "SELECT 1 FROM events WHERE body_sha256 = ? AND received_at >= ? AND "
+                    "delivery_id != ? LIMIT 1",
+                    (digest, now - replay_window, delivery_id)).fetchone():
+                return "replay"
             cur = conn.execute(
                 "INSERT OR IGNORE INTO events (delivery_id, event, issue_key, payload, "
-                "received_at, available_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (delivery_id, event, issue_key, payload, now, now))
-            return cur.rowcount == 1
+                "received_at, available_at, body_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (delivery_id, event, issue_key, payload, now, now, digest))
+            return "queued" if cur.rowcount == 1 else "duplicate"
 
     def claim(self, owner: str) -> Event | None:
         """The oldest event that is due, leased to ``owner``; None when there is none."""

@@ -29,6 +29,7 @@ Run it with ``scopeguard serve`` (see ``scopeguard serve --help``), or with
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -41,6 +42,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 from scopeguard import render
@@ -77,6 +79,8 @@ WATCHED_EVENTS = ("jira:issue_created", "jira:issue_updated")
 COMMENT_EVENT_TYPES = ("issue_commented", "issue_comment_edited", "issue_comment_deleted")
 RELEVANT_FIELDS = {"summary", "description", "issuetype", "labels", "project", "key"}
 DEFAULT_MAX_BODY = 1024 * 1024
+MIN_SECRET = 16  # characters: shorter webhook secrets and tokens are refused at start
+SECRET_FIELDS = ("webhook_secret", "webhook_token", "github_webhook_secret")
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*-\d+$")
 _DELIVERY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
@@ -109,6 +113,13 @@ class ServiceSettings:
     webhook_token: str = field(default="", repr=False)
     github_webhook_secret: str = field(default="", repr=False)
     github_repositories: str = ""  # comma-separated owner/repo; "" takes every repository
+    # A signed body accepted within this many seconds is a duplicate whatever its delivery
+    # id: the delivery id is outside the signature, so a captured body could be replayed.
+    replay_window: float = 86400.0
+    # Seconds a client has to send a whole request (headers and body), and the most
+    # connections served at once; beyond it new requests get 503 (the sender retries).
+    request_timeout: float = 10.0
+    max_connections: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> ServiceSettings:
@@ -130,7 +141,32 @@ class ServiceSettings:
                 raise ScopeguardError(f"SCOPEGUARD_{f.name.upper()}={raw!r} is not a "
                                       f"{kind.__name__}. Fix: set a valid value or unset "
                                       "it.") from None
+        for name in SECRET_FIELDS:  # a trailing newline from a secrets file is not the secret
+            if isinstance(values.get(name), str):
+                values[name] = values[name].strip()
+        for name in SECRET_FIELDS:
+            given_raw = given.get(name) if given.get(name) is not None else env.get(
+                "SCOPEGUARD_" + name.upper())
+            if given_raw and len(values.get(name, "")) < MIN_SECRET:
+                variable = "SCOPEGUARD_" + name.upper()
+                what = "is only whitespace" if not values.get(name) else (
+                    f"is {len(values[name])} characters long")
+                raise ScopeguardError(
+                    f"{variable} {what}; a webhook secret or token needs at least "
+                    f"{MIN_SECRET} characters, or it can be guessed. Fix: set it to a random "
+                    "value, e.g. the output of `python -c \"import secrets; "
+                    "print(secrets.token_hex(32))\"`, in scopeguard and in the webhook.")
         settings = cls(**values)
+        for name in ("lease", "retry_base", "retry_max", "keep_days", "replay_window",
+                     "request_timeout"):
+            value = getattr(settings, name)
+            if not 0 < value < float("inf"):
+                raise ScopeguardError(f"SCOPEGUARD_{name.upper()}={value!r} is not a number of "
+                                      "seconds above 0. Fix: set a positive number, or unset "
+                                      "it for the default.")
+        if settings.max_connections < 1 or settings.workers < 1:
+            raise ScopeguardError("SCOPEGUARD_MAX_CONNECTIONS and SCOPEGUARD_WORKERS must be "
+                                  "at least 1. Fix: set a positive whole number, or unset it.")
         if not (settings.webhook_secret or settings.webhook_token
                 or settings.github_webhook_secret):
             raise ScopeguardError(
@@ -242,6 +278,9 @@ def watch_reason(positioning: Positioning, project: str, issue_type: str) -> str
 # --- logging that cannot leak a secret ---------------------------------------------------------
 
 
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
 class Scrub(logging.Filter):
     """Replaces any configured secret in a log record with ``***`` (defence in depth)."""
 
@@ -257,6 +296,7 @@ class Scrub(logging.Filter):
             record.exc_text = None
         for secret in self.secrets:
             message = message.replace(secret, "***")
+        message = _USERINFO.sub(r"\1***@", message)  # credentials written into any URL
         record.msg, record.args = message, ()
         return True
 
@@ -380,7 +420,7 @@ class Service:
     def start(self) -> None:
         released = self.queue.release_leases()
         requeued = self.queue.requeue_failed() if self.settings.requeue_failed else 0
-        pruned = self.queue.prune(self.settings.keep_days * 86400)
+        pruned = self.queue.prune(self.keep_seconds)
         counts = self.queue.counts()
         log.info("queue %s: %d waiting (%d taken back from a previous process), %d done, "
                  "%d failed%s%s", self.settings.queue, counts["queued"] + counts["leased"],
@@ -473,6 +513,12 @@ class Service:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.queue.close()
 
+    @property
+    def keep_seconds(self) -> float:
+        """How long done deliveries are remembered: the longer of --keep-days and the
+        replay window (a replay is recognised only while its body's hash is kept)."""
+        return max(self.settings.keep_days * 86400, self.settings.replay_window)
+
     def customer_field(self) -> str:
         """The customer field's id (the client remembers it), or "" without Jira."""
         return self.client.field_id(self.positioning.jira.customer_field) if self.client else ""
@@ -485,7 +531,7 @@ class Service:
         while not self.stopping.is_set():
             if name == "worker-1" and time.monotonic() - pruned > 3600:
                 pruned = time.monotonic()
-                self.queue.prune(self.settings.keep_days * 86400)
+                self.queue.prune(self.keep_seconds)
             try:
                 event = self.queue.claim(owner)
             except Exception:  # noqa: BLE001 - a locked or full disk must not kill the worker
@@ -619,16 +665,37 @@ class TooLarge(Exception):
     """The body exceeds the limit."""
 
 
-async def read_body(request: Any, limit: int) -> bytes:
+class TooSlow(Exception):
+    """The body did not arrive within the request timeout."""
+
+
+class Gone(Exception):
+    """The client went away before its body was read."""
+
+
+async def read_body(request: Any, limit: int, timeout: float | None = None) -> bytes:
+    """The raw body, at most ``limit`` bytes, read within ``timeout`` seconds.
+
+    The protocol (:mod:`.http_guard`) already cuts off requests not complete in time; the
+    timeout here also covers the app run under another server (``uvicorn --factory``).
+    """
+    from starlette.requests import ClientDisconnect
+
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise TooLarge
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise TooSlow from None
+    except ClientDisconnect:
+        raise Gone from None
     return b"".join(chunks)
 
 
@@ -652,9 +719,17 @@ def create_app(service: Service) -> Any:
         return answer(code, started, error=error)
 
     async def receive(request: Request, started: float) -> bytes | JSONResponse:
-        """The body, or the 413 answer."""
+        """The body, or the 413 (too large), 408 (too slow) or 400 (gone) answer."""
+        peer = request.client.host if request.client else "?"
         try:
-            return await read_body(request, settings.max_body)
+            return await read_body(request, settings.max_body, settings.request_timeout)
+        except TooSlow:
+            return reject(408, started, "too_slow", peer, f"the body did not arrive within "
+                          f"{settings.request_timeout:g} seconds. Fix: send the whole request "
+                          "at once (raise SCOPEGUARD_REQUEST_TIMEOUT for a slow network).")
+        except Gone:  # nobody to answer; the response below is dropped
+            return reject(400, started, "disconnected", peer, "the client went away before "
+                          "its body was read.")
         except TooLarge:
             return reject(413, started, "too_large", request.client.host if request.client
                           else "?", f"the body is larger than {settings.max_body} bytes. Fix: "
@@ -667,10 +742,21 @@ def create_app(service: Service) -> Any:
         log.info("ignored %s %s (delivery %s): %s", event, key or "-", delivery[:60], reason)
         return answer(202, started, status="ignored", reason=reason)
 
-    async def queue(delivery: str, body: bytes, event: str, key: str,
-                    started: float) -> JSONResponse:
-        new = await run_in_threadpool(service.queue.enqueue, delivery, body, event, key)
-        if not new:
+    async def queue(delivery: str, body: bytes, event: str, key: str, started: float,
+                    signed: bool) -> JSONResponse:
+        # A signed body seen before under another delivery id is a replay: the id is not
+        # signed. (A token-authenticated sender can send anything: no window for it.)
+        window = settings.replay_window if signed else 0.0
+        state = await run_in_threadpool(partial(service.queue.accept, delivery, body, event,
+                                                key, replay_window=window))
+        if state == "replay":
+            metrics.inc("scopeguard_webhooks_received_total", result="replay")
+            log.warning("delivery %s of %s: this signed body was accepted before under "
+                        "another delivery id: not queued again", delivery[:60], key)
+            return answer(200, started, status="duplicate", delivery=delivery,
+                          reason="this signed body was accepted before under another "
+                                 "delivery id (a replay)")
+        if state == "duplicate":
             metrics.inc("scopeguard_webhooks_received_total", result="duplicate")
             log.info("delivery %s of %s seen before: not queued again", delivery[:60], key)
             return answer(200, started, status="duplicate", delivery=delivery)
@@ -699,7 +785,8 @@ def create_app(service: Service) -> Any:
         reason = ignore_reason(hook, service.positioning, service.positioning.jira.customer_field)
         if reason:
             return ignored(hook.event, hook.key, hook.delivery_id, reason, started)
-        return await queue(hook.delivery_id, body, hook.event, hook.key, started)
+        return await queue(hook.delivery_id, body, hook.event, hook.key, started,
+                           signed=how == "signature")
 
     async def github_webhook_route(request: Request) -> JSONResponse:
         started = time.perf_counter()
@@ -722,10 +809,11 @@ def create_app(service: Service) -> Any:
         if hook.event == GITHUB_EVENT + "ping":
             return answer(200, started, status="pong")
         reason = github_webhook.ignore_reason(hook, settings.repositories,
-                                              service.positioning.labels.values())
+                                              service.positioning.labels.values(),
+                                              service.positioning.filters)
         if reason:
             return ignored(hook.event, hook.key, hook.delivery_id, reason, started)
-        return await queue(hook.delivery_id, body, hook.event, hook.key, started)
+        return await queue(hook.delivery_id, body, hook.event, hook.key, started, signed=True)
 
     async def healthz(request: Request) -> JSONResponse:
         counts = await run_in_threadpool(service.queue.counts)

@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from .audit import AuditReport, promoted_verdict
+from .markup import csv_cell, md_link, md_text, plain, safe_url
 from .positioning import LABELS
 
 COLOURS = {"core": "#2e7d32", "generalizable": "#f9a825", "one_off": "#c62828"}
@@ -53,21 +54,23 @@ def to_json(report: AuditReport) -> str:
 
 
 def to_csv(report: AuditReport) -> str:
+    """Every cell quoted, and none that a spreadsheet would run as a formula (a title like
+    ``=HYPERLINK(...)`` is written ``'=HYPERLINK(...)``: OWASP's CSV injection advice)."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerow(["id", "title", "customer", "created_at", "label", "classified_as",
                      "confidence", "rule", "input_class", "cluster", "duplicates", "url"])
     for i in report.items:
-        writer.writerow([i.request.id, i.request.title, i.request.customer,
-                         i.request.created_at, i.label, i.verdict.label,
-                         f"{i.verdict.confidence:.3f}", i.verdict.rule, i.verdict.input_class,
-                         i.cluster or "", " ".join(i.duplicates), i.request.url])
+        writer.writerow([csv_cell(cell) for cell in (
+            i.request.id, i.request.title, i.request.customer, i.request.created_at, i.label,
+            i.verdict.label, f"{i.verdict.confidence:.3f}", i.verdict.rule,
+            i.verdict.input_class, i.cluster or "", " ".join(i.duplicates), i.request.url)])
     return out.getvalue()
 
 
 def _clip(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    """Terminal text: one line, no control characters, at most ``n`` characters."""
+    return plain(text, n)
 
 
 def to_table(report: AuditReport, width: int = 110) -> str:
@@ -98,18 +101,21 @@ def to_table(report: AuditReport, width: int = 110) -> str:
 
 
 def to_markdown(report: AuditReport) -> str:
+    """The report as Markdown; everything requesters (and the positioning file) wrote is
+    escaped with :mod:`scopeguard.markup`: no markup, links other than http(s), HTML or
+    @mentions can come from it."""
     counts = report.counts
-    out = [f"# Scope audit: {report.product}", "", f"**{report.summary}**", "",
+    out = [f"# Scope audit: {_md(report.product)}", "", f"**{_md(report.summary)}**", "",
            "| label | requests |", "|---|---|"]
     out += [f"| {TITLES[k]} | {counts[k]} |" for k in LABELS]
     out += ["", "## Scope drift by month", "", "| month | core | generalizable | one-off |",
             "|---|---|---|---|"]
-    out += [f"| {m} | {c['core']} | {c['generalizable']} | {c['one_off']} |"
+    out += [f"| {_md(m)} | {c['core']} | {c['generalizable']} | {c['one_off']} |"
             for m, c in report.drift]
     out += ["", f"## Clusters wanted by >= {report.min_customers} customers", ""]
     if report.wanted_clusters:
         out += ["| cluster | customers | requests | title |", "|---|---|---|---|"]
-        out += [f"| #{c.id} | {len(c.customers)} | {', '.join(c.members)} | "
+        out += [f"| #{c.id} | {len(c.customers)} | {_md(', '.join(c.members))} | "
                 f"{_md(c.title)} |" for c in report.wanted_clusters]
     else:
         out.append("None yet.")
@@ -117,20 +123,20 @@ def to_markdown(report: AuditReport) -> str:
     out += [f"- {_md(c)}: {n}" for c, n in report.one_off_customers[:10]] or ["None."]
     out += ["", "## Requests nearest each non-goal", ""]
     for g in report.non_goals:
-        out.append(f"- **{_md(g.name)}**: " + ", ".join(f"{i} {_md(_clip(t, 50))} ({s:.2f})"
+        out.append(f"- **{_md(g.name)}**: " + ", ".join(f"{_md(i)} {_md(t, 50)} ({s:.2f})"
                                                        for i, t, s in g.requests))
     out += ["", "## Requests", "", "| id | label | confidence | cluster | duplicates | title |",
             "|---|---|---|---|---|---|"]
     for i in report.items:
-        ref = f"[{i.request.id}]({i.request.url})" if i.request.url else i.request.id
         label = TITLES[i.label] + (" (promoted)" if i.promoted else "")
-        out.append(f"| {ref} | {label} | {i.verdict.confidence:.2f} | {i.cluster or ''} | "
-                   f"{', '.join(i.duplicates)} | {_md(_clip(i.request.title, 70))} |")
+        out.append(f"| {md_link(i.request.id, i.request.url)} | {label} | "
+                   f"{i.verdict.confidence:.2f} | {i.cluster or ''} | "
+                   f"{_md(', '.join(i.duplicates))} | {_md(i.request.title, 70)} |")
     return "\n".join(out) + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md(text: str, limit: int | None = None) -> str:
+    return md_text(text, limit)
 
 
 # --- HTML ------------------------------------------------------------------------------------
@@ -208,8 +214,9 @@ def to_html(report: AuditReport) -> str:
     rows = []
     for i in report.items:
         title = escape(i.request.title)
-        link = (f'<a href="{escape(i.request.url, quote=True)}">{escape(i.request.id)}</a>'
-                if i.request.url.startswith(("http://", "https://")) else escape(i.request.id))
+        href = safe_url(i.request.url)  # http(s) only: no javascript: or data: links
+        link = (f'<a href="{escape(href, quote=True)}">{escape(i.request.id)}</a>'
+                if href else escape(i.request.id))
         why = escape(" ".join(promoted_verdict(i).reasons[:2]))
         rows.append(f'<tr><td>{link}</td><td class="{i.label}">{TITLES[i.label]}'
                     f'{" ↑" if i.promoted else ""}</td><td>{i.verdict.confidence:.2f}</td>'

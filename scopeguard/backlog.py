@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 from .positioning import LABELS, CustomerRule, Filters
@@ -35,7 +36,12 @@ class Request:
     labels: tuple[str, ...] = ()
     org: str = ""
     label: str = ""  # a known decision (eval, calibrate); empty when unknown
-    extra: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The author's account type as the tracker reports it (GitHub "Bot"/"User", Jira Cloud
+    # "app"/"atlassian"), and the other names the tracker knows them by (Jira: email, name,
+    # display name, account id): what filters.skip_bots and skip_authors read.
+    author_type: str = field(default="", compare=False)
+    author_ids: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def asker(self) -> str:
@@ -102,8 +108,29 @@ def resolve_customer(request: Request, rule: CustomerRule) -> str:
     return request.author
 
 
+def is_bot(login: str, kind: str = "") -> bool:
+    """Whether an account is a bot: GitHub's user ``type`` Bot (or an App's ``name[bot]``
+    login), or a Jira Cloud ``accountType`` of ``app`` (Automation for Jira, apps)."""
+    return kind.lower() in ("bot", "app") or login.lower().endswith("[bot]")
+
+
+def skipped_author(request: Request, filters: Filters) -> str:
+    """Why the request's author is not a customer to classify for ("" when they are)."""
+    names = [request.author, *request.author_ids]
+    if filters.skip_bots and is_bot(request.author, request.author_type):
+        return f"was opened by a bot ({request.author or 'unknown'}; filters.skip_bots)"
+    excluded = {a.strip().lower() for a in filters.skip_authors if a.strip()}
+    hit = next((n for n in names if n and n.strip().lower() in excluded), "")
+    if hit:
+        return f"was opened by {hit}, whom filters.skip_authors leaves out"
+    return ""
+
+
 def is_feature_request(request: Request, filters: Filters) -> tuple[bool, str]:
     """(True, "") or (False, why it is skipped) by the positioning file's filters."""
+    why = skipped_author(request, filters)
+    if why:
+        return False, why
     labels = {label.lower() for label in request.labels}
     skip = labels & {s.lower() for s in filters.skip_labels}
     if skip:

@@ -455,12 +455,22 @@ def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db,
 @click.option("--github-repositories", envvar="SCOPEGUARD_GITHUB_REPOSITORIES",
               help="Comma-separated owner/repo whose GitHub webhooks are handled (default: "
                    "any). [env: SCOPEGUARD_GITHUB_REPOSITORIES]")
+@click.option("--request-timeout", type=click.FloatRange(min=0.1), envvar=
+              "SCOPEGUARD_REQUEST_TIMEOUT", help="Seconds a client has to send a whole "
+              "request, headers and body (default 10); slower ones get 408 and are cut off.")
+@click.option("--max-connections", type=click.IntRange(min=1), envvar=
+              "SCOPEGUARD_MAX_CONNECTIONS", help="Connections served at once (default 1000); "
+              "beyond it new requests get 503, which webhook senders retry.")
+@click.option("--replay-window", type=click.FloatRange(min=1), envvar="SCOPEGUARD_REPLAY_WINDOW",
+              help="Seconds within which a signed body seen before is a duplicate whatever "
+                   "its delivery id (default 86400).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log verbosity (stderr); secrets are masked in every line.")
 @friendly_errors
 def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_flavour, max_body,
-          max_attempts, seed_jql, requeue_failed, github_repositories, log_level) -> None:
+          max_attempts, seed_jql, requeue_failed, github_repositories, request_timeout,
+          max_connections, replay_window, log_level) -> None:
     """Run the webhook service: POST /webhooks/jira, POST /webhooks/github, GET /healthz,
     GET /metrics.
 
@@ -485,13 +495,24 @@ def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_fla
         config=config, db=db, model=model, queue=queue_path, workers=workers,
         jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,
         max_attempts=max_attempts, seed_jql=seed_jql, requeue_failed=requeue_failed or None,
-        github_repositories=github_repositories)
+        github_repositories=github_repositories, request_timeout=request_timeout,
+        max_connections=max_connections, replay_window=replay_window)
     jira_service.setup_logging(log_level, settings.secrets() + jira_service.client_secrets())
-    app = jira_service.create_app(jira_service.Service(settings))
+    from .integrations.http_guard import deadline_protocol
+
+    service = jira_service.Service(settings)
+    app = jira_service.create_app(service)
+
+    def cut_off() -> None:
+        service.metrics.inc("scopeguard_webhooks_rejected_total", reason="too_slow")
+
     # log_config=None keeps the scrubbing handler above; uvicorn's access log would print
-    # query strings, which may carry the ?token= of a Jira Server webhook.
+    # query strings, which may carry the ?token= of a Jira Server webhook. Slow clients
+    # are cut off (http_guard); past max_connections new requests get 503.
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30,
+                http=deadline_protocol(settings.request_timeout, on_timeout=cut_off),
+                limit_concurrency=settings.max_connections)
 
 
 @cli.command()

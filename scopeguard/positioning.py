@@ -62,6 +62,10 @@ class Filters:
     skip_labels: tuple[str, ...] = ("bug", "question", "documentation", "duplicate", "invalid")
     require_labels: tuple[str, ...] = ()
     skip_title_prefixes: tuple[str, ...] = ("bug:", "[bug]", "question:", "[question]")
+    # Issues opened by bots (GitHub's type Bot or a name[bot] login; Jira Cloud's app
+    # accounts) are not customers' requests: Renovate's dashboard, Dependabot, automation.
+    skip_bots: bool = True
+    skip_authors: tuple[str, ...] = ()  # logins (GitHub) or names, emails, account ids (Jira)
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,8 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
         raise ConfigError(source, f"label names must differ, got {labels}.",
                           "give core, generalizable and one_off distinct names.", key="labels")
     filters_data = data.get("filters") or {}
-    filters = Filters(**{k: tuple(v) for k, v in filters_data.items()})
+    filters = Filters(**{k: v if isinstance(v, bool) else tuple(v)
+                         for k, v in filters_data.items()})
     jira = data.get("jira") or {}
     return Positioning(
         product=data["product"].strip(),

@@ -1,28 +1,92 @@
-"""Verdicts as text, JSON and Markdown. The Markdown form is what trackers get as a comment."""
+"""Verdicts as text, JSON and Markdown. The Markdown form is what trackers get as a comment.
+
+A comment scopeguard writes carries hidden marker lines (HTML comments): the first says
+"this is scopeguard's verdict", the next records the label it gave (and, on GitHub, a
+maintainer's label that stands). They open the Markdown (GitHub hides them) or, in
+Jira, which cannot hide text, end it as a grey footer. :func:`read_markers` reads them
+from those places only, never from the rest of a body, and only a comment scopeguard's
+own account wrote is read at all (the integrations check the author). Everything a
+requester wrote is escaped (:mod:`scopeguard.markup`), so no marker can be formed from it.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from .classify import Verdict
+from .markup import md_code, md_link, md_text, plain
 
 COMMENT_MARKER = "<!-- scopeguard:verdict -->"
 # The second hidden line records the label scopeguard gave, so a later run can tell a
 # human's relabel from its own label: parse it with LABEL_MARKER.
 LABEL_MARKER = re.compile(r"<!-- scopeguard:label=(\w+) confidence=([\d.]+) -->")
+# A maintainer's scope label that stands (GitHub), recorded so later runs keep it even
+# when scopeguard's own verdict comes to agree with it.
+HUMAN_MARKER = re.compile(r"<!-- scopeguard:human-label=(\w+)(?: by=(\S+))? -->")
+_ANY_MARKER = re.compile(r"<!-- scopeguard:[^<>]*? -->")
+_FOOTER_WRAP = re.compile(r"^\{color(?::[^}]*)?\}|\{color\}$")
+
+
+@dataclass(frozen=True)
+class Markers:
+    """What a scopeguard comment's hidden marker lines say."""
+
+    verdict: bool = False  # the comment opens (or, in Jira, ends) with COMMENT_MARKER
+    label: str | None = None
+    confidence: float | None = None
+    human: str | None = None  # a maintainer's label that stands (its key)
+    human_by: str = ""
+
+
+def _parse(markers: list[str]) -> Markers:
+    if not markers or markers[0] != COMMENT_MARKER:
+        return Markers()
+    label = confidence = human = None
+    by = ""
+    for marker in markers[1:]:
+        if found := LABEL_MARKER.fullmatch(marker):
+            label, confidence = found.group(1), float(found.group(2))
+        elif found := HUMAN_MARKER.fullmatch(marker):
+            human, by = found.group(1), found.group(2) or ""
+    return Markers(True, label, confidence, human, by)
+
+
+def read_markers(text: str) -> Markers:
+    """The marker lines a scopeguard comment opens with (Markdown) or ends with (Jira's
+    footer); markers anywhere else in ``text`` are ignored."""
+    lines = (text or "").lstrip("\ufeff \t\r\n").split("\n")
+    head = []
+    for line in lines:
+        line = line.strip()
+        if not _ANY_MARKER.fullmatch(line):
+            break
+        head.append(line)
+    if head:
+        return _parse(head)
+    tail = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    tail = _FOOTER_WRAP.sub("", _FOOTER_WRAP.sub("", tail)).strip()
+    found = _ANY_MARKER.findall(tail)
+    if found and not _ANY_MARKER.sub("", tail).strip():
+        return _parse(found)
+    return Markers()
 
 
 def marker_lines(lines: list[str]) -> int:
     """How many of a comment's ``lines`` are the hidden marker lines it opens with."""
-    return 2 if len(lines) > 1 and LABEL_MARKER.search(lines[1]) else 1
+    count = 0
+    for line in lines:
+        if not _ANY_MARKER.fullmatch(line.strip()):
+            break
+        count += 1
+    return max(1, count) if lines and lines[0].strip() == COMMENT_MARKER else 0
 
 
 def marked_label(text: str) -> str | None:
-    """The label a scopeguard comment's hidden marker records, or None."""
-    found = LABEL_MARKER.search(text)
-    return found.group(1) if found else None
+    """The label a scopeguard comment's marker lines record, or None."""
+    return read_markers(text).label
 
 LABEL_TITLES = {"core": "Core", "generalizable": "Generalizable", "one_off": "One-off custom"}
 LABEL_ADVICE = {
@@ -42,68 +106,72 @@ def to_json(verdict: Verdict) -> str:
 
 
 def to_text(v: Verdict, label_name: str | None = None) -> str:
-    lines = [f"{v.request_id}: {v.title}".strip(": "),
-             f"  verdict: {label_name or v.label}  (confidence {v.confidence:.0%}, "
+    """The verdict for a terminal: what others wrote loses its control characters."""
+    lines = [plain(f"{v.request_id}: {v.title}").strip(": "),
+             f"  verdict: {plain(label_name or v.label)}  (confidence {v.confidence:.0%}, "
              f"rule: {v.rule}, decided by {v.decided_by})",
              f"  input class: {CLASS_TITLES.get(v.input_class, v.input_class)}"]
-    lines += [f"  - {r}" for r in v.reasons]
+    lines += [f"  - {plain(r)}" for r in v.reasons]
     lines.append("  positioning:")
-    lines += [f"    {m.score:.2f}  {m.name}: {m.text[:90]}" for m in v.positioning]
+    lines += [f"    {m.score:.2f}  {plain(m.name)}: {plain(m.text, 90)}" for m in v.positioning]
     lines.append("  features:")
-    lines += [f"    {m.score:.2f}  {m.name}" for m in v.features]
+    lines += [f"    {m.score:.2f}  {plain(m.name)}" for m in v.features]
     if v.non_goal:
-        lines.append(f"  nearest non-goal: {v.non_goal.score:.2f}  {v.non_goal.name}")
-    lines.append(f"  customers asking: {len(v.customers)} ({', '.join(v.customers[:8])})")
+        lines.append(f"  nearest non-goal: {v.non_goal.score:.2f}  {plain(v.non_goal.name)}")
+    lines.append(f"  customers asking: {len(v.customers)} "
+                 f"({plain(', '.join(v.customers[:8]))})")
     for n in v.similar[:5]:
         dup = "  [duplicate]" if n.duplicate else ""
-        lines.append(f"    {n.score:.2f}  {n.id} {n.title[:60]} ({n.customer}){dup}")
+        lines.append(f"    {n.score:.2f}  {plain(n.id)} {plain(n.title, 60)} "
+                     f"({plain(n.customer)}){dup}")
     if v.custom_signals:
         lines.append("  custom-work signals: " +
-                     ", ".join(f"{c.name} '{c.evidence}'" for c in v.custom_signals))
+                     ", ".join(f"{c.name} '{plain(c.evidence)}'" for c in v.custom_signals))
     lines.append("  signals: " + ", ".join(f"{k}={val:g}" for k, val in v.signals.items()))
     return "\n".join(lines)
 
 
-def _cell(text: str, limit: int = 100) -> str:
-    text = " ".join(text.split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def to_markdown(v: Verdict, label_name: str | None = None, product: str = "") -> str:
-    """The explanatory comment: verdict, reasons, evidence tables, signals."""
+    """The explanatory comment: verdict, reasons, evidence tables, signals.
+
+    Every text that is not scopeguard's own (titles, customers, quotes, URLs, and the
+    positioning file's names) is escaped with :mod:`scopeguard.markup`: it shows as
+    written, forms no markup or marker, and notifies nobody.
+    """
     title = LABEL_TITLES.get(v.label, v.label)
-    label_shown = f" (`{label_name}`)" if label_name else ""
+    label_shown = f" ({md_code(label_name)})" if label_name else ""
     out = [COMMENT_MARKER,
            f"<!-- scopeguard:label={v.label} confidence={v.confidence:.3f} -->",
            f"### scopeguard: **{title}**{label_shown}",
            "",
            f"{LABEL_ADVICE.get(v.label, '')} Confidence {v.confidence:.0%}"
-           f"{' for ' + product if product else ''}; input class: "
+           f"{' for ' + md_text(product) if product else ''}; input class: "
            f"{CLASS_TITLES.get(v.input_class, v.input_class)}.",
            ""]
-    out += [f"- {r}" for r in v.reasons]
+    out += [f"- {md_text(r)}" for r in v.reasons]
     out += ["", "| evidence | name | score |", "|---|---|---|"]
     for m in v.positioning[:2]:
-        out.append(f"| positioning | {_cell(m.name)}: {_cell(m.text, 80)} | {m.score:.2f} |")
+        out.append(f"| positioning | {md_text(m.name, 100)}: {md_text(m.text, 80)} | "
+                   f"{m.score:.2f} |")
     for m in v.features[:3]:
-        out.append(f"| feature | {_cell(m.name, 80)} | {m.score:.2f} |")
+        out.append(f"| feature | {md_text(m.name, 80)} | {m.score:.2f} |")
     if v.non_goal:
-        out.append(f"| non-goal | {_cell(v.non_goal.name, 80)} | {v.non_goal.score:.2f} |")
+        out.append(f"| non-goal | {md_text(v.non_goal.name, 80)} | {v.non_goal.score:.2f} |")
     out.append("")
     if v.similar:
         out.append(f"**Similar requests** ({len(v.customers)} distinct customers asked, "
                    "this one included):")
         out.append("")
         for n in v.similar[:5]:
-            ref = f"[{n.id}]({n.url})" if n.url else n.id
             dup = " (possible duplicate)" if n.duplicate else ""
-            out.append(f"- {ref} {_cell(n.title, 80)} ({_cell(n.customer, 40)}, {n.score:.2f}){dup}")
+            out.append(f"- {md_link(n.id, n.url)} {md_text(n.title, 80)} "
+                       f"({md_text(n.customer, 40)}, {n.score:.2f}){dup}")
         out.append("")
     else:
         out += ["No similar requests from other customers yet.", ""]
     if v.custom_signals:
         out.append("**Custom-work signals:** " + ", ".join(
-            f"{c.name} (\"{_cell(c.evidence, 60)}\")" for c in v.custom_signals))
+            f"{c.name} (\"{md_text(c.evidence, 60)}\")" for c in v.custom_signals))
         out.append("")
     sig = ", ".join(f"{k} {val:g}" for k, val in v.signals.items())
     out += ["<details><summary>Signals used</summary>", "", f"{sig}; decided by "

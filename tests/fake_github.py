@@ -20,7 +20,10 @@ Routes: repository; issues (list, get, create, edit); issue comments (list, crea
 edit, delete); issue labels (list, add, set, remove) and the labeled/unlabeled issue events
 they leave (list); repository labels (list, get, create,
 edit, delete); contents (get, create or update with ``sha``, 409 on a stale ``sha``);
-``GET /user``. ``prefix="/api/v3"`` serves under a GitHub Enterprise Server style root.
+``GET /user`` (403 for an installation token, as GitHub answers); a GitHub App's ``GET /app``
+and installation tokens. What a request writes (comments, labels, commits) is written by
+the account its token belongs to. ``prefix="/api/v3"`` serves under a GitHub Enterprise
+Server style root.
 """
 
 from __future__ import annotations
@@ -115,11 +118,16 @@ class FakeGitHub(LoopbackServer):
     """
 
     def __init__(self, token: str | None = "test-token", login: str = "github-actions[bot]",
-                 prefix: str = "", app: tuple[str, str] | None = None) -> None:
+                 prefix: str = "", app: tuple[str, str] | None = None,
+                 app_slug: str = "scopeguard-app") -> None:
         self.token = token
         # A GitHub App: (app id, public key PEM). POST /app/installations/N/access_tokens
-        # with a JWT the App's private key signed issues a token this server then accepts.
+        # with a JWT the App's private key signed issues a token this server then accepts;
+        # GET /app with such a JWT describes the App. What an installation token writes is
+        # written by the App's bot, ``<app_slug>[bot]``.
         self.app = app
+        self.app_slug = app_slug
+        self.actor = login  # who the request being handled authenticated as
         self.installation_tokens: dict[str, int] = {}
         self.login = login
         self.prefix = prefix.rstrip("/")
@@ -172,7 +180,8 @@ class FakeGitHub(LoopbackServer):
                     user: str | None = None) -> int:
         """Add a comment to issue ``number`` (by ``user``, default the token's login)."""
         with self.lock:
-            return self._create_comment(self.repos[full_name], number, body, user)["id"]
+            return self._create_comment(self.repos[full_name], number, body,
+                                        user or self.login)["id"]
 
     def put_file(self, full_name: str, path: str, content: str | bytes) -> None:
         with self.lock:
@@ -355,7 +364,7 @@ class FakeGitHub(LoopbackServer):
         if number not in repo.issues:
             raise HTTPError(404, "Not Found")
         comment = {"id": next(self._ids), "issue": number, "body": body,
-                   "user": user or self.login, "created_at": _now(), "updated_at": _now()}
+                   "user": user or self.actor, "created_at": _now(), "updated_at": _now()}
         repo.comments[comment["id"]] = comment
         return comment
 
@@ -422,6 +431,10 @@ class FakeGitHub(LoopbackServer):
         minted = re.fullmatch(r"/app/installations/(\d+)/access_tokens", path)
         if minted and method == "POST":
             return self._access_token(int(minted.group(1)), scheme, given, base)
+        if path == "/app" and method == "GET":
+            return self._get_app(scheme, given, base)
+        self.actor = (f"{self.app_slug}[bot]" if given in self.installation_tokens
+                      else self.login)
         if self.token is not None and given not in self.installation_tokens:
             if scheme.lower() not in ("token", "bearer") or given != self.token:
                 return 401, base, {"message": "Bad credentials",
@@ -448,9 +461,9 @@ class FakeGitHub(LoopbackServer):
         return 404, base, {"message": "Not Found",
                            "documentation_url": "https://docs.github.com/rest"}
 
-    def _access_token(self, installation: int, scheme: str, given: str,
-                      base: dict[str, str]) -> tuple[int, dict[str, str], Any]:
-        """An installation token, for a JWT signed by the App's key (RS256, iss = app id)."""
+    def _app_jwt(self, scheme: str, given: str, base: dict[str, str]
+                 ) -> tuple[int, dict[str, str], Any] | None:
+        """None for a JWT signed by the App's key (RS256, iss = app id), else the answer."""
         import jwt
 
         if self.app is None:
@@ -463,6 +476,28 @@ class FakeGitHub(LoopbackServer):
             return 401, base, {"message": f"A JSON web token could not be decoded ({exc})"}
         if scheme.lower() != "bearer" or str(claims["iss"]) != str(app_id):
             return 401, base, {"message": "Integration not found"}
+        return None
+
+    def _get_app(self, scheme: str, given: str,
+                 base: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        refused = self._app_jwt(scheme, given, base)
+        if refused:
+            return refused
+        app_id = int(self.app[0]) if self.app else 0
+        return 200, base, {
+            "id": app_id, "slug": self.app_slug, "node_id": f"A_{app_id}",
+            "name": self.app_slug.replace("-", " ").title(), "description": "",
+            "owner": self._user("acme", "Organization"),
+            "external_url": "https://example.com", "html_url": f"https://github.com/apps/"
+            f"{self.app_slug}", "created_at": _now(), "updated_at": _now(),
+            "permissions": {"issues": "write", "contents": "write"}, "events": ["issues"]}
+
+    def _access_token(self, installation: int, scheme: str, given: str,
+                      base: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        """An installation token, for a JWT signed by the App's key."""
+        refused = self._app_jwt(scheme, given, base)
+        if refused:
+            return refused
         token = f"ghs_installation{installation}_{next(self._ids)}"
         self.installation_tokens[token] = installation
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
@@ -492,7 +527,10 @@ class FakeGitHub(LoopbackServer):
     # --- handlers (repo, query, body, path args) ---------------------------------------------
 
     def _get_user(self, repo, query, body):
-        return self._user(self.login)
+        # GitHub refuses /user to installation tokens (an App's, and GITHUB_TOKEN's).
+        if self.actor.endswith("[bot]"):
+            raise HTTPError(403, NOT_ACCESSIBLE)
+        return self._user(self.actor)
 
     def _get_repo(self, repo, query, body):
         owner, name = repo.full_name.split("/")
@@ -515,7 +553,7 @@ class FakeGitHub(LoopbackServer):
 
     def _create_issue(self, repo, query, body):
         number = self.add_issue(repo.full_name, body["title"], body.get("body") or "",
-                                user=self.login, labels=body.get("labels") or ())
+                                user=self.actor, labels=body.get("labels") or ())
         return 201, self._issue_json(repo, repo.issues[number])
 
     def _issue(self, repo: FakeRepo, n: str) -> dict[str, Any]:
@@ -532,7 +570,7 @@ class FakeGitHub(LoopbackServer):
             if key in body:
                 issue[key] = body[key]
         if "labels" in body:
-            self._relabel(repo, issue, body["labels"], self.login)
+            self._relabel(repo, issue, body["labels"], self.actor)
         issue["updated_at"] = _now()
         return self._issue_json(repo, issue)
 
@@ -589,13 +627,13 @@ class FakeGitHub(LoopbackServer):
         issue = self._issue(repo, n)
         names = body.get("labels", []) if isinstance(body, dict) else body or []
         # GitHub creates unknown labels, grey
-        self._relabel(repo, issue, [*issue["labels"], *names], self.login)
+        self._relabel(repo, issue, [*issue["labels"], *names], self.actor)
         return self._issue_label_list(repo, issue)
 
     def _set_issue_labels(self, repo, query, body, n):
         issue = self._issue(repo, n)
         names = body.get("labels", []) if isinstance(body, dict) else body or []
-        self._relabel(repo, issue, names, self.login)
+        self._relabel(repo, issue, names, self.actor)
         return self._issue_label_list(repo, issue)
 
     def _remove_issue_label(self, repo, query, body, n, label):
@@ -603,7 +641,7 @@ class FakeGitHub(LoopbackServer):
         kept = [x for x in issue["labels"] if x.lower() != label.lower()]
         if len(kept) == len(issue["labels"]):
             raise HTTPError(404, "Label does not exist")
-        self._relabel(repo, issue, kept, self.login)
+        self._relabel(repo, issue, kept, self.actor)
         return self._issue_label_list(repo, issue)
 
     def _list_labels(self, repo, query, body):
@@ -660,7 +698,7 @@ class FakeGitHub(LoopbackServer):
         repo.files[path] = data
         sha = hashlib.sha1(data + str(len(repo.commits)).encode()).hexdigest()
         commit = {"sha": sha, "path": path, "message": body["message"],
-                  "branch": body.get("branch") or repo.default_branch, "author": self.login,
+                  "branch": body.get("branch") or repo.default_branch, "author": self.actor,
                   "content": data.decode(errors="replace")}
         repo.commits.append(commit)
         return (200 if exists else 201), {

@@ -22,9 +22,11 @@ Example::
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -138,6 +140,24 @@ class FakeJira(LoopbackServer):
         self._next_comment = 10000
 
     @property
+    def bot(self) -> dict[str, Any]:
+        """The account the credentials belong to (``/myself``; the author of what they
+        write): Cloud identifies users by accountId, Server/Data Center by key and name."""
+        if self.flavour == "cloud":
+            return {"accountId": "712020:5c09e0d1-scopeguard", "displayName": "scopeguard bot",
+                    "accountType": "atlassian", "active": True}
+        return {"name": "scopeguard", "key": "JIRAUSER10100", "displayName": "scopeguard bot",
+                "emailAddress": "scopeguard@pawtrack.example", "active": True}
+
+    def person(self, name: str) -> dict[str, Any]:
+        """Another user, shaped as this flavour shows users."""
+        if self.flavour == "cloud":
+            return {"accountId": f"5b10a2844c20165700ede{abs(hash(name)) % 10**6:06d}",
+                    "displayName": name, "accountType": "atlassian", "active": True}
+        return {"name": name.lower().replace(" ", "."), "key": f"JIRAUSER{abs(hash(name)) % 10**5}",
+                "displayName": name, "active": True}
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -156,7 +176,9 @@ class FakeJira(LoopbackServer):
     def add_issue(self, key: str, summary: str, description: str = "", *,
                   issuetype: str = "Story", labels: tuple[str, ...] = (),
                   reporter: str = "owner@clinic.example", customer: str | None = None,
-                  created: str = "2025-01-09T10:00:00.000+0000") -> dict[str, Any]:
+                  created: str = "2025-01-09T10:00:00.000+0000",
+                  reporter_type: str = "atlassian") -> dict[str, Any]:
+        """An issue; ``reporter_type`` is Cloud's accountType (``app`` for Automation)."""
         project = key.rsplit("-", 1)[0]
         issue = {
             "id": str(10000 + len(self.issues)), "key": key,
@@ -165,7 +187,9 @@ class FakeJira(LoopbackServer):
                        "labels": list(labels), "created": created,
                        "status": {"name": "Open"},
                        "reporter": {"displayName": reporter.split("@")[0],
-                                    "emailAddress": reporter, "name": reporter.split("@")[0]},
+                                    "emailAddress": reporter, "name": reporter.split("@")[0],
+                                    **({"accountType": reporter_type}
+                                       if self.flavour == "cloud" else {})},
                        CUSTOMER_FIELD: {"value": customer} if customer else None}}
         with self.lock:
             self.issues[key] = issue
@@ -179,6 +203,17 @@ class FakeJira(LoopbackServer):
     def labels(self, key: str) -> list[str]:
         with self.lock:
             return list(self.issues[key]["fields"]["labels"])
+
+    def add_comment(self, key: str, body: Any, author: dict[str, Any] | None = None) -> str:
+        """A comment on ``key`` written outside scopeguard (by ``author``: default a person)."""
+        with self.lock:
+            self._next_comment += 1
+            self.comments.setdefault(key, []).append({
+                "id": str(self._next_comment), "body": body,
+                "author": author or self.person("Practice Manager"),
+                "created": "2025-01-10T09:00:00.000+0000",
+                "updated": "2025-01-10T09:00:00.000+0000", "version": 1})
+            return str(self._next_comment)
 
     def comment_texts(self, key: str) -> list[str]:
         with self.lock:
@@ -254,7 +289,7 @@ class FakeJira(LoopbackServer):
             return 200, {"baseUrl": self.url, "version": "9.12.0", "versionNumbers": [9, 12, 0],
                          "deploymentType": "Cloud" if self.flavour == "cloud" else "Server"}, {}
         if rest == "myself":
-            return 200, {"name": "scopeguard", "displayName": "scopeguard bot"}, {}
+            return 200, self.bot, {}
         if rest == "field":
             system = [{"id": f, "name": f.title(), "custom": False}
                       for f in ("summary", "description", "labels")]
@@ -331,7 +366,7 @@ class FakeJira(LoopbackServer):
                 return 400, {"errorMessages": [problem]}, {}
             self._next_comment += 1
             comment = {"id": str(self._next_comment), "body": body["body"],
-                       "author": {"displayName": "scopeguard bot"},
+                       "author": self.bot,
                        "created": "2025-01-10T10:00:00.000+0000",
                        "updated": "2025-01-10T10:00:00.000+0000", "version": 1}
             thread.append(comment)
@@ -403,6 +438,9 @@ class FakeJira(LoopbackServer):
 # --- the real service, as a process, against a fake ------------------------------------------
 
 
+_stamps = itertools.count()
+
+
 def free_port() -> int:
     import socket
 
@@ -414,9 +452,13 @@ def free_port() -> int:
 def issue_event(key: str, event: str = "jira:issue_created", *, project: str = "",
                 issuetype: str = "Story", changed: tuple[str, ...] = (),
                 **extra: Any) -> dict[str, Any]:
-    """A Jira webhook payload for ``key`` (fields trimmed to what scopeguard reads)."""
+    """A Jira webhook payload for ``key`` (fields trimmed to what scopeguard reads).
+
+    Each payload has its own ``timestamp``, as Jira's do: two deliveries are two bodies.
+    """
     payload: dict[str, Any] = {
-        "timestamp": 1736416800000, "webhookEvent": event,
+        "timestamp": int(time.time() * 1000) + next(_stamps),
+        "webhookEvent": event,
         "issue_event_type_name": "issue_created" if event.endswith("created") else
         "issue_generic",
         "user": {"displayName": "Practice Manager"},

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 
 import pytest
 
@@ -106,6 +107,38 @@ def test_html_escapes_request_text(hashing):
                          "html")
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'href="javascript' not in html
+
+
+EVIL = [Request(id="=cmd|' /C calc'!A0", title="=HYPERLINK(\"http://x\",\"a\")", body="b",
+                customer="@SUM(1+1)", url="javascript:alert(1)"),
+        Request(id="+1", title="-2+3", body="b", customer="\tTab", created_at="\r1"),
+        Request(id="X3", title="<!-- scopeguard:label=core --> @boss <img src=x> [a](javascript:x)",
+                body="b", customer="**Bold** | pipe", url="https://t.example/X3?a=(1)")]
+
+
+def test_csv_cells_cannot_run_as_formulas(hashing):
+    """OWASP's CSV injection advice: no cell starts with = + - @, a tab or a CR."""
+    guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+    text = render_report(build_report(guard.analyse(EVIL), guard.index, guard.rules, "F"), "csv")
+    rows = list(csv.reader(io.StringIO(text)))
+    cells = [c for row in rows for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert {rows[1][0], rows[1][1], rows[1][2]} == {"'=cmd|' /C calc'!A0",
+                                                    "'=HYPERLINK(\"http://x\",\"a\")",
+                                                    "'@SUM(1+1)"}
+    assert rows[2][:4] == ["'+1", "'-2+3", "'\tTab", "'\r1"]
+    assert text.splitlines()[0].startswith('"id","title"')  # every cell quoted
+
+
+def test_markdown_report_escapes_what_requesters_wrote(hashing):
+    guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+    md = render_report(build_report(guard.analyse(EVIL), guard.index, guard.rules, "F"),
+                       "markdown")
+    line = next(x for x in md.splitlines() if "X3" in x and x.startswith("| "))
+    assert not re.search(r"(?<!\\)\]\(javascript", md)  # no link but http(s)
+    assert "\\<!-- scopeguard:label=core --> @\u200bboss \\<img src=x> \\[a\\]" in line
+    assert "[X3](https://t.example/X3?a=%281%29)" in line  # the address cannot end the link
+    assert "\\=cmd\\|" not in md and "=cmd\\|' /C calc'!A0" in md  # id shown, pipe escaped
 
 
 def test_cluster_demand_promotes_members_with_little_direct_demand(hashing):

@@ -111,8 +111,12 @@ def issue_event(github: FakeGitHub, number: int, action: str = "opened", *, labe
 
 def run_action(tmp_path: Path, github: FakeGitHub, workspace: Path, event: dict, *,
                event_name: str = "issues", model: str | None = "hashing", db: Path | None = None,
-               token: str = TOKEN, **inputs: str) -> Run:
-    """Run ``python -m scopeguard.integrations.github_action`` as Actions would."""
+               token: str = TOKEN, workflow_token: str | None = None, **inputs: str) -> Run:
+    """Run ``python -m scopeguard.integrations.github_action`` as Actions would.
+
+    ``workflow_token`` is the job's own ``github.token`` (action.yml passes it as
+    SCOPEGUARD_WORKFLOW_TOKEN); by default the token input is that token, as when the
+    input keeps its default."""
     import os
 
     here = tmp_path / f"run{next(_runs)}"
@@ -124,6 +128,7 @@ def run_action(tmp_path: Path, github: FakeGitHub, workspace: Path, event: dict,
            "GITHUB_WORKSPACE": str(workspace), "GITHUB_OUTPUT": str(here / "output"),
            "GITHUB_STEP_SUMMARY": str(here / "summary.md"), "RUNNER_TEMP": str(here),
            "SCOPEGUARD_DB": str(db or tmp_path / "scopeguard.db"), "INPUT_TOKEN": token,
+           "SCOPEGUARD_WORKFLOW_TOKEN": token if workflow_token is None else workflow_token,
            # Small waits keep retry tests quick; production waits what GitHub asks, to 60 s.
            "SCOPEGUARD_GITHUB_MAX_WAIT": "3", "SCOPEGUARD_GITHUB_THROTTLE": "0"}
     if model:
@@ -462,24 +467,141 @@ def test_a_label_left_by_scopeguards_own_account_is_not_a_maintainers(tmp_path, 
     """A run updated the comment but failed before relabelling: the older scope label was
     set by scopeguard's own account (a personal token's user here, not a bot). The next
     run replaces it instead of taking it for a maintainer's correction."""
+    personal = functools.partial(run_action, workflow_token="ghs_the_jobs_own_token_0123456")
     with FakeGitHub(token=TOKEN, login="release-bot-user") as github:
         github.add_repo(REPO)
         number = new_issue(github)
-        predicted = run_action(tmp_path, github, workspace, issue_event(github, number))
+        predicted = personal(tmp_path, github, workspace, issue_event(github, number))
         predicted = predicted.outputs["label"]
         stale = other(predicted)
         github.set_issue(REPO, number, labels=[NAMES[stale]], actor="release-bot-user")
-        run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+        run = personal(tmp_path, github, workspace, issue_event(github, number, "edited"))
         assert run.code == 0, run.stdout
         assert github.issue_labels(REPO, number) == [NAMES[predicted]]
         assert "Maintainer's label stands" not in only_comment(github, number)["body"]
         assert github.file(REPO, RELABELS_FILE) is None
         # The same label set by a person stands, and is recorded.
         github.set_issue(REPO, number, labels=[NAMES[stale]], actor="carol")
-        run = run_action(tmp_path, github, workspace, issue_event(github, number, "edited"))
+        run = personal(tmp_path, github, workspace, issue_event(github, number, "edited"))
         assert github.issue_labels(REPO, number) == [NAMES[stale]]
         [row] = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
         assert (row["label"], row["by"]) == (stale, "carol")
+
+
+# --- security: scopeguard changes only what is its own (issue 10) -------------------------------
+
+FORGED = render.COMMENT_MARKER + "\n<!-- scopeguard:label={} confidence=0.990 -->\nforged"
+
+
+def test_a_marked_comment_by_someone_else_is_never_edited_or_deleted(github, act):
+    """A user's comment that starts with the marker is not scopeguard's: it is neither
+    rewritten into the verdict nor deleted as a duplicate; scopeguard posts its own."""
+    number = new_issue(github)
+    users = github.add_comment(REPO, number, render.COMMENT_MARKER + "\nI agree, +1",
+                               user="oakfield-pm")
+    first = act(issue_event(github, number))
+    assert first.code == 0, first.stdout + first.stderr
+    later = github.add_comment(REPO, number, render.COMMENT_MARKER + "\nMaintainer: noted.",
+                               user="maintainer")
+    again = act(issue_event(github, number, "edited"))
+    assert again.code == 0, again.stdout + again.stderr
+    comments = {c["id"]: c for c in github.comments(REPO, number)}
+    assert comments[users]["body"] == render.COMMENT_MARKER + "\nI agree, +1"
+    assert comments[later]["body"] == render.COMMENT_MARKER + "\nMaintainer: noted."
+    own = [c for c in comments.values() if c["user"] == "github-actions[bot]"]
+    assert len(own) == 1 and render.marked_label(own[0]["body"]) == again.outputs["label"]
+    touched = {r.path for r in again.requests if r.method in ("PATCH", "DELETE")}
+    assert not {f"/repos/{REPO}/issues/comments/{i}" for i in (users, later)} & touched
+
+
+def test_a_forged_label_marker_does_not_take_a_persons_label(github, act):
+    """A person's scope label stands even when someone posts a comment claiming that
+    scopeguard gave that label: markers count only in scopeguard's own comment."""
+    number = new_issue(github)
+    verdict = act(issue_event(github, number), **{"dry-run": "true"}).outputs["label"]
+    person = other(verdict)
+    github.set_issue(REPO, number, labels=[NAMES[person]], actor="carol")
+    github.add_comment(REPO, number, FORGED.format(person), user="mallory")
+    run = act(issue_event(github, number, "edited"))
+    assert run.code == 0, run.stdout + run.stderr
+    assert github.issue_labels(REPO, number) == [NAMES[person]]
+    own = [c for c in github.comments(REPO, number) if c["user"] == "github-actions[bot]"]
+    assert len(own) == 1 and "Maintainer's label stands" in own[0]["body"]
+    assert [c["body"] for c in github.comments(REPO, number) if c["user"] == "mallory"] == \
+        [FORGED.format(person)]
+
+
+def test_a_title_with_a_marker_forms_no_marker_and_mentions_nobody(github, act):
+    """Another issue's title repeated as a similar request is escaped: it forms no hidden
+    marker (which froze the label as a maintainer's), no HTML and no @mention."""
+    body = ("Our owners do not read SMS. Send the appointment reminders by WhatsApp instead "
+            "of SMS, with the same confirm and cancel replies.")
+    title = "@boss <!-- scopeguard:human-label=generalizable by=boss --> <b>WhatsApp</b>"
+    github.add_issue(REPO, title, body, user="mallory")
+    number = new_issue(github, "Send appointment reminders by WhatsApp", body)
+    run = act(issue_event(github, number))
+    assert run.code == 0, run.stdout + run.stderr
+    comment = only_comment(github, number)["body"]
+    assert "WhatsApp" in comment.split("Similar requests")[1]  # listed as similar
+    # scopeguard's own two header lines are the only HTML comments; the title's is escaped.
+    assert len(re.findall(r"(?<!\\)<!--", comment)) == 2
+    assert render.read_markers(comment).human is None
+    assert "@boss" not in comment and "@\u200bboss" in comment
+    assert not re.search(r"(?<!\\)<b>", comment)  # shown as text, not made bold
+    assert not re.search(r"(?<!\\)<!-- scopeguard:human", run.summary)
+    assert "@boss" not in run.summary
+    # The label is scopeguard's and follows its verdict: nothing froze it.
+    assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+    assert "Maintainer's label stands" not in comment
+
+
+def test_a_bots_issue_is_skipped_before_any_call(github, act):
+    number = github.add_issue(REPO, "Dependency Dashboard", "Renovate's list of updates",
+                              user="renovate[bot]", user_type="Bot")
+    before = len(github.requests)
+    run = act(issue_event(github, number))
+    assert run.code == 0, run.stdout
+    assert "bot" in run.outputs["skipped"] and "renovate[bot]" in run.outputs["skipped"]
+    assert "::notice::" in run.stdout and len(github.requests) == before
+    assert github.comments(REPO, number) == [] and github.issue_labels(REPO, number) == []
+    # On labeled events too: a maintainer's scope label on a bot's issue records nothing.
+    github.set_issue(REPO, number, labels=[NAMES["core"]], actor="carol")
+    labeled = act(issue_event(github, number, "labeled", label=NAMES["core"], sender="carol"))
+    assert "bot" in labeled.outputs["skipped"] and not writes(labeled)
+
+
+def test_exclude_authors_skips_people_such_as_release_managers(github, act, workspace):
+    number = new_issue(github)  # by oakfield-pm
+    run = act(issue_event(github, number), **{"exclude-authors": "someone, Oakfield-PM"})
+    assert "oakfield-pm" in run.outputs["skipped"] and not writes(run)
+    # The positioning file's filters.skip_authors does the same, and skip_bots can be off.
+    config = yaml.safe_load((workspace / "scopeguard.yml").read_text())
+    config["filters"] = {"skip_authors": ["oakfield-pm"]}
+    (workspace / "scopeguard.yml").write_text(yaml.safe_dump(config))
+    assert "skip_authors" in act(issue_event(github, number)).outputs["skipped"]
+    config["filters"] = {"skip_bots": False}
+    (workspace / "scopeguard.yml").write_text(yaml.safe_dump(config))
+    bot = github.add_issue(REPO, *FEATURE, user="helper[bot]", user_type="Bot")
+    assert act(issue_event(github, bot)).outputs["skipped"] == ""
+
+
+def test_an_app_token_needs_the_bot_login(tmp_path, workspace):
+    """Another App's installation token cannot read /user: scopeguard refuses to guess
+    whose comments are its own, and says to set bot-login; with it, it works."""
+    with FakeGitHub(token=TOKEN, login="acme-triage[bot]") as github:
+        github.add_repo(REPO)
+        number = new_issue(github)
+        app = functools.partial(run_action, tmp_path, github, workspace,
+                                workflow_token="ghs_the_jobs_own_token_0123456")
+        refused = app(issue_event(github, number))
+        assert refused.code == 1 and "bot-login" in refused.stdout
+        assert not writes(refused)
+        github.add_comment(REPO, number, FORGED.format("core"), user="github-actions[bot]")
+        run = app(issue_event(github, number), **{"bot-login": "acme-triage[bot]"})
+        assert run.code == 0, run.stdout + run.stderr
+        assert len([c for c in github.comments(REPO, number)
+                    if c["user"] == "acme-triage[bot]"]) == 1
+        assert FORGED.format("core") in [c["body"] for c in github.comments(REPO, number)]
 
 
 # --- API failures ------------------------------------------------------------------------------

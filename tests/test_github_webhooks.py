@@ -26,7 +26,8 @@ NAMES = {"core": "scope: core", "generalizable": "scope: generalizable",
 
 @pytest.fixture(scope="module")
 def github(example_backlog):
-    with FakeGitHub(token=TOKEN) as server:
+    # A machine user's token: GET /user names the account whose comments are scopeguard's.
+    with FakeGitHub(token=TOKEN, login="scopeguard-bot") as server:
         server.add_repo(REPO)
         server.add_repo("acme/other")
         rows = [json.loads(x) for x in example_backlog.read_text().splitlines() if x.strip()]

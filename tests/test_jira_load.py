@@ -15,7 +15,7 @@ from scopeguard.integrations.jira_auth import sign
 
 from scopeguard import render
 
-SECRET = "whsec-load-5c1d"
+SECRET = "whsec-load-5c1d7e9a3b"
 N_ISSUES = 400
 SCOPE_LABELS = {"scope:core": "core", "scope:generalizable": "generalizable",
                 "scope:one-off": "one_off"}

@@ -36,7 +36,8 @@ def config(tmp_path_factory, example_config):
     """The example positioning file with a ``jira:`` section."""
     path = tmp_path_factory.mktemp("config") / "scopeguard.yml"
     path.write_text(example_config.read_text() + "\njira:\n  projects: [PAW]\n"
-                    "  issue_types: [Story, New Feature]\n  customer_field: Clinic\n")
+                    "  issue_types: [Story, New Feature]\n  customer_field: Clinic\n"
+                    "filters:\n  skip_authors: [Release.Manager@pawtrack.example]\n")
     return path
 
 
@@ -336,6 +337,23 @@ def test_cloud_comment_is_adf_and_updated_in_place(cloud):
     assert API_TOKEN not in cloud.log_text()
 
 
+def test_issues_by_bots_or_skipped_authors_are_not_classified(cloud):
+    """Automation for Jira (an app account) and the release manager open issues too: they
+    are skipped, neither labelled nor commented (filters.skip_bots, skip_authors)."""
+    jira = cloud.jira
+    jira.add_issue("PAW-60", *LAB, reporter="automation@pawtrack.example", reporter_type="app")
+    jira.add_issue("PAW-61", *LAB, reporter="release.manager@pawtrack.example")
+    outcomes = {}
+    for key in ("PAW-60", "PAW-61"):
+        delivery = cloud.post(issue_event(key), delivery=f"skip-{key}").json()["delivery"]
+        processed(cloud, delivery)
+        outcomes[key] = cloud.events()[delivery]["outcome"]
+    assert outcomes["PAW-60"].startswith("skipped: not a feature request: it was opened by a bot")
+    assert outcomes["PAW-61"].startswith("skipped") and "skip_authors" in outcomes["PAW-61"]
+    for key in ("PAW-60", "PAW-61"):
+        assert jira.labels(key) == [] and jira.comments[key] == []
+
+
 # --- relabels: people's labels feed calibration ------------------------------------------------
 
 
@@ -562,6 +580,89 @@ def test_adf_document_is_valid_and_keeps_the_markers():
     link = doc["content"][kinds.index("bulletList", 3)]["content"][0]["content"][0]["content"][0]
     assert link["marks"] == [{"type": "link",
                               "attrs": {"href": "https://jira.example.com/browse/PAW-3"}}]
+
+
+# --- security: only scopeguard's own comment is its own (issue 10) --------------------------------
+
+
+def verdict_markdown(label: str):
+    """What write_back is given to build the comment: markers, then the verdict."""
+    return lambda name: (f"{render.COMMENT_MARKER}\n<!-- scopeguard:label={label} "
+                         f"confidence=0.700 -->\n### scopeguard: {label} ({name})\n\n- reason")
+
+
+def footer(label: str, flavour: str):
+    """scopeguard's own footer, exactly as it writes it, in this flavour's body format."""
+    markdown = verdict_markdown(label)("x")
+    return jf.to_adf(markdown)["content"][-1] if flavour == "cloud" else \
+        jf.to_wiki(markdown).rsplit("\n\n", 1)[1]
+
+
+def person_comment(jira: FakeJira, key: str, text: str, flavour: str, ends_with_footer: str):
+    """A person's comment that quotes scopeguard's footer as its last line."""
+    if flavour == "cloud":
+        body = {"type": "doc", "version": 1, "content": [
+            {"type": "paragraph", "content": [{"type": "text", "text": text}]},
+            footer(ends_with_footer, flavour)]}
+    else:
+        body = f"{text}\n\n{footer(ends_with_footer, flavour)}"
+    return jira.add_comment(key, body, jira.person("Mallory Reply"))
+
+
+@pytest.mark.parametrize("flavour", ["server", "cloud"])
+def test_a_persons_comment_quoting_the_footer_is_never_edited_or_deleted(flavour):
+    """A maintainer's reply quoting scopeguard's footer (even as its last line) is not
+    scopeguard's comment: with no stored comment id, scopeguard neither rewrites it into
+    the verdict nor deletes it as a duplicate; its own comment is the one it wrote."""
+    creds = {"pat": PAT} if flavour == "server" else {"email": "bot@x.example",
+                                                       "token": API_TOKEN}
+    with FakeJira(flavour=flavour, **creds) as jira:
+        jira.add_issue("PAW-50", *LAB)
+        quoted = person_comment(jira, "PAW-50", "Replying to scopeguard:", flavour, "core")
+        client = jc.make_jira(environ=jira.env)
+        first = jc.write_back(client, "PAW-50", "one_off", verdict_markdown("one_off"),
+                              JIRA_LABELS, [])
+        assert first.comment == "created" and first.comment_id != quoted
+        second = jc.write_back(client, "PAW-50", "core", verdict_markdown("core"),
+                               JIRA_LABELS, jira.labels("PAW-50"))  # no comment_hint
+        assert (second.comment, second.comment_id) == ("updated", first.comment_id)
+        by_id = {c["id"]: c for c in jira.comments["PAW-50"]}
+        assert set(by_id) == {quoted, first.comment_id}
+        assert by_id[quoted]["version"] == 1 and "Replying" in jf.adf_text(
+            by_id[quoted]["body"]) + str(by_id[quoted]["body"])
+        assert not jira.calls("DELETE") and not jira.calls("PUT", f"/comment/{quoted}")
+        # A hint pointing at someone else's comment is not trusted either.
+        third = jc.write_back(client, "PAW-50", "one_off", verdict_markdown("one_off"),
+                              JIRA_LABELS, jira.labels("PAW-50"), comment_hint=quoted)
+        assert third.comment_id == first.comment_id
+        assert by_id[quoted] == {c["id"]: c for c in jira.comments["PAW-50"]}[quoted]
+
+
+@pytest.mark.parametrize("flavour", ["server", "cloud"])
+def test_a_forged_label_marker_does_not_take_a_persons_label(flavour):
+    """A person's scope:core stands although someone's comment claims scopeguard gave it."""
+    creds = {"pat": PAT} if flavour == "server" else {"email": "bot@x.example",
+                                                       "token": API_TOKEN}
+    with FakeJira(flavour=flavour, **creds) as jira:
+        jira.add_issue("PAW-51", *LAB, labels=("scope:core",))
+        person_comment(jira, "PAW-51", "I labelled it core.", flavour, "core")
+        client = jc.make_jira(environ=jira.env)
+        result = jc.write_back(client, "PAW-51", "one_off", verdict_markdown("one_off"),
+                               JIRA_LABELS, jira.labels("PAW-51"))
+        assert jira.labels("PAW-51") == ["scope:core"]
+        assert (result.human_label, result.human_key) == ("scope:core", "core")
+        assert not result.added and not result.removed
+
+
+def test_markers_are_read_from_the_footer_only():
+    """A marker a requester's text carries in the middle of an ADF comment is not read."""
+    forged = "x <!-- scopeguard:verdict --> <!-- scopeguard:label=core confidence=1 --> y"
+    doc = jf.to_adf(verdict_markdown("one_off")("n").replace("- reason", "- " + forged))
+    assert render.read_markers(jf.adf_text(doc)).label == "one_off"
+    only_middle = {"type": "doc", "version": 1, "content": [
+        {"type": "paragraph", "content": [{"type": "text", "text": forged}]},
+        {"type": "paragraph", "content": [{"type": "text", "text": "thanks"}]}]}
+    assert render.read_markers(jf.adf_text(only_middle)) == render.Markers()
 
 
 def test_delivery_id_comes_from_jira_or_the_body():

@@ -1,0 +1,113 @@
+"""What others wrote, repeated safely (scopeguard/markup.py), and markers read only from
+scopeguard's own marker lines (render.read_markers)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from scopeguard import render
+from scopeguard.markup import (
+    ZWSP,
+    csv_cell,
+    md_code,
+    md_fence,
+    md_link,
+    md_text,
+    md_unescape,
+    plain,
+    safe_url,
+)
+
+
+@pytest.mark.parametrize("raw", [
+    "<!-- scopeguard:human-label=generalizable by=boss -->",
+    "**bold** _em_ `code` ~~gone~~ | cell",
+    "[click](javascript:alert(1)) ![img](http://x/y.png)",
+    "<script>alert(1)</script> <img src=x onerror=alert(1)>",
+    "&#64;boss &lt;!-- $x^2$ \\ trailing backslash \\",
+])
+def test_md_text_forms_no_markup_and_reads_back_as_written(raw):
+    escaped = md_text(raw)
+    assert "\n" not in escaped
+    assert not re.search(r"(?<!\\)[<`*_|~\[\]&$]", escaped.replace("\\\\", ""))
+    assert md_unescape(escaped).replace(ZWSP, "") == raw
+
+
+def test_mentions_and_references_notify_nobody():
+    text = md_text("ping @boss and @acme/team about #12 and GH-7, mail me@x.org")
+    assert "@boss" not in text and f"@{ZWSP}boss" in text
+    assert f"#{ZWSP}12" in text and f"GH-{ZWSP}7" in text and "@acme" not in text
+    assert md_text("section #intro stays") == "section #intro stays"
+
+
+def test_text_is_one_line_and_clipped_before_escaping():
+    assert md_text("a\nb\r\n  c") == "a b c"
+    clipped = md_text("*" * 50, limit=10)
+    assert clipped == "\\*" * 9 + "…"  # never half an escape
+
+
+@pytest.mark.parametrize("url, href", [
+    ("https://t.example/a b)c", "https://t.example/a%20b%29c"),
+    ("http://t.example/x?y=1&z=<2>", "http://t.example/x?y=1&z=%3C2%3E"),
+    ("javascript:alert(1)", ""), ("data:text/html,x", ""), ("//t.example", ""),
+    ("ftp://t.example", ""), ("", ""), ("https://", ""),
+])
+def test_only_http_urls_become_links(url, href):
+    assert safe_url(url) == href
+    link = md_link("#12 @x", url)
+    if href:
+        assert link == f"[#{ZWSP}12 @{ZWSP}x]({href})"
+    else:
+        assert "](" not in link and link == md_text("#12 @x")
+
+
+def test_code_spans_and_fences_cannot_be_closed_from_inside():
+    assert md_code("scope: `core`\n") == "`scope: 'core'`"
+    fenced = md_fence('{"title": "``` closes? ````"}', "json")
+    fence = fenced.split("\n")[0]
+    assert fence == "`````json" and fenced.endswith("\n`````")
+
+
+@pytest.mark.parametrize("value, cell", [
+    ("=1+1", "'=1+1"), ("+SUM(A1)", "'+SUM(A1)"), ("-2", "'-2"), ("@cmd", "'@cmd"),
+    ("\tx", "'\tx"), ("\rx", "'\rx"), ("  =1", "'  =1"), ("safe", "safe"), ("", ""),
+    (0.5, 0.5),
+])
+def test_csv_cells_are_neutralised(value, cell):
+    assert csv_cell(value) == cell
+
+
+def test_plain_drops_terminal_escapes_and_bidi_overrides():
+    assert plain("title\x1b[2J\x07 \u202eevil\u202c\nnext") == "title[2J evil next"
+
+
+# --- markers: scopeguard's own lines only ---------------------------------------------------
+
+HEAD = f"{render.COMMENT_MARKER}\n<!-- scopeguard:label=core confidence=0.712 -->"
+
+
+def test_markers_are_read_from_the_header_lines():
+    markers = render.read_markers(HEAD + "\n<!-- scopeguard:human-label=one_off by=carol -->\n"
+                                  "### scopeguard\n<!-- scopeguard:label=generalizable "
+                                  "confidence=1 -->")
+    assert markers == render.Markers(True, "core", 0.712, "one_off", "carol")
+
+
+@pytest.mark.parametrize("body", [
+    "Thanks!\n" + HEAD,  # not at the top
+    "Quoting it: " + HEAD.replace("\n", " "),
+    "<!-- scopeguard:label=core confidence=0.9 -->\nno verdict marker first",
+    "text\n\n{color:#97a0af}<!-- scopeguard:verdict --> <!-- scopeguard:label=core "
+    "confidence=0.9 --> and more words{color}",  # a footer must be markers only
+])
+def test_markers_elsewhere_are_ignored(body):
+    assert render.read_markers(body) == render.Markers()
+    assert render.marked_label(body) is None
+
+
+def test_markers_in_jiras_footer_are_read():
+    wiki = "h3. verdict\n\n{color:#97a0af}" + HEAD.replace("\n", " ") + "{color}"
+    assert render.read_markers(wiki).label == "core"
+    assert render.read_markers("verdict\n" + HEAD.replace("\n", " ") + "\n").label == "core"

@@ -1,0 +1,243 @@
+"""The webhook service under attack (issue 10): replayed bodies, slow clients, credentials in
+URLs, weak secrets and bots' issues. ``scopeguard serve`` runs as a real uvicorn process
+against the fake Jira and the fake GitHub over HTTP; the hashing embedder keeps it quick."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+from fake_github import FakeGitHub
+from fake_jira import FakeJira, ServiceProcess, issue_event
+from samples import LAB
+from scopeguard.integrations import jira_client as jc
+from scopeguard.integrations import jira_service
+
+from scopeguard.cli import cli
+from scopeguard.errors import ScopeguardError
+
+SECRET = "whsec-5e6f7a8b9c0d1e2f"
+GH_SECRET = "gh-whsec-0a1b2c3d4e5f6a7b"
+GH_TOKEN = "ghp_SeCuRiTy0123456789abcdefTOKEN"
+PAT = "pat-9f8e7d6c5b4a3210"
+REPO = "acme/pawtrack"
+
+
+@pytest.fixture(scope="module")
+def jira():
+    with FakeJira(flavour="server", pat=PAT) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def github():
+    with FakeGitHub(token=GH_TOKEN, login="scopeguard-bot") as server:
+        server.add_repo(REPO)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, jira, github, example_config):
+    """Both routes, the hashing embedder, a 2 s request deadline."""
+    process = ServiceProcess(tmp_path_factory.mktemp("secure"), jira, example_config, {
+        "SCOPEGUARD_MODEL": "hashing", "SCOPEGUARD_WEBHOOK_SECRET": SECRET,
+        "SCOPEGUARD_GITHUB_WEBHOOK_SECRET": GH_SECRET, "GITHUB_TOKEN": GH_TOKEN,
+        "GITHUB_API_URL": github.base_url, "SCOPEGUARD_GITHUB_THROTTLE": "0",
+        "SCOPEGUARD_REQUEST_TIMEOUT": "2"})
+    yield process.start()
+    process.stop()
+
+
+def github_event(github: FakeGitHub, number: int, action: str = "opened") -> dict:
+    return {"action": action, "issue": github.issue_payload(REPO, number),
+            "repository": {"full_name": REPO}, "sender": {"login": "octocat", "type": "User"}}
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+
+def test_a_replayed_jira_body_under_a_new_delivery_id_is_a_duplicate(service, jira):
+    jira.add_issue("PAW-70", *LAB)
+    body = json.dumps(issue_event("PAW-70")).encode()
+    first = service.post(body, delivery="orig-70")
+    assert first.status_code == 202, first.text
+    replays = [service.post(body, delivery=f"replay-70-{n}") for n in range(3)]
+    assert [r.status_code for r in replays] == [200, 200, 200]
+    assert all(r.json()["status"] == "duplicate" and "replay" in r.json()["reason"]
+               for r in replays)
+    assert not {f"replay-70-{n}" for n in range(3)} & set(service.events())
+    # A new body (Jira's next delivery has a new timestamp) is queued as usual.
+    assert service.post(issue_event("PAW-70"), delivery="next-70").status_code == 202
+    assert service.metrics()['scopeguard_webhooks_received_total{result="replay"}'] == 3
+
+
+def test_a_replayed_github_body_under_a_new_delivery_id_is_a_duplicate(service, github):
+    number = github.add_issue(REPO, *LAB, user="harbourlane-tom")
+    body = json.dumps(github_event(github, number)).encode()
+    assert service.post_github(body, delivery="gh-orig").status_code == 202
+    again = service.post_github(body, delivery="gh-replay")
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert "github:gh-replay" not in service.events()
+
+
+def test_the_replay_window_is_configurable_and_token_deliveries_have_none(tmp_path):
+    from scopeguard.integrations.jira_queue import EventQueue
+
+    now = [1000.0]
+    queue = EventQueue(tmp_path / "q.db", clock=lambda: now[0])
+    assert queue.accept("a", b"{}", replay_window=60) == "queued"
+    assert queue.accept("b", b"{}", replay_window=60) == "replay"
+    assert queue.accept("a", b"{}", replay_window=60) == "duplicate"
+    assert queue.accept("c", b"{}") == "queued"  # no window: a token sender's resend
+    now[0] += 61
+    assert queue.accept("d", b"{}", replay_window=60) == "queued"  # outside the window
+    queue.close()
+    settings = jira_service.ServiceSettings.from_env(
+        {"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_REPLAY_WINDOW": "3600"})
+    assert settings.replay_window == 3600
+
+
+# --- slow clients -----------------------------------------------------------------------------
+
+
+def slow_headers(port: int, stop: threading.Event, received: list[bytes]) -> None:
+    """A slowloris client: one header line a second, never finishing."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        try:
+            while not stop.is_set() and time.monotonic() - start < 20:
+                sock.sendall(b"X-Slow: 1\r\n")
+                time.sleep(0.5)
+        except OSError:  # the service closed the connection
+            pass
+        try:
+            received.append(sock.recv(4096))
+        except OSError:
+            received.append(b"")
+
+
+def test_slow_clients_are_cut_off_while_healthz_answers(service):
+    stop, received = threading.Event(), []
+    threads = [threading.Thread(target=slow_headers, args=(service.port, stop, received))
+               for _ in range(200)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    try:
+        for _ in range(5):  # the service keeps answering others meanwhile
+            began = time.monotonic()
+            assert service.get("/healthz").status_code == 200
+            assert time.monotonic() - began < 1.0
+            time.sleep(0.2)
+        for thread in threads:
+            thread.join(15)
+    finally:
+        stop.set()
+    took = time.monotonic() - started
+    assert len(received) == 200 and took < 12  # cut off at ~2 s, not after 20 s
+    assert all(r.startswith(b"HTTP/1.1 408") for r in received)
+    cut = service.metrics()['scopeguard_webhooks_rejected_total{reason="too_slow"}']
+    assert cut >= 200
+
+
+def test_a_body_trickled_a_byte_a_second_gets_408(service):
+    body = json.dumps(issue_event("PAW-71")).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        began = time.monotonic()
+        answer = b""
+        try:
+            for byte in body:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.25)
+                if time.monotonic() - began > 15:
+                    break
+        except OSError:
+            pass
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert time.monotonic() - began < 6
+    assert not [d for d, e in service.events().items() if e["issue_key"] == "PAW-71"]
+
+
+def test_the_deadline_protocol_still_fits_uvicorn():
+    """http_guard subclasses uvicorn's h11 protocol: the hooks it uses must still exist."""
+    from scopeguard.integrations.http_guard import TIMEOUT_RESPONSE
+    from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+    for name in ("connection_made", "handle_events", "on_response_complete", "connection_lost"):
+        assert callable(getattr(H11Protocol, name))
+    cycle_fields = RequestResponseCycle.__init__.__code__.co_names
+    assert {"response_started", "disconnected", "message_event"} <= set(cycle_fields)
+    assert TIMEOUT_RESPONSE.startswith(b"HTTP/1.1 408 ")
+
+
+# --- credentials and secrets ------------------------------------------------------------------
+
+
+def test_a_jira_url_with_credentials_is_refused_without_echoing_them(runner, example_config,
+                                                                    tmp_path):
+    env = {"JIRA_URL": "http://bob:s3cr3t-passw0rd@jira.example.com", "JIRA_PAT": PAT,
+           "SCOPEGUARD_WEBHOOK_SECRET": SECRET}
+    result = runner.invoke(cli, ["serve", "-c", str(example_config), "--queue",
+                                 str(tmp_path / "q.db")], env=env)
+    assert result.exit_code == 2
+    assert "JIRA_URL carries a user name or password" in result.output
+    assert "s3cr3t-passw0rd" not in result.output and "bob" not in result.output
+    with pytest.raises(jc.JiraConfigError, match="JIRA_PAT"):
+        jc.make_jira(environ=env)
+
+
+def test_log_lines_never_carry_credentials_in_urls():
+    scrub = jira_service.Scrub([SECRET])
+    record = logging.LogRecord("x", logging.INFO, "", 0, "calling %s with %s",
+                               ("https://bob:hunter2hunter2@jira.example.com/rest", SECRET), None)
+    scrub.filter(record)
+    assert record.getMessage() == "calling https://***@jira.example.com/rest with ***"
+
+
+@pytest.mark.parametrize("value, words", [("short-secret", "12 characters"),
+                                          ("   \t  ", "only whitespace")])
+@pytest.mark.parametrize("name", ["SCOPEGUARD_WEBHOOK_SECRET", "SCOPEGUARD_WEBHOOK_TOKEN",
+                                  "SCOPEGUARD_GITHUB_WEBHOOK_SECRET"])
+def test_weak_webhook_secrets_are_refused_at_start(name, value, words, runner, example_config):
+    with pytest.raises(ScopeguardError, match=words) as caught:
+        jira_service.ServiceSettings.from_env({name: value})
+    assert name in str(caught.value) and "secrets.token_hex" in str(caught.value)
+    result = runner.invoke(cli, ["serve", "-c", str(example_config)],
+                           env={name: value, "JIRA_URL": "http://127.0.0.1:9", "JIRA_PAT": PAT})
+    assert result.exit_code == 2 and name in result.output
+    assert value.strip() not in result.output or not value.strip()
+
+
+def test_secrets_are_trimmed_not_refused_for_a_trailing_newline():
+    settings = jira_service.ServiceSettings.from_env({"SCOPEGUARD_WEBHOOK_SECRET": SECRET + "\n"})
+    assert settings.webhook_secret == SECRET
+
+
+# --- bots -------------------------------------------------------------------------------------
+
+
+def test_a_bots_github_issue_is_not_queued(service, github):
+    number = github.add_issue(REPO, "Update dependency numpy to v2", "Renovate",
+                              user="renovate[bot]", user_type="Bot")
+    answer = service.post_github(github_event(github, number), delivery="gh-bot")
+    assert answer.status_code == 202 and answer.json()["status"] == "ignored"
+    assert "bot" in answer.json()["reason"]
+    assert "github:gh-bot" not in service.events()
+
+
+def test_health_tells_the_truth_under_a_burst(service):
+    """A burst of normal clients is served; slow ones do not make healthz lie or stall."""
+    with httpx.Client(timeout=10) as client:
+        answers = [client.get(service.url + "/healthz") for _ in range(50)]
+    assert {a.status_code for a in answers} == {200}
+    assert {a.json()["status"] for a in answers} == {"ready"}

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_jira import FakeJira, ServiceProcess, free_port, issue_event  # noqa: E402
-from scopeguard.integrations.jira_auth import sign  # noqa: E402
+from scopeguard.integrations.service.auth import sign  # noqa: E402
 
 SECRET = "bench-secret-4f1e2d3c"
 ASKS = ["Send reminders by WhatsApp", "Add a waitlist for cancelled slots",

@@ -1,1 +1,2 @@
-"""Thin adapters to trackers (GitHub, Jira); installed as ``scopeguard.integrations``."""
+"""scopeguard's deployables: the GitHub Action (``github``), the Jira client (``jira``) and the
+webhook service for both (``service``). The core (``scopeguard``) never imports these."""

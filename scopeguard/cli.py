@@ -202,11 +202,12 @@ def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, position
     if from_file:
         return read_backlog(from_file)[:limit] if limit else read_backlog(from_file)
     if github:
-        from .integrations.github_client import client_from_env, fetch_open_issues, get_repository
+        from .integrations.github.client import client_from_env, get_repository
+        from .integrations.github.issues import fetch_open_issues
 
         repo = get_repository(client_from_env(), github)
         return fetch_open_issues(repo, labels=list(labels) or None, limit=limit)
-    from .integrations.jira_client import fetch_issues, make_jira
+    from .integrations.jira import fetch_issues, make_jira
 
     query = jql or f'project = "{jira_project}" AND statusCategory != Done ORDER BY created ASC'
     return fetch_issues(make_jira(), query, limit=limit,
@@ -484,35 +485,19 @@ def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_fla
     written back: the scope label and one comment, updated in place.
     """
     try:
-        import uvicorn
-
-        from .integrations import jira_service
+        from .integrations.service import app as service_app
+        from .integrations.service.settings import ServiceSettings
     except ImportError as exc:  # pragma: no cover - the jira extra is missing
         raise click.ClickException(f"scopeguard serve needs starlette, uvicorn and jira "
                                    f"({exc.name} is missing). Fix: pip install "
                                    "'scopeguard[jira]'.") from None
-    settings = jira_service.ServiceSettings.from_env(
+    settings = ServiceSettings.from_env(
         config=config, db=db, model=model, queue=queue_path, workers=workers,
         jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,
         max_attempts=max_attempts, seed_jql=seed_jql, requeue_failed=requeue_failed or None,
         github_repositories=github_repositories, request_timeout=request_timeout,
         max_connections=max_connections, replay_window=replay_window)
-    jira_service.setup_logging(log_level, settings.secrets() + jira_service.client_secrets())
-    from .integrations.http_guard import deadline_protocol
-
-    service = jira_service.Service(settings)
-    app = jira_service.create_app(service)
-
-    def cut_off() -> None:
-        service.metrics.inc("scopeguard_webhooks_rejected_total", reason="too_slow")
-
-    # log_config=None keeps the scrubbing handler above; uvicorn's access log would print
-    # query strings, which may carry the ?token= of a Jira Server webhook. Slow clients
-    # are cut off (http_guard); past max_connections new requests get 503.
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=30,
-                http=deadline_protocol(settings.request_timeout, on_timeout=cut_off),
-                limit_concurrency=settings.max_connections)
+    service_app.run(settings, host=host, port=port, log_level=log_level)
 
 
 @cli.command()
@@ -533,7 +518,7 @@ def relabels(queue_path, output) -> None:
     """
     from collections import Counter
 
-    from .integrations.jira_queue import read_relabels
+    from .integrations.service.store import read_relabels
 
     found = read_relabels(queue_path)
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in found.rows)

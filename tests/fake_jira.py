@@ -548,7 +548,7 @@ class ServiceProcess:
              secret: str | None = None, token: str | None = None,
              headers: dict[str, str] | None = None, path: str = "/webhooks/jira") -> Any:
         """POST a webhook: ``payload`` (dict, or raw bytes) signed with the secret by default."""
-        from scopeguard.integrations.jira_auth import sign as signature
+        from scopeguard.integrations.service.auth import sign as signature
 
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sent = {"Content-Type": "application/json", **(headers or {})}
@@ -566,7 +566,7 @@ class ServiceProcess:
     def post_github(self, payload: Any, *, event: str = "issues", delivery: str | None = None,
                     secret: str | None = None, sign: bool = True) -> Any:
         """POST a GitHub webhook, signed (X-Hub-Signature-256) with the GitHub secret."""
-        from scopeguard.integrations.github_webhook import sign as signature
+        from scopeguard.integrations.service.auth import sign as signature
 
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sent = {"Content-Type": "application/json", "X-GitHub-Event": event,

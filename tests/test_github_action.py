@@ -18,22 +18,21 @@ from pathlib import Path
 import pytest
 import yaml
 from fake_github import FakeGitHub
-from scopeguard.integrations.github_action import HUMAN_MARKER, LABEL_STYLE
-from scopeguard.integrations.github_client import (
+from scopeguard.integrations.github.client import get_repository, make_client
+from scopeguard.integrations.github.comments import HUMAN_MARKER
+from scopeguard.integrations.github.errors import (
     GitHubAuthError,
     GitHubError,
     GitHubNotFoundError,
     GitHubPermissionError,
     GitHubRateLimitError,
     GitHubUnavailableError,
-    fetch_issues,
-    fetch_open_issues,
-    get_repository,
     github_errors,
-    make_client,
 )
-from scopeguard.integrations.github_io import Report, Settings
-from scopeguard.integrations.github_relabels import RELABELS_FILE
+from scopeguard.integrations.github.issues import fetch_issues, fetch_open_issues
+from scopeguard.integrations.github.labels import LABEL_STYLE
+from scopeguard.integrations.github.relabels import RELABELS_FILE
+from scopeguard.integrations.github.runner import Report, Settings
 
 from scopeguard import render
 from scopeguard.dataset import Product, load_labelled
@@ -112,7 +111,7 @@ def issue_event(github: FakeGitHub, number: int, action: str = "opened", *, labe
 def run_action(tmp_path: Path, github: FakeGitHub, workspace: Path, event: dict, *,
                event_name: str = "issues", model: str | None = "hashing", db: Path | None = None,
                token: str = TOKEN, workflow_token: str | None = None, **inputs: str) -> Run:
-    """Run ``python -m scopeguard.integrations.github_action`` as Actions would.
+    """Run ``python -m scopeguard.integrations.github`` as Actions would.
 
     ``workflow_token`` is the job's own ``github.token`` (action.yml passes it as
     SCOPEGUARD_WORKFLOW_TOKEN); by default the token input is that token, as when the
@@ -135,7 +134,7 @@ def run_action(tmp_path: Path, github: FakeGitHub, workspace: Path, event: dict,
         env["SCOPEGUARD_MODEL"] = model
     env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
     before = len(github.requests)
-    proc = subprocess.run([sys.executable, "-m", "scopeguard.integrations.github_action"],
+    proc = subprocess.run([sys.executable, "-m", "scopeguard.integrations.github"],
                           env=env, cwd=workspace, capture_output=True, text=True, timeout=300)
     output_file, summary_file = here / "output", here / "summary.md"
     outputs = dict(line.split("=", 1) for line in output_file.read_text().splitlines()) \
@@ -708,6 +707,18 @@ def test_real_model_labels_a_custom_integration_one_off(github, act, backlog, se
 # --- the client on its own ---------------------------------------------------------------------
 
 
+def test_pygithub_still_keeps_the_received_json(github):
+    """issues.raw_json reads PyGithub's private _rawData (the public raw_data fetches each
+    listed issue again); pyproject.toml bounds PyGithub, and this fails if it goes."""
+    github.add_issue(REPO, "One", "body")
+    repo = get_repository(make_client(TOKEN, github.base_url, throttle=False), REPO)
+    before = len(github.requests)
+    [issue] = list(repo.get_issues(state="open"))
+    assert isinstance(issue._rawData, dict) and issue._rawData["title"] == "One"
+    assert "pull_request" not in issue._rawData  # what raw_data would fetch the issue for
+    assert len(github.requests) == before + 1  # the listing alone
+
+
 def test_fetch_open_issues_pages_through_and_leaves_out_pull_requests(github):
     for i in range(5):
         github.add_issue(REPO, f"request {i}", labels=["enhancement"] if i % 2 else [])
@@ -800,11 +811,11 @@ def test_action_yml_structure():
                                     output["value"]).groups()
         assert step_id in ids and key == name
     # Every INPUT_* variable maps its own input, and the entrypoint reads that input.
-    source = (ROOT / "integrations" / "github_io.py").read_text()
-    [entry] = [s for s in steps if "github_action" in s.get("run", "")]
+    source = (ROOT / "integrations" / "github" / "runner.py").read_text()
+    [entry] = [s for s in steps if "integrations.github" in s.get("run", "")]
     # -P: run from the workspace, a scopeguard/ folder there (this repository's own) must
     # not shadow the installed package (which holds scopeguard.integrations).
-    assert " -P -m scopeguard.integrations.github_action" in entry["run"]
+    assert " -P -m scopeguard.integrations.github" in entry["run"]
     for var, value in entry["env"].items():
         if var.startswith("INPUT_"):
             name = var[len("INPUT_"):].lower().replace("_", "-")

@@ -10,9 +10,11 @@ import pytest
 from fake_github import FakeGitHub
 from fake_jira import ServiceProcess
 from samples import BOOSTER, LAB
-from scopeguard.integrations.github_relabels import RELABELS_FILE
-from scopeguard.integrations.github_webhook import GitHubAccess, ignore_reason, parse, verify
-from scopeguard.integrations.jira_service import ServiceSettings
+from scopeguard.integrations.github.app import GitHubAccess
+from scopeguard.integrations.github.relabels import RELABELS_FILE
+from scopeguard.integrations.github.webhook import ignore_reason, parse
+from scopeguard.integrations.service.auth import verify_github as verify
+from scopeguard.integrations.service.settings import ServiceSettings
 
 from scopeguard import render
 from scopeguard.errors import ConfigError, InputError, ScopeguardError
@@ -293,7 +295,7 @@ def test_parse_and_ignore_rules():
 
 
 def test_signature_is_checked_against_the_exact_body():
-    from scopeguard.integrations.github_webhook import sign
+    from scopeguard.integrations.service.auth import sign
 
     body = b'{"action":"opened"}'
     good = {"x-hub-signature-256": sign(SECRET, body)}

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from fake_jira import FakeJira, ServiceProcess, issue_event
-from scopeguard.integrations.jira_auth import sign
+from scopeguard.integrations.service.auth import sign
 
 from scopeguard import render
 

@@ -14,12 +14,14 @@ from collections import Counter
 import pytest
 from fake_jira import CUSTOMER_FIELD, FakeJira, ServiceProcess, adf_problem, issue_event
 from samples import BOOSTER, LAB, WHATSAPP
-from scopeguard.integrations import jira_client as jc
-from scopeguard.integrations import jira_format as jf
-from scopeguard.integrations import jira_queue, jira_service
-from scopeguard.integrations.jira_auth import sign
-from scopeguard.integrations.jira_queue import EventQueue, QueueError
-from scopeguard.integrations.jira_service import parse_webhook
+from scopeguard.integrations import jira as jc
+from scopeguard.integrations.jira import format as jf
+from scopeguard.integrations.jira import webhook as jira_webhook
+from scopeguard.integrations.jira.webhook import parse_webhook
+from scopeguard.integrations.service import queue as jira_queue
+from scopeguard.integrations.service import store as jira_store
+from scopeguard.integrations.service.auth import sign
+from scopeguard.integrations.service.queue import EventQueue, QueueError
 
 from scopeguard import render
 from scopeguard.cli import cli
@@ -671,7 +673,7 @@ def test_delivery_id_comes_from_jira_or_the_body():
     by_hash = parse_webhook(body, {}).delivery_id
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", by_hash)
     assert parse_webhook(body, {}).delivery_id == by_hash  # a resent body is recognised
-    with pytest.raises(jira_service.BadWebhook, match="GitHub's"):  # the queue is shared
+    with pytest.raises(jira_webhook.BadWebhook, match="GitHub's"):  # the queue is shared
         parse_webhook(body, {"x-scopeguard-delivery": "github:abc"})
 
 
@@ -740,9 +742,9 @@ def test_old_queue_files_are_migrated_and_their_relabels_exported(tmp_path, runn
                                          ("PAW-2", "", "", 1700000000.0),
                                          ("PAW-3", "generalizable", "", None)]
     conn.close()
-    assert jira_queue.read_relabels(path).unresolved == ["PAW-1", "PAW-2"]
+    assert jira_store.read_relabels(path).unresolved == ["PAW-1", "PAW-2"]
     # At start, the service matches people's labels to the positioning file's label names.
-    store = jira_queue.IssueStore(queue, "hashing")
+    store = jira_store.IssueStore(queue, "hashing")
     assert store.resolve_human_keys(JIRA_LABELS) == 1
     queue.close()
     EventQueue(path).close()  # opening an upgraded file again changes nothing
@@ -774,6 +776,19 @@ class RecordingSocket:
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
+
+
+def test_the_jira_library_still_keeps_its_session():
+    """transport.Transport sends through the jira library's private _session (it carries
+    the credentials); pyproject.toml bounds jira, and this fails if the attribute goes."""
+    import requests
+
+    with FakeJira(flavour="server", pat=PAT) as jira:
+        jira.add_issue("PAW-1", "A request")
+        client = jc.make_jira(environ=jira.env)
+        assert isinstance(client.jira._session, requests.Session)
+        assert client.get_issue("PAW-1")["key"] == "PAW-1"
+        assert jira.calls("GET", "/issue/PAW-1")[0].headers["authorization"] == f"Bearer {PAT}"
 
 
 def test_a_request_leaves_in_one_write():

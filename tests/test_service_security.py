@@ -15,8 +15,9 @@ import pytest
 from fake_github import FakeGitHub
 from fake_jira import FakeJira, ServiceProcess, issue_event
 from samples import LAB
-from scopeguard.integrations import jira_client as jc
-from scopeguard.integrations import jira_service
+from scopeguard.integrations import jira as jc
+from scopeguard.integrations.service import logs
+from scopeguard.integrations.service.settings import ServiceSettings
 
 from scopeguard.cli import cli
 from scopeguard.errors import ScopeguardError
@@ -86,7 +87,7 @@ def test_a_replayed_github_body_under_a_new_delivery_id_is_a_duplicate(service, 
 
 
 def test_the_replay_window_is_configurable_and_token_deliveries_have_none(tmp_path):
-    from scopeguard.integrations.jira_queue import EventQueue
+    from scopeguard.integrations.service.queue import EventQueue
 
     now = [1000.0]
     queue = EventQueue(tmp_path / "q.db", clock=lambda: now[0])
@@ -97,7 +98,7 @@ def test_the_replay_window_is_configurable_and_token_deliveries_have_none(tmp_pa
     now[0] += 61
     assert queue.accept("d", b"{}", replay_window=60) == "queued"  # outside the window
     queue.close()
-    settings = jira_service.ServiceSettings.from_env(
+    settings = ServiceSettings.from_env(
         {"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_REPLAY_WINDOW": "3600"})
     assert settings.replay_window == 3600
 
@@ -170,7 +171,7 @@ def test_a_body_trickled_a_byte_a_second_gets_408(service):
 
 def test_the_deadline_protocol_still_fits_uvicorn():
     """http_guard subclasses uvicorn's h11 protocol: the hooks it uses must still exist."""
-    from scopeguard.integrations.http_guard import TIMEOUT_RESPONSE
+    from scopeguard.integrations.service.http_guard import TIMEOUT_RESPONSE
     from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
     for name in ("connection_made", "handle_events", "on_response_complete", "connection_lost"):
@@ -197,7 +198,7 @@ def test_a_jira_url_with_credentials_is_refused_without_echoing_them(runner, exa
 
 
 def test_log_lines_never_carry_credentials_in_urls():
-    scrub = jira_service.Scrub([SECRET])
+    scrub = logs.Scrub([SECRET])
     record = logging.LogRecord("x", logging.INFO, "", 0, "calling %s with %s",
                                ("https://bob:hunter2hunter2@jira.example.com/rest", SECRET), None)
     scrub.filter(record)
@@ -210,7 +211,7 @@ def test_log_lines_never_carry_credentials_in_urls():
                                   "SCOPEGUARD_GITHUB_WEBHOOK_SECRET"])
 def test_weak_webhook_secrets_are_refused_at_start(name, value, words, runner, example_config):
     with pytest.raises(ScopeguardError, match=words) as caught:
-        jira_service.ServiceSettings.from_env({name: value})
+        ServiceSettings.from_env({name: value})
     assert name in str(caught.value) and "secrets.token_hex" in str(caught.value)
     result = runner.invoke(cli, ["serve", "-c", str(example_config)],
                            env={name: value, "JIRA_URL": "http://127.0.0.1:9", "JIRA_PAT": PAT})
@@ -219,7 +220,7 @@ def test_weak_webhook_secrets_are_refused_at_start(name, value, words, runner, e
 
 
 def test_secrets_are_trimmed_not_refused_for_a_trailing_newline():
-    settings = jira_service.ServiceSettings.from_env({"SCOPEGUARD_WEBHOOK_SECRET": SECRET + "\n"})
+    settings = ServiceSettings.from_env({"SCOPEGUARD_WEBHOOK_SECRET": SECRET + "\n"})
     assert settings.webhook_secret == SECRET
 
 

@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from github import GithubException
 
@@ -35,17 +35,12 @@ from scopeguard.backlog import Request, is_bot, resolve_customer
 from scopeguard.markup import md_code, md_fence, md_text
 from scopeguard.positioning import Positioning
 
-from .github_client import GitHubError, github_errors, raw_json
+from .comments import MaintainerLabel
+from .errors import GitHubError, github_errors
+from .issues import raw_json
 
 RELABELS_FILE = ".github/scopeguard-relabels.jsonl"
 COMMIT_ATTEMPTS = 4  # each conflict means another run committed; a few retries settle it
-
-
-class MaintainerLabel(NamedTuple):
-    """A scope label a person set: its key (core, generalizable, one_off) and their login."""
-
-    key: str
-    by: str = ""  # "" when unknown
 
 
 @dataclass

@@ -29,12 +29,10 @@ from typing import Any
 
 from scopeguard.errors import InputError
 from scopeguard.positioning import LABELS
+from scopeguard.settings import parse_flag
 
-from .github_client import DEFAULT_API_URL
-from .github_relabels import RELABELS_FILE
-
-TRUE, FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
-
+from .client import DEFAULT_API_URL
+from .relabels import RELABELS_FILE
 
 # --- inputs -----------------------------------------------------------------------------------
 
@@ -55,13 +53,7 @@ def _input(env: Mapping[str, str], name: str, default: str = "") -> str:
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _input(env, name).lower()
-    if not raw:
-        return default
-    if raw in TRUE or raw in FALSE:
-        return raw in TRUE
-    raise InputError(f"input {name}: {raw!r} is not true or false. Fix: `{name}: true` or "
-                     f"`{name}: false`.")
+    return parse_flag(_input(env, name), f"input {name}", default, InputError)
 
 
 @dataclass(frozen=True)
@@ -83,7 +75,7 @@ class Settings:
     relabels_file: str = RELABELS_FILE
     backlog_limit: int = 500
     issue_number: int | None = None
-    bot_login: str = ""  # the account the token writes as; "" asks GitHub (github_client.own_login)
+    bot_login: str = ""  # the account the token writes as; "" asks GitHub (client.own_login)
     workflow_token: str = field(default="", repr=False)  # the job's own github.token
     exclude_authors: tuple[str, ...] = ()  # added to the positioning file's filters.skip_authors
 

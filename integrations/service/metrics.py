@@ -1,4 +1,4 @@
-"""The Jira service's metrics: counters and histograms in the Prometheus text format.
+"""The webhook service's metrics: counters and histograms in the Prometheus text format.
 
 No dependency: ``GET /metrics`` renders :class:`Metrics` plus the gauges the service
 reads at scrape time (queue depth and the like). Thread-safe: the ASGI app and the

@@ -1,6 +1,8 @@
-"""Webhook authentication for the Jira service: Jira's HMAC signature, or a shared token.
+"""Webhook authentication for the service: HMAC signatures (Jira's and GitHub's) or a token.
 
-A Jira webhook with a secret signs each delivery: ``X-Hub-Signature: sha256=<HMAC-SHA256
+A GitHub webhook (or App) signs each delivery with its secret: ``X-Hub-Signature-256:
+sha256=<HMAC-SHA256 of the raw body>`` (:func:`verify_github`). A Jira webhook with a
+secret signs each delivery: ``X-Hub-Signature: sha256=<HMAC-SHA256
 of the raw body>``. Jira Automation's "Send web request" and older Server webhooks cannot
 sign, so a shared token is accepted too (``Authorization: Bearer <token>``,
 ``X-Scopeguard-Token: <token>`` or ``?token=``). Both are compared in constant time, and
@@ -59,3 +61,15 @@ def authenticate(headers: Mapping[str, str], query: Mapping[str, str], body: byt
     return "", ("the webhook is not signed and carries no token. Fix: give the Jira webhook "
                 "the secret in SCOPEGUARD_WEBHOOK_SECRET (Jira then sends X-Hub-Signature), or "
                 "send 'Authorization: Bearer <SCOPEGUARD_WEBHOOK_TOKEN>' from Jira Automation.")
+
+
+def verify_github(headers: Mapping[str, str], body: bytes, secret: str) -> str:
+    """Why a GitHub delivery is not authentic, or "" when its signature matches the body."""
+    given = headers.get("x-hub-signature-256", "").strip().lower()
+    if not given:
+        return ("the webhook carries no X-Hub-Signature-256. Fix: set the GitHub webhook's "
+                "(or App's) secret to the value of SCOPEGUARD_GITHUB_WEBHOOK_SECRET.")
+    if not hmac.compare_digest(given.encode(), sign(secret, body).encode()):
+        return ("the X-Hub-Signature-256 does not match the body. Fix: set the GitHub "
+                "webhook's (or App's) secret to the value of SCOPEGUARD_GITHUB_WEBHOOK_SECRET.")
+    return ""

@@ -1,6 +1,6 @@
 """The GitHub Action: label an issue core, generalizable or one-off, and explain why.
 
-Run as ``python -m scopeguard.integrations.github_action`` (action.yml does). It reads the
+Run as ``python -m scopeguard.integrations.github`` (action.yml does). It reads the
 event (``GITHUB_EVENT_PATH``, ``GITHUB_EVENT_NAME``), ``GITHUB_REPOSITORY``,
 ``GITHUB_API_URL``, the positioning file from the checked-out workspace
 (``GITHUB_WORKSPACE``: run actions/checkout first) and the ``INPUT_*`` variables action.yml
@@ -9,11 +9,11 @@ sets (``INPUT_DRY_RUN`` or GitHub's own ``INPUT_DRY-RUN`` spelling), then:
 - ``issues`` opened, edited, reopened, or labeled with a label that is not a scope label:
   classify the issue against the positioning file and the repository's other open
   issues (demand), set the scope label (creating the three labels if missing, removing
-  an older one scopeguard set) and create or update ONE comment, found by its hidden
-  marker. A scope label a maintainer set is never changed: the comment says it stands.
+  an older one scopeguard set) and create or update ONE comment, its own
+  (:mod:`.comments`). A scope label a maintainer set is never changed: the comment says it stands.
 - ``issues`` labeled with a scope label, by a person, that differs from scopeguard's
   verdict: a correction. It is committed as one JSONL row to the relabels file
-  (github_relabels.py), scopeguard's own label is removed, the comment notes it. A
+  (:mod:`.relabels`), scopeguard's own label is removed, the comment notes it. A
   correction no ``labeled`` run recorded is recorded by the issue's next run.
 - Pull requests and issues the positioning file's ``filters`` exclude (bugs, questions)
   are skipped with a ``::notice::``. ``dry-run`` changes nothing on GitHub.
@@ -21,21 +21,23 @@ sets (``INPUT_DRY_RUN`` or GitHub's own ``INPUT_DRY-RUN`` spelling), then:
 Outputs (``GITHUB_OUTPUT``): label, confidence, input-class, skipped. The verdict goes to
 the job summary before anything is written, so a failed write never loses it. Failures
 print ``::error::`` with the fix, add it to the summary, and exit with status 1
-(github_io.py reads the inputs and writes the outputs, the summary and the log).
+(:mod:`.runner` reads the inputs and writes the outputs, the summary and the log).
+
+One run goes down these modules and never back: :mod:`.runner` (settings, event) ->
+:mod:`.client` (the repository, the account scopeguard writes as) -> :mod:`.issues`
+(the issue as a request) -> :mod:`.comments` (its own comment) -> :mod:`.relabels` (a
+maintainer's label) -> the classifier -> :mod:`.labels` and :mod:`.comments` (writes).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-from github import GithubException
 
 from scopeguard import render
 from scopeguard.backlog import (
@@ -47,42 +49,17 @@ from scopeguard.backlog import (
 )
 from scopeguard.errors import ConfigError, InputError, ScopeguardError
 from scopeguard.markup import md_code, md_text
-from scopeguard.positioning import (
-    DEFAULT_FILENAMES,
-    LABELS,
-    Positioning,
-    find_positioning,
-    load_positioning,
-)
+from scopeguard.positioning import DEFAULT_FILENAMES, Positioning, find_positioning, load_positioning
 
-from .github_client import (
-    fetch_open_issues,
-    get_repository,
-    github_errors,
-    is_pull_request,
-    issue_to_request,
-    make_client,
-    own_login,
-    raw_json,
-    settings_from_env,
-)
-from .github_io import Report, Settings, read_event
-from .github_relabels import MaintainerLabel, Relabels
+from .client import get_repository, make_client, own_login, settings_from_env
+from .comments import MaintainerLabel, compose, human_note, read_thread, upsert_comment
+from .errors import github_errors
+from .issues import fetch_open_issues, is_pull_request, issue_to_request, raw_json
+from .labels import ensure_labels, key_of, label_names, remove_label, scope_keys
+from .relabels import Relabels
+from .runner import Report, Settings, read_event
 
-# Colours and descriptions of the labels scopeguard creates (GitHub allows 100 characters).
-LABEL_STYLE = {
-    "core": ("0e8a16", "scopeguard: fits the product's positioning; extends what it is for"),
-    "generalizable": ("fbca04", "scopeguard: not core today; a general form would serve the "
-                                "target customers"),
-    "one_off": ("d93f0b", "scopeguard: one customer's situation, outside the positioning"),
-}
-# A maintainer's scope label that stands: see render.HUMAN_MARKER.
-HUMAN_MARKER = render.HUMAN_MARKER
-NOTE_PREFIXES = ("> **Maintainer's label stands", "> **Not labelled")
 CLASSIFY_ACTIONS = ("opened", "edited", "reopened", "labeled")
-
-
-# --- the positioning file and label names -----------------------------------------------------
 
 
 def load_repo_positioning(settings: Settings) -> Positioning:
@@ -107,156 +84,6 @@ def load_repo_positioning(settings: Settings) -> Positioning:
                           "commit a scopeguard.yml (`scopeguard init` writes a template), run "
                           "actions/checkout before this step, or set the positioning-file "
                           "input.") from None
-
-
-def label_names(positioning: Positioning, overrides: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """Tracker label names by key: the positioning file's, then the label-* inputs."""
-    names = {**positioning.labels, **dict(overrides)}
-    if len({n.lower() for n in names.values()}) != len(names):
-        raise InputError(f"label names must differ, got {names}. Fix: give label-core, "
-                         "label-generalizable and label-one-off (or the positioning file's "
-                         "labels) distinct names.")
-    return names
-
-
-# --- the scopeguard comment -------------------------------------------------------------------
-
-
-@dataclass
-class Thread:
-    """scopeguard's own comment(s) on an issue and what their hidden markers say.
-
-    Only comments whose author is scopeguard's account (``login``) and which open with
-    the verdict marker are its own; their markers are read from the header lines alone.
-    A comment anyone else wrote is never read, edited or deleted, whatever it contains.
-    """
-
-    comments: list[Any]  # PyGithub IssueComment, scopeguard's own, oldest first
-
-    @property
-    def current(self) -> Any:
-        """The comment scopeguard keeps: its newest."""
-        return self.comments[-1] if self.comments else None
-
-    @property
-    def body(self) -> str:
-        return self.current.body if self.comments else ""
-
-    @property
-    def markers(self) -> render.Markers:
-        return render.read_markers(self.body)
-
-    @property
-    def predicted(self) -> str | None:
-        """The label scopeguard last gave, or None when it never commented."""
-        return self.markers.label
-
-    @property
-    def human(self) -> MaintainerLabel | None:
-        """The maintainer's label the comment records as standing."""
-        markers = self.markers
-        return MaintainerLabel(markers.human, markers.human_by) if markers.human else None
-
-
-def is_own(comment: Any, login: str) -> bool:
-    """Whether ``comment`` is scopeguard's: written by ``login`` and opening with the marker."""
-    user = comment.user.login if comment.user else ""
-    return (bool(login) and user.lower() == login.lower()
-            and render.read_markers(comment.body or "").verdict)
-
-
-def read_thread(issue: Any, login: str) -> Thread:
-    """scopeguard's own comments on ``issue`` (``login`` is its account; see :class:`Thread`)."""
-    with github_errors(f"reading the comments of #{issue.number}", needs="issues: read"):
-        return Thread([c for c in issue.get_comments() if is_own(c, login)])
-
-
-def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) -> str:
-    """The comment: ``markdown`` with earlier notes dropped and ``notes`` after the markers."""
-    lines = markdown.split("\n")
-    head = render.marker_lines(lines)
-    lines = [line for n, line in enumerate(lines)
-             if not (n < head and HUMAN_MARKER.fullmatch(line.strip()))
-             and not line.startswith(NOTE_PREFIXES)]
-    head = render.marker_lines(lines)
-    rest = lines[head:]
-    while rest and not rest[0].strip():  # the blank line an earlier note left
-        rest.pop(0)
-    extra = []
-    if human:
-        by = f" by={human.by}" if re.fullmatch(r"[\w.\[\]-]+", human.by or "") else ""
-        extra.append(f"<!-- scopeguard:human-label={human.key}{by} -->")
-    extra += [*notes, ""] if notes else []
-    return "\n".join(lines[:head] + extra + rest)
-
-
-def human_note(name: str, by: str) -> str:
-    """The comment's note that the maintainer's label ``name`` (set by ``by``) stands."""
-    who = f" (set by {md_text('@' + by)})" if by else ""
-    return (f"> **Maintainer's label stands:** {md_code(name)}{who}. scopeguard's own "
-            "verdict is below for reference; it never changes a maintainer's label.")
-
-
-def upsert_comment(issue: Any, thread: Thread, body: str) -> tuple[Any, str]:
-    """Update scopeguard's comment (or create it): one comment per issue, whatever happens.
-
-    A retried POST or two runs racing can leave a second comment of scopeguard's own:
-    the newest is kept and the older ones of its own are deleted. Nobody else's comment
-    is touched (``thread`` holds scopeguard's own only).
-    """
-    with github_errors(f"commenting on #{issue.number}"):
-        if not thread.comments:
-            return issue.create_comment(body), "created"
-        keep, what = thread.current, "unchanged"
-        if keep.body != body:
-            keep.edit(body)
-            what = "updated"
-        for extra in thread.comments[:-1]:
-            extra.delete()
-        return keep, what
-
-
-# --- labels -----------------------------------------------------------------------------------
-
-
-def key_of(label: str, names: Mapping[str, str]) -> str | None:
-    """The key (core, generalizable, one_off) of a scope label name; None for other labels.
-    GitHub label names are case-insensitive."""
-    return next((k for k, n in names.items() if n.lower() == label.lower()), None)
-
-
-def scope_keys(label_list: Sequence[str], names: Mapping[str, str]) -> list[str]:
-    """The scope labels (keys, in LABELS order) among an issue's labels."""
-    present = {key_of(label, names) for label in label_list}
-    return [key for key in LABELS if key in present]
-
-
-def ensure_labels(repo: Any, names: Mapping[str, str]) -> None:
-    """Create the three scope labels that the repository lacks."""
-    with github_errors("creating the scope labels"):
-        existing = {label.name.lower() for label in repo.get_labels()}
-        for key, name in names.items():
-            if name.lower() in existing:
-                continue
-            color, description = LABEL_STYLE[key]
-            try:
-                repo.create_label(name, color, description)
-            except GithubException as exc:
-                if exc.status != 422:  # 422: another run created it meanwhile
-                    raise
-
-
-def remove_label(issue: Any, name: str) -> None:
-    """Remove the label ``name`` from ``issue``; one already gone is fine."""
-    with github_errors(f"removing the label {name!r} from #{issue.number}"):
-        try:
-            issue.remove_from_labels(name)
-        except GithubException as exc:
-            if exc.status != 404:  # already gone
-                raise
-
-
-# --- the two flows ----------------------------------------------------------------------------
 
 
 @dataclass

@@ -1,0 +1,130 @@
+"""scopeguard's one comment on a GitHub issue: found by its author and marker, composed, kept.
+
+A comment is scopeguard's own only when its author is the account scopeguard writes as
+*and* it opens with the verdict marker; its marker lines (``render.read_markers``) say
+which label scopeguard gave and which maintainer's label stands. Nobody else's comment is
+read for markers, edited or deleted (see docs/security.md).
+
+Example::
+
+    thread = read_thread(issue, login="github-actions[bot]")
+    body = compose(render.to_markdown(verdict, name), notes, thread.human)
+    comment, what = upsert_comment(issue, thread, body)   # created | updated | unchanged
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from scopeguard import render
+from scopeguard.markup import md_code, md_text
+
+from .errors import github_errors
+
+# A maintainer's scope label that stands: see render.HUMAN_MARKER.
+HUMAN_MARKER = render.HUMAN_MARKER
+NOTE_PREFIXES = ("> **Maintainer's label stands", "> **Not labelled")
+
+
+class MaintainerLabel(NamedTuple):
+    """A scope label a person set: its key (core, generalizable, one_off) and their login."""
+
+    key: str
+    by: str = ""  # "" when unknown
+
+
+@dataclass
+class Thread:
+    """scopeguard's own comment(s) on an issue and what their hidden markers say.
+
+    Only comments whose author is scopeguard's account (``login``) and which open with
+    the verdict marker are its own; their markers are read from the header lines alone.
+    A comment anyone else wrote is never read, edited or deleted, whatever it contains.
+    """
+
+    comments: list[Any]  # PyGithub IssueComment, scopeguard's own, oldest first
+
+    @property
+    def current(self) -> Any:
+        """The comment scopeguard keeps: its newest."""
+        return self.comments[-1] if self.comments else None
+
+    @property
+    def body(self) -> str:
+        return self.current.body if self.comments else ""
+
+    @property
+    def markers(self) -> render.Markers:
+        return render.read_markers(self.body)
+
+    @property
+    def predicted(self) -> str | None:
+        """The label scopeguard last gave, or None when it never commented."""
+        return self.markers.label
+
+    @property
+    def human(self) -> MaintainerLabel | None:
+        """The maintainer's label the comment records as standing."""
+        markers = self.markers
+        return MaintainerLabel(markers.human, markers.human_by) if markers.human else None
+
+
+def is_own(comment: Any, login: str) -> bool:
+    """Whether ``comment`` is scopeguard's: written by ``login`` and opening with the marker."""
+    user = comment.user.login if comment.user else ""
+    return (bool(login) and user.lower() == login.lower()
+            and render.read_markers(comment.body or "").verdict)
+
+
+def read_thread(issue: Any, login: str) -> Thread:
+    """scopeguard's own comments on ``issue`` (``login`` is its account; see :class:`Thread`)."""
+    with github_errors(f"reading the comments of #{issue.number}", needs="issues: read"):
+        return Thread([c for c in issue.get_comments() if is_own(c, login)])
+
+
+def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) -> str:
+    """The comment: ``markdown`` with earlier notes dropped and ``notes`` after the markers."""
+    lines = markdown.split("\n")
+    head = render.marker_lines(lines)
+    lines = [line for n, line in enumerate(lines)
+             if not (n < head and HUMAN_MARKER.fullmatch(line.strip()))
+             and not line.startswith(NOTE_PREFIXES)]
+    head = render.marker_lines(lines)
+    rest = lines[head:]
+    while rest and not rest[0].strip():  # the blank line an earlier note left
+        rest.pop(0)
+    extra = []
+    if human:
+        by = f" by={human.by}" if re.fullmatch(r"[\w.\[\]-]+", human.by or "") else ""
+        extra.append(f"<!-- scopeguard:human-label={human.key}{by} -->")
+    extra += [*notes, ""] if notes else []
+    return "\n".join(lines[:head] + extra + rest)
+
+
+def human_note(name: str, by: str) -> str:
+    """The comment's note that the maintainer's label ``name`` (set by ``by``) stands."""
+    who = f" (set by {md_text('@' + by)})" if by else ""
+    return (f"> **Maintainer's label stands:** {md_code(name)}{who}. scopeguard's own "
+            "verdict is below for reference; it never changes a maintainer's label.")
+
+
+def upsert_comment(issue: Any, thread: Thread, body: str) -> tuple[Any, str]:
+    """Update scopeguard's comment (or create it): one comment per issue, whatever happens.
+
+    A retried POST or two runs racing can leave a second comment of scopeguard's own:
+    the newest is kept and the older ones of its own are deleted. Nobody else's comment
+    is touched (``thread`` holds scopeguard's own only).
+    """
+    with github_errors(f"commenting on #{issue.number}"):
+        if not thread.comments:
+            return issue.create_comment(body), "created"
+        keep, what = thread.current, "unchanged"
+        if keep.body != body:
+            keep.edit(body)
+            what = "updated"
+        for extra in thread.comments[:-1]:
+            extra.delete()
+        return keep, what

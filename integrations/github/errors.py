@@ -1,0 +1,125 @@
+"""GitHub API failures as scopeguard errors whose messages say what to fix.
+
+``github_errors`` turns PyGithub and ``requests`` exceptions raised inside it into
+:class:`GitHubError` subclasses (auth, permission, not found, rate limit, unavailable);
+their messages name the permission or setting to fix and never carry the token.
+
+Example::
+
+    with github_errors("labelling #12", needs="issues: write"):
+        issue.add_to_labels("scope: core")
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from github import GithubException
+from github.GithubException import RateLimitExceededExceedsMaxWait
+
+from scopeguard.errors import ScopeguardError
+
+DEFAULT_MAX_WAIT = 60.0  # seconds: the cap on any single wait (SCOPEGUARD_GITHUB_MAX_WAIT)
+
+
+class GitHubError(ScopeguardError):
+    """A GitHub API call failed; the message says what to fix."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GitHubAuthError(GitHubError):
+    """The token is missing, wrong or expired (401)."""
+
+
+class GitHubPermissionError(GitHubError):
+    """The token may not do this (403)."""
+
+
+class GitHubNotFoundError(GitHubError):
+    """The repository, issue or file does not exist, or the token cannot see it (404)."""
+
+
+class GitHubRateLimitError(GitHubError):
+    """Rate limited for longer than scopeguard is willing to wait."""
+
+
+class GitHubUnavailableError(GitHubError):
+    """GitHub kept answering 5xx, or could not be reached, after every retry."""
+
+
+def _message(exc: GithubException) -> str:
+    data = exc.data
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])
+    return str(data or "")[:200]
+
+
+def translate(exc: BaseException, action: str, needs: str = "issues: write") -> GitHubError:
+    """The :class:`GitHubError` for ``exc``, raised while ``action`` (e.g. "labelling #12").
+
+    Args:
+        exc: a PyGithub ``GithubException`` or a ``requests`` exception.
+        action: what scopeguard was doing, for the message.
+        needs: the workflow permission the call needs, named in the 403 fix.
+    """
+    import requests
+
+    if isinstance(exc, GitHubError):
+        return exc
+    if isinstance(exc, RateLimitExceededExceedsMaxWait) or (
+            isinstance(exc, GithubException) and exc.status in (403, 429)
+            and "rate limit" in _message(exc).lower()):
+        return GitHubRateLimitError(
+            f"GitHub rate limit hit while {action}, and the wait it asks for exceeds "
+            "scopeguard's cap. Fix: re-run the job later, or raise SCOPEGUARD_GITHUB_MAX_WAIT "
+            f"(seconds; default {DEFAULT_MAX_WAIT:g}).", 429)
+    if isinstance(exc, GithubException):
+        status, detail = exc.status, _message(exc)
+        if status == 401:
+            return GitHubAuthError(
+                f"GitHub rejected the token (401 {detail or 'Bad credentials'}) while {action}. "
+                "Fix: pass a valid token (the default `token: ${{ github.token }}`, or a "
+                "personal access token that has not expired).", 401)
+        if status == 403:
+            return GitHubPermissionError(
+                f"GitHub refused {action} (403 {detail or 'Forbidden'}). Fix: give the workflow "
+                f"`permissions: {needs}` (or use a token allowed to do it).", 403)
+        if status == 404:
+            return GitHubNotFoundError(
+                f"not found while {action} (404). Fix: check the repository and issue number, "
+                "and that the token can see the repository (a token for another repository "
+                "or without access to a private one gets 404).", 404)
+        return GitHubError(f"GitHub answered {status} while {action}: {detail}.", status)
+    if isinstance(exc, requests.exceptions.RetryError):
+        found = re.search(r"too many (\d{3}) error responses", str(exc))
+        status = int(found.group(1)) if found else None
+        if status in (403, 429):
+            return GitHubRateLimitError(
+                f"GitHub kept rate-limiting scopeguard while {action}, after every retry. "
+                "Fix: re-run the job later.", status)
+        return GitHubUnavailableError(
+            f"GitHub kept failing ({status or 'server error'}) while {action}, after every "
+            "retry. Fix: re-run the job; see https://www.githubstatus.com.", status)
+    if isinstance(exc, requests.exceptions.RequestException):
+        return GitHubUnavailableError(
+            f"cannot reach the GitHub API while {action} ({type(exc).__name__}). Fix: check "
+            "GITHUB_API_URL and the runner's network, then re-run the job.")
+    return GitHubError(f"{action} failed: {type(exc).__name__}.")
+
+
+@contextmanager
+def github_errors(action: str, needs: str = "issues: write") -> Iterator[None]:
+    """Raise PyGithub/requests failures inside the block as :class:`GitHubError`."""
+    import requests
+
+    try:
+        yield
+    except (GithubException, requests.exceptions.RequestException) as exc:
+        raise translate(exc, action, needs) from None

@@ -1,0 +1,290 @@
+"""The Jira REST client scopeguard's integrations share: issues, comments, labels, search.
+
+``make_jira`` builds a :class:`JiraClient` around the ``jira`` library's ``JIRA`` object
+(which owns authentication and the HTTP session: Cloud takes an account email and an API
+token over basic auth, Server/Data Center a personal access token as a bearer token).
+The client holds the flavour (Cloud: API v3 and ADF comments; Server/Data Center: API v2
+and wiki markup) and the operations scopeguard needs; every call goes through the
+:class:`.transport.Transport` (retries, errors).
+
+Example::
+
+    client = make_jira()  # JIRA_URL, JIRA_EMAIL + JIRA_TOKEN, or JIRA_PAT
+    issue = client.get_issue("PAW-12")
+
+Environment: ``JIRA_URL``, ``JIRA_EMAIL`` (alias ``JIRA_USER``), ``JIRA_TOKEN``,
+``JIRA_PAT``, ``JIRA_FLAVOUR`` (``cloud`` or ``server``; guessed from the URL or the
+server's answer when unset), ``SCOPEGUARD_JIRA_RETRIES`` (default 5) and
+``SCOPEGUARD_JIRA_MAX_WAIT`` (seconds, default 60: the cap on any single wait).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from .errors import CREDENTIALS_FIX, JiraConfigError, JiraError, JiraNotFoundError
+from .transport import RetryPolicy, Transport, whole_request_adapter
+
+FLAVOURS = ("cloud", "server")
+# How Jira identifies a user, most stable first: Cloud's accountId; Server/DC's key, name.
+USER_IDS = ("accountId", "key", "name")
+ISSUE_FIELDS = ("summary", "description", "issuetype", "project", "labels", "reporter",
+                "created", "status")
+
+
+class JiraClient:
+    """The flavour and the operations, over a :class:`.transport.Transport`.
+
+    Args:
+        jira: the library client; its session carries the credentials.
+        flavour: ``cloud`` (comments in ADF through API v3) or ``server`` (wiki markup).
+        retry: the retry policy for 429/5xx answers and connection failures.
+        sleep: how to wait (tests pass a recorder).
+    """
+
+    def __init__(self, jira: Any, flavour: str, retry: RetryPolicy | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.transport = Transport(jira, retry or RetryPolicy(), sleep)
+        self.flavour = flavour
+        self._field_ids: dict[str, str] = {}
+        self._myself: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"JiraClient({self.server!r}, {self.flavour!r})"
+
+    @property
+    def jira(self) -> Any:
+        return self.transport.jira
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.transport.retry
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        return self.transport.sleep
+
+    @sleep.setter
+    def sleep(self, sleep: Callable[[float], None]) -> None:
+        self.transport.sleep = sleep
+
+    @property
+    def server(self) -> str:
+        return self.transport.server
+
+    @property
+    def cloud(self) -> bool:
+        return self.flavour == "cloud"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One REST call through the transport (see :meth:`.transport.Transport.request`)."""
+        return self.transport.request(method, path, **kwargs)
+
+    # --- issues and search ----------------------------------------------------------------
+
+    def field_id(self, name: str) -> str:
+        """The id of a field given by id (``customfield_10050``) or display name."""
+        if not name or name.startswith("customfield_") or name in ISSUE_FIELDS:
+            return name
+        if not self._field_ids:
+            for f in self.request("GET", "field", action="listing fields") or []:
+                self._field_ids[str(f.get("name", "")).lower()] = str(f.get("id", ""))
+                self._field_ids[str(f.get("id", "")).lower()] = str(f.get("id", ""))
+        found = self._field_ids.get(name.lower())
+        if not found:
+            raise JiraConfigError(
+                f"the positioning file's jira.customer_field {name!r} is not a Jira field. "
+                "Fix: use the field's id (e.g. customfield_10050, see Jira's field "
+                "configuration) or its exact name.")
+        return found
+
+    def myself(self) -> dict[str, Any]:
+        """The account scopeguard's credentials belong to (``/myself``, asked once): only
+        comments this account wrote are scopeguard's own."""
+        if not self._myself:
+            found = self.request("GET", "myself", action="reading the scopeguard user "
+                                 "(/myself)") or {}
+            if not any(found.get(k) for k in USER_IDS):
+                raise JiraError("Jira's /myself names no account id, key or name, so "
+                                "scopeguard cannot tell its own comments from others'. Fix: "
+                                "use credentials of a real Jira user (" + CREDENTIALS_FIX
+                                + ").")
+            self._myself = found
+        return self._myself
+
+    def get_issue(self, key: str, fields: Sequence[str] = ISSUE_FIELDS) -> dict[str, Any]:
+        return self.request("GET", f"issue/{quote(key)}", params={"fields": ",".join(fields)},
+                            action=f"reading issue {key}")
+
+    def search(self, jql: str, fields: Sequence[str] = ISSUE_FIELDS, page_size: int = 100,
+               limit: int | None = None) -> list[dict[str, Any]]:
+        """Raw issues matching ``jql``, page by page.
+
+        Cloud pages with ``nextPageToken`` on ``search/jql`` (Atlassian removed the
+        ``startAt`` search from Cloud); Server/Data Center with ``startAt``/``maxResults``,
+        advancing by what each page held, since the server may cap the page size.
+        """
+        out: list[dict[str, Any]] = []
+        action = f"searching Jira for {jql!r}"
+        params: dict[str, Any] = {"jql": jql, "fields": ",".join(fields)}
+        start, token = 0, None
+        while limit is None or len(out) < limit:
+            size = page_size if limit is None else min(page_size, limit - len(out))
+            if self.cloud:
+                page = self.request("GET", "search/jql", action=action,
+                                    params={**params, "maxResults": size,
+                                            **({"nextPageToken": token} if token else {})})
+            else:
+                page = self.request("GET", "search", action=action,
+                                    params={**params, "startAt": start, "maxResults": size})
+            issues = (page or {}).get("issues") or []
+            out.extend(issues)
+            if self.cloud:
+                token = page.get("nextPageToken")
+                if not token or page.get("isLast") or not issues:
+                    break
+            else:
+                start += len(issues)
+                if not issues or start >= int(page.get("total", 0)):
+                    break
+        return out if limit is None else out[:limit]
+
+    # --- comments and labels ---------------------------------------------------------------
+
+    @property
+    def comment_api(self) -> str:
+        return "3" if self.cloud else "2"
+
+    def comments(self, key: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", f"issue/{quote(key)}/comment", api=self.comment_api,
+                                params={"startAt": len(out), "maxResults": 100,
+                                        "orderBy": "created"},
+                                action=f"reading the comments of {key}") or {}
+            got = page.get("comments") or []
+            out.extend(got)
+            if not got or len(out) >= int(page.get("total", len(out))):
+                return out
+
+    def get_comment(self, key: str, comment_id: str) -> dict[str, Any]:
+        return self.request("GET", f"issue/{quote(key)}/comment/{quote(comment_id)}",
+                            api=self.comment_api, action=f"reading comment {comment_id} of {key}")
+
+    def add_comment(self, key: str, body: Any) -> dict[str, Any]:
+        return self.request("POST", f"issue/{quote(key)}/comment", api=self.comment_api,
+                            body={"body": body}, action=f"commenting on {key}")
+
+    def update_comment(self, key: str, comment_id: str, body: Any) -> dict[str, Any]:
+        return self.request("PUT", f"issue/{quote(key)}/comment/{quote(comment_id)}",
+                            api=self.comment_api, body={"body": body},
+                            action=f"updating scopeguard's comment on {key}")
+
+    def delete_comment(self, key: str, comment_id: str) -> None:
+        try:
+            self.request("DELETE", f"issue/{quote(key)}/comment/{quote(comment_id)}",
+                         api=self.comment_api, action=f"deleting a duplicate comment on {key}")
+        except JiraNotFoundError:  # already gone
+            pass
+
+    def update_labels(self, key: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        """Add and remove labels with Jira's ``update`` verbs: other labels are untouched
+        even if a person edits them at the same moment."""
+        ops = [{"remove": r} for r in remove] + [{"add": a} for a in add]
+        if ops:
+            # No notifyUsers=false: on Cloud it needs admin rights, and a 403 would lose the label.
+            self.request("PUT", f"issue/{quote(key)}", body={"update": {"labels": ops}},
+                         action=f"labelling {key}")
+
+
+def guess_flavour(url: str) -> str | None:
+    host = (urlparse(url).hostname or "").lower()
+    if host.endswith((".atlassian.net", ".jira.com", ".jira-dev.com")):
+        return "cloud"
+    return None
+
+
+def make_jira(server: str | None = None, *, email: str | None = None, token: str | None = None,
+              pat: str | None = None, flavour: str | None = None, timeout: float = 30,
+              retry: RetryPolicy | None = None, verify: bool | str = True,
+              environ: Mapping[str, str] | None = None) -> JiraClient:
+    """A :class:`JiraClient` from arguments, falling back to ``JIRA_*`` variables.
+
+    Args:
+        server: the Jira base URL (``JIRA_URL``), with any context path.
+        email: the account email for Cloud, or the username for Server basic auth
+            (``JIRA_EMAIL``; ``JIRA_USER`` also works).
+        token: the API token (Cloud) or password (``JIRA_TOKEN``).
+        pat: a Server/Data Center personal access token (``JIRA_PAT``), sent as a bearer
+            token; it wins over email and token.
+        flavour: ``cloud`` or ``server`` (``JIRA_FLAVOUR``); guessed when unset, from the
+            host (``*.atlassian.net`` is Cloud), from the credentials (a PAT means Server),
+            else by asking the server (``serverInfo``).
+        timeout: seconds per HTTP request.
+        retry: the retry policy; default from ``SCOPEGUARD_JIRA_*`` variables.
+        verify: TLS verification, or a CA bundle path.
+
+    Returns:
+        a :class:`JiraClient`. No request is made unless the flavour has to be asked.
+
+    Example::
+
+        client = make_jira("https://acme.atlassian.net", email="bot@acme.com", token=t)
+    """
+    from jira import JIRA
+
+    env = os.environ if environ is None else environ
+    server = (server or env.get("JIRA_URL", "")).strip().rstrip("/")
+    if not server:
+        raise JiraConfigError("no Jira URL. Fix: set JIRA_URL (e.g. https://your-site."
+                              "atlassian.net) or pass --jira-url.")
+    parts = urlparse(server)
+    if parts.username is not None or parts.password is not None:
+        # Said without the URL: it holds a password, and errors end up in logs.
+        raise JiraConfigError("JIRA_URL carries a user name or password (user:password@host). "
+                              "Fix: give JIRA_URL without them (e.g. https://jira.example.com) "
+                              f"and put the credentials in their own variables: "
+                              f"{CREDENTIALS_FIX}.")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise JiraConfigError(f"JIRA_URL {server!r} is not an http(s) URL. Fix: use the "
+                              "address you open Jira at, e.g. https://jira.example.com.")
+    pat = (pat or env.get("JIRA_PAT", "")).strip()
+    email = (email or env.get("JIRA_EMAIL", "") or env.get("JIRA_USER", "")).strip()
+    token = (token or env.get("JIRA_TOKEN", "")).strip()
+    auth: dict[str, Any]
+    if pat:
+        auth = {"token_auth": pat}
+    elif email and token:
+        auth = {"basic_auth": (email, token)}
+    elif token:
+        raise JiraConfigError("JIRA_TOKEN is set but JIRA_EMAIL is not. Fix: Cloud API tokens "
+                              "go with the account's email (JIRA_EMAIL); for Server/Data Center "
+                              "use a personal access token in JIRA_PAT.")
+    else:
+        raise JiraConfigError(f"no Jira credentials. Fix: {CREDENTIALS_FIX}.")
+    flavour = (flavour or env.get("JIRA_FLAVOUR", "")).strip().lower() or None
+    if flavour in ("datacenter", "data-center", "dc"):
+        flavour = "server"
+    if flavour is not None and flavour not in FLAVOURS:
+        raise JiraConfigError(f"Jira flavour {flavour!r} is not cloud or server. Fix: set "
+                              "JIRA_FLAVOUR to cloud (Atlassian-hosted) or server (Server or "
+                              "Data Center).")
+    # max_retries=0: the library's own retries cover only 429/503 and wait twice what
+    # Retry-After asks; JiraClient.request retries instead, for every call.
+    jira = JIRA(server=server, get_server_info=False, max_retries=0, timeout=timeout,
+                options={"verify": verify, "check_update": False,
+                         "headers": {"User-Agent": "scopeguard"}}, **auth)
+    adapter = whole_request_adapter()()
+    for scheme in ("https://", "http://"):
+        jira._session.mount(scheme, adapter)
+    client = JiraClient(jira, flavour or guess_flavour(server) or ("server" if pat else ""),
+                        retry or RetryPolicy.from_env(env))
+    if not client.flavour:
+        info = client.request("GET", "serverInfo", action="reading Jira's server info") or {}
+        client.flavour = "cloud" if info.get("deploymentType") == "Cloud" else "server"
+    jira.deploymentType = "Cloud" if client.cloud else "Server"  # what the library checks
+    return client

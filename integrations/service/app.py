@@ -1,0 +1,268 @@
+"""The webhook service's HTTP side: an ASGI app (Starlette) that authenticates webhooks and
+queues them durably; the worker threads (:mod:`.lifecycle`) classify and write back.
+
+Routes:
+
+- ``POST /webhooks/jira``: ``jira:issue_created`` and ``jira:issue_updated`` webhooks
+  (or a Jira Automation "Send web request"). Authenticated by the webhook secret
+  (``X-Hub-Signature: sha256=<HMAC-SHA256 of the raw body>``, what Jira sends when the
+  webhook has a secret) or by a shared token (``Authorization: Bearer <token>``,
+  ``X-Scopeguard-Token: <token>`` or ``?token=``), compared in constant time
+  (:mod:`.auth`). The answer is 202 once the event is in the SQLite queue; 200 for
+  a delivery id seen before; 202 with ``"status": "ignored"`` for events the positioning
+  file's ``jira:`` section does not watch; 401 unauthenticated, 413 too large, 400
+  malformed, with a message.
+- ``POST /webhooks/github``: GitHub ``issues`` webhooks (a GitHub App's, or a repository's
+  or organisation's), signed ``X-Hub-Signature-256`` with
+  ``SCOPEGUARD_GITHUB_WEBHOOK_SECRET``; queued the same way, then handled by the GitHub
+  Action's flow (:mod:`scopeguard.integrations.github.webhook`). 404 when no GitHub
+  secret is configured.
+- ``GET /healthz``: 200 while the worker is loading or ready, 503 if it failed to start.
+- ``GET /metrics``: Prometheus text format (:mod:`.metrics`).
+
+Slow clients are cut off by the protocol (:mod:`.http_guard`); a body that does not
+arrive within ``--request-timeout`` gets 408 here too. The worker reads the issue fresh
+(:mod:`.handlers`), classifies it with demand from the other issues the service has seen
+(:mod:`.store`), and writes back.
+
+Run it with ``scopeguard serve`` (see ``scopeguard serve --help``), or with
+``uvicorn --factory scopeguard.integrations.service.app:app_from_env``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+from scopeguard.errors import InputError
+
+from ..github import webhook as github_webhook
+from ..jira.client import JiraClient
+from ..jira.webhook import BadWebhook, ignore_reason, parse_webhook
+from .auth import authenticate, verify_github
+from .lifecycle import Service
+from .logs import client_secrets, setup_logging
+from .settings import ServiceSettings
+
+log = logging.getLogger("scopeguard.serve")
+
+
+class TooLarge(Exception):
+    """The body exceeds the limit."""
+
+
+class TooSlow(Exception):
+    """The body did not arrive within the request timeout."""
+
+
+class Gone(Exception):
+    """The client went away before its body was read."""
+
+
+async def read_body(request: Any, limit: int, timeout: float | None = None) -> bytes:
+    """The raw body, at most ``limit`` bytes, read within ``timeout`` seconds.
+
+    The protocol (:mod:`.http_guard`) already cuts off requests not complete in time; the
+    timeout here also covers the app run under another server (``uvicorn --factory``).
+    """
+    from starlette.requests import ClientDisconnect
+
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise TooSlow from None
+    except ClientDisconnect:
+        raise Gone from None
+    return b"".join(chunks)
+
+
+def create_app(service: Service) -> Any:
+    """The Starlette app; its lifespan starts and stops the service's workers."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    settings, metrics = service.settings, service.metrics
+
+    def answer(code: int, started: float, **body: Any) -> JSONResponse:
+        metrics.observe("scopeguard_webhook_accept_seconds", time.perf_counter() - started)
+        return JSONResponse(body, status_code=code)
+
+    def reject(code: int, started: float, reason: str, peer: str, error: str) -> JSONResponse:
+        metrics.inc("scopeguard_webhooks_rejected_total", reason=reason)
+        log.warning("rejected a webhook from %s: %s", peer, error.split(". Fix")[0])
+        return answer(code, started, error=error)
+
+    async def receive(request: Request, started: float) -> bytes | JSONResponse:
+        """The body, or the 413 (too large), 408 (too slow) or 400 (gone) answer."""
+        peer = request.client.host if request.client else "?"
+        try:
+            return await read_body(request, settings.max_body, settings.request_timeout)
+        except TooSlow:
+            return reject(408, started, "too_slow", peer, f"the body did not arrive within "
+                          f"{settings.request_timeout:g} seconds. Fix: send the whole request "
+                          "at once (raise SCOPEGUARD_REQUEST_TIMEOUT for a slow network).")
+        except Gone:  # nobody to answer; the response below is dropped
+            return reject(400, started, "disconnected", peer, "the client went away before "
+                          "its body was read.")
+        except TooLarge:
+            return reject(413, started, "too_large", request.client.host if request.client
+                          else "?", f"the body is larger than {settings.max_body} bytes. Fix: "
+                          "raise --max-body (SCOPEGUARD_MAX_BODY) if real issues are this "
+                          "large.")
+
+    def ignored(event: str, key: str, delivery: str, reason: str,
+                started: float) -> JSONResponse:
+        metrics.inc("scopeguard_webhooks_received_total", result="ignored")
+        log.info("ignored %s %s (delivery %s): %s", event, key or "-", delivery[:60], reason)
+        return answer(202, started, status="ignored", reason=reason)
+
+    async def queue(delivery: str, body: bytes, event: str, key: str, started: float,
+                    signed: bool) -> JSONResponse:
+        # A signed body seen before under another delivery id is a replay: the id is not
+        # signed. (A token-authenticated sender can send anything: no window for it.)
+        window = settings.replay_window if signed else 0.0
+        state = await run_in_threadpool(partial(service.queue.accept, delivery, body, event,
+                                                key, replay_window=window))
+        if state == "replay":
+            metrics.inc("scopeguard_webhooks_received_total", result="replay")
+            log.warning("delivery %s of %s: this signed body was accepted before under "
+                        "another delivery id: not queued again", delivery[:60], key)
+            return answer(200, started, status="duplicate", delivery=delivery,
+                          reason="this signed body was accepted before under another "
+                                 "delivery id (a replay)")
+        if state == "duplicate":
+            metrics.inc("scopeguard_webhooks_received_total", result="duplicate")
+            log.info("delivery %s of %s seen before: not queued again", delivery[:60], key)
+            return answer(200, started, status="duplicate", delivery=delivery)
+        service.wake.set()
+        metrics.inc("scopeguard_webhooks_received_total", result="queued")
+        return answer(202, started, status="queued", delivery=delivery, issue=key)
+
+    async def jira_webhook(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        peer = request.client.host if request.client else "?"
+        if service.client is None:
+            return answer(404, started, error="this service has no Jira configured. Fix: set "
+                          "JIRA_URL and its credentials, or send GitHub webhooks to "
+                          "/webhooks/github.")
+        body = await receive(request, started)
+        if isinstance(body, JSONResponse):
+            return body
+        how, why = authenticate(request.headers, request.query_params, body,
+                                secret=settings.webhook_secret, token=settings.webhook_token)
+        if not how:
+            return reject(401, started, "unauthorized", peer, why)
+        try:
+            hook = parse_webhook(body, request.headers)
+        except BadWebhook as exc:
+            return reject(400, started, "bad_request", peer, str(exc))
+        reason = ignore_reason(hook, service.positioning, service.positioning.jira.customer_field)
+        if reason:
+            return ignored(hook.event, hook.key, hook.delivery_id, reason, started)
+        return await queue(hook.delivery_id, body, hook.event, hook.key, started,
+                           signed=how == "signature")
+
+    async def github_webhook_route(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        peer = request.client.host if request.client else "?"
+        secret = settings.github_webhook_secret
+        if not secret:
+            return answer(404, started, error="GitHub webhooks are not configured. Fix: set "
+                          "SCOPEGUARD_GITHUB_WEBHOOK_SECRET (and GITHUB_TOKEN, or a GitHub "
+                          "App's GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY).")
+        body = await receive(request, started)
+        if isinstance(body, JSONResponse):
+            return body
+        why = verify_github(request.headers, body, secret)
+        if why:
+            return reject(401, started, "unauthorized", peer, why)
+        try:
+            hook = github_webhook.parse(body, request.headers)
+        except InputError as exc:
+            return reject(400, started, "bad_request", peer, str(exc))
+        if hook.event == github_webhook.EVENT_PREFIX + "ping":
+            return answer(200, started, status="pong")
+        reason = github_webhook.ignore_reason(hook, settings.repositories,
+                                              service.positioning.labels.values(),
+                                              service.positioning.filters)
+        if reason:
+            return ignored(hook.event, hook.key, hook.delivery_id, reason, started)
+        return await queue(hook.delivery_id, body, hook.event, hook.key, started, signed=True)
+
+    async def healthz(request: Request) -> JSONResponse:
+        counts = await run_in_threadpool(service.queue.counts)
+        state = "error" if service.error else "ready" if service.ready.is_set() else "loading"
+        body = {"status": state, "queue": counts,
+                "jira": service.client.flavour if service.client else None,
+                "github": bool(settings.github_webhook_secret)}
+        if service.error:
+            body["error"] = service.error
+        return JSONResponse(body, status_code=503 if service.error else 200)
+
+    async def metrics_route(request: Request) -> PlainTextResponse:
+        gauges = await run_in_threadpool(service.gauges)
+        return PlainTextResponse(metrics.render(gauges),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    return Starlette(routes=[Route("/webhooks/jira", jira_webhook, methods=["POST"]),
+                             Route("/webhooks/github", github_webhook_route, methods=["POST"]),
+                             Route("/healthz", healthz, methods=["GET"]),
+                             Route("/metrics", metrics_route, methods=["GET"])],
+                     lifespan=lifespan)
+
+
+def app_from_env(make_client: Callable[[], JiraClient] | None = None) -> Any:
+    """An app configured by ``SCOPEGUARD_*`` and ``JIRA_*`` variables, for ``uvicorn --factory``."""
+    settings = ServiceSettings.from_env()
+    setup_logging(os.environ.get("SCOPEGUARD_LOG_LEVEL", "info"),
+                  settings.secrets() + client_secrets())
+    return create_app(Service(settings, client=make_client() if make_client else None))
+
+
+def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve until stopped (``scopeguard serve``): the app under uvicorn, slow clients cut off.
+
+    ``log_config=None`` keeps the scrubbing handler; uvicorn's access log, which would
+    print query strings (the ``?token=`` of a Jira Server webhook), is off. Past
+    ``max_connections`` new requests get 503, which webhook senders retry.
+    """
+    import uvicorn
+
+    from .http_guard import deadline_protocol
+
+    setup_logging(log_level, settings.secrets() + client_secrets())
+    service = Service(settings)
+
+    def cut_off() -> None:
+        service.metrics.inc("scopeguard_webhooks_rejected_total", reason="too_slow")
+
+    uvicorn.run(create_app(service), host=host, port=port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=30,
+                http=deadline_protocol(settings.request_timeout, on_timeout=cut_off),
+                limit_concurrency=settings.max_connections)

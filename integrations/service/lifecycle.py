@@ -1,0 +1,202 @@
+"""The running service: its parts (queue, store, clients, classifier, workers) and their life.
+
+:class:`Service` opens the queue file (one process per file: a lock), loads the model off
+the request path (``/healthz`` says ``loading`` meanwhile), re-embeds issues stored under
+another model, seeds demand from a JQL query if asked, then starts the worker threads
+(:mod:`.worker`), which run events through :mod:`.handlers`. The HTTP side is :mod:`.app`.
+
+Example::
+
+    service = Service(ServiceSettings.from_env())
+    service.start()          # returns at once; workers start once the model is loaded
+    ...
+    service.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from scopeguard.backlog import check_request, is_feature_request
+from scopeguard.errors import InputError, ScopeguardError
+from scopeguard.positioning import Positioning
+
+from ..github.app import GitHubAccess
+from ..jira.client import JiraClient, make_jira
+from ..jira.errors import JiraError
+from ..jira.issues import fetch_issues
+from ..jira.writeback import jira_label
+from .handlers import Handlers
+from .metrics import Metrics
+from .queue import EventQueue
+from .settings import ServiceSettings
+from .store import IssueStore
+from .worker import Worker
+
+log = logging.getLogger("scopeguard.serve")
+
+
+class Service:
+    """The queue, the clients, the classifier and the worker threads.
+
+    Args:
+        settings: what ``scopeguard serve`` was told.
+        client: a Jira client (default: :func:`make_jira` from settings and ``JIRA_*``;
+            none when only GitHub webhooks are configured and no Jira URL is given).
+        positioning: the positioning file (default: loaded from ``settings.config``).
+        github: how to reach GitHub (default: ``GITHUB_*`` variables).
+    """
+
+    def __init__(self, settings: ServiceSettings, client: JiraClient | None = None,
+                 positioning: Positioning | None = None,
+                 github: GitHubAccess | None = None) -> None:
+        from scopeguard.runtime import load_config
+
+        self.settings = settings
+        self.positioning = positioning or load_config(settings.config)
+        self.github = github or GitHubAccess.from_env()
+        if settings.github_webhook_secret and not self.github.configured:
+            raise ScopeguardError(
+                "SCOPEGUARD_GITHUB_WEBHOOK_SECRET is set but scopeguard has no way to write "
+                "to GitHub. Fix: set GITHUB_TOKEN (issues: write, contents: write), or "
+                "GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY for a GitHub App.")
+        jira_wanted = bool(client or settings.jira_url or os.environ.get("JIRA_URL")
+                           or not settings.github_webhook_secret)
+        self.client: JiraClient | None = client or (
+            make_jira(settings.jira_url, flavour=settings.jira_flavour) if jira_wanted else None)
+        self.queue = EventQueue(settings.queue, lease=settings.lease,
+                                max_attempts=settings.max_attempts, durable=settings.durable)
+        self.queue.lock()
+        self.metrics = Metrics()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.error = ""
+        self.guard: Any = None
+        self.store: IssueStore | None = None
+        self.handlers = Handlers(settings, self.positioning, self.client, self.github)
+        self.worker = Worker(self.queue, self.handlers.handle, self.metrics, settings,
+                             self.stopping, self.wake, self.keep_seconds)
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        released = self.queue.release_leases()
+        requeued = self.queue.requeue_failed() if self.settings.requeue_failed else 0
+        pruned = self.queue.prune(self.keep_seconds)
+        counts = self.queue.counts()
+        log.info("queue %s: %d waiting (%d taken back from a previous process), %d done, "
+                 "%d failed%s%s", self.settings.queue, counts["queued"] + counts["leased"],
+                 released, counts["done"], counts["failed"],
+                 f", {requeued} failed queued again" if requeued else "",
+                 f", {pruned} old deliveries forgotten" if pruned else "")
+        if self.client is not None:
+            log.info("Jira %s (%s); webhook auth: %s", self.client.server, self.client.flavour,
+                     " and ".join(n for n, s in (("signature", self.settings.webhook_secret),
+                                                ("token", self.settings.webhook_token)) if s)
+                     or "none (POST /webhooks/jira refuses everything)")
+        if self.settings.github_webhook_secret:
+            log.info("GitHub %s (%s); repositories: %s", self.github.api_url,
+                     f"App {self.github.app_id}" if self.github.app_id else "token",
+                     ", ".join(self.settings.repositories) or "any")
+        loader = threading.Thread(target=self._load, name="scopeguard-loader", daemon=True)
+        loader.start()
+        self.threads.append(loader)
+
+    def _load(self) -> None:
+        """Load the model (seconds) off the request path, then start the workers."""
+        from scopeguard.runtime import open_scopeguard
+
+        try:
+            started = time.perf_counter()
+            self.guard = open_scopeguard(positioning=self.positioning, db=self.settings.db,
+                                         model=self.settings.model)
+            torch = sys.modules.get("torch")
+            if torch is not None and self.settings.torch_threads:
+                # One request per inference: intra-op threads only spin against the event
+                # loop and the Jira I/O (3x fewer events/s on 2 cores, bench/webhook.py).
+                torch.set_num_threads(self.settings.torch_threads)
+            self.store = IssueStore(self.queue, self.guard.embedder.model_id)
+            self.handlers.guard, self.handlers.store = self.guard, self.store
+            # People's labels recorded before the queue file kept their verdict label.
+            resolved = self.store.resolve_human_keys(
+                {k: jira_label(name) for k, name in self.positioning.labels.items()})
+            if resolved:
+                log.info("queue %s: %d people's labels matched to verdict labels",
+                         self.settings.queue, resolved)
+            if self.store.stale:  # stored under another model: embed them again, once
+                self._remember_all(self.store.stale)
+            if self.settings.seed_jql and self.client is None:
+                log.warning("--seed-jql is ignored: no Jira is configured")
+            elif self.settings.seed_jql:
+                try:
+                    self._seed(self.settings.seed_jql)
+                except JiraError as exc:  # demand then starts from the webhooks alone
+                    log.warning("cannot seed demand from %r: %s", self.settings.seed_jql, exc)
+            log.info("classifier ready in %.1fs (model %s, %d issues known)",
+                     time.perf_counter() - started, self.guard.embedder.model_id,
+                     len(self.store))
+        except Exception as exc:  # noqa: BLE001 - reported on /healthz and in the log
+            self.error = str(exc) if isinstance(exc, ScopeguardError) else (
+                f"{type(exc).__name__}: the classifier failed to load; see the log.")
+            log.exception("cannot start the worker: %s", self.error)
+            return
+        self.ready.set()
+        for n in range(self.settings.workers):
+            thread = threading.Thread(target=self.worker.run, args=(f"worker-{n + 1}",),
+                                      name=f"scopeguard-worker-{n + 1}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _remember_all(self, requests: Sequence[Any]) -> None:
+        """Embed and store issues for demand (a request that cannot be classified is left out)."""
+        assert self.store is not None
+        usable = []
+        for request in requests:
+            try:
+                usable.append(check_request(request))
+            except InputError:
+                continue
+        for at in range(0, len(usable), 256):
+            batch = usable[at:at + 256]
+            prepared = self.guard.prepare(batch)  # customers resolved: demand counts them
+            _, vectors = self.guard.embed(prepared)
+            self.store.remember_many(prepared, [v.mean for v in vectors])
+
+    def _seed(self, jql: str) -> None:
+        requests = fetch_issues(self.client, jql, customer_field=self.handlers.customer_field())
+        keep = [r for r in requests if is_feature_request(r, self.positioning.filters)[0]]
+        self._remember_all(keep)
+        log.info("seeded demand with %d issues from %r", len(keep), jql)
+
+    def stop(self, timeout: float = 30) -> None:
+        self.stopping.set()
+        self.wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.queue.close()
+
+    @property
+    def keep_seconds(self) -> float:
+        """How long done deliveries are remembered: the longer of --keep-days and the
+        replay window (a replay is recognised only while its body's hash is kept)."""
+        return max(self.settings.keep_days * 86400, self.settings.replay_window)
+
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        counts = self.queue.counts()
+        return {
+            "scopeguard_queue_depth": ("Events waiting or being processed.",
+                                       counts["queued"] + counts["leased"]),
+            "scopeguard_queue_failed": ("Events given up on, kept in the queue file.",
+                                        counts["failed"]),
+            "scopeguard_issues_known": ("Issues the service has classified (demand).",
+                                        len(self.store) if self.store else 0),
+            "scopeguard_worker_ready": ("1 once the classifier is loaded.",
+                                        1 if self.ready.is_set() else 0),
+        }

@@ -1,0 +1,121 @@
+"""What ``scopeguard serve`` is told: flags, else ``SCOPEGUARD_*`` variables, else defaults.
+
+Example::
+
+    settings = ServiceSettings.from_env(queue="/var/lib/scopeguard/queue.db")
+    settings.secrets()   # for the log scrubber; never in repr
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from scopeguard.errors import ScopeguardError
+from scopeguard.settings import parse_flag, parse_number
+
+DEFAULT_MAX_BODY = 1024 * 1024
+MIN_SECRET = 16  # characters: shorter webhook secrets and tokens are refused at start
+SECRET_FIELDS = ("webhook_secret", "webhook_token", "github_webhook_secret")
+# Durations that must be above 0 seconds (0 would spin, retry at once or forget at once).
+POSITIVE = ("lease", "retry_base", "retry_max", "keep_days", "replay_window", "request_timeout")
+
+
+@dataclass
+class ServiceSettings:
+    """Everything ``scopeguard serve`` is told; secrets are left out of ``repr``."""
+
+    config: str | None = None
+    db: str | None = None
+    model: str | None = None
+    queue: str = "scopeguard-queue.db"
+    workers: int = 1
+    max_body: int = DEFAULT_MAX_BODY
+    lease: float = 300.0
+    max_attempts: int = 10
+    retry_base: float = 10.0  # seconds before the first re-try of a failed event; doubles
+    retry_max: float = 600.0
+    durable: bool = True
+    keep_days: float = 14.0
+    torch_threads: int = 1  # 0 leaves torch's default (one per core)
+    requeue_failed: bool = False
+    seed_jql: str = ""
+    jira_url: str | None = None
+    jira_flavour: str | None = None
+    webhook_secret: str = field(default="", repr=False)
+    webhook_token: str = field(default="", repr=False)
+    github_webhook_secret: str = field(default="", repr=False)
+    github_repositories: str = ""  # comma-separated owner/repo; "" takes every repository
+    # A signed body accepted within this many seconds is a duplicate whatever its delivery
+    # id: the delivery id is outside the signature, so a captured body could be replayed.
+    replay_window: float = 86400.0
+    # Seconds a client has to send a whole request (headers and body), and the most
+    # connections served at once; beyond it new requests get 503 (the sender retries).
+    request_timeout: float = 10.0
+    max_connections: int = 1000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> ServiceSettings:
+        """Given values (not None), else ``SCOPEGUARD_*`` variables, else defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if given.get(f.name) is not None:
+                values[f.name] = given[f.name]
+                continue
+            raw = env.get("SCOPEGUARD_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            name = "SCOPEGUARD_" + f.name.upper()
+            kind = type(f.default)
+            if kind is bool:
+                values[f.name] = parse_flag(raw, name, f.default)
+            elif kind in (int, float):
+                values[f.name] = parse_number(raw, name, f.default, integer=kind is int)
+            else:
+                values[f.name] = raw
+        for name in SECRET_FIELDS:  # a trailing newline from a secrets file is not the secret
+            if isinstance(values.get(name), str):
+                values[name] = values[name].strip()
+        for name in SECRET_FIELDS:
+            given_raw = given.get(name) if given.get(name) is not None else env.get(
+                "SCOPEGUARD_" + name.upper())
+            if given_raw and len(values.get(name, "")) < MIN_SECRET:
+                variable = "SCOPEGUARD_" + name.upper()
+                what = "is only whitespace" if not values.get(name) else (
+                    f"is {len(values[name])} characters long")
+                raise ScopeguardError(
+                    f"{variable} {what}; a webhook secret or token needs at least "
+                    f"{MIN_SECRET} characters, or it can be guessed. Fix: set it to a random "
+                    "value, e.g. the output of `python -c \"import secrets; "
+                    "print(secrets.token_hex(32))\"`, in scopeguard and in the webhook.")
+        settings = cls(**values)
+        for name in POSITIVE:
+            value = getattr(settings, name)
+            if not 0 < value < math.inf:
+                raise ScopeguardError(f"SCOPEGUARD_{name.upper()}={value!r} is not a number of "
+                                      "seconds above 0. Fix: set a positive number, or unset "
+                                      "it for the default.")
+        if settings.max_connections < 1 or settings.workers < 1:
+            raise ScopeguardError("SCOPEGUARD_MAX_CONNECTIONS and SCOPEGUARD_WORKERS must be "
+                                  "at least 1. Fix: set a positive whole number, or unset it.")
+        if not (settings.webhook_secret or settings.webhook_token
+                or settings.github_webhook_secret):
+            raise ScopeguardError(
+                "no webhook authentication configured. Fix: set SCOPEGUARD_WEBHOOK_SECRET "
+                "to the secret of the Jira webhook (Jira signs each delivery with it), "
+                "and/or SCOPEGUARD_WEBHOOK_TOKEN to a shared token for Jira Automation's "
+                "'Send web request' (header 'Authorization: Bearer <token>'); for GitHub, "
+                "SCOPEGUARD_GITHUB_WEBHOOK_SECRET to the GitHub webhook's (or App's) secret.")
+        return settings
+
+    @property
+    def repositories(self) -> list[str]:
+        return [r.strip() for r in self.github_repositories.split(",") if r.strip()]
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.webhook_secret, self.webhook_token,
+                            self.github_webhook_secret) if s]

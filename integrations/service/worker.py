@@ -1,0 +1,109 @@
+"""The service's worker loop: claim an event, hand it to the handler, ack, retry or fail it.
+
+An event that raises is failed at once when retrying cannot help (the message says what
+to change: :func:`.handlers.permanent`), else queued again after a backoff that doubles
+from ``--retry-base`` up to ``--retry-max`` (or what ``Retry-After`` asked), and failed
+after ``--max-attempts``. Every outcome is counted in the metrics and logged.
+
+Example::
+
+    worker = Worker(queue, handlers.handle, metrics, settings, stopping, wake, keep_seconds)
+    threading.Thread(target=worker.run, args=("worker-1",), daemon=True).start()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from scopeguard.errors import ScopeguardError
+
+from ..jira.errors import JiraError
+from .handlers import permanent
+from .metrics import Metrics
+from .queue import Event, EventQueue
+from .settings import ServiceSettings
+
+log = logging.getLogger("scopeguard.serve")
+
+
+class Worker:
+    """Runs queued events through ``handle``; one instance serves every worker thread.
+
+    Args:
+        queue: the durable queue.
+        handle: turns an event into its outcome (the log line), or raises.
+        metrics: where outcomes are counted.
+        settings: retry timings.
+        stopping: set to stop the loop.
+        wake: set when an event is queued, so an idle worker takes it at once.
+        keep_seconds: how long done deliveries are remembered (pruned hourly).
+    """
+
+    def __init__(self, queue: EventQueue, handle: Callable[[Event], str], metrics: Metrics,
+                 settings: ServiceSettings, stopping: threading.Event, wake: threading.Event,
+                 keep_seconds: float) -> None:
+        self.queue, self.handle, self.metrics = queue, handle, metrics
+        self.settings, self.stopping, self.wake = settings, stopping, wake
+        self.keep_seconds = keep_seconds
+
+    def run(self, name: str) -> None:
+        """Work until ``stopping`` is set: the target of one worker thread."""
+        owner = f"{os.getpid()}:{name}"
+        pruned = time.monotonic()
+        while not self.stopping.is_set():
+            if name == "worker-1" and time.monotonic() - pruned > 3600:
+                pruned = time.monotonic()
+                self.queue.prune(self.keep_seconds)
+            try:
+                event = self.queue.claim(owner)
+            except Exception:  # noqa: BLE001 - a locked or full disk must not kill the worker
+                log.exception("cannot read the queue; retrying in 1s")
+                self.stopping.wait(1)
+                continue
+            if event is None:
+                due = self.queue.next_due()
+                self.wake.wait(1.0 if due is None else min(1.0, max(0.01, due - time.time())))
+                self.wake.clear()
+                continue
+            self._run(event, owner)
+
+    def _run(self, event: Event, owner: str) -> None:
+        where = f"{event.issue_key or '?'} (delivery {event.delivery_id[:60]})"
+        try:
+            outcome = self.handle(event)
+        except Exception as exc:  # noqa: BLE001 - failed for good, or retried later
+            if permanent(exc):
+                self.queue.fail(event.delivery_id, owner, str(exc))
+                self.metrics.inc("scopeguard_events_failed_total")
+                log.error("%s: failed: %s", where, exc)
+            else:
+                self._retry(event, owner, where, exc)
+            return
+        if self.queue.ack(event.delivery_id, owner, outcome):
+            self.metrics.inc("scopeguard_events_processed_total",
+                             outcome=outcome.split(":", 1)[0].split(" ", 1)[0])
+            self.metrics.observe("scopeguard_event_latency_seconds",
+                                 time.time() - event.received_at)
+        log.info("%s: %s", where, outcome)
+
+    def _retry(self, event: Event, owner: str, where: str, exc: Exception) -> None:
+        """Queue the event again after a backoff, or give up after the last attempt."""
+        message = str(exc) if isinstance(exc, ScopeguardError) else (
+            f"{type(exc).__name__}: {exc}")
+        delay = min(self.settings.retry_max,
+                    self.settings.retry_base * 2 ** (event.attempts - 1))
+        if isinstance(exc, JiraError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        state = self.queue.retry(event.delivery_id, owner, message, delay)
+        if state == "failed":
+            self.metrics.inc("scopeguard_events_failed_total")
+            log.error("%s: failed after %d attempts: %s", where, event.attempts, message)
+        else:
+            self.metrics.inc("scopeguard_events_retried_total")
+            log.warning("%s: attempt %d failed, retrying in %.1fs: %s", where,
+                        event.attempts, delay, message,
+                        exc_info=not isinstance(exc, ScopeguardError))

@@ -87,11 +87,11 @@ def to_table(report: AuditReport, width: int = 110) -> str:
         lines.append(f"clusters wanted by >= {report.min_customers} distinct customers:")
         for c in report.wanted_clusters[:10]:
             lines.append(f"  #{c.id:<3d} {len(c.customers)} customers, {c.size} requests: "
-                         f"{_clip(c.title, 60)} ({', '.join(c.members[:6])})")
+                         f"{_clip(c.title, 60)} ({plain(', '.join(c.members[:6]))})")
         lines.append("")
     dupes = [(i.request.id, d) for i in report.items for d in i.duplicates if i.request.id < d]
     if dupes:
-        lines.append("possible duplicates: " + ", ".join(f"{a}~{b}" for a, b in dupes[:20]))
+        lines.append("possible duplicates: " + plain(", ".join(f"{a}~{b}" for a, b in dupes[:20])))
     if any(i.promoted for i in report.items):
         lines.append("* promoted from one_off by demand across customers")
     if report.skipped:

@@ -111,7 +111,7 @@ def resolve_customer(request: Request, rule: CustomerRule) -> str:
 def is_bot(login: str, kind: str = "") -> bool:
     """Whether an account is a bot: GitHub's user ``type`` Bot (or an App's ``name[bot]``
     login), or a Jira Cloud ``accountType`` of ``app`` (Automation for Jira, apps)."""
-    return kind.lower() in ("bot", "app") or login.lower().endswith("[bot]")
+    return str(kind).lower() in ("bot", "app") or str(login).lower().endswith("[bot]")
 
 
 def skipped_author(request: Request, filters: Filters) -> str:

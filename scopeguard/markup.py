@@ -8,7 +8,8 @@ requester wrote is shown as text, never obeyed as markup.
   audit report). Markdown punctuation is backslash-escaped, so no emphasis, link, table
   cell, heading, raw HTML or HTML comment (``<!-- ... -->``) can be formed; ``@name``,
   ``#12`` and ``GH-12`` get a zero-width space so that they neither notify anyone nor
-  cross-reference an issue; line breaks become spaces.
+  cross-reference an issue, and so do bare addresses (``https://``, ``www.``), which a
+  renderer would make links; line breaks become spaces.
 - :func:`md_link`: a link only for an ``http(s)`` URL (``javascript:``, ``data:`` and the
   like become plain text), its address percent-encoded where Markdown would end it.
 - :func:`md_code`: a short code span (label names).
@@ -41,6 +42,9 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<|~&$])")
 _ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
 # @mentions and issue references (#12, GH-12) notify people or cross-reference issues.
 _MENTION = re.compile(r"(@|#(?=\d)|(?<![A-Za-z0-9])GH-(?=\d))")
+# Bare addresses a Markdown renderer would turn into links (and, for an issue's URL, into a
+# cross-reference on that issue): only scopeguard's own md_link makes links.
+_AUTOLINK = re.compile(r"(?i)\b(?:https?|ftp)://|\bwww\.")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -71,6 +75,7 @@ def md_text(text: str, limit: int | None = None) -> str:
         limit: cut the text (before escaping) to this many characters.
     """
     escaped = _MD_SPECIAL.sub(r"\\\1", plain(text, limit))
+    escaped = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + ZWSP + m.group(0)[-1], escaped)
     return _MENTION.sub(lambda m: m.group(1) + ZWSP, escaped)
 
 
@@ -89,7 +94,8 @@ def safe_url(url: str) -> str:
         return ""
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return ""
-    return quote(url, safe="/:?#[]@!$&*+,;=%~-._")
+    # '[', ']' and '|' are encoded too: Jira's wiki markup would read them as a link.
+    return quote(url, safe="/:?#@!$&*+,;=%-._")
 
 
 def md_link(text: str, url: str, limit: int | None = None) -> str:

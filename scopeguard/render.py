@@ -54,24 +54,35 @@ def _parse(markers: list[str]) -> Markers:
     return Markers(True, label, confidence, human, by)
 
 
-def read_markers(text: str) -> Markers:
-    """The marker lines a scopeguard comment opens with (Markdown) or ends with (Jira's
-    footer); markers anywhere else in ``text`` are ignored."""
-    lines = (text or "").lstrip("\ufeff \t\r\n").split("\n")
+def read_header(text: str) -> Markers:
+    """The marker lines a scopeguard comment opens with (GitHub: Markdown hides them)."""
     head = []
-    for line in lines:
+    for line in (text or "").lstrip("\ufeff \t\r\n").split("\n"):
         line = line.strip()
         if not _ANY_MARKER.fullmatch(line):
             break
         head.append(line)
-    if head:
-        return _parse(head)
+    return _parse(head)
+
+
+def read_footer(text: str) -> Markers:
+    """The marker line a scopeguard comment ends with (Jira, which cannot hide text: a grey
+    footer of markers and nothing else)."""
+    lines = (text or "").split("\n")
     tail = next((line.strip() for line in reversed(lines) if line.strip()), "")
     tail = _FOOTER_WRAP.sub("", _FOOTER_WRAP.sub("", tail)).strip()
     found = _ANY_MARKER.findall(tail)
     if found and not _ANY_MARKER.sub("", tail).strip():
         return _parse(found)
     return Markers()
+
+
+def read_markers(text: str) -> Markers:
+    """The markers of a comment in either tracker's layout: its header lines, else its
+    footer line. Markers anywhere else in ``text`` are ignored. (The integrations read only
+    their own layout: :func:`read_header` on GitHub, :func:`read_footer` on Jira.)"""
+    header = read_header(text)
+    return header if header.verdict else read_footer(text)
 
 
 def marker_lines(lines: list[str]) -> int:

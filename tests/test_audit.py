@@ -141,6 +141,16 @@ def test_markdown_report_escapes_what_requesters_wrote(hashing):
     assert "\\=cmd\\|" not in md and "=cmd\\|' /C calc'!A0" in md  # id shown, pipe escaped
 
 
+def test_table_drops_terminal_control_characters(hashing):
+    guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+    items = [req(i, "Jukebox\x1b[2J\x1b]0;pwned\x07 playlist", "music", f"C{i}\x1b[31m")
+             for i in range(4)]
+    items = [Request(**{**r.__dict__, "id": f"R{i}\x1b[1A"}) for i, r in enumerate(items)]
+    text = render_report(build_report(guard.analyse(items), guard.index, guard.rules, "F"),
+                         "table")
+    assert "\x1b" not in text and "\x07" not in text and "Jukebox" in text
+
+
 def test_cluster_demand_promotes_members_with_little_direct_demand(hashing):
     """A leader similar to three customers' asks promotes members that are not similar to
     each other (their own verdicts saw one neighbour each)."""

@@ -42,6 +42,22 @@ def test_mentions_and_references_notify_nobody():
     assert md_text("section #intro stays") == "section #intro stays"
 
 
+def test_bare_addresses_do_not_become_links():
+    text = md_text("see https://github.com/o/r/issues/1, HTTP://x.org and www.y.org")
+    assert "https://" not in text and "HTTP://" not in text and "www." not in text
+    assert md_unescape(text).replace(ZWSP, "") == \
+        "see https://github.com/o/r/issues/1, HTTP://x.org and www.y.org"
+
+
+def test_jira_wiki_shows_a_backslash_and_cannot_be_given_a_link():
+    from scopeguard.integrations.jira.format import BACKSLASH, to_wiki
+
+    wiki = to_wiki("- " + md_link("PAW-1", "https://x.example/a][~admin]") + " "
+                   + md_text("C:\\temp\\new"))
+    assert f"C:{BACKSLASH}temp{BACKSLASH}new" in wiki and "\\\\" not in wiki
+    assert "[PAW-1|https://x.example/a%5D%5B~admin%5D]" in wiki and "[~admin]" not in wiki
+
+
 def test_text_is_one_line_and_clipped_before_escaping():
     assert md_text("a\nb\r\n  c") == "a b c"
     clipped = md_text("*" * 50, limit=10)

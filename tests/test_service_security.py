@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import socket
 import threading
 import time
@@ -169,12 +170,59 @@ def test_a_body_trickled_a_byte_a_second_gets_408(service):
     assert not [d for d, e in service.events().items() if e["issue_key"] == "PAW-71"]
 
 
+def trickle(port: int, first: bytes, seconds: float = 15) -> tuple[bytes, float]:
+    """Send ``first``, then a byte every 0.25 s until the service closes the connection;
+    what came back, and how long the connection lasted."""
+    received, began = b"", time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(first)
+        while time.monotonic() - began < seconds:
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                break
+            if select.select([sock], [], [], 0.25)[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        try:
+            sock.settimeout(2)
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    return received, time.monotonic() - began
+
+
+def test_a_pipelined_request_trickled_after_a_quick_one_is_cut_off(service):
+    """The second of two pipelined requests gets its own deadline: a quick GET, then a POST
+    whose body trickles in, on one connection."""
+    answer, lasted = trickle(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                             b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: 100000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408" in answer, answer[:300]
+    assert lasted < 6
+
+
+def test_an_idle_kept_alive_connection_is_closed_quietly(service):
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        received, began = b"", time.monotonic()
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200") and received.count(b"HTTP/1.1 ") == 1
+    assert b"408" not in received  # no answer to a request that never came
+    assert time.monotonic() - began < 8
+
+
 def test_the_deadline_protocol_still_fits_uvicorn():
     """http_guard subclasses uvicorn's h11 protocol: the hooks it uses must still exist."""
     from scopeguard.integrations.service.http_guard import TIMEOUT_RESPONSE
     from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
-    for name in ("connection_made", "handle_events", "on_response_complete", "connection_lost"):
+    for name in ("connection_made", "data_received", "handle_events", "on_response_complete",
+                 "connection_lost"):
         assert callable(getattr(H11Protocol, name))
     cycle_fields = RequestResponseCycle.__init__.__code__.co_names
     assert {"response_started", "disconnected", "message_event"} <= set(cycle_fields)
@@ -197,12 +245,28 @@ def test_a_jira_url_with_credentials_is_refused_without_echoing_them(runner, exa
         jc.make_jira(environ=env)
 
 
-def test_log_lines_never_carry_credentials_in_urls():
+@pytest.mark.parametrize("url", ["bob:hunter22@jira.example.com",
+                                 "https://bob@jira.example.com/jira",
+                                 "ftp://bob:hunter22@jira.example.com",
+                                 "jira.example.com:hunter22"])
+def test_a_jira_url_is_never_repeated_in_an_error(url):
+    with pytest.raises(jc.JiraConfigError) as caught:
+        jc.make_jira(environ={"JIRA_URL": url, "JIRA_PAT": PAT})
+    assert "hunter22" not in str(caught.value) and "bob" not in str(caught.value)
+    assert "JIRA_URL" in str(caught.value) and "Fix:" in str(caught.value)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://bob:hunter2hunter2@jira.example.com/rest", "https://***@jira.example.com/rest"),
+    ("http://bob:p@ss@proxy.example/x", "http://***@proxy.example/x"),
+    ("see http://jira.example.com/a@b", "see http://jira.example.com/a@b"),
+])
+def test_log_lines_never_carry_credentials_in_urls(url, shown):
     scrub = logs.Scrub([SECRET])
     record = logging.LogRecord("x", logging.INFO, "", 0, "calling %s with %s",
-                               ("https://bob:hunter2hunter2@jira.example.com/rest", SECRET), None)
+                               (url, SECRET), None)
     scrub.filter(record)
-    assert record.getMessage() == "calling https://***@jira.example.com/rest with ***"
+    assert record.getMessage() == f"calling {shown} with ***"
 
 
 @pytest.mark.parametrize("value, words", [("short-secret", "12 characters"),
@@ -225,6 +289,28 @@ def test_secrets_are_trimmed_not_refused_for_a_trailing_newline():
 
 
 # --- bots -------------------------------------------------------------------------------------
+
+
+def test_an_issue_comment_body_replayed_as_an_issues_event_is_refused(service, github):
+    """X-GitHub-Event is not signed: a captured issue_comment body sent again as `issues`
+    would be queued as issues.edited. Such a body carries a comment: 400."""
+    number = github.add_issue(REPO, *LAB, user="harbourlane-tom")
+    body = {**github_event(github, number, "edited"),
+            "comment": {"id": 1, "body": "+1", "user": {"login": "octocat", "type": "User"}}}
+    answer = service.post_github(body, delivery="gh-comment-as-issue")
+    assert answer.status_code == 400 and "issue_comment" in answer.json()["error"]
+    assert "github:gh-comment-as-issue" not in service.events()
+
+
+@pytest.mark.parametrize("shape", [{"user": {"login": 5, "type": ["Bot"]}}, {"user": "x"},
+                                   {"labels": "bug"}, {"labels": [5, {"name": None}]}])
+def test_odd_payload_shapes_are_answered_not_crashed(service, github, shape):
+    number = github.add_issue(REPO, *LAB, user="harbourlane-tom")
+    payload = github_event(github, number)
+    payload["issue"].update(shape)
+    payload["label"] = "not-an-object"
+    answer = service.post_github(payload)
+    assert answer.status_code in (202, 400), answer.text
 
 
 def test_a_bots_github_issue_is_not_queued(service, github):

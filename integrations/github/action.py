@@ -120,6 +120,11 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     """Classify, label, comment: for opened, edited and reopened issues."""
     settings, report, names = ctx.settings, ctx.report, ctx.names
     thread = read_thread(issue, ctx.login)
+    if thread.others and not thread.comments:
+        report.notice(f"#{issue.number} has comments with scopeguard's marker by "
+                      f"{', '.join(thread.others)}, not by {ctx.login} (the account scopeguard "
+                      "writes as): they are left alone. If scopeguard used to write as that "
+                      "account, set the bot-login input to it.")
     backlog = other_requests(ctx, request)
     guard = ctx.guard
     if guard is None:

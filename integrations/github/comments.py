@@ -1,7 +1,7 @@
 """scopeguard's one comment on a GitHub issue: found by its author and marker, composed, kept.
 
 A comment is scopeguard's own only when its author is the account scopeguard writes as
-*and* it opens with the verdict marker; its marker lines (``render.read_markers``) say
+*and* it opens with the verdict marker; its header marker lines (``render.read_header``) say
 which label scopeguard gave and which maintainer's label stands. Nobody else's comment is
 read for markers, edited or deleted (see docs/security.md).
 
@@ -46,6 +46,9 @@ class Thread:
     """
 
     comments: list[Any]  # PyGithub IssueComment, scopeguard's own, oldest first
+    # Authors of other comments that open with scopeguard's markers (ignored): scopeguard
+    # under an account it no longer writes as, or someone imitating it.
+    others: tuple[str, ...] = ()
 
     @property
     def current(self) -> Any:
@@ -58,7 +61,7 @@ class Thread:
 
     @property
     def markers(self) -> render.Markers:
-        return render.read_markers(self.body)
+        return render.read_header(self.body)
 
     @property
     def predicted(self) -> str | None:
@@ -76,13 +79,17 @@ def is_own(comment: Any, login: str) -> bool:
     """Whether ``comment`` is scopeguard's: written by ``login`` and opening with the marker."""
     user = comment.user.login if comment.user else ""
     return (bool(login) and user.lower() == login.lower()
-            and render.read_markers(comment.body or "").verdict)
+            and render.read_header(comment.body or "").verdict)
 
 
 def read_thread(issue: Any, login: str) -> Thread:
     """scopeguard's own comments on ``issue`` (``login`` is its account; see :class:`Thread`)."""
     with github_errors(f"reading the comments of #{issue.number}", needs="issues: read"):
-        return Thread([c for c in issue.get_comments() if is_own(c, login)])
+        comments = list(issue.get_comments())
+    own = [c for c in comments if is_own(c, login)]
+    others = {c.user.login for c in comments if c.user and not is_own(c, login)
+              and render.read_header(c.body or "").verdict}
+    return Thread(own, tuple(sorted(others)))
 
 
 def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) -> str:

@@ -29,13 +29,23 @@ def issue_to_request(data: Mapping[str, Any]) -> Request:
     The id is ``#<number>``, as GitHub links it; ``labels`` are the label names;
     ``author_type`` is the author's account type (``Bot`` for bots).
     """
-    labels = tuple(label["name"] if isinstance(label, Mapping) else str(label)
-                   for label in data.get("labels") or ())
-    user = data.get("user") or {}
-    return Request(id=f"#{data['number']}", title=data.get("title") or "",
-                   body=data.get("body") or "", author=user.get("login") or "",
-                   created_at=data.get("created_at") or "", url=data.get("html_url") or "",
-                   labels=labels, author_type=str(user.get("type") or ""))
+    labels = tuple(str(label.get("name") or "") if isinstance(label, Mapping) else str(label)
+                   for label in _list(data.get("labels")))
+    user = data.get("user") if isinstance(data.get("user"), Mapping) else {}
+    return Request(id=f"#{data['number']}", title=_text(data.get("title")),
+                   body=_text(data.get("body")), author=_text(user.get("login")),
+                   created_at=_text(data.get("created_at")), url=_text(data.get("html_url")),
+                   labels=labels, author_type=_text(user.get("type")))
+
+
+def _text(value: Any) -> str:
+    """A JSON value as text: GitHub sends strings or null (anything else, from a forged or
+    broken body, becomes text rather than an exception)."""
+    return "" if value is None else str(value)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def raw_json(obj: Any) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class Relabels:
             request: the issue as a request, for the row.
             on_issue: the scope labels (keys) the issue carries.
             predicted: scopeguard's last verdict, or None when it never commented: every
-                scope label is then a maintainer's.
+                scope label a person set is then a maintainer's (one a bot set is not).
             recorded: the maintainer's label the verdict comment already records.
             own_login: the account scopeguard writes as (its comment's author): a label it
                 set is scopeguard's own, left over from a run whose writes did not all
@@ -86,12 +86,13 @@ class Relabels:
         others = [key for key in on_issue if key != predicted]
         if not others:
             return None, None
-        human = MaintainerLabel(others[0])
-        if not predicted:  # no verdict of scopeguard's to correct
-            return human, None
-        human = human._replace(by=labeller(issue, self.names[human.key]))
+        human = MaintainerLabel(others[0], labeller(issue, self.names[others[0]]))
         if own_login and human.by.lower() == own_login.lower():
             return None, None
+        if not predicted:  # no verdict of scopeguard's to correct
+            # A bot's scope label on an issue scopeguard has not commented on is no one's
+            # decision: typically scopeguard's own under an account it no longer writes as.
+            return (None if is_bot(human.by) else human), None
         if is_bot(human.by):
             return human, None
         return human, self.row(request, human.key, predicted, human.by)

@@ -81,6 +81,10 @@ def parse(body: bytes, headers: Mapping[str, str]) -> Delivery:
                 _REPO.fullmatch(full)):
             raise BadGitHubWebhook("the `issues` payload has no issue number or repository "
                                    "full_name. Fix: send GitHub's webhook payload unchanged.")
+        if "comment" in payload:  # an issue_comment body; the event name is not signed
+            raise BadGitHubWebhook("an `issues` delivery carries no comment: this body is an "
+                                   "issue_comment event's. Fix: send GitHub's X-GitHub-Event "
+                                   "header unchanged.")
         key = f"{full}#{number}"
     # Prefixed: the queue is shared with Jira's deliveries.
     delivery = "github:" + (headers.get("x-github-delivery", "").strip() or
@@ -107,13 +111,12 @@ def ignore_reason(delivery: Delivery, repositories: Iterable[str],
         return f"event {name!r} is not watched (only `issues`)"
     if action not in CLASSIFY_ACTIONS:
         return f"nothing to do for `issues.{action or '?'}`"
-    sender = delivery.payload.get("sender") or {}
-    label = str((delivery.payload.get("label") or {}).get("name") or "")
+    sender, issue = _dict(delivery.payload.get("sender")), _dict(delivery.payload.get("issue"))
+    label = str(_dict(delivery.payload.get("label")).get("name") or "")
     if action == "labeled" and is_bot(str(sender.get("login") or ""),
                                       str(sender.get("type") or "")) and label.lower() in {
             s.lower() for s in scope_labels}:
         return f"`{label}` was set by a bot ({sender.get('login')}), not a maintainer"
-    issue = delivery.payload.get("issue") or {}
     if issue.get("pull_request"):
         return "a pull request, not a feature request"
     if filters is not None and isinstance(issue.get("user"), dict):
@@ -127,6 +130,10 @@ def ignore_reason(delivery: Delivery, repositories: Iterable[str],
     return ""
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 class ServiceReport(Report):
     """The Action's report, for the service: lines go to the log, the outcome is kept."""
 
@@ -137,7 +144,7 @@ class ServiceReport(Report):
         self.values: dict[str, str] = {}
 
     def log(self, text: str) -> None:
-        log.info("%s", self.scrub(text))
+        log.info("%s", self.scrub(" ".join(text.splitlines())))
 
     def outputs(self, **values: str) -> None:
         self.values.update(values)

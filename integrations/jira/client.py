@@ -243,15 +243,18 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
         raise JiraConfigError("no Jira URL. Fix: set JIRA_URL (e.g. https://your-site."
                               "atlassian.net) or pass --jira-url.")
     parts = urlparse(server)
-    if parts.username is not None or parts.password is not None:
+    authority = server.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority or parts.username is not None or parts.password is not None:
         # Said without the URL: it holds a password, and errors end up in logs.
         raise JiraConfigError("JIRA_URL carries a user name or password (user:password@host). "
                               "Fix: give JIRA_URL without them (e.g. https://jira.example.com) "
                               f"and put the credentials in their own variables: "
                               f"{CREDENTIALS_FIX}.")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise JiraConfigError(f"JIRA_URL {server!r} is not an http(s) URL. Fix: use the "
-                              "address you open Jira at, e.g. https://jira.example.com.")
+        # Not repeated: a mistyped URL may hold a password anyway.
+        raise JiraConfigError("JIRA_URL is not an http(s) URL (it should start with https:// "
+                              "or http://). Fix: use the address you open Jira at, e.g. "
+                              "https://jira.example.com.")
     pat = (pat or env.get("JIRA_PAT", "")).strip()
     email = (email or env.get("JIRA_EMAIL", "") or env.get("JIRA_USER", "")).strip()
     token = (token or env.get("JIRA_TOKEN", "")).strip()

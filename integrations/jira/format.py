@@ -33,7 +33,10 @@ _INLINE = re.compile(r"\\(?P<esc>[!-/:-@\[-`{-~])|\*\*(?P<strong>.+?)\*\*|`(?P<c
                      r"|\[(?P<text>(?:\\.|[^\]\\])+)\]\((?P<href>https?://[^)\s]+)\)")
 # Markup characters to escape in free text; '-' and '_' only where they could open or close
 # strike-through or emphasis (not inside words like "in-house" or "feature_fit").
-_WIKI_SPECIAL = re.compile(r"([\\*{}\[\]|^~+!#]|\?(?=\?)|(?<![A-Za-z0-9])[-_]|[-_](?![A-Za-z0-9]))")
+_WIKI_SPECIAL = re.compile(r"([*{}\[\]|^~+!#]|\?(?=\?)|(?<![A-Za-z0-9])[-_]|[-_](?![A-Za-z0-9]))")
+# A backslash cannot be escaped in wiki markup ("\\" is a line break): a requester's
+# backslash is shown as the reverse solidus operator, which looks the same.
+BACKSLASH = "\u29f5"
 _MARKER_LINE = re.compile(r"^\s*<!--.*-->\s*$")
 _SEPARATOR = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
 
@@ -92,7 +95,7 @@ def _blocks(markdown: str) -> tuple[list[tuple[str, Any]], list[str]]:
 
 
 def _wiki_escape(text: str) -> str:
-    return _WIKI_SPECIAL.sub(r"\\\1", text)
+    return _WIKI_SPECIAL.sub(r"\\\1", text.replace("\\", BACKSLASH))
 
 
 def _inline(text: str) -> list[tuple[str, str, str]]:

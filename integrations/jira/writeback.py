@@ -76,7 +76,7 @@ def is_own(client: JiraClient, comment: Mapping[str, Any]) -> bool:
     """Whether ``comment`` is scopeguard's: written by its account and ending with its
     marker footer. Anyone else's comment is never edited or deleted, whatever it quotes."""
     return (same_user(comment.get("author") or {}, client.myself())
-            and render.read_markers(comment_text(comment)).verdict)
+            and render.read_footer(comment_text(comment)).verdict)
 
 
 def find_comment(client: JiraClient, key: str, hint: str = "") -> list[dict[str, Any]]:
@@ -139,8 +139,8 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     """
     names = {k: jira_label(label_names[k]) for k in LABELS}
     mine = find_comment(client, key, comment_hint)
-    ours = {k for k in (render.marked_label(comment_text(mine[-1])) if mine else None, applied)
-            if k in names}
+    ours = {k for k in (render.read_footer(comment_text(mine[-1])).label if mine else None,
+                        applied) if k in names}
     present = {x.lower(): x for x in issue_labels}
     on_issue = [k for k in LABELS if names[k].lower() in present]
     human = next((k for k in on_issue if k not in ours), None)

@@ -12,7 +12,8 @@ just the close). ``scopeguard serve`` runs uvicorn with it and with ``limit_conc
 It subclasses uvicorn's own protocol (``uvicorn.protocols.http.h11_impl``), which has
 no public hook for this: pyproject.toml bounds uvicorn's version, and
 ``tests/test_service_security.py`` fails if the hooks used here change (``connection_made``,
-``handle_events``, ``on_response_complete``, ``conn``, ``cycle``, ``loop``, ``transport``).
+``data_received``, ``handle_events``, ``on_response_complete``, ``connection_lost``,
+``conn``, ``cycle``, ``loop``, ``transport``).
 
 Example::
 
@@ -48,42 +49,55 @@ def deadline_protocol(request_timeout: float,
     class DeadlineH11Protocol(H11Protocol):
         _deadline: Any = None
         _armed_cycle: Any = None  # the cycle (request) that was current when armed
+        _got_bytes = False  # bytes arrived since the deadline was armed
+
+        # The deadline runs exactly while a request is being read (h11's their_state
+        # before DONE): set when a connection opens, when a kept-alive connection is
+        # ready for its next request, and when a pipelined request starts; cleared once
+        # the request is whole. _sync runs after every step that can change that state.
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm()
+            self._sync()
 
-        def _arm(self) -> None:
+        def data_received(self, data: bytes) -> None:
+            self._got_bytes = True
+            super().data_received(data)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            self._sync()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # may start a pipelined request
+            self._sync()
+
+        def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
-            self._armed_cycle = self.cycle
-            self._deadline = self.loop.call_later(request_timeout, self._expired)
+            super().connection_lost(exc)
+
+        def _sync(self) -> None:
+            if self.transport.is_closing() or self.conn.their_state in _RECEIVED:
+                self._disarm()
+            elif self._deadline is None:
+                self._armed_cycle, self._got_bytes = self.cycle, False
+                self._deadline = self.loop.call_later(request_timeout, self._expired)
 
         def _disarm(self) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
 
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.conn.their_state in _RECEIVED:  # the whole request is in
-                self._disarm()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self._arm()  # the next request on this keep-alive connection
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
         def _expired(self) -> None:
             self._deadline = None
             if self.transport.is_closing() or self.conn.their_state in _RECEIVED:
                 return
             # The request being read: a cycle started since the deadline was armed (its
-            # headers are in), or none yet (still reading headers).
+            # headers are in), or none yet (headers still coming, or nothing at all).
             pending = self.cycle if self.cycle is not self._armed_cycle else None
+            if pending is None and self.conn.their_state is h11.IDLE and not self._got_bytes:
+                self.transport.close()  # an idle kept-alive connection: nothing to answer
+                return
             if pending is None or not pending.response_started:
                 self.transport.write(TIMEOUT_RESPONSE)
             if pending is not None:  # the app's read ends now; anything it sends is dropped

@@ -13,7 +13,8 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# Any user:password@ in a URL, up to its last '@' (a password may hold one).
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
 
 
 class Scrub(logging.Filter):

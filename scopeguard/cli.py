@@ -325,8 +325,59 @@ def _default_protocol(items) -> str:
     return "lopo" if len({i.product for i in items}) > 1 else "kfold"
 
 
+def _corpus_options(f):
+    """--corpus, --split and --target, shared by eval and calibrate."""
+    f = click.option("--target", type=click.Choice(["label", "outcome"]), default="label",
+                     show_default=True,
+                     help="label: the request-time labels of LABELS.md; outcome: what the "
+                          "maintainers finally did (requests with an unknown outcome left "
+                          "out).")(f)
+    f = click.option("--split", type=click.Choice(["train", "heldout", "all"]),
+                     help="With --corpus: train (default) leaves each training product out "
+                          "in turn; heldout fits on the training products and scores the "
+                          "held-out ones (split.json), which nothing is tuned on; all uses "
+                          "every product.")(f)
+    return click.option("--corpus", "corpus_dir", type=click.Path(exists=True, file_okay=False),
+                        help="A corpus directory (products/<slug>/<YYYY>.yml as of each "
+                             "request, requests.jsonl, split.json), e.g. models/data/corpus.")(f)
+
+
+def _dataset(requests, products_dir, config, corpus_dir, split, target):
+    """(products, items, held-out products, protocol) from --corpus or --requests."""
+    if corpus_dir and requests:
+        raise click.UsageError("give --corpus or --requests, not both.")
+    if corpus_dir:
+        from .corpus import leaks, load_corpus
+
+        corpus = load_corpus(corpus_dir)
+        leaked = leaks(corpus)
+        if leaked:
+            raise ScopeguardError(f"{corpus_dir}: {len(leaked)} request(s) are scored against "
+                                  f"a product file that already names what they became "
+                                  f"({', '.join(leaked[:5])}). Fix: give them a mask or an "
+                                  "earlier product_file.")
+        split = split or "train"
+        chosen = corpus.select("all" if split == "heldout" else split, target)
+        protocol = "heldout" if split == "heldout" else "lopo"
+        return chosen.products, chosen.items, corpus.heldout, protocol
+    if not requests:
+        raise click.UsageError("give --corpus DIR, or --requests FILE (with --products).")
+    if split or target != "label":
+        raise click.UsageError("--split and --target go with --corpus.")
+    products, items = _labelled(requests, products_dir, config)
+    from .dataset import masking_report
+
+    guessed = masking_report(items)["guessed"]
+    if guessed:
+        click.echo(f"warning: {len(guessed)} request(s) name a shipped_as that is not an "
+                   f"exact fragment of one feature line ({', '.join(guessed[:5])}); their "
+                   "feature is masked by a guess. Fix: use a corpus with product files as "
+                   "of each request, or exact shipped_as fragments.", err=True)
+    return products, items, (), _default_protocol(items)
+
+
 @cli.command("eval")
-@click.option("--requests", "requests_path", required=True, multiple=True,
+@click.option("--requests", "requests_path", multiple=True,
               type=click.Path(exists=True, dir_okay=False),
               help="Labelled requests (JSONL/CSV with label, and product when several); "
                    "repeat to merge files.")
@@ -334,37 +385,70 @@ def _default_protocol(items) -> str:
               type=click.Path(exists=True, file_okay=False),
               help="Directory of product YAML files (positioning files or the research "
                    "format); repeatable. Without it, --config's product.")
+@_corpus_options
 @config_option
 @click.option("--protocol", type=click.Choice(["lopo", "kfold", "none"]),
               help="lopo: leave one product out (default with 2+ products); kfold: 5 folds "
                    "of one product (default with one); none: fit and score on everything.")
+@click.option("--calibration", "calibration", default="default", show_default=True,
+              help="Also score this head as it is, without refitting: a calibration file, "
+                   "'default' (the shipped one: what a new user gets), or 'none'.")
+@click.option("--rounds", default=1000, show_default=True, type=click.IntRange(10, 100000),
+              help="Bootstrap rounds for the 95% intervals.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the report, with every prediction, as JSON here.")
 @cache_options
 @friendly_errors
-def eval_command(requests_path, products_dir, config, protocol, json_out, db, model) -> None:
+def eval_command(requests_path, products_dir, corpus_dir, split, target, config, protocol,
+                 calibration, rounds, json_out, db, model) -> None:
     """Measure the classifier against decided requests, with baselines in the same run.
 
-    Prints accuracy, macro-F1, per-class precision/recall and confusion matrices for the
-    majority class, a TF-IDF version of the same pipeline, and the model, each with rules
-    and with a head calibrated on the training folds.
+    Prints accuracy and macro-F1 with bootstrap 95% intervals, the readers' agreement as
+    the ceiling, recall per rule step, per-class precision/recall and confusion matrices
+    for the majority class, a TF-IDF version of the same pipeline, and the model, each
+    with rules and with a head calibrated on the training folds, and a given head
+    (--calibration) scored as it is.
     """
     from .evaluate import evaluate, format_report
     from .runtime import make_embedder
 
-    products, items = _labelled(requests_path, products_dir, config)
+    products, items, heldout, default = _dataset(requests_path, products_dir, config,
+                                                  corpus_dir, split, target)
     embedder = make_embedder(model, db)
-    report = evaluate(items, products, embedder, protocol or _default_protocol(items))
+    head = _given_head(calibration, embedder.model_id)
+    report = evaluate(items, products, embedder, protocol or default, head=head,
+                      heldout=heldout, target=target, rounds=rounds)
     click.echo(format_report(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report.as_dict([i.request.id for i in items]),
-                                             indent=2) + "\n", encoding="utf-8")
+        Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n",
+                                  encoding="utf-8")
         click.echo(f"\nwrote {json_out}")
 
 
+def _given_head(calibration: str, model_id: str):
+    """The head --calibration names: a file, the shipped default, or none."""
+    from importlib import resources
+
+    from .calibration import DEFAULT_CALIBRATION, Calibration
+
+    if calibration.lower() == "none":
+        return None
+    if calibration.lower() == "default":
+        default = resources.files("scopeguard.models") / DEFAULT_CALIBRATION
+        with resources.as_file(default) as path:
+            head = Calibration.load(path)
+        head.name = "shipped default head"
+        if head.model_id != model_id:
+            click.echo(f"note: the shipped head was fitted for {head.model_id}, not "
+                       f"{model_id}; it is not scored.", err=True)
+            return None
+        return head
+    return Calibration.load(calibration)
+
+
 @cli.command()
-@click.option("--labels", "labels_path", required=True, multiple=True,
+@click.option("--labels", "labels_path", multiple=True,
               type=click.Path(exists=True, dir_okay=False),
               help="Decided requests: the dev set, a product's past decisions, or the "
                    "relabels the GitHub Action records (JSONL/CSV with a label field); "
@@ -373,6 +457,7 @@ def eval_command(requests_path, products_dir, config, protocol, json_out, db, mo
               type=click.Path(exists=True, file_okay=False),
               help="Directory of product YAML files (repeatable); without it, --config's "
                    "product.")
+@_corpus_options
 @config_option
 @click.option("--out", "out_path", default="calibration.json", show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the calibration.")
@@ -384,7 +469,8 @@ def eval_command(requests_path, products_dir, config, protocol, json_out, db, mo
                    "history's label shares as the prior (best accuracy when signals are weak).")
 @cache_options
 @friendly_errors
-def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db, model) -> None:
+def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_path, l2,
+              class_weight, db, model) -> None:
     """Fit the decision head on decided requests and write a calibration file.
 
     Point a positioning file at it with 'calibration: PATH'. The cross-validated figures
@@ -397,12 +483,16 @@ def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db,
     from .evaluate import evaluate, score
     from .runtime import make_embedder
 
-    products, items = _labelled(labels_path, products_dir, config)
+    if corpus_dir and split not in (None, "train"):
+        raise click.UsageError("calibrate fits on the corpus's training products only: the "
+                               "held-out ones are never used to fit (drop --split).")
+    products, items, _, protocol = _dataset(labels_path, products_dir, config, corpus_dir,
+                                            split, target)
     if len({i.label for i in items}) < 2:
-        raise ScopeguardError(f"{', '.join(labels_path)}: all requests carry the same label. Fix: "
-                              "calibration needs decided requests of at least two labels.")
+        raise ScopeguardError(f"{', '.join(labels_path) or corpus_dir}: all requests carry the "
+                              "same label. Fix: calibration needs decided requests of at least "
+                              "two labels.")
     embedder = make_embedder(model, db)
-    protocol = _default_protocol(items)
     scored = score(items, products, embedder)
     report = evaluate(items, products, embedder, protocol, scored=scored)
     head = fit(scored.signals, [i.label for i in items], l2=l2, class_weight=class_weight)
@@ -410,7 +500,7 @@ def calibrate(labels_path, products_dir, config, out_path, l2, class_weight, db,
     cv = report.methods["model + calibrated head"]
     majority = report.methods["majority class"]
     head.fitted_on = {
-        "labels_files": list(labels_path), "n": len(items),
+        "labels_files": list(labels_path) or [str(corpus_dir)], "n": len(items),
         "products": dict(Counter(i.product for i in items)),
         "labels": dict(Counter(i.label for i in items)), "l2": l2,
         "class_weight": class_weight, "protocol": protocol,

@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .backlog import Request, read_backlog
 from .errors import ConfigError, InputError
@@ -75,10 +76,23 @@ def load_products(directory: str | Path) -> dict[str, Product]:
 
 @dataclass(frozen=True)
 class Labelled:
+    """A decided request: its product, its label and what scoring needs to know.
+
+    ``product_file`` (a corpus's ``slug/YYYY``) is the positioning as of the request;
+    without it the product's one file is masked: ``mask``, an exact fragment of a feature
+    line, else a guess from ``shipped_as``.
+    """
+
     request: Request
     product: str
     label: str
     shipped_as: str = ""
+    outcome: str = ""  # the maintainers' decision (corpus): accepted, declined, ...
+    rule_step: int = 0  # the step of LABELS.md that decided ``label`` (corpus)
+    product_file: str = ""
+    readers: tuple[Any, ...] = ()  # corpus.Reading, one per blind reader
+    mask: str = ""
+    deciding_anchor: str = ""
 
 
 def load_labelled(path: str | Path, products: dict[str, Product]) -> list[Labelled]:
@@ -98,8 +112,24 @@ def load_labelled(path: str | Path, products: dict[str, Product]) -> list[Labell
         if not r.label:
             raise InputError(f"{path}: request {r.id} has no label. Fix: every request in a "
                              "labelled file needs label core, generalizable or one_off.")
-        out.append(Labelled(r, slug, r.label, str(r.extra.get("shipped_as") or "")))
+        shipped = str(r.extra.get("shipped_as") or "")
+        # A shipped_as that is an exact fragment of one feature line is masked exactly;
+        # any other is guessed at (mask_feature) and counted by masking_report.
+        exact = shipped if _exact_fragment(products[slug].positioning, shipped) else ""
+        out.append(Labelled(r, slug, r.label, shipped, mask=exact))
     return out
+
+
+def _exact_fragment(positioning: Positioning, fragment: str) -> bool:
+    low = fragment.strip().lower()
+    return bool(low) and sum(low in f.text.lower() for f in positioning.features) == 1
+
+
+def masking_report(items: list[Labelled]) -> dict[str, list[str]]:
+    """Which items are masked exactly and which by a guess from ``shipped_as``."""
+    exact = [i.request.id for i in items if i.mask]
+    guessed = [i.request.id for i in items if i.shipped_as and not i.mask and not i.product_file]
+    return {"exact": exact, "guessed": guessed}
 
 
 def read_labels_file(path: str | Path) -> list[dict]:

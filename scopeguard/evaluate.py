@@ -22,7 +22,8 @@ import numpy as np
 
 from .calibration import Calibration, fit
 from .classify import Verdict
-from .dataset import Labelled, Product, as_of_request
+from .corpus import positioning_for
+from .dataset import Labelled, Product
 from .embed import Embedder, Progress
 from .engine import Scopeguard
 from .positioning import LABELS
@@ -105,9 +106,9 @@ def score(items: Sequence[Labelled], products: dict[str, Product], embedder: Emb
     Scopeguard(first, embedder, rules=rules or Rules()).embed(
         [i.request for i in items], progress=progress)
     for item in items:
-        key = (item.product, item.shipped_as)
+        key = (item.product_file or item.product, item.mask or item.shipped_as)
         if key not in guards:
-            positioning = as_of_request(products[item.product].positioning, item.shipped_as)
+            positioning = positioning_for(products, item)
             guards[key] = Scopeguard(positioning, embedder, rules=rules or Rules.from_thresholds(
                 positioning.thresholds, positioning.source))
         others = [o.request for o in by_product[item.product] if o is not item]
@@ -136,11 +137,20 @@ def predict_calibrated(scored: Scored, train: list[int], test: list[int]) -> lis
     return [scored.relabel(i, head) for i in test]
 
 
-def folds(items: Sequence[Labelled], protocol: str) -> list[tuple[str, list[int], list[int]]]:
-    """(name, train indexes, test indexes) per fold."""
+def folds(items: Sequence[Labelled], protocol: str,
+          heldout: Sequence[str] = ()) -> list[tuple[str, list[int], list[int]]]:
+    """(name, train indexes, test indexes) per fold. ``heldout``: fit on every product but
+    the ``heldout`` ones, score those (the fixed split nothing is tuned on)."""
     everything = list(range(len(items)))
     if protocol == "none":
         return [("all", everything, everything)]
+    if protocol == "heldout":
+        test = [k for k in everything if items[k].product in set(heldout)]
+        train = [k for k in everything if items[k].product not in set(heldout)]
+        if not test or not train:
+            raise ValueError("the held-out protocol needs requests of held-out and of other "
+                             "products")
+        return [("heldout", train, test)]
     if protocol == "kfold":  # one product's own history: 5 interleaved folds
         k = min(5, len(items))
         return [(f"fold{f}", [i for i in everything if i % k != f],
@@ -153,6 +163,61 @@ def folds(items: Sequence[Labelled], protocol: str) -> list[tuple[str, list[int]
              [k for k in everything if items[k].product == p]) for p in products]
 
 
+# --- the ceiling, confidence intervals, rule steps ---------------------------------------------
+
+
+def readers_agreement(items: Sequence[Labelled], target: str = "label") -> dict[str, float]:
+    """How far the truth itself is agreed: the ceiling every figure reads against.
+
+    ``label``: the first two blind readers against each other (accuracy, Cohen's kappa,
+    macro-F1), over the requests both read. ``outcome``: the readers' request-time label
+    against the maintainers' decision (how often the written positioning predicts it).
+    """
+    from .corpus import cohen_kappa
+
+    if target == "outcome":
+        pairs = [(i.label, i.request.label) for i in items if i.request.label]
+    else:
+        pairs = [(i.readers[0].label, i.readers[1].label) for i in items
+                 if len(i.readers) >= 2]
+    if not pairs:
+        return {}
+    a, b = [x for x, _ in pairs], [y for _, y in pairs]
+    m = metrics(a, b)
+    return {"n": len(pairs), "accuracy": m.accuracy, "kappa": round(cohen_kappa(a, b), 4),
+            "macro_f1": m.macro_f1}
+
+
+def bootstrap(truth: Sequence[str], predicted: Sequence[str], groups: Sequence[str],
+              rounds: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% intervals of accuracy and macro-F1, resampling whole products when there are
+    several (requests of one product are not independent), else requests."""
+    rng = np.random.default_rng(seed)
+    keys = sorted(set(groups))
+    by_group = {g: [k for k, x in enumerate(groups) if x == g] for g in keys}
+    units = [by_group[g] for g in keys] if len(keys) > 1 else [[k] for k in range(len(truth))]
+    accuracy, macro = [], []
+    for _ in range(rounds):
+        pick = [k for u in rng.integers(0, len(units), len(units)) for k in units[u]]
+        m = metrics([truth[k] for k in pick], [predicted[k] for k in pick])
+        accuracy.append(m.accuracy)
+        macro.append(m.macro_f1)
+    return {"accuracy": (round(float(np.percentile(accuracy, 2.5)), 4),
+                         round(float(np.percentile(accuracy, 97.5)), 4)),
+            "macro_f1": (round(float(np.percentile(macro, 2.5)), 4),
+                         round(float(np.percentile(macro, 97.5)), 4))}
+
+
+def step_recall(items: Sequence[Labelled], predicted: Sequence[str]) -> dict[int, tuple[float, int]]:
+    """Per rule step of LABELS.md (1-6): the share of its requests labelled right, and n."""
+    out = {}
+    for step in sorted({i.rule_step for i in items if i.rule_step}):
+        idx = [k for k, i in enumerate(items) if i.rule_step == step]
+        right = sum(predicted[k] == items[k].label for k in idx)
+        out[step] = (round(right / len(idx), 4), len(idx))
+    return out
+
+
 @dataclass
 class Report:
     protocol: str
@@ -162,11 +227,19 @@ class Report:
     methods: dict[str, Metrics] = field(default_factory=dict)
     per_product: dict[str, dict[str, Metrics]] = field(default_factory=dict)
     predictions: dict[str, list[str]] = field(default_factory=dict)
+    ci: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    steps: dict[str, dict[int, tuple[float, int]]] = field(default_factory=dict)
+    readers: dict[str, float] = field(default_factory=dict)  # the ceiling
+    target: str = "label"
+    scored_products: list[str] = field(default_factory=list)  # the products predicted
+    ids: list[str] = field(default_factory=list)  # the requests predicted, in order
 
     def as_dict(self, ids: Sequence[str] = ()) -> dict[str, Any]:
+        ids = list(ids) or self.ids
         return {
-            "protocol": self.protocol, "n": self.n, "products": self.products,
-            "labels": self.labels,
+            "protocol": self.protocol, "target": self.target, "n": self.n,
+            "products": self.products, "labels": self.labels, "readers": self.readers,
+            "ci": self.ci, "steps": self.steps,
             "methods": {k: m.as_dict() for k, m in self.methods.items()},
             "per_product": {p: {k: m.as_dict() for k, m in ms.items()}
                             for p, ms in self.per_product.items()},
@@ -175,23 +248,35 @@ class Report:
         }
 
 
-def run(methods: dict[str, tuple[Scored, Predictor]], protocol: str) -> Report:
-    """Score each method under ``protocol``; all methods share the same items and folds."""
+def run(methods: dict[str, tuple[Scored, Predictor]], protocol: str,
+        heldout: Sequence[str] = (), target: str = "label", rounds: int = 1000) -> Report:
+    """Score each method under ``protocol``; all methods share the same items and folds.
+    Figures (with bootstrap intervals and per-step recall) are over the requests that were
+    predicted: every request, or the held-out products' with ``protocol="heldout"``."""
     any_scored = next(iter(methods.values()))[0]
     items = any_scored.items
-    truth = [i.label for i in items]
-    report = Report(protocol, len(items), dict(Counter(i.product for i in items)),
-                    {c: sum(t == c for t in truth) for c in LABELS})
-    fold_list = folds(items, protocol)
+    fold_list = folds(items, protocol, heldout)
+    tested = sorted({k for _, _, test in fold_list for k in test})
+    sub = [items[k] for k in tested]
+    truth = [i.label for i in sub]
+    report = Report(protocol, len(sub), dict(Counter(i.product for i in sub)),
+                    {c: sum(t == c for t in truth) for c in LABELS},
+                    readers=readers_agreement(sub, target), target=target,
+                    scored_products=sorted({i.product for i in sub}),
+                    ids=[i.request.id for i in sub])
+    groups = [i.product for i in sub]
     for name, (scored, predictor) in methods.items():
-        predicted: list[str] = [""] * len(items)
+        predicted_all: list[str] = [""] * len(items)
         for _, train, test in fold_list:
             for k, label in zip(test, predictor(scored, train, test), strict=True):
-                predicted[k] = label
+                predicted_all[k] = label
+        predicted = [predicted_all[k] for k in tested]
         report.methods[name] = metrics(truth, predicted)
         report.predictions[name] = predicted
+        report.ci[name] = bootstrap(truth, predicted, groups, rounds)
+        report.steps[name] = step_recall(sub, predicted)
         for product in report.products:
-            idx = [k for k, i in enumerate(items) if i.product == product]
+            idx = [k for k, i in enumerate(sub) if i.product == product]
             report.per_product.setdefault(product, {})[name] = metrics(
                 [truth[k] for k in idx], [predicted[k] for k in idx])
     return report
@@ -209,10 +294,13 @@ def corpus(items: Sequence[Labelled], products: dict[str, Product]) -> list[str]
 
 def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: Embedder,
              protocol: str, progress: Progress | None = None,
-             head: Calibration | None = None, scored: Scored | None = None) -> Report:
+             head: Calibration | None = None, scored: Scored | None = None,
+             heldout: Sequence[str] = (), target: str = "label",
+             rounds: int = 1000) -> Report:
     """The standard comparison: majority class, TF-IDF (rules and calibrated), the model
-    (rules and calibrated), and ``head`` as given (e.g. the shipped default) if any.
-    ``scored``: the model's verdicts, when the caller has them already (``score``)."""
+    (rules and calibrated), and ``head`` as given (e.g. the shipped default) if any, which
+    is scored as it is, never refitted. ``scored``: the model's verdicts, when the caller
+    has them already (``score``). ``heldout`` and ``target``: see :func:`run`."""
     from .embed import TfidfEmbedder
 
     model = scored or score(items, products, embedder, progress=progress)
@@ -228,26 +316,53 @@ def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: 
         def predict_given(scored: Scored, train: list[int], test: list[int]) -> list[str]:
             return [scored.relabel(i, head) for i in test]
         methods[f"model + {head.name}"] = (model, predict_given)
-    return run(methods, protocol)
+    return run(methods, protocol, heldout, target, rounds)
+
+
+STEP_NAMES = {1: "non-goal", 2: "served", 3: "other's job", 4: "one's own", 5: "general",
+              6: "core"}  # LABELS.md's steps, short
 
 
 def format_report(report: Report, baseline: str = "majority class") -> str:
-    """A terminal table: each method's figures and their ratio to the baseline."""
+    """A terminal table: each method's figures with 95% intervals, their ratio to the
+    baseline, the readers' agreement as the ceiling, and recall per rule step."""
     base = report.methods.get(baseline)
-    lines = [f"{report.n} labelled requests, products {report.products}, labels "
-             f"{report.labels}; protocol: {report.protocol}", ""]
-    header = f"{'method':34s} {'accuracy':>9s} {'macro-F1':>9s}"
+    truth = ("the maintainers' outcome" if report.target == "outcome" else
+             "request-time labels (LABELS.md)" if report.readers else "the labels given")
+    lines = [f"{report.n} requests of {len(report.products)} products scored against "
+             f"{truth}; protocol: {report.protocol}; labels {report.labels}", ""]
+    header = f"{'method':34s} {'accuracy':>9s} {'95% CI':>13s} {'macro-F1':>9s} {'95% CI':>13s}"
     if base:
         header += f" {'acc ratio':>10s} {'F1 ratio':>9s}"
     lines.append(header)
     for name, m in report.methods.items():
-        row = f"{name:34s} {m.accuracy:9.3f} {m.macro_f1:9.3f}"
+        ci = report.ci.get(name, {})
+        row = (f"{name:34s} {m.accuracy:9.3f} {_interval(ci.get('accuracy')):>13s} "
+               f"{m.macro_f1:9.3f} {_interval(ci.get('macro_f1')):>13s}")
         if base:
             row += (f" {_ratio(m.accuracy, base.accuracy):>10s}"
                     f" {_ratio(m.macro_f1, base.macro_f1):>9s}")
         lines.append(row)
+    if report.readers:
+        r = report.readers
+        who = ("readers A vs B" if report.target == "label"
+               else "readers' label vs outcome")
+        lines.append(f"{'ceiling: ' + who:34s} {r['accuracy']:9.3f} {'':>13s} "
+                     f"{r['macro_f1']:9.3f} {'':>13s}  kappa {r['kappa']:.3f} (n={r['n']})")
     if base:
-        lines.append(f"(ratios against the {baseline} baseline, same run)")
+        lines.append(f"(ratios against the {baseline} baseline, same run; intervals: "
+                     "bootstrap over products)")
+    if any(report.steps.values()):
+        steps = sorted({s for per in report.steps.values() for s in per})
+        lines += ["", "recall by the rule step that decided the label (n):"]
+        lines.append(f"{'method':34s} " + " ".join(
+            f"{f'{k} ' + STEP_NAMES.get(k, ''):>14s}" for k in steps))
+        counts = next(iter(report.steps.values()))
+        lines.append(f"{'(requests)':34s} " + " ".join(f"{counts.get(k, (0, 0))[1]:>14d}"
+                                                        for k in steps))
+        for name, per in report.steps.items():
+            lines.append(f"{name:34s} " + " ".join(f"{per.get(k, (0, 0))[0]:>14.2f}"
+                                                   for k in steps))
     for name, m in report.methods.items():
         lines += ["", f"{name}: per class (precision / recall / F1, support)"]
         for c in LABELS:
@@ -263,6 +378,10 @@ def format_report(report: Report, baseline: str = "majority class") -> str:
             cells = ", ".join(f"{k} {m.accuracy:.2f}/{m.macro_f1:.2f}" for k, m in ms.items())
             lines.append(f"  {product}: {cells}")
     return "\n".join(lines)
+
+
+def _interval(ci: tuple[float, float] | None) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
 
 
 def _ratio(value: float, base: float) -> str:

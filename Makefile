@@ -4,13 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser demo test lint unit bench calibration evaluate clean
+.PHONY: venv browser demo test lint unit bench calibration evaluate evaluate-dev clean
 
-# The shipped calibration is fitted on our labelled open-source decisions plus the dev set.
+# The labelled corpus (models/data/DATASHEET.md): request-time labels, products as of each
+# request, a fixed held-out split. The dev set is for development only.
+CORPUS := models/data/corpus
 DEV ?= ../shared/data/dev
-OSS := models/data/oss-decisions
-LABELLED := --products $(OSS)/products --products $(DEV)/products \
-	--requests $(OSS)/requests.jsonl --requests $(DEV)/requests.jsonl
 
 # torch first, from the CPU wheel: a plain `torch` would pull a multi-GB CUDA build.
 # On a machine that reaches download.pytorch.org, TORCH_INDEX adds its CPU index.
@@ -51,12 +50,26 @@ bench: $(STAMP)
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/webhook.py
 
+# Every accuracy figure in README.md and models/MODEL_CARD.md: leave one training product
+# out, and the held-out products (fitted on the training ones), against the request-time
+# labels and against the maintainers' outcome; each with the readers' agreement as ceiling.
 evaluate: $(STAMP)
-	$(BIN)/scopeguard eval $(LABELLED) --json out/eval.json
+	$(BIN)/scopeguard eval --corpus $(CORPUS) --split train --json out/eval-train.json
+	$(BIN)/scopeguard eval --corpus $(CORPUS) --split heldout --json out/eval-heldout.json
+	$(BIN)/scopeguard eval --corpus $(CORPUS) --split train --target outcome \
+		--json out/eval-train-outcome.json
+	$(BIN)/scopeguard eval --corpus $(CORPUS) --split heldout --target outcome \
+		--json out/eval-heldout-outcome.json
+	$(BIN)/python models/data/corpus_stats.py > out/corpus-stats.md
 
+# The dev set (../shared/data/dev), for development: never bundled, never tuned on.
+evaluate-dev: $(STAMP)
+	$(BIN)/scopeguard eval --products $(DEV)/products --requests $(DEV)/requests.jsonl \
+		--json out/eval-dev.json
+
+# Refit the shipped head on the corpus's training products (never the held-out ones).
 calibration: $(STAMP)
-	$(BIN)/scopeguard calibrate $(subst --requests,--labels,$(LABELLED)) \
-		--out models/default-calibration.json
+	$(BIN)/scopeguard calibrate --corpus $(CORPUS) --out models/default-calibration.json
 
 clean:
 	rm -rf $(VENV) out *.egg-info

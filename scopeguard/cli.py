@@ -350,7 +350,7 @@ def _dataset(requests, products_dir, config, corpus_dir, split, target):
         from .corpus import leaks, load_corpus
 
         corpus = load_corpus(corpus_dir)
-        leaked = leaks(corpus)
+        leaked = leaks(corpus.items, corpus.products, corpus.as_of)
         if leaked:
             raise ScopeguardError(f"{corpus_dir}: {len(leaked)} request(s) are scored against "
                                   f"a product file that already names what they became "
@@ -365,8 +365,14 @@ def _dataset(requests, products_dir, config, corpus_dir, split, target):
     if split or target != "label":
         raise click.UsageError("--split and --target go with --corpus.")
     products, items = _labelled(requests, products_dir, config)
+    from .corpus import leaks
     from .dataset import masking_report
 
+    leaked = leaks(items, products)
+    if leaked:
+        click.echo(f"warning: {len(leaked)} request(s) are scored against a product that "
+                   f"still names what they became after masking ({', '.join(leaked[:5])}). "
+                   "Fix: give them exact shipped_as fragments.", err=True)
     guessed = masking_report(items)["guessed"]
     if guessed:
         click.echo(f"warning: {len(guessed)} request(s) name a shipped_as that is not an "

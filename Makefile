@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser demo test lint unit bench calibration evaluate evaluate-dev clean
+.PHONY: venv browser demo test lint unit fuzz bench calibration evaluate evaluate-dev clean
 
 # The labelled corpus (models/data/DATASHEET.md): request-time labels, products as of each
 # request, a fixed held-out split. The dev set is for development only.
@@ -45,6 +45,11 @@ unit: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test: lint unit
+
+# The fuzz suite at length: 2,000 examples per parser, 500 HTTP deliveries, a new seed
+# each run (make test runs it small and derandomized). A failure prints the input.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long SCOPEGUARD_FUZZ_HTTP=500 $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/audit.py

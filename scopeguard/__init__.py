@@ -8,6 +8,8 @@ from .positioning import Positioning, load_positioning, parse_positioning
 from .rules import Rules
 
 __version__ = "0.1.0"
+# The distribution name on PyPI ("scopeguard" there is an unrelated project).
+DIST_NAME = "scopeguard-issues"
 
 __all__ = [
     "ConfigError",

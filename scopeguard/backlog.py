@@ -51,18 +51,20 @@ class Request:
 
 def check_request(request: Request, where: str = "request") -> Request:
     """Refuse requests that cannot be classified, saying why and what to do."""
+    rid = request.id.strip()
+    who = where if not rid or where.split()[-1] in (rid, f"#{rid}") else f"{where} {rid}"
     if not request.title.strip() and not request.body.strip():
-        raise InputError(f"{where} {request.id or ''}: title and body are both empty. "
-                         "Fix: give the request a title or a body.".replace("  ", " "))
+        raise InputError(f"{who}: title and body are both empty. "
+                         "Fix: give the request a title or a body.")
     if len(request.title) > MAX_TITLE:
-        raise InputError(f"{where} {request.id}: title is {len(request.title):,} characters "
+        raise InputError(f"{who}: title is {len(request.title):,} characters "
                          f"(limit {MAX_TITLE:,}). Fix: shorten the title; put detail in the body.")
     if len(request.body) > MAX_BODY:
-        raise InputError(f"{where} {request.id}: body is {len(request.body):,} characters "
+        raise InputError(f"{who}: body is {len(request.body):,} characters "
                          f"(limit {MAX_BODY:,}). Fix: move logs and attachments out of the "
                          "body; scopeguard reads the request's prose.")
     if request.label and request.label not in LABELS:
-        raise InputError(f"{where} {request.id}: label {request.label!r} is not one of "
+        raise InputError(f"{who}: label {request.label!r} is not one of "
                          f"{', '.join(LABELS)}. Fix: correct the label or leave it empty.")
     return request
 
@@ -131,6 +133,9 @@ def is_feature_request(request: Request, filters: Filters) -> tuple[bool, str]:
     why = skipped_author(request, filters)
     if why:
         return False, why
+    kind = str(request.extra.get("issue_type") or "").strip()
+    if kind and kind.lower() in {t.lower() for t in filters.skip_issue_types}:
+        return False, f"is of issue type {kind!r} (filters.skip_issue_types)"
     labels = {label.lower() for label in request.labels}
     skip = labels & {s.lower() for s in filters.skip_labels}
     if skip:
@@ -159,6 +164,12 @@ def request_from_dict(data: dict, where: str) -> Request:
     labels = data.get("labels") or ()
     if isinstance(labels, str):
         labels = tuple(x.strip() for x in labels.split(",") if x.strip())
+    elif not isinstance(labels, list | tuple) or not all(
+            isinstance(x, str | int | float) and not isinstance(x, bool) for x in labels):
+        raise InputError(f"{where}: 'labels' is {type(labels).__name__} {str(labels)[:40]}; "
+                         "expected a list of label names. Fix: write \"labels\": [\"a\", "
+                         "\"b\"] or \"labels\": \"a, b\".")
+    labels = tuple(str(x) for x in labels)
     values = {k: "" if data.get(k) is None else str(data.get(k)) for k in _FIELDS}
     if not values["id"]:
         values["id"] = where.rsplit(" ", 1)[-1]
@@ -166,13 +177,17 @@ def request_from_dict(data: dict, where: str) -> Request:
     return check_request(Request(**values, labels=tuple(labels), extra=extra), where)
 
 
-def read_backlog(path: str | Path) -> list[Request]:
-    """Load requests from a ``.jsonl``/``.json``/``.csv`` file, with errors naming the line."""
+def read_backlog(path: str | Path, encoding: str | None = None) -> list[Request]:
+    """Load requests from a ``.jsonl``/``.json``/``.csv`` file, with errors naming the line.
+
+    The text is UTF-8 (a BOM is fine), or UTF-16/32 with a BOM (Excel's "Unicode text"),
+    or ``encoding`` when given (e.g. ``latin-1`` for an old export).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: backlog file not found. Fix: check the path.")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8-sig")
+    text = decode(path.read_bytes(), str(path), encoding)
     requests: list[Request] = []
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
@@ -184,6 +199,9 @@ def read_backlog(path: str | Path) -> list[Request]:
     elif suffix == ".json":
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise InputError(f"{path}: the JSON nests too deeply to be a backlog. Fix: a JSON "
+                             "list of flat request objects.") from None
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: not valid JSON ({exc}). Fix: a JSON list of "
                              "request objects, or use .jsonl with one object per line.") from None
@@ -197,6 +215,9 @@ def read_backlog(path: str | Path) -> list[Request]:
                 continue
             try:
                 item = json.loads(line)
+            except RecursionError:
+                raise InputError(f"{path} line {n}: the JSON nests too deeply to be a request. "
+                                 "Fix: one flat JSON object per line.") from None
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path} line {n}: not valid JSON ({exc.msg}). "
                                  "Fix: one JSON object per line (JSONL).") from None
@@ -207,6 +228,29 @@ def read_backlog(path: str | Path) -> list[Request]:
             raise InputError(f"{path}: id {r.id!r} appears twice. Fix: ids must be unique.")
         seen.add(r.id)
     return requests
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def decode(raw: bytes, where: str, encoding: str | None = None) -> str:
+    """Text of a file: by its byte-order mark, else ``encoding``, else UTF-8; an error that
+    says which byte is wrong and how to re-save the file otherwise."""
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            encoding = name
+            break
+    try:
+        return raw.decode(encoding or "utf-8")
+    except LookupError:
+        raise InputError(f"{where}: unknown encoding {encoding!r}. Fix: pass --encoding with "
+                         "a Python codec name, e.g. latin-1 or cp1252.") from None
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise InputError(f"{where} line {line}: not {exc.encoding} (byte 0x{raw[exc.start]:02x}). "
+                         "Fix: save the file as UTF-8 (Excel: 'CSV UTF-8'), or pass --encoding "
+                         "with its encoding, e.g. --encoding latin-1.") from None
 
 
 def with_customers(requests: Iterable[Request], rule: CustomerRule) -> list[Request]:

@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vector BLOB NOT NULL,
     PRIMARY KEY (model, text_hash)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (
+    model TEXT PRIMARY KEY,
+    dim INTEGER NOT NULL
+);
 """
 
 
@@ -43,9 +47,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error as exc:
-        raise ScopeguardError(
-            f"{path}: cannot open the SQLite database ({exc}). "
-            "Fix: pass --db with a writable path, or delete a corrupt file.") from None
+        raise _database_error(path, exc) from None
     return conn
 
 
@@ -57,32 +59,72 @@ class EmbeddingCache:
         self.path = str(path)
         self.conn = conn or connect(path)
         self._lock = threading.Lock()
-        with self._lock, self.conn:
-            self.conn.executescript(_SCHEMA)
+        self._dims: dict[str, int] = {}
+        self.damaged = 0  # rows left out by get_many (embedded again)
+        try:
+            with self._lock, self.conn:
+                self.conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise _database_error(self.path, exc) from None
 
     def get_many(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Cached vectors for ``texts`` (by text), those that are present."""
+        """Cached vectors for ``texts`` (by text), those that are present and sound.
+
+        A row that cannot be this model's vector (a blob shorter than its ``dim``, another
+        dimension than the model's, a NaN or infinite value, all zeros for a non-empty
+        text) is left out, so it is embedded again and overwritten; ``damaged`` counts
+        them (a confident verdict from a broken vector would be silently wrong).
+        """
         hashes = {text_hash(t): t for t in texts}
         found: dict[str, np.ndarray] = {}
         keys = list(hashes)
-        with self._lock:
-            for i in range(0, len(keys), 500):
-                batch = keys[i:i + 500]
-                marks = ",".join("?" * len(batch))
-                rows = self.conn.execute(
-                    f"SELECT text_hash, dim, vector FROM embeddings "
-                    f"WHERE model = ? AND text_hash IN ({marks})", [model, *batch])
-                for h, dim, blob in rows:
-                    found[hashes[h]] = np.frombuffer(blob, dtype=np.float32, count=dim)
+        try:
+            with self._lock:
+                expected = self._dimension(model)
+                for i in range(0, len(keys), 500):
+                    batch = keys[i:i + 500]
+                    marks = ",".join("?" * len(batch))
+                    rows = self.conn.execute(
+                        f"SELECT text_hash, dim, vector FROM embeddings "
+                        f"WHERE model = ? AND text_hash IN ({marks})", [model, *batch])
+                    for h, dim, blob in rows:
+                        vector = _sound(blob, dim, expected, bool(hashes[h].strip()))
+                        if vector is None:
+                            self.damaged += 1
+                        else:
+                            found[hashes[h]] = vector
+        except sqlite3.DatabaseError as exc:
+            raise _database_error(self.path, exc) from None
         return found
+
+    def _dimension(self, model: str) -> int | None:
+        """The model's vector size: as recorded by the last write of fresh vectors, else the
+        size most of its rows have (a file from before the record)."""
+        if model not in self._dims:
+            row = self.conn.execute("SELECT dim FROM models WHERE model = ?",
+                                    [model]).fetchone() or self.conn.execute(
+                "SELECT dim FROM embeddings WHERE model = ? GROUP BY dim "
+                "ORDER BY count(*) DESC LIMIT 1", [model]).fetchone()
+            if row is None:
+                return None
+            self._dims[model] = int(row[0])
+        return self._dims[model]
 
     def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         rows = [(model, text_hash(t), int(v.shape[0]), np.asarray(v, np.float32).tobytes())
                 for t, v in items]
-        with self._lock, self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO embeddings (model, text_hash, dim, vector) "
-                "VALUES (?, ?, ?, ?)", rows)
+        try:
+            with self._lock, self.conn:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO embeddings (model, text_hash, dim, vector) "
+                    "VALUES (?, ?, ?, ?)", rows)
+                if rows:  # fresh from the model: its true size
+                    self.conn.execute("INSERT OR REPLACE INTO models (model, dim) VALUES (?, ?)",
+                                      (model, rows[0][2]))
+        except sqlite3.DatabaseError as exc:
+            raise _database_error(self.path, exc) from None
+        if rows:
+            self._dims[model] = rows[0][2]
 
     def count(self, model: str | None = None) -> int:
         with self._lock:
@@ -91,5 +133,59 @@ class EmbeddingCache:
             return self.conn.execute("SELECT count(*) FROM embeddings WHERE model = ?",
                                      [model]).fetchone()[0]
 
+    def retain(self, keep: Iterable[str]) -> int:
+        """Delete every row whose text is not in ``keep`` (texts), of any model, and compact
+        the file; returns how many rows went. For a cache that should hold one run's texts
+        only (the GitHub Action's, carried from run to run)."""
+        hashes = {text_hash(t) for t in keep}
+        try:
+            with self._lock, self.conn:
+                self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS keep (h TEXT PRIMARY KEY)")
+                self.conn.execute("DELETE FROM keep")
+                self.conn.executemany("INSERT OR IGNORE INTO keep VALUES (?)",
+                                      [(h,) for h in hashes])
+                gone = self.conn.execute("DELETE FROM embeddings WHERE text_hash NOT IN "
+                                         "(SELECT h FROM keep)").rowcount
+            if gone:
+                with self._lock:
+                    self.conn.execute("VACUUM")
+        except sqlite3.DatabaseError as exc:
+            raise _database_error(self.path, exc) from None
+        return gone
+
     def close(self) -> None:
+        """Fold the write-ahead log into the file, then close: a copy of the .db alone is
+        then complete (a kill still loses nothing: the WAL is replayed on next open)."""
+        try:
+            with self._lock:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # closing anyway; the WAL stays and is replayed on the next open
         self.conn.close()
+
+
+def _sound(blob: bytes, dim: int, expected: int | None, text: bool) -> np.ndarray | None:
+    """The stored vector, or None when it cannot be right."""
+    if not isinstance(blob, bytes) or dim <= 0 or len(blob) != 4 * dim:
+        return None
+    if expected is not None and dim != expected:
+        return None
+    vector = np.frombuffer(blob, dtype=np.float32, count=dim)
+    if not np.isfinite(vector).all() or (text and not np.any(vector)):
+        return None
+    return vector
+
+
+def _database_error(path: str, exc: sqlite3.DatabaseError) -> ScopeguardError:
+    """What went wrong with the cache file, and what to do about it."""
+    text = str(exc).lower()
+    if "full" in text:
+        fix = "free space on the disk that holds it, or pass --db on another disk"
+    elif "malformed" in text or "not a database" in text:
+        fix = ("delete it (it is only a cache: the next run embeds again), or pass --db "
+               "with another path")
+    elif "readonly" in text or "read-only" in text or "unable to open" in text:
+        fix = "pass --db with a writable path"
+    else:
+        fix = "check the file and its disk, or pass --db with another path"
+    return ScopeguardError(f"{path}: the embedding cache cannot be used ({exc}). Fix: {fix}.")

@@ -1,9 +1,10 @@
 """Turn an issue's title and body into the text that gets embedded.
 
 Issue bodies carry a lot that says nothing about the request: template headings
-and boilerplate, HTML comments, checkboxes, code blocks, logs, quoted replies,
-images. They are removed here; what is left is split into overlapping word
-windows so that long bodies are embedded whole (in chunks), never cut silently.
+and boilerplate, HTML comments, checkboxes, code blocks, logs, quoted replies and
+images, in Markdown and in Jira's wiki markup. They are removed here; what is left is
+split into overlapping word windows so that long bodies are embedded whole (in chunks),
+never cut silently.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", re.M)
 _BOLD_LINE = re.compile(r"^\s*\*\*([^*\n]{1,80})\*\*\s*:?\s*$", re.M)
 _INLINE_CODE = re.compile(r"`([^`\n]{1,80})`")
 _LOGLIKE = re.compile(r"^\s*(at |File \"|Traceback|\$ |>>> |\[\d{4}-\d\d-\d\d|\d{4}-\d\d-\d\dT)")
+# Jira wiki markup (Server/Data Center descriptions): code and quoted blocks go, headings
+# and link texts stay as words, images, mentions and colour tags go.
+_WIKI_BLOCK = re.compile(r"\{(code|noformat|quote)(?::[^}\n]*)?\}.*?(?:\{\1\}|\Z)", re.S | re.I)
+_WIKI_HEADING = re.compile(r"^\s*h[1-6]\.\s+(.*?)\s*$", re.M)
+_WIKI_QUOTE_LINE = re.compile(r"^\s*bq\.\s.*$", re.M)
+_WIKI_IMAGE = re.compile(r"!(?:https?://[^\s!]+|[^\s!|]+\.(?:png|jpe?g|gif|svg|bmp|webp))"
+                         r"(?:\|[^!\n]*)?!", re.I)
+_WIKI_LINK = re.compile(r"\[([^\]|\n]+)\|[^\]\n]+\]")
+_WIKI_BARE = re.compile(r"\[(?:~[^\]\n]+|https?://[^\]\n]+|mailto:[^\]\n]+)\]")
+_WIKI_TAG = re.compile(r"\{(?:color|panel|anchor)(?::[^}\n]*)?\}", re.I)
 
 # Headings and prompts of common issue templates: the words of the template, not the request.
 _TEMPLATE_PHRASES = [
@@ -57,6 +68,14 @@ def clean_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _HTML_COMMENT.sub(" ", text)
     text = _FENCE.sub("\n", text)
+    text = _WIKI_BLOCK.sub("\n", text)
+    text = _WIKI_QUOTE_LINE.sub("", text)
+    text = _WIKI_IMAGE.sub(" ", text)
+    text = _WIKI_LINK.sub(r"\1", text)
+    text = _WIKI_BARE.sub(" ", text)
+    text = _WIKI_TAG.sub(" ", text)
+    text = _WIKI_HEADING.sub(lambda m: "" if _TEMPLATE.fullmatch(m.group(1))
+                             else m.group(1) + ".", text)
     text = _QUOTE_HEADER.sub("", text)
     # Quoted replies: lines starting with '>' quote someone else.
     text = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith(">"))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from . import render
-from .backlog import Request, read_backlog, request_from_dict
+from . import DIST_NAME, render
+from .backlog import Request, decode, read_backlog, request_from_dict
 from .errors import ScopeguardError
 
 CONFIG_HELP = ("Positioning file, or a directory holding scopeguard.yml or "
@@ -38,7 +40,8 @@ def engine_options(f):
 
 
 def friendly_errors(f):
-    """Turn scopeguard's own errors into 'Error: ...' and exit status 2 (bad input)."""
+    """Turn scopeguard's own errors into 'Error: ...' and exit status 2 (bad input), and a
+    failed read or write (a full disk, a closed pipe) into the same, never a traceback."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
@@ -47,11 +50,36 @@ def friendly_errors(f):
             error = click.ClickException(str(exc))
             error.exit_code = 2
             raise error from None
+        except BrokenPipeError:  # the reader went away (| head): nothing left to say
+            _silence_stdout()
+            raise SystemExit(1) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS):
+                _silence_stdout()
+            where = f" ({exc.filename})" if exc.filename else ""
+            fix = {errno.ENOSPC: "free space on that device, or write elsewhere (--output, "
+                                 "--db)",
+                   errno.EDQUOT: "free space within your quota, or write elsewhere",
+                   errno.EROFS: "write to a writable location (--output, --db)",
+                   errno.EACCES: "check the file's permissions, or use another path"}.get(
+                exc.errno, "check the file and its disk")
+            error = click.ClickException(f"{exc.strerror or exc}{where}. Fix: {fix}.")
+            error.exit_code = 2
+            raise error from None
     return wrapper
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="scopeguard")
+@click.version_option(package_name=DIST_NAME)
 def cli() -> None:
     """Label feature requests core, generalizable or one-off against your product's
     positioning, and explain why."""
@@ -126,11 +154,14 @@ def init(path: str, force: bool) -> None:
 def _read_request(title: str | None, body: str | None, file: str | None, request_id: str,
                   author: str, customer: str, backlog: list[Request]) -> Request:
     if file:
-        text = sys.stdin.read() if file == "-" else _read_file(file)
+        text = _read_stdin() if file == "-" else _read_file(file)
         stripped = text.strip()
         if stripped.startswith("{"):
             try:
                 data = json.loads(stripped)
+            except RecursionError:
+                raise ScopeguardError(f"{file}: the JSON nests too deeply to be a request. "
+                                      "Fix: a flat JSON object with title and body.") from None
             except json.JSONDecodeError as exc:
                 raise ScopeguardError(f"{file}: looks like JSON but is not valid ({exc.msg}). "
                                       "Fix: a JSON object with title and body, or plain text "
@@ -154,12 +185,25 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
 
 def _read_file(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return decode(Path(path).read_bytes(), path)
     except FileNotFoundError:
         raise ScopeguardError(f"{path}: file not found. Fix: check the path.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScopeguardError(f"{path}: cannot be read ({exc}). Fix: pass a UTF-8 text "
-                              "file.") from None
+    except OSError as exc:
+        raise ScopeguardError(f"{path}: cannot be read ({exc.strerror}). Fix: pass a readable "
+                              "text file.") from None
+
+
+def _read_stdin() -> str:
+    stream = getattr(sys.stdin, "buffer", None)
+    try:
+        if stream is None:
+            raise OSError("standard input is closed")
+        raw = stream.read()
+    except (OSError, ValueError) as exc:
+        raise ScopeguardError(f"cannot read the request from standard input ({exc}). Fix: "
+                              "pipe the request in (echo ... | scopeguard classify --file -) "
+                              "or pass --file PATH or --title.") from None
+    return decode(raw, "standard input")
 
 
 @cli.command()
@@ -194,13 +238,15 @@ def classify(config, db, model, title, body, file, backlog, request_id, author, 
 # --- audit -----------------------------------------------------------------------------------
 
 
-def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, positioning):
+def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, positioning,
+                   encoding=None):
     """Requests from exactly one source: a file, a GitHub repository or a Jira query."""
     sources = [s for s in (from_file, github, jira_project or jql) if s]
     if len(sources) != 1:
         raise click.UsageError("give exactly one source: --from-file, --github or --jira/--jql.")
     if from_file:
-        return read_backlog(from_file)[:limit] if limit else read_backlog(from_file)
+        items = read_backlog(from_file, encoding)
+        return items[:limit] if limit else items
     if github:
         from .integrations.github.client import client_from_env, get_repository
         from .integrations.github.issues import fetch_open_issues
@@ -218,6 +264,9 @@ def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, position
 @engine_options
 @click.option("--from-file", "from_file", type=click.Path(exists=True, dir_okay=False),
               help="A backlog file: JSONL, JSON list or CSV.")
+@click.option("--encoding", metavar="CODEC",
+              help="With --from-file: the file's encoding when it is not UTF-8 and has no "
+                   "byte-order mark, e.g. latin-1 or cp1252.")
 @click.option("--github", metavar="OWNER/REPO",
               help="Open issues of a GitHub repository (token from GITHUB_TOKEN; "
                    "GITHUB_API_URL for GitHub Enterprise).")
@@ -238,8 +287,8 @@ def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, position
               help="Distinct customers that make a cluster generalizable (default: the "
                    "positioning file's thresholds.min_customers, else 3).")
 @friendly_errors
-def audit(config, db, model, from_file, github, labels, jira_project, jql, limit, fmt, as_json,
-          output, quiet, min_customers) -> None:
+def audit(config, db, model, from_file, encoding, github, labels, jira_project, jql, limit, fmt,
+          as_json, output, quiet, min_customers) -> None:
     """Audit a whole backlog: labels, demand clusters, duplicates and scope drift.
 
     Pull requests and issues that are not feature requests (the positioning file's
@@ -259,7 +308,7 @@ def audit(config, db, model, from_file, github, labels, jira_project, jql, limit
     if min_customers:
         guard.rules = dc_replace(guard.rules, min_customers=min_customers)
     items = _fetch_backlog(from_file, github, labels, jira_project, jql, limit,
-                           guard.positioning)
+                           guard.positioning, encoding)
     keep, skipped = [], []
     for item in items:
         ok, why = is_feature_request(item, guard.positioning.filters)

@@ -8,6 +8,7 @@ package's directory with the Hugging Face hub switched off: nothing is downloade
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2", "default"}
 
 Progress = Callable[[int], None]
+log = logging.getLogger("scopeguard")
 
 
 class Embedder(Protocol):
@@ -194,9 +196,12 @@ class CachedEmbedder:
         self.model_id = inner.model_id
         self.computed = 0
         self.hits = 0
+        self.seen: set[str] = set()  # every text asked for (for EmbeddingCache.retain)
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         texts = list(texts)
+        self.seen.update(texts)
+        damaged = self.cache.damaged if self.cache else 0
         found = self.cache.get_many(self.model_id, texts) if self.cache else {}
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         self.hits += len(texts) - sum(1 for t in texts if t not in found)
@@ -209,6 +214,24 @@ class CachedEmbedder:
             if self.cache:
                 self.cache.put_many(self.model_id, new.items())
             found.update(new)
+        if len({v.shape[0] for v in found.values()}) > 1:
+            self._replace_foreign(found, missing)
+        if self.cache and self.cache.damaged > damaged:
+            log.warning("%s: %d cached vectors were damaged (wrong size, NaN or zero) and were "
+                        "embedded again", self.cache.path, self.cache.damaged - damaged)
         if not texts:
             return self.inner.encode([])
         return np.vstack([found[t] for t in texts]).astype(np.float32)
+
+    def _replace_foreign(self, found: dict[str, np.ndarray], fresh: list[str]) -> None:
+        """Cached rows of another size than the model's (a cache whose rows all came from a
+        damaged write): embed those texts again, overwrite them, count them damaged."""
+        size = found[fresh[0]].shape[0] if fresh else int(
+            self.inner.encode(["size"]).shape[1])
+        wrong = [t for t, v in found.items() if v.shape[0] != size]
+        vectors = self.inner.encode(wrong)
+        self.computed += len(wrong)
+        found.update(zip(wrong, vectors, strict=True))
+        if self.cache:
+            self.cache.damaged += len(wrong)
+            self.cache.put_many(self.model_id, zip(wrong, vectors, strict=True))

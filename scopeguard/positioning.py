@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -66,6 +67,9 @@ class Filters:
     # accounts) are not customers' requests: Renovate's dashboard, Dependabot, automation.
     skip_bots: bool = True
     skip_authors: tuple[str, ...] = ()  # logins (GitHub) or names, emails, account ids (Jira)
+    # Tracker issue types that are not feature requests (GitHub's issue types, Jira's).
+    skip_issue_types: tuple[str, ...] = ("Bug", "Task", "Sub-task", "Subtask", "Epic",
+                                         "Incident", "Problem", "Change", "Test")
 
 
 @dataclass(frozen=True)
@@ -140,10 +144,13 @@ def find_positioning(start: str | Path = ".") -> Path:
 
 def load_positioning(path: str | Path) -> Positioning:
     """Read, validate and return the positioning file at ``path``."""
-    import yaml  # lazy: only needed when a file is read
-
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(str(path), f"is {size / 1e6:.1f} MB; a positioning file is a few "
+                              f"KB (at most {MAX_FILE_BYTES // 1_000_000} MB is read).",
+                              "point --config at the positioning file, not at data.")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), "file not found.", "check the path or pass --config PATH.") \
@@ -151,15 +158,65 @@ def load_positioning(path: str | Path) -> Positioning:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"cannot be read ({exc}).",
                           "make it a readable UTF-8 YAML file.") from None
+    return parse_positioning(read_yaml(text, str(path)), source=str(path))
+
+
+MAX_FILE_BYTES = 2_000_000
+MAX_DEPTH = 40  # a positioning file nests four levels; deeper is a mistake or an attack
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Safe YAML with the mistakes YAML lets through refused: a key given twice (YAML keeps
+    the last silently), nesting deeper than :data:`MAX_DEPTH` (a recursion bomb)."""
+    import yaml  # lazy: only needed when a file is read
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(source, f"the key {key!r} appears twice (lines "
+                                  f"{seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                                  "YAML would keep only the last.",
+                                  "keep one of them (merge their content).")
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     try:
-        data = yaml.safe_load(text)
+        _check_depth(text, source)
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(path), f"is not valid YAML{where}: {problem}.",
+        raise ConfigError(source, f"is not valid YAML{where}: {problem}.",
                           "fix the YAML syntax (indentation, quotes, colons).") from None
-    return parse_positioning(data, source=str(path))
+    except RecursionError:
+        raise ConfigError(source, f"nests deeper than {MAX_DEPTH} levels.",
+                          "write a flat positioning file (see examples/scopeguard.yml).") \
+            from None
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse deep nesting from the token stream, before the parser recurses into it."""
+    import yaml
+
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, yaml.BlockMappingStartToken | yaml.BlockSequenceStartToken |
+                      yaml.FlowMappingStartToken | yaml.FlowSequenceStartToken):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(source, f"nests deeper than {MAX_DEPTH} levels.",
+                                  "write a flat positioning file (see examples/scopeguard.yml).")
+        elif isinstance(token, yaml.BlockEndToken | yaml.FlowMappingEndToken |
+                        yaml.FlowSequenceEndToken):
+            depth -= 1
 
 
 def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
@@ -280,6 +337,9 @@ def validate(value: Any, node: dict[str, Any], source: str, path: str = "") -> N
     if kind == "string" and len(value.strip()) < node.get("minLength", 0):
         raise ConfigError(source, "is empty.", hint or "write a value.", key=key)
     if kind in ("number", "integer"):
+        if not math.isfinite(value):  # .nan passes every range check, .inf is no threshold
+            raise ConfigError(source, f"{value} is not a number scopeguard can use.",
+                              "write a finite number, e.g. 0.5.", key=key)
         low, high = node.get("minimum"), node.get("maximum")
         if (low is not None and value < low) or (high is not None and value > high):
             span = f"between {low} and {high}" if high is not None else f"at least {low}"

@@ -86,7 +86,10 @@ class FakeRepo:
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # by lower-case name
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)  # by comment id
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # the default branch's
+    branches: dict[str, dict[str, bytes]] = field(default_factory=dict)  # the others' files
+    protected: set[str] = field(default_factory=set)  # branches that refuse direct commits
+    push_protection: bool = False  # refuse content holding a GitHub token, as GitHub does
     commits: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # issue events, oldest first
 
@@ -219,9 +222,12 @@ class FakeGitHub(LoopbackServer):
             return [dict(c) for c in self.repos[full_name].comments.values()
                     if c["issue"] == number]
 
-    def file(self, full_name: str, path: str) -> str | None:
+    def file(self, full_name: str, path: str, branch: str = "") -> str | None:
         with self.lock:
-            data = self.repos[full_name].files.get(path)
+            repo = self.repos[full_name]
+            files = repo.branches.get(branch, {}) if branch and branch != \
+                repo.default_branch else repo.files
+            data = files.get(path)
             return None if data is None else data.decode()
 
     def fail(self, status: int = 502, times: int = 1, *, method: str | None = None,
@@ -299,6 +305,11 @@ class FakeGitHub(LoopbackServer):
             "comments": sum(1 for c in repo.comments.values() if c["issue"] == n),
             "created_at": issue["created_at"], "updated_at": issue["updated_at"],
             "closed_at": None, "author_association": "NONE", "body": issue["body"]}
+        if issue.get("type"):  # an organisation's issue type, as the REST API shows it
+            data["type"] = {"id": 410, "node_id": "IT_kwDOB", "name": issue["type"],
+                            "description": f"{issue['type']} issues", "color": "red",
+                            "created_at": "2024-12-11T14:39:09Z",
+                            "updated_at": "2024-12-11T14:39:09Z", "is_enabled": True}
         if issue["pull_request"]:
             data["pull_request"] = {"url": self._url(f"/repos/{full}/pulls/{n}"),
                                     "html_url": data["html_url"]}
@@ -315,8 +326,9 @@ class FakeGitHub(LoopbackServer):
                 "created_at": comment["created_at"], "updated_at": comment["updated_at"],
                 "author_association": "NONE"}
 
-    def _content_json(self, repo: FakeRepo, path: str) -> dict[str, Any]:
-        data = repo.files[path]
+    def _content_json(self, repo: FakeRepo, path: str,
+                      files: dict[str, bytes] | None = None) -> dict[str, Any]:
+        data = (repo.files if files is None else files)[path]
         sha = _sha(data)
         url = self._url(f"/repos/{repo.full_name}/contents/{quote(path)}")
         html = f"https://github.com/{repo.full_name}/blob/{repo.default_branch}/{path}"
@@ -397,6 +409,8 @@ class FakeGitHub(LoopbackServer):
             ("DELETE", r + "/labels/(?P<label>.+)", self._delete_label, "issues"),
             ("GET", r + "/contents/(?P<path>.+)", self._get_contents, ""),
             ("PUT", r + "/contents/(?P<path>.+)", self._put_contents, "contents"),
+            ("GET", r + "/branches/(?P<branch>.+)", self._get_branch, ""),
+            ("POST", r + "/git/refs", self._create_ref, "contents"),
         ]
         return [(m, re.compile(p), f, scope) for m, p, f, scope in table]
 
@@ -679,30 +693,77 @@ class FakeGitHub(LoopbackServer):
             issue["labels"] = [x for x in issue["labels"] if x.lower() != data["name"].lower()]
         return 204, None
 
+    def _files(self, repo: FakeRepo, branch: str | None) -> dict[str, bytes]:
+        if not branch or branch == repo.default_branch:
+            return repo.files
+        if branch not in repo.branches:
+            raise HTTPError(404, f"No commit found for the ref {branch}")
+        return repo.branches[branch]
+
+    def _head(self, repo: FakeRepo, branch: str) -> str:
+        shas = [c["sha"] for c in repo.commits if c["branch"] == branch]
+        return shas[-1] if shas else hashlib.sha1(branch.encode()).hexdigest()
+
+    def _get_branch(self, repo, query, body, branch):
+        if branch != repo.default_branch and branch not in repo.branches:
+            raise HTTPError(404, "Branch not found")
+        sha = self._head(repo, branch)
+        return {"name": branch, "protected": branch in repo.protected,
+                "commit": {"sha": sha, "url": self._url(
+                    f"/repos/{repo.full_name}/commits/{sha}")},
+                "_links": {"self": self._url(f"/repos/{repo.full_name}/branches/{branch}"),
+                           "html": f"https://github.com/{repo.full_name}/tree/{branch}"}}
+
+    def _create_ref(self, repo, query, body, **_):
+        ref = (body or {}).get("ref", "")
+        if not ref.startswith("refs/heads/") or not (body or {}).get("sha"):
+            raise HTTPError(422, "Reference update failed")
+        branch = ref.removeprefix("refs/heads/")
+        if branch == repo.default_branch or branch in repo.branches:
+            raise HTTPError(422, "Reference already exists")
+        repo.branches[branch] = dict(repo.files)  # from the default branch's head
+        return 201, {"ref": ref, "node_id": f"REF_{branch}",
+                     "url": self._url(f"/repos/{repo.full_name}/git/{ref}"),
+                     "object": {"sha": body["sha"], "type": "commit",
+                                "url": self._url(f"/repos/{repo.full_name}/git/commits/"
+                                                 f"{body['sha']}")}}
+
     def _get_contents(self, repo, query, body, path):
-        if path not in repo.files:
+        files = self._files(repo, (query.get("ref") or [None])[0])
+        if path not in files:
             raise HTTPError(404, "Not Found")
-        return self._content_json(repo, path)
+        return self._content_json(repo, path, files)
 
     def _put_contents(self, repo, query, body, path):
         if not isinstance(body, dict) or "message" not in body or "content" not in body:
             raise HTTPError(422, "Invalid request.")
-        exists = path in repo.files
+        branch = body.get("branch") or repo.default_branch
+        files = self._files(repo, branch)
+        exists = path in files
         if exists and not body.get("sha"):
             raise HTTPError(422, 'Invalid request.\n\n"sha" wasn\'t supplied.')
-        if exists and body["sha"] != _sha(repo.files[path]):
+        if exists and body["sha"] != _sha(files[path]):
             raise HTTPError(409, f"{path} does not match {body['sha']}")
         if not exists and body.get("sha"):
             raise HTTPError(404, "Not Found")
+        if branch in repo.protected:  # what GitHub answers for a branch that needs a PR
+            raise HTTPError(409, "Could not update file: Changes must be made through a pull "
+                            "request.", documentation_url="https://docs.github.com/articles/"
+                            "about-protected-branches")
+        if repo.push_protection and re.search(rb"gh[pousr]_[A-Za-z0-9]{36}",
+                                              base64.b64decode(body["content"])):
+            raise HTTPError(409, "Secret detected in content.", metadata={"secret_scanning": {
+                "bypass_placeholders": [{"placeholder_id": "2k4dM8BSaN1KkS3bF6gtrgHuSN9",
+                                         "token_type": "GITHUB_PERSONAL_ACCESS_TOKEN"}]}})
         data = base64.b64decode(body["content"])
-        repo.files[path] = data
+        files[path] = data
         sha = hashlib.sha1(data + str(len(repo.commits)).encode()).hexdigest()
         commit = {"sha": sha, "path": path, "message": body["message"],
-                  "branch": body.get("branch") or repo.default_branch, "author": self.actor,
+                  "branch": branch, "author": self.actor,
                   "content": data.decode(errors="replace")}
         repo.commits.append(commit)
         return (200 if exists else 201), {
-            "content": self._content_json(repo, path),
+            "content": self._content_json(repo, path, files),
             "commit": {"sha": sha, "node_id": f"C_{sha[:8]}", "message": body["message"],
                        "url": self._url(f"/repos/{repo.full_name}/git/commits/{sha}"),
                        "html_url": f"https://github.com/{repo.full_name}/commit/{sha}",

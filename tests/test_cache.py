@@ -36,3 +36,120 @@ def test_progress_counts_hits_and_misses(tmp_path):
 def test_empty_input():
     out = CachedEmbedder(HashingEmbedder(32), None).encode([])
     assert out.shape == (0, 32)
+
+
+# --- a damaged cache never gives a confident wrong verdict (issue 15) -----------------------
+
+import sqlite3  # noqa: E402
+
+import pytest  # noqa: E402
+
+from scopeguard.errors import ScopeguardError  # noqa: E402
+
+
+def _corrupt(db, model: str, text: str, dim: int, blob: bytes) -> None:
+    from scopeguard.cache import text_hash
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE embeddings SET dim = ?, vector = ? WHERE model = ? AND "
+                     "text_hash = ?", (dim, blob, model, text_hash(text)))
+
+
+@pytest.mark.parametrize("damage", ["short blob", "wrong dimension", "nan", "inf", "zeros"])
+def test_a_damaged_row_is_embedded_again_and_counted(tmp_path, damage, caplog):
+    db = tmp_path / "c.db"
+    texts = ["dark mode for the app", "export invoices", "sync calendars"]
+    first = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db))
+    truth = first.encode(texts)
+    first.cache.close()
+    blob = {"short blob": (b"\x00" * 10, 64),
+            "wrong dimension": (np.ones(3, np.float32).tobytes(), 3),
+            "nan": (np.full(64, np.nan, np.float32).tobytes(), 64),
+            "inf": (np.full(64, np.inf, np.float32).tobytes(), 64),
+            "zeros": (np.zeros(64, np.float32).tobytes(), 64)}[damage]
+    _corrupt(db, "hashing-64", texts[1], blob[1], blob[0])
+    again = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db))
+    with caplog.at_level("WARNING", logger="scopeguard"):
+        out = again.encode(texts)
+    np.testing.assert_allclose(out, truth, atol=1e-6)
+    assert again.computed == 1 and again.cache.damaged == 1
+    assert "damaged" in caplog.text
+    third = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db))  # it was overwritten
+    np.testing.assert_allclose(third.encode(texts), truth, atol=1e-6)
+    assert third.computed == 0 and third.cache.damaged == 0
+
+
+def test_a_cache_whose_every_row_has_the_wrong_size_is_rebuilt(tmp_path):
+    db = tmp_path / "c.db"
+    texts = ["alpha", "beta"]
+    truth = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db)).encode(texts)
+    for text in texts:  # every row: dimension 3, so the "dominant" size is wrong too
+        _corrupt(db, "hashing-64", text, 3, np.ones(3, np.float32).tobytes())
+    again = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db))
+    np.testing.assert_allclose(again.encode(texts), truth, atol=1e-6)
+    assert again.cache.damaged == 2
+    np.testing.assert_allclose(again.encode(["gamma", *texts])[1:], truth, atol=1e-6)
+
+
+def test_a_damaged_row_does_not_decide_a_verdict_with_the_real_model(tmp_path, positioning,
+                                                                    real_embedder):
+    """The real model behind a cache whose row for the request was overwritten with a
+    3-number vector: the verdict is the one from a clean cache."""
+    from scopeguard.backlog import Request
+    from scopeguard.engine import Scopeguard
+
+    request = Request(id="1", title="Let clinics export their invoices to a spreadsheet",
+                      body="We need a CSV export of the invoices for our accountant.")
+    clean = Scopeguard(positioning, real_embedder).classify(request)
+    db = tmp_path / "c.db"
+    embedder = CachedEmbedder(real_embedder.inner, EmbeddingCache(db))
+    Scopeguard(positioning, embedder).classify(request)
+    with sqlite3.connect(db) as conn:  # every row of the model: 3 numbers
+        conn.execute("UPDATE embeddings SET dim = 3, vector = ?",
+                     (np.ones(3, np.float32).tobytes(),))
+    again = CachedEmbedder(real_embedder.inner, EmbeddingCache(db))
+    verdict = Scopeguard(positioning, again).classify(request)
+    assert again.cache.damaged > 0
+    assert verdict.label == clean.label
+    assert verdict.confidence == pytest.approx(clean.confidence, abs=1e-4)
+
+
+def test_a_cache_file_that_is_not_a_database_is_a_clear_error(tmp_path):
+    db = tmp_path / "c.db"
+    db.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ScopeguardError) as err:
+        CachedEmbedder(HashingEmbedder(), EmbeddingCache(db)).encode(["x"])
+    assert "c.db" in str(err.value) and "Fix: delete it" in str(err.value)
+
+
+def test_a_full_disk_while_writing_the_cache_is_a_clear_error(tmp_path):
+    """SQLite's own 'database or disk is full' (a page limit stands in for the device)."""
+    db = tmp_path / "c.db"
+    cache = EmbeddingCache(db)
+    cache.conn.execute("PRAGMA max_page_count = 8")
+    with pytest.raises(ScopeguardError) as err:
+        CachedEmbedder(HashingEmbedder(512), cache).encode([f"text {n}" for n in range(400)])
+    assert "full" in str(err.value) and "free space" in str(err.value)
+
+
+def test_close_folds_the_write_ahead_log_into_the_file(tmp_path):
+    db = tmp_path / "c.db"
+    cache = EmbeddingCache(db)
+    CachedEmbedder(HashingEmbedder(64), cache).encode(["one", "two", "three"])
+    cache.close()
+    wal = tmp_path / "c.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())  # the .db alone holds every row
+    assert EmbeddingCache(copy).count() == 3
+
+
+def test_retain_keeps_only_the_given_texts_of_every_model(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.db")
+    CachedEmbedder(HashingEmbedder(64), cache).encode(["keep me", "drop me", "and me"])
+    CachedEmbedder(HashingEmbedder(32), cache).encode(["keep me", "old"])
+    assert cache.retain(["keep me"]) == 3
+    assert cache.count() == 2  # "keep me" under both models
+    again = CachedEmbedder(HashingEmbedder(64), cache)
+    again.encode(["keep me"])
+    assert again.computed == 0

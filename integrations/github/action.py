@@ -56,7 +56,7 @@ from .comments import MaintainerLabel, compose, human_note, read_thread, upsert_
 from .errors import github_errors
 from .issues import fetch_open_issues, is_pull_request, issue_to_request, raw_json
 from .labels import ensure_labels, key_of, label_names, remove_label, scope_keys
-from .relabels import Relabels
+from .relabels import Relabels, RelabelsRefused
 from .runner import Report, Settings, read_event
 
 CLASSIFY_ACTIONS = ("opened", "edited", "reopened", "labeled")
@@ -132,6 +132,8 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
 
         guard = open_scopeguard(positioning=ctx.positioning, db=settings.db)
     verdict = guard.classify(request, backlog)
+    if ctx.guard is None:  # the Action's own cache, carried between runs: keep it small
+        prune_cache(guard, report)
     name = names[verdict.label]
     report.outputs(label=verdict.label, confidence=f"{verdict.confidence:.3f}",
                    input_class=verdict.input_class, skipped="")
@@ -172,7 +174,7 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
         report.notice(f"dry run: #{issue.number} is {name} ({verdict.confidence:.0%}); "
                       "nothing was changed on GitHub.")
         return 0
-    done = [ctx.relabels.save(issue.number, correction)] if correction else []
+    done = [save_relabel(ctx, issue.number, correction)] if correction else []
     if add:
         ensure_labels(ctx.repo, names)
     if settings.comment:
@@ -215,7 +217,7 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
         return 0
     # The record first: the comment's marker then means "recorded", and a failed commit
     # is retried by the next run of the issue.
-    done = [ctx.relabels.save(issue.number, row)]
+    done = [save_relabel(ctx, issue.number, row)]
     if key != predicted and predicted in scope_keys(request.labels, names):
         remove_label(issue, names[predicted])
         done.append(f"removed scopeguard's `{names[predicted]}`")
@@ -225,6 +227,29 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
         done.append(f"comment {what}")
     report.log(f"#{issue.number}: @{login} relabelled {predicted} -> {key}; " + "; ".join(done))
     return report.done(done)
+
+
+def prune_cache(guard: Any, report: Report) -> None:
+    """Leave in the embeddings cache only what this run used (the issue, the open backlog,
+    the positioning): the file then tracks the backlog instead of every edit ever made."""
+    embedder = getattr(guard, "embedder", None)
+    cache, seen = getattr(embedder, "cache", None), getattr(embedder, "seen", None)
+    if cache is None or not seen:
+        return
+    gone = cache.retain(seen)
+    if gone:
+        report.log(f"embeddings cache: dropped {gone} texts no open issue has any more")
+
+
+def save_relabel(ctx: Context, number: int, row: Mapping[str, str]) -> str:
+    """Commit a correction; when GitHub refuses it for good (push protection, a protected
+    branch), say so with the fix and go on: the label and the comment still get done, and
+    the comment's marker keeps the maintainer's label, so nothing is fought or lost."""
+    try:
+        return ctx.relabels.save(number, row)
+    except RelabelsRefused as exc:
+        ctx.report.warning(f"#{number}: the correction was not recorded: {exc}")
+        return f"correction not recorded ({exc.kind}: see the warning)"
 
 
 # --- entry point ------------------------------------------------------------------------------
@@ -285,7 +310,8 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
         data = raw_json(issue)
     if is_pull_request(data):
         return report.skip(f"#{number} is a pull request, not a feature request.")
-    relabels = Relabels(repo, positioning, names, settings.relabels_file, settings.dry_run)
+    relabels = Relabels(repo, positioning, names, settings.relabels_file, settings.dry_run,
+                        settings.relabels_branch)
     login = login or own_login(client, settings.token, configured=settings.bot_login,
                                workflow_token=settings.workflow_token)
     ctx = Context(settings, report, positioning, names, repo, relabels, login, guard)

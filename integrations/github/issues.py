@@ -27,15 +27,18 @@ def issue_to_request(data: Mapping[str, Any]) -> Request:
     """A :class:`Request` from an issue's REST JSON (a listing row or an event payload).
 
     The id is ``#<number>``, as GitHub links it; ``labels`` are the label names;
-    ``author_type`` is the author's account type (``Bot`` for bots).
+    ``author_type`` is the author's account type (``Bot`` for bots); ``extra["issue_type"]``
+    the issue's type (``Bug``, ``Feature``...), where the repository uses issue types.
     """
     labels = tuple(str(label.get("name") or "") if isinstance(label, Mapping) else str(label)
                    for label in _list(data.get("labels")))
     user = data.get("user") if isinstance(data.get("user"), Mapping) else {}
+    kind = data.get("type") if isinstance(data.get("type"), Mapping) else {}
     return Request(id=f"#{data['number']}", title=_text(data.get("title")),
                    body=_text(data.get("body")), author=_text(user.get("login")),
                    created_at=_text(data.get("created_at")), url=_text(data.get("html_url")),
-                   labels=labels, author_type=_text(user.get("type")))
+                   labels=labels, author_type=_text(user.get("type")),
+                   extra={"issue_type": _text(kind.get("name"))} if kind.get("name") else {})
 
 
 def _text(value: Any) -> str:

@@ -60,6 +60,7 @@ class Relabels:
     names: Mapping[str, str]
     path: str = RELABELS_FILE
     dry_run: bool = False
+    branch: str = ""  # "" commits to the default branch
 
     def find(self, issue: Any, request: Request, on_issue: Sequence[str], predicted: str | None,
              recorded: MaintainerLabel | None, own_login: str = "",
@@ -118,13 +119,35 @@ class Relabels:
                 + md_fence(json.dumps(row, indent=2, ensure_ascii=False), "json"))
 
     def save(self, number: int, row: Mapping[str, str]) -> str:
-        """Commit ``row`` for issue ``number``; returns what was done, for the summary."""
+        """Commit ``row`` for issue ``number``; returns what was done, for the summary.
+
+        Push protection (a secret in the issue's text) gets one more try with the row's
+        title and body left out (the url still leads to them); a refusal that stays is
+        raised as :class:`RelabelsRefused`, for the caller to report while it finishes the
+        label and the comment, whose marker keeps the maintainer's label meanwhile.
+        """
         if not self.path:
             return "recording is off"
-        sha = commit_row(self.repo, self.path, row,
-                         f"scopeguard: #{number} relabelled {row['predicted']} -> "
-                         f"{row['label']} by @{row['by'] or 'unknown'}\n\n[skip ci]")
-        return f"correction committed to `{self.path}` ({sha[:7]})" if sha else "already recorded"
+        message = (f"scopeguard: #{number} relabelled {row['predicted']} -> {row['label']} "
+                   f"by @{row['by'] or 'unknown'}\n\n[skip ci]")
+        where = f"`{self.path}`" + (f" on `{self.branch}`" if self.branch else "")
+        try:
+            sha = commit_row(self.repo, self.path, row, message, self.branch)
+        except RelabelsRefused as exc:
+            if exc.kind != "secret":
+                raise
+            bare = {**row, "title": "", "body": "",
+                    "omitted": "title and body: push protection found a secret in them"}
+            try:
+                sha = commit_row(self.repo, self.path, bare, message, self.branch)
+            except RelabelsRefused:
+                raise RelabelsRefused(
+                    f"GitHub's push protection refused {self.path} even without the issue's "
+                    "title and body. Fix: allow the secret (push protection bypass) or set "
+                    "`relabels-file: ''` to stop recording.", "secret") from None
+            return (f"correction committed to {where} ({sha[:7]}) without the issue's text "
+                    "(push protection found a secret in it)") if sha else "already recorded"
+        return f"correction committed to {where} ({sha[:7]})" if sha else "already recorded"
 
 
 def labeller(issue: Any, name: str) -> str:
@@ -139,16 +162,46 @@ def labeller(issue: Any, name: str) -> str:
     return who
 
 
-def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str) -> str:
+class RelabelsRefused(GitHubError):
+    """GitHub refused the relabels commit for good (push protection found a secret in the
+    row, or the branch is protected): retrying cannot help; the message says what can."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message, 409)
+        self.kind = kind  # "secret" | "protected"
+
+
+def refusal(exc: GithubException) -> str:
+    """Why a 409 (or 422) from the contents API happened: "race" (a stale sha: another run
+    committed; retry on the fresh file), "secret" (push protection) or "protected" (branch
+    protection or a ruleset: a pull request or a status check is required)."""
+    data = exc.data if isinstance(exc.data, dict) else {}
+    message = str(data.get("message") or "").lower()
+    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    if "secret_scanning" in metadata or "secret" in message:
+        return "secret"
+    docs = str(data.get("documentation_url") or "").lower()
+    if any(words in message for words in ("protected branch", "pull request",
+                                           "status check", "rule violation", "ruleset")) \
+            or "protected-branches" in docs or "rulesets" in docs:
+        return "protected"
+    return "race"
+
+
+def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str,
+               branch: str = "") -> str:
     """Add ``row`` to the JSONL file at ``path`` (replacing an older row of the same id).
 
     Goes through the contents API: create, or update with the file's ``sha``; a conflict
     (another run committed meanwhile) is retried on the fresh file. Returns the commit sha,
     or "" when the file already holds the row (recorded at any time: a retried run does
-    not commit the same correction again).
+    not commit the same correction again). ``branch`` commits there instead of the default
+    branch (created from it when missing). Raises :class:`RelabelsRefused` when GitHub
+    refuses the commit itself (push protection, a protected branch).
     """
     line = json.dumps(row, ensure_ascii=False)
     decision = {k: v for k, v in row.items() if k != "recorded_at"}
+    on = {"branch": branch} if branch else {}
 
     def parsed(existing: str) -> dict[str, Any]:
         try:
@@ -158,9 +211,11 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str) -> st
         return found if isinstance(found, dict) else {}
 
     with github_errors(f"recording the relabel in {path}", needs="contents: write"):
+        if branch:
+            ensure_branch(repo, branch)
         for _attempt in range(COMMIT_ATTEMPTS):
             try:
-                current = repo.get_contents(path)
+                current = repo.get_contents(path, **({"ref": branch} if branch else {}))
                 text, sha = current.decoded_content.decode("utf-8"), current.sha
             except GithubException as exc:
                 if exc.status != 404:
@@ -174,12 +229,42 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str) -> st
             new = "\n".join([*kept, line]) + "\n"
             try:
                 if sha:
-                    result = repo.update_file(path, message, new, sha)
+                    result = repo.update_file(path, message, new, sha, **on)
                 else:
-                    result = repo.create_file(path, message, new)
+                    result = repo.create_file(path, message, new, **on)
                 return result["commit"].sha
             except GithubException as exc:
-                if exc.status not in (409, 422):  # a stale sha, or created meanwhile
+                if exc.status not in (409, 422):
                     raise
-    raise GitHubError(f"{path} kept changing while scopeguard recorded a relabel. Fix: "
-                      "re-run the job.")
+                why = refusal(exc)
+                if why == "secret":
+                    raise RelabelsRefused(
+                        f"GitHub's push protection refused {path}: it found a secret in the "
+                        "row (the row repeats the issue's text).", "secret") from None
+                if why == "protected":
+                    raise RelabelsRefused(
+                        f"the branch {branch or 'that holds ' + path} is protected: GitHub "
+                        "refused the commit. Fix: set the `relabels-branch` input to a branch "
+                        "without protection, e.g. `relabels-branch: scopeguard-relabels` "
+                        "(scopeguard creates it), or `relabels-file: ''` to stop recording.",
+                        "protected") from None
+    raise GitHubError(f"{path} kept changing while scopeguard recorded a relabel: other runs "
+                      "committed to it each time. Fix: re-run the job.")
+
+
+def ensure_branch(repo: Any, branch: str) -> None:
+    """Create ``branch`` from the default branch's head when it does not exist yet."""
+    try:
+        repo.get_branch(branch)
+        return
+    except GithubException as exc:
+        if exc.status != 404:
+            raise
+    head = repo.get_branch(repo.default_branch).commit.sha
+    try:
+        repo.create_git_ref(f"refs/heads/{branch}", head)
+    except GithubException as exc:
+        if exc.status != 422:  # created meanwhile by another run
+            raise
+
+

@@ -73,6 +73,7 @@ class Settings:
     min_confidence: float = 0.0
     comment: bool = True
     relabels_file: str = RELABELS_FILE
+    relabels_branch: str = ""  # "" commits relabels to the default branch
     backlog_limit: int = 500
     issue_number: int | None = None
     bot_login: str = ""  # the account the token writes as; "" asks GitHub (client.own_login)
@@ -117,10 +118,24 @@ class Settings:
             dry_run=_bool(env, "dry-run", False), min_confidence=min_confidence,
             comment=_bool(env, "comment", True),
             relabels_file=RELABELS_FILE if relabels_file is None else relabels_file,
+            relabels_branch=branch_name(_input(env, "relabels-branch")),
             backlog_limit=int(limit), issue_number=int(number.lstrip("#")) if number else None,
             bot_login=_input(env, "bot-login") or env.get("SCOPEGUARD_GITHUB_LOGIN", "").strip(),
             workflow_token=env.get("SCOPEGUARD_WORKFLOW_TOKEN", "").strip(),
             exclude_authors=excluded)
+
+
+def branch_name(name: str) -> str:
+    """A branch name for ``relabels-branch`` ("" for the default branch), checked the way
+    git checks ref names, so a typo fails before any write."""
+    name = name.strip().removeprefix("refs/heads/")
+    if name and (not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", name) or ".." in name
+                 or name.startswith(("/", "-", ".")) or name.endswith(("/", ".", ".lock"))
+                 or "//" in name):
+        raise InputError(f"input relabels-branch: {name[:80]!r} is not a branch name. Fix: "
+                         "e.g. `relabels-branch: scopeguard-relabels`, or leave it empty for "
+                         "the default branch.")
+    return name
 
 
 def read_event(settings: Settings) -> dict[str, Any]:
@@ -171,6 +186,10 @@ class Report:
 
     def notice(self, text: str) -> None:
         self.log(f"::notice::{_escape(text)}")
+
+    def warning(self, text: str) -> None:
+        """Something not done that the run could not fix (the rest of its work went on)."""
+        self.log(f"::warning::{_escape(text)}")
 
     def outputs(self, **values: str) -> None:
         """Step outputs; ``input_class`` is written as ``input-class``."""

@@ -68,6 +68,9 @@ def parse(body: bytes, headers: Mapping[str, str]) -> Delivery:
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadGitHubWebhook(f"the body is not valid JSON ({exc}). Fix: set the GitHub "
                                "webhook's content type to application/json.") from None
+    except RecursionError:
+        raise BadGitHubWebhook("the body's JSON is nested too deeply to read. Fix: send "
+                               "GitHub's webhook payload unchanged.") from None
     if not isinstance(payload, dict):
         raise BadGitHubWebhook("the body is JSON but not an object. Fix: send GitHub's "
                                "webhook payload unchanged.")
@@ -146,6 +149,9 @@ class ServiceReport(Report):
     def log(self, text: str) -> None:
         log.info("%s", self.scrub(" ".join(text.splitlines())))
 
+    def warning(self, text: str) -> None:
+        log.warning("%s", self.scrub(" ".join(text.splitlines())))
+
     def outputs(self, **values: str) -> None:
         self.values.update(values)
 
@@ -164,7 +170,7 @@ class ServiceReport(Report):
 
 def handle(payload: Mapping[str, Any], *, access: GitHubAccess, positioning: Positioning,
            guard: Any, db: str | None = None, backlog_limit: int = 500,
-           relabels_file: str = RELABELS_FILE) -> str:
+           relabels_file: str = RELABELS_FILE, relabels_branch: str = "") -> str:
     """Run the Action's flow for one queued ``issues`` event; returns the outcome.
 
     Raises ``GitHubError`` (and other ``ScopeguardError``) for the worker to fail or retry.
@@ -175,7 +181,7 @@ def handle(payload: Mapping[str, Any], *, access: GitHubAccess, positioning: Pos
         token=token, repository=str(payload["repository"]["full_name"]),
         api_url=access.api_url, event_name="issues", event_path="(webhook)",
         workspace=Path.cwd(), db=db or "", relabels_file=relabels_file,
-        backlog_limit=backlog_limit)
+        relabels_branch=relabels_branch, backlog_limit=backlog_limit)
     report = ServiceReport([token, *access.secrets()])
     try:
         handle_event(settings, report, payload, os.environ, positioning=positioning,

@@ -7,7 +7,10 @@ error text instead.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import math
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -71,20 +74,25 @@ def _detail(response: Any) -> str:
     return "; ".join(parts)[:300]
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a ``Retry-After`` header (a number or an HTTP date), if any."""
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delay-seconds or an HTTP date (RFC 9110),
+    never negative; None when absent or unreadable (``inf``, ``nan``, garbage), so a
+    broken header falls back to the backoff instead of parking an event forever."""
     value = (headers.get("Retry-After") or "").strip()
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):  # ASCII digits only ("²" is a digit)
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    if when is None:
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def translate(status: int, detail: str, action: str, wait: float | None = None) -> JiraError:

@@ -49,14 +49,12 @@ def parse_webhook(body: bytes, headers: Mapping[str, str]) -> Webhook:
     of a delivery), else an ``X-Scopeguard-Delivery`` header, else a hash of the body:
     a retried Automation request has the same body.
     """
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadWebhook(f"the body is not valid JSON ({exc}). Fix: send the Jira webhook "
-                         "payload, or Automation's 'Issue data (Jira format)'.") from None
-    if not isinstance(payload, dict):
-        raise BadWebhook("the body is JSON but not an object. Fix: send the Jira webhook "
-                         "payload, an object with 'webhookEvent' and 'issue'.")
+    payload = load_json_object(body, "send the Jira webhook payload, or Automation's 'Issue "
+                                     "data (Jira format)'", BadWebhook)
+    if "issue" not in payload and "webhookEvent" not in payload and isinstance(
+            payload.get("fields"), dict) and "key" in payload:
+        # Automation's "Issue data (Automation format)": the issue itself, at the top.
+        payload = {"issue": payload}
     event = payload.get("webhookEvent")
     if event is not None and not isinstance(event, str):
         raise BadWebhook("'webhookEvent' must be a string. Fix: send the Jira webhook payload "
@@ -71,6 +69,7 @@ def parse_webhook(body: bytes, headers: Mapping[str, str]) -> Webhook:
         raise BadWebhook(f"the payload {problem}. Fix: send the Jira webhook payload; from "
                          "Automation use the body 'Issue data (Jira format)', or custom data "
                          "like {\"issue\": {\"key\": \"{{issue.key}}\"}}.")
+    _check_shapes(payload)
     delivery = (headers.get("x-atlassian-webhook-identifier") or
                 headers.get("x-scopeguard-delivery") or
                 "sha256:" + hashlib.sha256(body).hexdigest()).strip()
@@ -83,6 +82,31 @@ def parse_webhook(body: bytes, headers: Mapping[str, str]) -> Webhook:
     return Webhook(delivery, event or "automation", key or "", payload)
 
 
+_OBJECTS = (("issue", "fields"), ("issue", "fields", "project"),
+            ("issue", "fields", "issuetype"), ("changelog",), ("user",))
+
+
+def _check_shapes(payload: dict[str, Any]) -> None:
+    """Keys Jira sends as objects must be objects (and changelog.items a list): a body
+    where they are not is not from Jira, so it is refused, not guessed at."""
+    for path in _OBJECTS:
+        value: Any = payload
+        for name in path:
+            if not isinstance(value, dict) or name not in value:
+                value = None
+                break
+            value = value[name]
+        if value is not None and not isinstance(value, dict):
+            where = ".".join(path)
+            raise BadWebhook(f"'{where}' is {type(value).__name__}, where Jira sends an object. "
+                             "Fix: send the Jira webhook payload unchanged, or leave "
+                             f"'{where}' out.")
+    items = _dict(payload.get("changelog")).get("items")
+    if items is not None and not isinstance(items, list):
+        raise BadWebhook("'changelog.items' must be a list. Fix: send the Jira webhook payload "
+                         "unchanged, or leave 'changelog' out.")
+
+
 def ignore_reason(hook: Webhook, positioning: Positioning, customer_field: str = "") -> str:
     """Why a webhook is acknowledged without queueing it, or "" to queue it."""
     if hook.event not in (*WATCHED_EVENTS, "automation"):
@@ -90,19 +114,38 @@ def ignore_reason(hook: Webhook, positioning: Positioning, customer_field: str =
     payload = hook.payload
     if payload.get("issue_event_type_name") in COMMENT_EVENT_TYPES:
         return f"{payload['issue_event_type_name']} (a comment changed, not the request)"
-    items = (payload.get("changelog") or {}).get("items")
+    items = _dict(payload.get("changelog")).get("items")
     if hook.event == "jira:issue_updated" and isinstance(items, list) and items:
         relevant = RELEVANT_FIELDS | {customer_field.lower()}
         changed = {str(i.get(k, "")).lower() for i in items if isinstance(i, dict)
                    for k in ("field", "fieldId")}
         if not changed & relevant:
             return "no change to the summary, description, type, labels or customer"
-    fields_ = (payload.get("issue") or {}).get("fields")
+    fields_ = _dict(payload.get("issue")).get("fields")
     if isinstance(fields_, dict):
-        project = str((fields_.get("project") or {}).get("key", ""))
-        issue_type = str((fields_.get("issuetype") or {}).get("name", ""))
+        project = str(_dict(fields_.get("project")).get("key", ""))
+        issue_type = str(_dict(fields_.get("issuetype")).get("name", ""))
         return watch_reason(positioning, project, issue_type)
     return ""
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A JSON object, or {} for anything else (a payload's shape is not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def load_json_object(body: bytes, fix: str, error: type[InputError]) -> dict[str, Any]:
+    """The body as a JSON object, or ``error`` naming ``fix`` (also for nesting deep
+    enough to exhaust the parser: a 400, not a crash)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(f"the body is not valid JSON ({exc}). Fix: {fix}.") from None
+    except RecursionError:
+        raise error(f"the body's JSON is nested too deeply to read. Fix: {fix}.") from None
+    if not isinstance(payload, dict):
+        raise error(f"the body is JSON but not an object. Fix: {fix}.")
+    return payload
 
 
 def watch_reason(positioning: Positioning, project: str, issue_type: str) -> str:

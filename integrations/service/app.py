@@ -17,7 +17,10 @@ Routes:
   ``SCOPEGUARD_GITHUB_WEBHOOK_SECRET``; queued the same way, then handled by the GitHub
   Action's flow (:mod:`scopeguard.integrations.github.webhook`). 404 when no GitHub
   secret is configured.
-- ``GET /healthz``: 200 while the worker is loading or ready, 503 if it failed to start.
+- ``GET /healthz``: 200 once events are taken, stored and processed; 503 with the cause
+  while the model loads, after a failed start, or while the queue cannot be written.
+  Webhooks get 503 (with ``Retry-After``) whenever their event cannot be made durable or
+  processed, so Jira and GitHub send them again.
 - ``GET /metrics``: Prometheus text format (:mod:`.metrics`).
 
 Slow clients are cut off by the protocol (:mod:`.http_guard`); a body that does not
@@ -48,6 +51,7 @@ from ..jira.webhook import BadWebhook, ignore_reason, parse_webhook
 from .auth import authenticate, verify_github
 from .lifecycle import Service
 from .logs import client_secrets, setup_logging
+from .queue import QueueError
 from .settings import ServiceSettings
 
 log = logging.getLogger("scopeguard.serve")
@@ -136,11 +140,19 @@ def create_app(service: Service) -> Any:
 
     async def queue(delivery: str, body: bytes, event: str, key: str, started: float,
                     signed: bool) -> JSONResponse:
+        if service.error:  # nothing will process it: the sender keeps it and retries
+            return unavailable(started, f"the service cannot process events: "
+                               f"{service.error}")
         # A signed body seen before under another delivery id is a replay: the id is not
         # signed. (A token-authenticated sender can send anything: no window for it.)
         window = settings.replay_window if signed else 0.0
-        state = await run_in_threadpool(partial(service.queue.accept, delivery, body, event,
-                                                key, replay_window=window))
+        try:
+            state = await run_in_threadpool(partial(service.queue.accept, delivery, body,
+                                                    event, key, replay_window=window))
+        except QueueError as exc:  # not durable: never 202, so nothing is lost
+            service.accept_error, service.accept_error_at = str(exc), time.monotonic()
+            return unavailable(started, str(exc))
+        service.accept_error = ""
         if state == "replay":
             metrics.inc("scopeguard_webhooks_received_total", result="replay")
             log.warning("delivery %s of %s: this signed body was accepted before under "
@@ -155,6 +167,14 @@ def create_app(service: Service) -> Any:
         service.wake.set()
         metrics.inc("scopeguard_webhooks_received_total", result="queued")
         return answer(202, started, status="queued", delivery=delivery, issue=key)
+
+    def unavailable(started: float, error: str) -> JSONResponse:
+        """503 with Retry-After: Jira and GitHub keep the delivery and send it again."""
+        metrics.inc("scopeguard_webhooks_rejected_total", reason="unavailable")
+        log.error("answered 503: %s", error)
+        response = answer(503, started, error=error)
+        response.headers["Retry-After"] = "30"
+        return response
 
     async def jira_webhook(request: Request) -> JSONResponse:
         started = time.perf_counter()
@@ -208,14 +228,8 @@ def create_app(service: Service) -> Any:
         return await queue(hook.delivery_id, body, hook.event, hook.key, started, signed=True)
 
     async def healthz(request: Request) -> JSONResponse:
-        counts = await run_in_threadpool(service.queue.counts)
-        state = "error" if service.error else "ready" if service.ready.is_set() else "loading"
-        body = {"status": state, "queue": counts,
-                "jira": service.client.flavour if service.client else None,
-                "github": bool(settings.github_webhook_secret)}
-        if service.error:
-            body["error"] = service.error
-        return JSONResponse(body, status_code=503 if service.error else 200)
+        code, body = await run_in_threadpool(service.health)
+        return JSONResponse(body, status_code=code)
 
     async def metrics_route(request: Request) -> PlainTextResponse:
         gauges = await run_in_threadpool(service.gauges)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from dataclasses import replace
 from typing import Any
 
 from scopeguard import render
@@ -115,7 +116,9 @@ class Handlers:
         payload = json.loads(event.payload)
         if event.event.startswith(github_webhook.EVENT_PREFIX):
             return self.github_event(event.issue_key, payload)
-        return self.jira_event(str(payload["issue"]["key"]))
+        # The key parse_webhook found (a Jira webhook's issue.key, or the top-level key of
+        # Automation's "Issue data (Automation format)").
+        return self.jira_event(event.issue_key or str(payload["issue"]["key"]))
 
     def jira_event(self, key: str) -> str:
         """Read the Jira issue ``key`` fresh, classify it, write the verdict back."""
@@ -133,7 +136,10 @@ class Handlers:
             why = watch_reason(self.positioning, request.extra.get("project", ""),
                                request.extra.get("issue_type", ""))
             if not why:
-                ok, because = is_feature_request(request, self.positioning.filters)
+                filters = self.positioning.filters
+                if self.positioning.jira.issue_types:  # the watched types, listed: all go
+                    filters = replace(filters, skip_issue_types=())
+                ok, because = is_feature_request(request, filters)
                 why = "" if ok else f"not a feature request: it {because}"
             if why:
                 return f"skipped: {why}"
@@ -173,4 +179,5 @@ class Handlers:
             return github_webhook.handle(payload, access=self.github,
                                          positioning=self.positioning,
                                          guard=SerialGuard(self.guard, self.classify_lock),
-                                         db=self.settings.db)
+                                         db=self.settings.db,
+                                         relabels_branch=self.settings.github_relabels_branch)

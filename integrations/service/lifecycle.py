@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -34,7 +35,7 @@ from ..jira.issues import fetch_issues
 from ..jira.writeback import jira_label
 from .handlers import Handlers
 from .metrics import Metrics
-from .queue import EventQueue
+from .queue import EventQueue, QueueError, describe
 from .settings import ServiceSettings
 from .store import IssueStore
 from .worker import Worker
@@ -73,11 +74,14 @@ class Service:
         self.queue = EventQueue(settings.queue, lease=settings.lease,
                                 max_attempts=settings.max_attempts, durable=settings.durable)
         self.queue.lock()
+        self.queue.check()  # a damaged file is refused before it takes any event
         self.metrics = Metrics()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.ready = threading.Event()
-        self.error = ""
+        self.error = ""  # why the service cannot process events at all (health: 503)
+        self.accept_error = ""  # why the last webhook could not be made durable (cleared)
+        self.accept_error_at = 0.0  # when (monotonic): a minute on, a good probe clears it
         self.guard: Any = None
         self.store: IssueStore | None = None
         self.handlers = Handlers(settings, self.positioning, self.client, self.github)
@@ -116,12 +120,16 @@ class Service:
             started = time.perf_counter()
             self.guard = open_scopeguard(positioning=self.positioning, db=self.settings.db,
                                          model=self.settings.model)
+            self._warm_up()
             torch = sys.modules.get("torch")
             if torch is not None and self.settings.torch_threads:
                 # One request per inference: intra-op threads only spin against the event
                 # loop and the Jira I/O (3x fewer events/s on 2 cores, bench/webhook.py).
                 torch.set_num_threads(self.settings.torch_threads)
-            self.store = IssueStore(self.queue, self.guard.embedder.model_id)
+            try:
+                self.store = IssueStore(self.queue, self.guard.embedder.model_id)
+            except sqlite3.Error as exc:  # the queue file's issues table, not the model
+                raise QueueError(describe(self.settings.queue, exc)) from None
             self.handlers.guard, self.handlers.store = self.guard, self.store
             # People's labels recorded before the queue file kept their verdict label.
             resolved = self.store.resolve_human_keys(
@@ -143,7 +151,8 @@ class Service:
                      len(self.store))
         except Exception as exc:  # noqa: BLE001 - reported on /healthz and in the log
             self.error = str(exc) if isinstance(exc, ScopeguardError) else (
-                f"{type(exc).__name__}: the classifier failed to load; see the log.")
+                f"{type(exc).__name__} while starting the worker: {exc}. Fix: see the log "
+                "line above; the events stay queued for a restart.")
             log.exception("cannot start the worker: %s", self.error)
             return
         self.ready.set()
@@ -152,6 +161,52 @@ class Service:
                                       name=f"scopeguard-worker-{n + 1}", daemon=True)
             thread.start()
             self.threads.append(thread)
+
+    def _warm_up(self) -> None:
+        """Load the model now and check what it returns: a broken model shows at start (on
+        /healthz), not at the first event."""
+        import numpy as np
+
+        embedder = getattr(self.guard.embedder, "inner", self.guard.embedder)
+        try:
+            vectors = np.asarray(embedder.encode(["scopeguard is ready"]), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - any failure of the model is the model's
+            raise ScopeguardError(f"the embedding model {self.guard.embedder.model_id} failed "
+                                  f"to embed a test sentence ({type(exc).__name__}: {exc}). "
+                                  "Fix: check --model (SCOPEGUARD_MODEL) and that its files "
+                                  "are whole.") from None
+        if vectors.ndim != 2 or vectors.shape[0] != 1 or not np.isfinite(vectors).all() or \
+                not np.any(vectors):
+            raise ScopeguardError(f"the embedding model {self.guard.embedder.model_id} returned "
+                                  f"an unusable vector (shape {vectors.shape}). Fix: check "
+                                  "--model (SCOPEGUARD_MODEL).")
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(status code, body) of ``GET /healthz``: 200 only when events are being taken,
+        stored and processed; 503 with the cause otherwise (loading, a failed start, a
+        queue that cannot be written or read, workers that stopped)."""
+        problems = [self.error, self.worker.queue_error]
+        try:
+            counts = self.queue.counts()
+            probe = self.queue.probe()
+        except QueueError as exc:
+            counts, probe = {}, str(exc)
+        problems.append(probe)
+        if self.accept_error and not probe and time.monotonic() - self.accept_error_at > 60:
+            self.accept_error = ""  # no webhook since, and the file takes writes again
+        problems.append(self.accept_error)
+        if self.ready.is_set() and self.threads and not any(
+                t.is_alive() for t in self.threads[1:]):
+            problems.append("the worker threads stopped. Fix: see the log; restart scopeguard "
+                            "serve (the events stay queued).")
+        problem = next((p for p in problems if p), "")
+        state = "error" if problem else "ready" if self.ready.is_set() else "loading"
+        body: dict[str, Any] = {"status": state, "queue": counts,
+                                "jira": self.client.flavour if self.client else None,
+                                "github": bool(self.settings.github_webhook_secret)}
+        if problem:
+            body["error"] = problem
+        return (200 if state == "ready" else 503), body
 
     def _remember_all(self, requests: Sequence[Any]) -> None:
         """Embed and store issues for demand (a request that cannot be classified is left out)."""
@@ -175,11 +230,16 @@ class Service:
         log.info("seeded demand with %d issues from %r", len(keep), jql)
 
     def stop(self, timeout: float = 30) -> None:
+        """Stop the workers (an event in progress finishes), then fold both SQLite files'
+        write-ahead logs into them: after a clean stop a copy of the files is complete."""
         self.stopping.set()
         self.wake.set()
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        cache = getattr(getattr(self.guard, "embedder", None), "cache", None)
+        if cache is not None:
+            cache.close()
         self.queue.close()
 
     @property

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scopeguard.errors import ScopeguardError
+from .queue_errors import QueueError, QueueUnavailable, describe
 
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_ATTEMPTS = 10
@@ -100,10 +100,6 @@ _MIGRATIONS: list[tuple[str, ...]] = [
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-class QueueError(ScopeguardError):
-    """The queue file cannot be opened or is in use by another process."""
-
-
 @dataclass(frozen=True)
 class Event:
     """A claimed delivery."""
@@ -139,10 +135,25 @@ class EventQueue:
         self.clock = clock
         self._local = threading.local()
         self._lock_file: Any = None
+        self._probed: tuple[float, str] = (-1e18, "")
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn().executescript(_SCHEMA)  # executescript commits by itself
-        self._migrate()
+        try:
+            self._conn().executescript(_SCHEMA)  # executescript commits by itself
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise QueueError(describe(self.path, exc)) from None
+
+    def check(self) -> None:
+        """Refuse a damaged file before any event is accepted into it (``quick_check``)."""
+        try:
+            rows = self._conn().execute("PRAGMA quick_check").fetchall()
+        except sqlite3.Error as exc:
+            raise QueueError(describe(self.path, exc)) from None
+        problems = [r[0] for r in rows if r[0] != "ok"]
+        if problems:
+            raise QueueError(describe(self.path, sqlite3.DatabaseError(
+                "database disk image is malformed: " + "; ".join(problems[:3]))))
 
     # --- connections -----------------------------------------------------------------------
 
@@ -155,8 +166,7 @@ class EventQueue:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             except sqlite3.Error as exc:
-                raise QueueError(f"{self.path}: cannot open the queue database ({exc}). Fix: "
-                                 "pass --queue with a writable path.") from None
+                raise QueueError(describe(self.path, exc)) from None
             self._local.conn = conn
         return conn
 
@@ -167,10 +177,14 @@ class EventQueue:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")  # a full disk fails here: roll back, never leave it open
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             raise
-        conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         """Bring the file to SCHEMA_VERSION (BEGIN IMMEDIATE: one process does it)."""
@@ -209,8 +223,14 @@ class EventQueue:
         self._lock_file = handle
 
     def close(self) -> None:
+        """Fold the write-ahead log into the file (a clean shutdown leaves no event only in
+        the WAL, so a copy of the .db alone is complete), close, release the lock."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # the WAL stays and is replayed on the next open: nothing is lost
             conn.close()
             self._local.conn = None
         if self._lock_file is not None:
@@ -235,6 +255,14 @@ class EventQueue:
         """
         now = self.clock()
         digest = hashlib.sha256(payload).hexdigest()
+        try:
+            return self._accept(delivery_id, payload, event, issue_key, replay_window, now,
+                                digest)
+        except sqlite3.Error as exc:
+            raise QueueUnavailable(describe(self.path, exc)) from None
+
+    def _accept(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
+                replay_window: float, now: float, digest: str) -> str:
         with self._tx() as conn:
             if replay_window > 0 and conn.execute(
                     "SELECT 1 FROM events WHERE body_sha256 = ? AND received_at >= ? AND "
@@ -332,8 +360,30 @@ class EventQueue:
             "SELECT count(*) FROM events WHERE state IN ('queued', 'leased')").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT state, count(*) FROM events GROUP BY state")
-        return {"queued": 0, "leased": 0, "done": 0, "failed": 0, **dict(rows.fetchall())}
+        try:
+            rows = self._conn().execute("SELECT state, count(*) FROM events GROUP BY state")
+            found = dict(rows.fetchall())
+        except sqlite3.Error as exc:
+            raise QueueError(describe(self.path, exc)) from None
+        return {"queued": 0, "leased": 0, "done": 0, "failed": 0, **found}
+
+    def probe(self, every: float = 5.0) -> str:
+        """"" when a write to the file succeeds, else why not (a full disk, a damaged or
+        read-only file); tried at most every ``every`` seconds, for /healthz."""
+        now = time.monotonic()
+        if now - self._probed[0] < every:
+            return self._probed[1]
+        try:
+            with self._tx() as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, "
+                             "at REAL)")
+                conn.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)",
+                             (self.clock(),))
+            result = ""
+        except sqlite3.Error as exc:
+            result = describe(self.path, exc)
+        self._probed = (now, result)
+        return result
 
     def next_due(self) -> float | None:
         """When the next queued event becomes due (now or later), None if none is queued."""

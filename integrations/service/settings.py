@@ -49,6 +49,7 @@ class ServiceSettings:
     webhook_token: str = field(default="", repr=False)
     github_webhook_secret: str = field(default="", repr=False)
     github_repositories: str = ""  # comma-separated owner/repo; "" takes every repository
+    github_relabels_branch: str = ""  # commit relabels there, not to the default branch
     # A signed body accepted within this many seconds is a duplicate whatever its delivery
     # id: the delivery id is outside the signature, so a captured body could be replayed.
     replay_window: float = 86400.0
@@ -102,6 +103,14 @@ class ServiceSettings:
         if settings.max_connections < 1 or settings.workers < 1:
             raise ScopeguardError("SCOPEGUARD_MAX_CONNECTIONS and SCOPEGUARD_WORKERS must be "
                                   "at least 1. Fix: set a positive whole number, or unset it.")
+        if settings.github_relabels_branch:  # checked at start, not at the first relabel
+            from ..github.runner import branch_name
+
+            try:
+                settings.github_relabels_branch = branch_name(settings.github_relabels_branch)
+            except ScopeguardError as exc:
+                raise ScopeguardError(str(exc).replace(
+                    "input relabels-branch", "SCOPEGUARD_GITHUB_RELABELS_BRANCH")) from None
         if not (settings.webhook_secret or settings.webhook_token
                 or settings.github_webhook_secret):
             raise ScopeguardError(

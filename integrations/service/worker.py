@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from scopeguard.errors import ScopeguardError
 from ..jira.errors import JiraError
 from .handlers import permanent
 from .metrics import Metrics
-from .queue import Event, EventQueue
+from .queue import Event, EventQueue, describe
 from .settings import ServiceSettings
 
 log = logging.getLogger("scopeguard.serve")
@@ -49,6 +50,7 @@ class Worker:
         self.queue, self.handle, self.metrics = queue, handle, metrics
         self.settings, self.stopping, self.wake = settings, stopping, wake
         self.keep_seconds = keep_seconds
+        self.queue_error = ""  # why the last claim failed (for /healthz); "" once one works
 
     def run(self, name: str) -> None:
         """Work until ``stopping`` is set: the target of one worker thread."""
@@ -60,8 +62,11 @@ class Worker:
                 self.queue.prune(self.keep_seconds)
             try:
                 event = self.queue.claim(owner)
-            except Exception:  # noqa: BLE001 - a locked or full disk must not kill the worker
-                log.exception("cannot read the queue; retrying in 1s")
+                self.queue_error = ""
+            except Exception as exc:  # noqa: BLE001 - a locked or full disk must not kill it
+                self.queue_error = (describe(self.queue.path, exc) if isinstance(
+                    exc, sqlite3.Error) else f"the worker cannot read the queue ({exc}).")
+                log.error("cannot read the queue; retrying in 1s: %s", self.queue_error)
                 self.stopping.wait(1)
                 continue
             if event is None:
@@ -97,7 +102,9 @@ class Worker:
         delay = min(self.settings.retry_max,
                     self.settings.retry_base * 2 ** (event.attempts - 1))
         if isinstance(exc, JiraError) and exc.retry_after:
-            delay = max(delay, exc.retry_after)
+            # What the tracker asks, but never past --retry-max: a Retry-After of a day
+            # (or a broken one) must not park the event beyond the configured cap.
+            delay = min(self.settings.retry_max, max(delay, exc.retry_after))
         state = self.queue.retry(event.delivery_id, owner, message, delay)
         if state == "failed":
             self.metrics.inc("scopeguard_events_failed_total")

@@ -162,6 +162,43 @@ def test_the_shipped_corpus_loads_and_leaks_nothing():
                 "calcom", "cal-com"}
     assert not reserved & set(corpus.kinds)
     assert all(len(i.readers) >= 2 for i in corpus.items)
+    assert len(corpus.items) >= 1500 and len(corpus.kinds) >= 40  # issue 12's size
+
+
+def test_the_synthetic_requests_are_of_training_products_and_name_real_anchors():
+    import json
+
+    import yaml
+
+    synthetic = CORPUS.parent / "synthetic"
+    if not synthetic.exists():
+        pytest.skip("no synthetic requests in this checkout")
+    heldout = set(json.loads((CORPUS / "split.json").read_text())["heldout"])
+    implied = {"served_by": ("one_off", 2), "instance_of": ("one_off", 1),
+               "other_product": ("one_off", 3), "situation": ("one_off", 4),
+               "general_form": ("generalizable", 5), "extends": ("core", 6)}
+    total = 0
+    for path in sorted(synthetic.glob("*.jsonl")):
+        assert path.stem not in heldout, path  # never written against an evaluation product
+        lines = path.read_text().splitlines()
+        doc = yaml.safe_load((CORPUS / "products" / path.stem /
+                              f"{json.loads(lines[0])['product_file']}.yml").read_text())
+        names = {x["name"] if isinstance(x, dict) else x
+                 for x in [*(doc.get("features") or []), *(doc.get("non_goals") or [])]}
+        fields = {f"{k}: {doc[k]}" for k in ("category", "target_customer", "need",
+                                              "main_value", "uniqueness") if doc.get(k)}
+        fields |= {f"statement: {x}" for x in doc.get("statements") or []}
+        for line in lines:
+            row = json.loads(line)
+            assert row["product"] == path.stem
+            assert implied[row["relation"]] == (row["label"], row["rule_step"]), row["id"]
+            assert row["anchor"] in names | fields, (row["id"], row["anchor"])
+            total += 1
+    assert total >= 2000
+    checked = [json.loads(x) for x in
+               (synthetic / "check" / "blind-check.jsonl").read_text().splitlines()]
+    agree = sum(c["intended_label"] == c["reader_label"] for c in checked)
+    assert len(checked) == 120 and agree == 117  # the figure DATASHEET.md reports
 
 
 def test_kappa_and_readers_agreement():

@@ -155,12 +155,12 @@ class Service:
                 "line above; the events stay queued for a restart.")
             log.exception("cannot start the worker: %s", self.error)
             return
-        self.ready.set()
         for n in range(self.settings.workers):
             thread = threading.Thread(target=self.worker.run, args=(f"worker-{n + 1}",),
                                       name=f"scopeguard-worker-{n + 1}", daemon=True)
             thread.start()
             self.threads.append(thread)
+        self.ready.set()  # after the workers run: /healthz never sees "ready" without them
 
     def _warm_up(self) -> None:
         """Load the model now and check what it returns: a broken model shows at start (on
@@ -195,8 +195,8 @@ class Service:
         if self.accept_error and not probe and time.monotonic() - self.accept_error_at > 60:
             self.accept_error = ""  # no webhook since, and the file takes writes again
         problems.append(self.accept_error)
-        if self.ready.is_set() and self.threads and not any(
-                t.is_alive() for t in self.threads[1:]):
+        workers = self.threads[1:]  # [0] is the loader
+        if self.ready.is_set() and workers and not any(t.is_alive() for t in workers):
             problems.append("the worker threads stopped. Fix: see the log; restart scopeguard "
                             "serve (the events stay queued).")
         problem = next((p for p in problems if p), "")

@@ -32,6 +32,7 @@ def as_dict(report: AuditReport) -> dict[str, Any]:
             "customer": i.request.customer, "created_at": i.request.created_at,
             "label": i.label, "classified_as": i.verdict.label, "promoted": i.promoted,
             "confidence": i.verdict.confidence, "rule": i.verdict.rule,
+            "step": i.verdict.step, "anchor": i.verdict.anchor,
             "input_class": i.verdict.input_class, "cluster": i.cluster,
             "duplicates": i.duplicates, "reasons": list(promoted_verdict(i).reasons),
             "nearest_feature": i.verdict.features[0].name if i.verdict.features else None,
@@ -59,12 +60,14 @@ def to_csv(report: AuditReport) -> str:
     out = io.StringIO()
     writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerow(["id", "title", "customer", "created_at", "label", "classified_as",
-                     "confidence", "rule", "input_class", "cluster", "duplicates", "url"])
+                     "confidence", "rule", "step", "anchor", "input_class", "cluster",
+                     "duplicates", "url"])
     for i in report.items:
         writer.writerow([csv_cell(cell) for cell in (
             i.request.id, i.request.title, i.request.customer, i.request.created_at, i.label,
             i.verdict.label, f"{i.verdict.confidence:.3f}", i.verdict.rule,
-            i.verdict.input_class, i.cluster or "", " ".join(i.duplicates), i.request.url)])
+            str(i.verdict.step), i.verdict.anchor, i.verdict.input_class, i.cluster or "",
+            " ".join(i.duplicates), i.request.url)])
     return out.getvalue()
 
 

@@ -121,6 +121,11 @@ class Verdict:
     truncated: bool = False
     url: str = ""
     customer: str = ""
+    # The step of LABELS.md's rule this decision stands for (1 non-goal, 2 already served,
+    # 3 another product's job, 4 one requester's situation, 5 the general form, 6 core),
+    # and the anchor of the product file it rests on, quoted as the file writes it.
+    step: int = 0
+    anchor: str = ""
 
     @property
     def duplicates(self) -> tuple[Neighbour, ...]:
@@ -211,6 +216,8 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
     positioning = _top(v["positioning"], index.anchors["positioning"], mean, 3)
     non_goals = _top(v["non_goal"], index.anchors["non_goal"], mean, 1)
     klass, _ = input_class(text)
+    step, anchor = rule_step(decision.rule, decision.label, features, positioning,
+                             non_goals[0] if non_goals else None)
     neighbours_out = tuple(
         Neighbour(r.id, r.title, r.customer or r.author, round(float(s), 4), r.url,
                   duplicate=s >= rules.duplicate) for r, s in similar[:10])
@@ -221,8 +228,34 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
         input_class=klass, reasons=(), positioning=tuple(positioning), features=tuple(features),
         non_goal=non_goals[0] if non_goals else None, similar=neighbours_out,
         customers=tuple(customers), custom_signals=tuple(custom), signals=signals,
-        truncated=doc.truncated, url=request.url, customer=request.customer)
+        truncated=doc.truncated, url=request.url, customer=request.customer,
+        step=step, anchor=anchor)
     return _with_reasons(verdict, rules)
+
+
+STEP_NAMES = {1: "a stated non-goal", 2: "already served by a feature",
+              3: "another product's job", 4: "one requester's situation",
+              5: "the general form", 6: "core"}
+# Which step of the rule each decision rule stands for; "calibrated" goes by its label.
+_RULE_STEPS = {"non_goal": 1, "served": 2, "low_fit": 3, "custom": 4, "demand": 5,
+               "fit_generalizable": 5, "fit_core": 6}
+_LABEL_STEPS = {"one_off": 3, "generalizable": 5, "core": 6}
+
+
+def rule_step(rule: str, label: str, features: Sequence[Match], positioning: Sequence[Match],
+              non_goal: Match | None) -> tuple[int, str]:
+    """(step, deciding anchor) for a decision: the non-goal for step 1, the nearest
+    feature for steps 2, 5 and 6, the nearest positioning line for step 3 (what the
+    request is *not* for), none for step 4 (the requester's own words decide it)."""
+    step = _RULE_STEPS.get(rule) or _LABEL_STEPS.get(label, 0)
+    if step == 1 and non_goal:
+        return step, non_goal.name
+    if step in (2, 5, 6) and features:
+        return step, features[0].name
+    if step == 3 and positioning:
+        top = positioning[0]
+        return step, f"{top.name}: {top.text}" if top.text and top.text != top.name else top.name
+    return step, ""
 
 
 def _distinct(names: Sequence[str]) -> list[str]:

@@ -233,13 +233,17 @@ class Report:
     target: str = "label"
     scored_products: list[str] = field(default_factory=list)  # the products predicted
     ids: list[str] = field(default_factory=list)  # the requests predicted, in order
+    tested: list[int] = field(default_factory=list, repr=False)  # their indexes in the items
+    # Risk-coverage: keeping the most confident share of a method's labels, their accuracy
+    # (coverage, accuracy, n): what a "needs decision" threshold would leave.
+    coverage: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
 
     def as_dict(self, ids: Sequence[str] = ()) -> dict[str, Any]:
         ids = list(ids) or self.ids
         return {
             "protocol": self.protocol, "target": self.target, "n": self.n,
             "products": self.products, "labels": self.labels, "readers": self.readers,
-            "ci": self.ci, "steps": self.steps,
+            "ci": self.ci, "steps": self.steps, "coverage": self.coverage,
             "methods": {k: m.as_dict() for k, m in self.methods.items()},
             "per_product": {p: {k: m.as_dict() for k, m in ms.items()}
                             for p, ms in self.per_product.items()},
@@ -263,7 +267,7 @@ def run(methods: dict[str, tuple[Scored, Predictor]], protocol: str,
                     {c: sum(t == c for t in truth) for c in LABELS},
                     readers=readers_agreement(sub, target), target=target,
                     scored_products=sorted({i.product for i in sub}),
-                    ids=[i.request.id for i in sub])
+                    ids=[i.request.id for i in sub], tested=tested)
     groups = [i.product for i in sub]
     for name, (scored, predictor) in methods.items():
         predicted_all: list[str] = [""] * len(items)
@@ -316,7 +320,33 @@ def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: 
         def predict_given(scored: Scored, train: list[int], test: list[int]) -> list[str]:
             return [scored.relabel(i, head) for i in test]
         methods[f"model + {head.name}"] = (model, predict_given)
-    return run(methods, protocol, heldout, target, rounds)
+    report = run(methods, protocol, heldout, target, rounds)
+    if head is not None:  # scored as it is: its confidences are the ones a user sees
+        name = f"model + {head.name}"
+        decided = [(model.rules[k] if model.rules else Rules()).decide(
+            model.verdicts[k].signals, head) for k in report.tested]
+        truth = [model.items[k].label for k in report.tested]
+        report.coverage[name] = risk_coverage([d.confidence for d in decided],
+                                              [d.label == t for d, t in
+                                               zip(decided, truth, strict=True)])
+    return report
+
+
+COVERAGES = (1.0, 0.8, 0.6, 0.5, 0.4, 0.2, 0.1)
+
+
+def risk_coverage(confidences: Sequence[float], right: Sequence[bool],
+                  coverages: Sequence[float] = COVERAGES) -> list[tuple[float, float, int]]:
+    """(coverage, accuracy, n) of the most confident share of the labels, for each share:
+    how right the labels a "needs decision" threshold keeps would be (ties broken by
+    order, so a flat confidence shows as flat accuracy)."""
+    order = sorted(range(len(right)), key=lambda k: -confidences[k])
+    out = []
+    for share in coverages:
+        n = max(1, round(share * len(order))) if order else 0
+        kept = order[:n]
+        out.append((share, round(sum(right[k] for k in kept) / n, 3) if n else 0.0, n))
+    return out
 
 
 STEP_NAMES = {1: "non-goal", 2: "served", 3: "other's job", 4: "one's own", 5: "general",
@@ -363,6 +393,11 @@ def format_report(report: Report, baseline: str = "majority class") -> str:
         for name, per in report.steps.items():
             lines.append(f"{name:34s} " + " ".join(f"{per.get(k, (0, 0))[0]:>14.2f}"
                                                    for k in steps))
+    for name, rows in report.coverage.items():
+        lines += ["", f"risk-coverage of {name} (accuracy of its most confident labels):",
+                  "  coverage " + " ".join(f"{c:>6.0%}" for c, _, _ in rows),
+                  "  accuracy " + " ".join(f"{a:>6.3f}" for _, a, _ in rows),
+                  "  requests " + " ".join(f"{n:>6d}" for _, _, n in rows)]
     for name, m in report.methods.items():
         lines += ["", f"{name}: per class (precision / recall / F1, support)"]
         for c in LABELS:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .classify import Verdict
+from .classify import STEP_NAMES, Verdict
 from .markup import md_code, md_link, md_text, plain
 
 COMMENT_MARKER = "<!-- scopeguard:verdict -->"
@@ -112,6 +112,14 @@ CLASS_TITLES = {"fault_correction": "fault correction", "necessity": "necessity 
                 "responsiveness": "responsiveness to customer feedback"}
 
 
+def step_line(v: Verdict, escape: Any) -> str:
+    """``2 (already served by a feature): 'CSV export'``: the step of the rule the verdict
+    stands for and the anchor of the product file it rests on (``escape``d: the file's
+    names are not scopeguard's own text)."""
+    line = f"{v.step} ({STEP_NAMES.get(v.step, '?')})"
+    return line + (f": '{escape(v.anchor, 160)}'" if v.anchor else "")
+
+
 def to_json(verdict: Verdict) -> str:
     return json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False)
 
@@ -122,6 +130,8 @@ def to_text(v: Verdict, label_name: str | None = None) -> str:
              f"  verdict: {plain(label_name or v.label)}  (confidence {v.confidence:.0%}, "
              f"rule: {v.rule}, decided by {v.decided_by})",
              f"  input class: {CLASS_TITLES.get(v.input_class, v.input_class)}"]
+    if v.step:
+        lines.append(f"  rule step: {step_line(v, plain)}")
     lines += [f"  - {plain(r)}" for r in v.reasons]
     lines.append("  positioning:")
     lines += [f"    {m.score:.2f}  {plain(m.name)}: {plain(m.text, 90)}" for m in v.positioning]
@@ -159,6 +169,8 @@ def to_markdown(v: Verdict, label_name: str | None = None, product: str = "") ->
            f"{' for ' + md_text(product) if product else ''}; input class: "
            f"{CLASS_TITLES.get(v.input_class, v.input_class)}.",
            ""]
+    if v.step:
+        out += [f"**Rule step {step_line(v, md_text)}**", ""]
     out += [f"- {md_text(r)}" for r in v.reasons]
     out += ["", "| evidence | name | score |", "|---|---|---|"]
     for m in v.positioning[:2]:

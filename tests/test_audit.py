@@ -93,6 +93,10 @@ def test_every_format_renders(report):
     assert data["summary"] == report.summary and len(data["requests"]) == 7
     rows = list(csv.DictReader(io.StringIO(render_report(report, "csv"))))
     assert [r["id"] for r in rows] == [f"R{k}" for k in range(1, 8)]
+    # The rule step and its anchor travel with every row (JSON and CSV alike).
+    assert all(1 <= int(r["step"]) <= 6 for r in rows)
+    assert [r["step"] for r in data["requests"]] == [int(r["step"]) for r in rows]
+    assert [r["anchor"] for r in data["requests"]] == [r["anchor"] for r in rows]
     md = render_report(report, "markdown")
     assert "## Scope drift by month" in md and "[R1](https://t.example/R1)" in md
     table = render_report(report, "table")

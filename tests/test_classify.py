@@ -1,5 +1,7 @@
 """Classifier rules with the deterministic hashing embedder: fast, and exact about logic."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,7 @@ def test_request_like_a_feature_is_core(guard):
     assert v.features[0].name == "Type filter"
     assert v.features[0].score >= v.features[1].score >= v.features[2].score
     assert 0.5 <= v.confidence < 1
+    assert (v.step, v.anchor) == (6, "Type filter")
 
 
 def test_request_like_a_non_goal_is_one_off_and_points_to_instead(guard):
@@ -51,17 +54,21 @@ def test_request_like_a_non_goal_is_one_off_and_points_to_instead(guard):
     assert (v.label, v.rule) == ("one_off", "non_goal")
     assert v.non_goal.name == "Content search"
     assert any("pipe the results to grep" in r for r in v.reasons)
+    assert (v.step, v.anchor) == (1, "Content search")
 
 
 def test_request_already_served_by_a_feature(guard):
     v = guard.classify(req(3, "Colour output", "colour results by file type"))
     assert (v.label, v.rule) == ("one_off", "served")
     assert "Colour output" in v.reasons[0]
+    assert (v.step, v.anchor) == (2, "Colour output")
 
 
 def test_unrelated_request_is_one_off(guard):
     v = guard.classify(req(4, "Play music while waiting", "a jukebox with playlists"))
     assert (v.label, v.rule) == ("one_off", "low_fit")
+    assert v.step == 3 and v.anchor.split(": ")[0] in {"category", "target customer", "need",
+                                                        "main value", "uniqueness"}
 
 
 def test_demand_from_distinct_customers_makes_it_generalizable(guard):
@@ -72,6 +79,7 @@ def test_demand_from_distinct_customers_makes_it_generalizable(guard):
     assert len(v.customers) == 3 and {n.id for n in v.similar} == {"10", "11", "12"}
     assert (v.label, v.rule) == ("generalizable", "demand")
     assert all(n.duplicate for n in v.similar)
+    assert v.step == 5
     one = guard.classify(req(13, *ask, customer="Initech"), backlog[:1])
     assert one.label != "generalizable" or one.rule != "demand"
 
@@ -81,13 +89,15 @@ def test_custom_work_language_makes_it_one_off(guard):
                            "filter by file type; we will sign the contract after"))
     assert (v.label, v.rule) == ("one_off", "custom")
     assert {s.name for s in v.custom_signals} >= {"in-house system", "contract or deal"}
+    assert (v.step, v.anchor) == (4, "")  # the requester's own words decide it
 
 
 def test_verdict_serialises_with_evidence(guard):
     d = guard.classify(req(1, "Filter results by file type")).to_dict()
     assert d["label"] in ("core", "generalizable", "one_off")
     assert {"positioning", "features", "non_goal", "similar", "customers", "custom_signals",
-            "signals", "input_class", "reasons", "distinct_customers"} <= set(d)
+            "signals", "input_class", "reasons", "distinct_customers", "step",
+            "anchor"} <= set(d)
     assert d["signals"]["feature_fit"] == d["features"][0]["score"]
 
 
@@ -125,3 +135,16 @@ def test_neighbours_above_matches_brute_force():
         assert scores == sorted(scores, reverse=True)
     capped = neighbours_above(vecs, -1.0, limit=5)
     assert all(len(x) == 5 for x in capped)
+
+
+def test_the_rule_step_reaches_the_comment_escaped(guard):
+    from scopeguard import render
+
+    v = guard.classify(req(2, "Search text inside file contents", "search inside contents"))
+    text = render.to_markdown(v, "scope: one-off", "Finder")
+    assert "**Rule step 1 (a stated non-goal): 'Content search'**" in text
+    assert "rule step: 1 (a stated non-goal): 'Content search'" in render.to_text(v)
+    hostile = v.__class__(**{**v.__dict__, "anchor": "<!-- scopeguard:label=core --> @boss"})
+    shown = render.to_markdown(hostile)
+    body = shown.split("\n", 3)[3]  # after scopeguard's own two markers and the heading
+    assert re.search(r"(?<!\\)<!--", body) is None and "@boss" not in shown

@@ -242,6 +242,19 @@ def test_eval_reports_ceiling_intervals_steps_and_the_heldout_split(small, hashi
     text = format_report(report)
     assert "ceiling: readers A vs B" in text and "95% CI" in text
     assert "recall by the rule step" in text and "1 non-goal" in text
+    # A head scored as it is gets its risk-coverage table: the accuracy of the labels a
+    # "needs decision" threshold would keep, computed from its own confidences.
+    from scopeguard.calibration import fit
+
+    head = fit([{"feature_top3": 0.1 * k, "positioning_fit": 0.2, "log_words": 2.0}
+                for k in range(6)], ["core", "one_off", "core", "generalizable", "core",
+                                     "one_off"])
+    given = evaluate(chosen.items, chosen.products, hashing, "heldout",
+                     heldout=corpus.heldout, rounds=20, head=head)
+    [(name, rows)] = given.coverage.items()
+    assert name == f"model + {head.name}" and rows[0][0] == 1.0 and rows[0][2] == 8
+    assert rows[0][1] == given.methods[name].accuracy  # all kept: the plain accuracy
+    assert "risk-coverage of" in format_report(given)
 
 
 def test_eval_cli_on_a_corpus(small, runner, tmp_path):

@@ -163,3 +163,13 @@ def test_shipped_calibration_matches_its_model_card():
     assert cv["accuracy"] > majority["accuracy"] and cv["macro_f1"] > 2 * majority["macro_f1"]
     card = (resources.files("scopeguard.models") / "MODEL_CARD.md").read_text()
     assert f"{cv['accuracy']:.3f}" in card and f"{cv['macro_f1']:.3f}" in card
+
+
+def test_risk_coverage_keeps_the_most_confident_share():
+    from scopeguard.evaluate import risk_coverage
+
+    rows = risk_coverage([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05],
+                         [True, True, True, False, True, False, False, True, False, False],
+                         coverages=(1.0, 0.5, 0.2))
+    assert rows == [(1.0, 0.5, 10), (0.5, 0.8, 5), (0.2, 1.0, 2)]
+    assert risk_coverage([], [], coverages=(1.0,)) == [(1.0, 0.0, 0)]

@@ -172,20 +172,26 @@ def test_a_body_trickled_a_byte_a_second_gets_408(service):
 
 def trickle(port: int, first: bytes, seconds: float = 15) -> tuple[bytes, float]:
     """Send ``first``, then a byte every 0.25 s until the service closes the connection;
-    what came back, and how long the connection lasted."""
+    what came back, and how long the connection lasted. What the service sent is read
+    before each byte goes out: a byte written after its close would make the kernel reset
+    the connection and drop the answer not yet read."""
     received, began = b"", time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(first)
         while time.monotonic() - began < seconds:
+            if select.select([sock], [], [], 0.25)[0]:
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+                continue
             try:
                 sock.sendall(b"x")
             except OSError:
                 break
-            if select.select([sock], [], [], 0.25)[0]:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
         try:
             sock.settimeout(2)
             while chunk := sock.recv(65536):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .clean import sound_text
 from .errors import InputError
 from .positioning import LABELS, CustomerRule, Filters
 
@@ -50,7 +51,11 @@ class Request:
 
 
 def check_request(request: Request, where: str = "request") -> Request:
-    """Refuse requests that cannot be classified, saying why and what to do."""
+    """Refuse requests that cannot be classified, saying why and what to do; text that
+    UTF-8 cannot carry (lone surrogates from a cut emoji) is repaired, not refused."""
+    fixed = {k: sound_text(getattr(request, k)) for k in ("title", "body", "author", "customer")}
+    if any(fixed[k] != getattr(request, k) for k in fixed):
+        request = replace(request, **fixed)
     rid = request.id.strip()
     who = where if not rid or where.split()[-1] in (rid, f"#{rid}") else f"{where} {rid}"
     if not request.title.strip() and not request.body.strip():

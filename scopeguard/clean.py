@@ -61,6 +61,17 @@ _TEMPLATE_PHRASES = [
 _TEMPLATE = re.compile(r"^\s*(" + "|".join(_TEMPLATE_PHRASES) + r")\s*$", re.I | re.M)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def sound_text(text: str) -> str:
+    """``text`` as UTF-8 can carry it: surrogate pairs (JSON's and YAML's ``\\ud83d\\udc4b``
+    escapes of one emoji) joined, lone surrogates (a cut emoji) replaced by U+FFFD."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def clean_text(text: str) -> str:
     """Remove markup and template noise from an issue body; keep the request's words."""
     if not text:

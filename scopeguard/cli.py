@@ -137,13 +137,29 @@ def schema() -> None:
 @cli.command()
 @click.argument("path", default="scopeguard.yml", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(path: str, force: bool) -> None:
-    """Write a commented positioning file template to PATH."""
+@click.option("--from-docs", "docs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Draft the file from these docs (Markdown or reStructuredText; the README "
+                   "first; repeatable): each entry says FILE:LINE, each field the docs do "
+                   "not support says what to write.")
+@click.option("--product", help="With --from-docs: the product's name (default: the first "
+                                "heading).")
+@friendly_errors
+def init(path: str, force: bool, docs: tuple[str, ...], product: str | None) -> None:
+    """Write a positioning file to PATH: a commented template, or a draft from the docs."""
     from .template import TEMPLATE
 
     target = Path(path)
     if target.exists() and not force:
         raise click.ClickException(f"{path} exists. Fix: pass --force to overwrite it.")
+    if docs:
+        from .draft import Doc, draft, render
+
+        drafted = draft([Doc(d, _read_file(d)) for d in docs], product or "")
+        target.write_text(render(drafted, docs), encoding="utf-8")
+        click.echo(f"drafted {path} from {', '.join(docs)}: {len(drafted.features)} features, "
+                   f"{len(drafted.non_goals)} non-goals, {len(drafted.statements)} statements. "
+                   f"Reword it, fill the TODO fields, then run 'scopeguard check {path}'.")
+        return
     target.write_text(TEMPLATE, encoding="utf-8")
     click.echo(f"wrote {path}: fill it in, then run 'scopeguard check {path}'.")
 

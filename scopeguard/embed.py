@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from .cache import EmbeddingCache
+from .clean import sound_text
 from .errors import ScopeguardError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -199,7 +200,7 @@ class CachedEmbedder:
         self.seen: set[str] = set()  # every text asked for (for EmbeddingCache.retain)
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        texts = list(texts)
+        texts = [sound_text(t) for t in texts]  # a lone surrogate cannot be hashed or read
         self.seen.update(texts)
         damaged = self.cache.damaged if self.cache else 0
         found = self.cache.get_many(self.model_id, texts) if self.cache else {}

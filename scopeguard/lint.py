@@ -53,6 +53,32 @@ _VAGUE_V = [re.compile(p, re.I) for p in VAGUE_VALUES]
 
 DUPLICATE_FEATURES = 0.85
 CONTRADICTION = 0.75
+# A "vision" non-goal refuses features in general ("major new features", "not every
+# feature belongs in core", "out-of-scope functionality"): a policy, not a kind of ask.
+# Measured on the corpus's 641 non-goals, cosine to the features does not single these
+# out (a product with one vocabulary makes every non-goal resemble every feature), so
+# the words do.
+_VISION = re.compile(
+    r"\b(?:every|any|(?<!not )all|most|new|major|big|additional|extra|more|other|non-essential|"
+    r"nonessential|unnecessary|niche)\s+(?:new\s+|major\s+)?(?:features?|functionality|"
+    r"functionalities|capabilit(?:y|ies))\b|\bfeatures?\s+(?:belongs?\s+)?in(?:to)?\s+"
+    r"(?:the\s+)?core\b|^\s*out[- ]of[- ]scope(?:\s+(?:functionality|features?|requests?))?"
+    r"\s*[.:]", re.I)
+
+# What an empty positioning field costs the verdicts, and what to write instead.
+EMPTY_BUYS = {
+    "target_customer": "scopeguard cannot tell a request from another customer (another "
+                       "product's job, rule step 3) from one of yours.",
+    "need": "requests are not judged against the problem the product solves, so a request "
+            "for a neighbouring job reads as core.",
+    "main_value": "core requests are those that extend the main value; without it only the "
+                  "feature list says what core is.",
+}
+EMPTY_FIX = {
+    "target_customer": "who exactly uses or buys it, in what situation (role, size, context)",
+    "need": "the problem they have today, in their words",
+    "main_value": "what concretely changes for them, with a number if you can",
+}
 
 
 def _vague(text: str, patterns: list[re.Pattern[str]]) -> list[str]:
@@ -90,11 +116,16 @@ def lint(p: Positioning, similarity: Similarity | None = None,
     if not p.uniqueness:
         add(Finding("error", "uniqueness", "is missing: why would anyone pick this product "
                     "over the alternative?", "state what only this product does."))
+    for key, text in (("target_customer", p.target_customer), ("need", p.need),
+                      ("main_value", p.main_value)):
+        if not text:
+            add(Finding("warning", key, f"is empty: {EMPTY_BUYS[key]}",
+                        f"write {EMPTY_FIX[key]}."))
     for key, text in (("target_customer", p.target_customer),):
         for word in _vague(text, _VAGUE_C):
             add(Finding("warning", key, f"vague target customer '{word}'.",
                         "describe the customer precisely: who, what size, what situation."))
-        if len(text.split()) < 4:
+        if text and len(text.split()) < 4:
             add(Finding("warning", key, f"'{text}' is too short to benchmark requests against.",
                         "say who the customer is and what situation they are in."))
     for key, text in (("main_value", p.main_value), ("need", p.need),
@@ -129,6 +160,12 @@ def lint(p: Positioning, similarity: Similarity | None = None,
     if p.non_goals:
         sims = similarity([n.text for n in p.non_goals], texts)
         for i, n in enumerate(p.non_goals):
+            if _VISION.search(f"{n.name}. {n.description}"):
+                add(Finding("warning", f"non_goals[{i}]",
+                            f"'{n.name}' refuses features in general, not a kind of request: "
+                            "a policy, which resembles every request and so would decline "
+                            "them all.", "name the concrete asks it refuses (and where to "
+                            "point people instead), or move the policy to statements."))
             j = int(np.argmax(sims[i]))
             if sims[i, j] >= contradiction_at or n.name.lower() in names:
                 add(Finding("error", f"non_goals[{i}]",

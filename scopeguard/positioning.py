@@ -167,11 +167,20 @@ MAX_DEPTH = 40  # a positioning file nests four levels; deeper is a mistake or a
 
 def read_yaml(text: str, source: str) -> Any:
     """Safe YAML with the mistakes YAML lets through refused: a key given twice (YAML keeps
-    the last silently), nesting deeper than :data:`MAX_DEPTH` (a recursion bomb)."""
+    the last silently), nesting deeper than :data:`MAX_DEPTH` (a recursion bomb), and
+    aliases (``*name``: a list that holds itself, or a "billion laughs" of aliases whose
+    expansion never ends; a positioning file has no use for them)."""
     import yaml  # lazy: only needed when a file is read
 
     class Loader(yaml.SafeLoader):
-        pass
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise ConfigError(source, f"uses the YAML alias *{event.anchor} at line "
+                                  f"{event.start_mark.line + 1}.",
+                                  "write the value out in full: positioning files take no "
+                                  "anchors or aliases.")
+            return super().compose_node(parent, index)
 
     def mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
         loader.flatten_mapping(node)
@@ -221,6 +230,7 @@ def _check_depth(text: str, source: str) -> None:
 
 def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
     """Validate a parsed positioning document and build a :class:`Positioning`."""
+    data = _sound(data)
     if data is None:
         raise ConfigError(source, "is empty.",
                           "write at least product, category, target_customer, need, "
@@ -246,9 +256,9 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
     return Positioning(
         product=data["product"].strip(),
         category=data["category"].strip(),
-        target_customer=data["target_customer"].strip(),
-        need=data["need"].strip(),
-        main_value=data["main_value"].strip(),
+        target_customer=(data.get("target_customer") or "").strip(),
+        need=(data.get("need") or "").strip(),
+        main_value=(data.get("main_value") or "").strip(),
         alternative=data.get("alternative", "").strip(),
         uniqueness=data.get("uniqueness", "").strip(),
         statements=tuple(s.strip() for s in data.get("statements", [])),
@@ -267,6 +277,20 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
         calibration=data.get("calibration"),
         source=source,
     )
+
+
+def _sound(value: Any) -> Any:
+    """Every string of a parsed document repaired for UTF-8 (YAML's "\\ud83d\\udc4b" is
+    two lone surrogates, not one emoji)."""
+    from .clean import sound_text
+
+    if isinstance(value, str):
+        return sound_text(value)
+    if isinstance(value, dict):
+        return {_sound(k): _sound(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sound(v) for v in value]
+    return value
 
 
 def _item(value: str | dict[str, str]) -> Item:

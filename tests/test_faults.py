@@ -494,6 +494,8 @@ def test_a_full_disk_under_the_cache_is_exit_2(tmp_path, example_config, example
     ("deep", "nests deeper than"),
     ("duplicate", "appears twice"),
     ("huge", "MB; a positioning file is a few KB"),
+    ("alias loop", "uses the YAML alias *a"),      # a list that holds itself (fuzz found)
+    ("billion laughs", "uses the YAML alias *l0"),  # 9^9 expansions if walked
 ])
 def test_a_bad_positioning_file_fails_check_with_exit_2(tmp_path, example_config, case, words):
     base = example_config.read_text()
@@ -501,7 +503,11 @@ def test_a_bad_positioning_file_fails_check_with_exit_2(tmp_path, example_config
             "inf": base + "\nthresholds:\n  served: .inf\n",
             "deep": base + "\nextra: " + "[" * 20_000 + "]" * 20_000 + "\n",
             "duplicate": base + "\nproduct: Someone else's product\n",
-            "huge": base + "\n# " + "x" * 3_000_000 + "\n"}[case]
+            "huge": base + "\n# " + "x" * 3_000_000 + "\n",
+            "alias loop": base + "\nextra: &a [*a]\n",
+            "billion laughs": base + "\nl0: &l0 [lol]\n" + "".join(
+                f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]\n"
+                for k in range(1, 9))}[case]
     path = tmp_path / "scopeguard.yml"
     path.write_text(text)
     started = time.monotonic()
@@ -590,7 +596,7 @@ ERRORS = [  # what the code says (checked below) and the page must list
     "the worker threads stopped", "where Jira sends an object", "nested too deeply to read",
     "the delivery id header is longer than 200 characters", "relabels-branch",
     "push protection found a secret", "is not a branch name", "kept changing while scopeguard",
-    "is of issue type",
+    "is of issue type", "uses the YAML alias",
 ]
 
 
@@ -606,3 +612,29 @@ def test_the_troubleshooting_page_lists_every_error_the_code_gives():
         shown = error.replace("{exc.encoding}", "utf-8")
         assert shown in flat, f"docs/troubleshooting.md does not list {error!r}"
     assert "troubleshooting.md" in (root / "README.md").read_text()
+
+
+# --- text UTF-8 cannot carry: repaired, never a traceback ------------------------------------------
+
+
+def test_surrogates_in_requests_and_positioning_files_are_repaired(tmp_path, example_config):
+    """JSON's and YAML's "\\ud83d\\udc4b" is two lone surrogates, not an emoji, and a cut
+    emoji leaves one: both crashed the cache's hashing (found by drafting files from real
+    READMEs)."""
+    backlog = tmp_path / "backlog.jsonl"
+    backlog.write_text('{"id": "1", "title": "Wave \\ud83d\\udc4b at clients", "body": "x"}\n'
+                       '{"id": "2", "title": "Cut emoji \\ud83d", "body": "half \\udc4b"}\n')
+    config = tmp_path / "scopeguard.yml"
+    config.write_text(example_config.read_text() + '\nstatements: ["\\ud83d\\udc4b Hello"]\n'
+                      if "statements:" not in example_config.read_text() else
+                      example_config.read_text().replace("statements:",
+                                                         'statements:\n  - "\\ud83d\\udc4b Hi"',
+                                                         1))
+    run = _cli("audit", "--config", str(config), "--from-file", str(backlog), "--db",
+               str(tmp_path / "c.db"), "--json")
+    assert run.returncode == 0, run.stderr
+    titles = [r["title"] for r in json.loads(run.stdout)["requests"]]
+    assert titles == ["Wave \U0001f44b at clients", "Cut emoji \ufffd"]
+    from scopeguard.positioning import load_positioning
+
+    assert any("\U0001f44b" in s for s in load_positioning(config).statements)

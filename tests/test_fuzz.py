@@ -45,7 +45,9 @@ PAT = "pat-fuzz-0123456789abcdef"
 # --- strategies --------------------------------------------------------------------------------
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64),
-                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30))
+                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30),
+                    # lone and paired surrogates: what JSON's "\ud83d" escapes decode to
+                    st.text(st.characters(categories=["Cs", "Ll"]), max_size=6))
 json_values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=5)),
     max_leaves=20)

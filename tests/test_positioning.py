@@ -49,11 +49,19 @@ def test_unknown_key_names_file_key_and_suggestion(tmp_path):
 
 def test_missing_required_key(tmp_path):
     data = dict(MINIMAL)
-    del data["need"]
+    del data["category"]
     with pytest.raises(ConfigError) as err:
         parse_positioning(data, source="p.yml")
-    assert err.value.key == "need" and "missing" in str(err.value)
-    assert str(err.value).startswith("p.yml: need:")
+    assert err.value.key == "category" and "missing" in str(err.value)
+    assert str(err.value).startswith("p.yml: category:")
+
+
+def test_customer_need_and_value_may_be_left_empty_for_check_to_flag():
+    """Docs rarely state them (a file drafted from docs leaves them empty): the file
+    loads, and `check` says what each one buys (tests/test_draft.py)."""
+    data = {k: v for k, v in MINIMAL.items() if k not in ("target_customer", "need")}
+    p = parse_positioning({**data, "main_value": ""}, source="p.yml")
+    assert (p.target_customer, p.need, p.main_value) == ("", "", "")
 
 
 def test_wrong_type_nested(tmp_path):

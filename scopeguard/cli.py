@@ -251,6 +251,89 @@ def classify(config, db, model, title, body, file, backlog, request_id, author, 
     click.echo(render.render(verdict, fmt, label_name, guard.positioning.product))
 
 
+# --- history -------------------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
+              help="SQLite file the history is kept in (the embedding cache's). "
+                   "[env: SCOPEGUARD_DB; default: scopeguard.db]")
+@click.option("--github", metavar="OWNER/REPO",
+              help="Import the repository's closed issues (token from GITHUB_TOKEN).")
+@click.option("--jira", "jira_project", metavar="PROJECT",
+              help="Import the Jira project's resolved issues (JIRA_URL and credentials).")
+@click.option("--jql", help="With --jira, or alone: a JQL query for the issues to read.")
+@click.option("--full", is_flag=True, help="Read everything again, not only what changed "
+                                           "since the last import.")
+@click.option("--limit", type=click.IntRange(min=1), help="Read at most this many issues.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@friendly_errors
+def history(config, db, github, jira_project, jql, full, limit, quiet) -> None:
+    """Import decided feature requests (accepted or declined) from GitHub or Jira.
+
+    GitHub: closed issues, declined when closed as not planned (or as a duplicate, or
+    labelled wontfix, out of scope...), accepted when closed as completed. Jira: the
+    resolution (Won't Do, Won't Fix, Declined, Duplicate against Done, Fixed). The
+    positioning file's filters apply and its `history` section renames either side.
+    A re-run reads only what changed since the last import.
+    """
+    from datetime import UTC, datetime
+
+    from .history import HistoryRules
+    from .history_store import HistoryStore
+    from .runtime import db_path, load_config
+
+    if bool(github) == bool(jira_project or jql):
+        raise click.UsageError("give one source: --github OWNER/REPO, or --jira PROJECT "
+                               "(and/or --jql).")
+    positioning = load_config(config)
+    rules = HistoryRules.from_dict(positioning.history)
+    store = HistoryStore(db_path(db))
+    source = f"github:{github}" if github else f"jira:{jira_project or 'jql'}"
+    since = "" if full else store.synced(source)
+    counter = [0]
+
+    def progress(n: int) -> None:
+        counter[0] += n
+        if not quiet and counter[0] % 50 == 0:
+            click.echo(f"  read {counter[0]} issues...", err=True)
+    if github:
+        from .integrations.github.client import client_from_env, get_repository
+        from .integrations.github.history import fetch_decided
+
+        repo = get_repository(client_from_env(), github)
+        fetched = fetch_decided(repo, rules, positioning.filters, since, limit, progress)
+    else:
+        from .integrations.jira import make_jira
+        from .integrations.jira.history import fetch_decided as fetch_jira
+
+        filters = positioning.filters
+        if positioning.jira.issue_types:  # the watched types, listed: all of them count
+            from dataclasses import replace as dc_replace
+
+            filters = dc_replace(filters, skip_issue_types=())
+        fetched = fetch_jira(make_jira(), rules, filters, project=jira_project or "",
+                             jql=jql or "", since=since,
+                             customer_field=positioning.jira.customer_field, limit=limit,
+                             progress=progress)
+    known = {d.request.id for d in store.decided(source)} if fetched.undecided else set()
+    reopened = [i for i in fetched.undecided if i in known]
+    store.forget(source, reopened)
+    store.put_many(fetched.decided)
+    if fetched.latest and not limit:  # a partial read must not move the mark past the rest
+        store.mark_synced(source, fetched.latest,
+                          datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    counts = store.counts(source)
+    new = sum(1 for d in fetched.decided if d.decision == "declined")
+    click.echo(f"{source}: read {counter[0]} issues{' changed since ' + since if since else ''}"
+               f"; {len(fetched.decided)} decided ({new} declined, "
+               f"{len(fetched.decided) - new} accepted), {fetched.skipped} not decided or not "
+               f"feature requests{f', {len(reopened)} no longer decided' if since else ''}."
+               f" In {store.path}: {counts['accepted']} accepted, {counts['declined']} declined.")
+    store.close()
+
+
 # --- audit -----------------------------------------------------------------------------------
 
 

@@ -105,6 +105,8 @@ class Positioning:
     model: str | None = None
     calibration: str | None = None
     source: str = "<memory>"
+    # How closed issues say what was decided (scopeguard.history.HistoryRules' fields).
+    history: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def positioning_statements(self) -> list[tuple[str, str]]:
         """(kind, text) pairs that say what the product is for, in file order."""
@@ -276,6 +278,7 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
         model=data.get("model"),
         calibration=data.get("calibration"),
         source=source,
+        history={k: tuple(v) for k, v in (data.get("history") or {}).items()},
     )
 
 

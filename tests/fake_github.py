@@ -304,7 +304,8 @@ class FakeGitHub(LoopbackServer):
             "milestone": None,
             "comments": sum(1 for c in repo.comments.values() if c["issue"] == n),
             "created_at": issue["created_at"], "updated_at": issue["updated_at"],
-            "closed_at": None, "author_association": "NONE", "body": issue["body"]}
+            "closed_at": issue.get("closed_at"), "state_reason": issue.get("state_reason"),
+            "author_association": "NONE", "body": issue["body"]}
         if issue.get("type"):  # an organisation's issue type, as the REST API shows it
             data["type"] = {"id": 410, "node_id": "IT_kwDOB", "name": issue["type"],
                             "description": f"{issue['type']} issues", "color": "red",
@@ -559,9 +560,14 @@ class FakeGitHub(LoopbackServer):
     def _list_issues(self, repo, query, body):
         state = query.get("state", ["open"])[0]
         wanted = {x.lower() for x in query.get("labels", [""])[0].split(",") if x}
+        since = query.get("since", [""])[0]  # ISO 8601: updated at or after
         items = [i for i in sorted(repo.issues.values(), key=lambda i: -i["number"])
                  if (state == "all" or i["state"] == state)
-                 and wanted <= {name.lower() for name in i["labels"]}]
+                 and wanted <= {name.lower() for name in i["labels"]}
+                 and (not since or i["updated_at"] >= since.replace("+00:00", "Z"))]
+        if query.get("sort", ["created"])[0] == "updated":
+            items.sort(key=lambda i: (i["updated_at"], i["number"]),
+                       reverse=query.get("direction", ["desc"])[0] == "desc")
         path = f"/repos/{repo.full_name}/issues"
         return self._page(path, query, [self._issue_json(repo, i) for i in items])
 

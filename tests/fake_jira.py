@@ -185,7 +185,8 @@ class FakeJira(LoopbackServer):
             "fields": {"summary": summary, "description": description,
                        "issuetype": {"name": issuetype}, "project": {"key": project},
                        "labels": list(labels), "created": created,
-                       "status": {"name": "Open"},
+                       "status": {"name": "Open"}, "resolution": None,
+                       "resolutiondate": None, "updated": created,
                        "reporter": {"displayName": reporter.split("@")[0],
                                     "emailAddress": reporter, "name": reporter.split("@")[0],
                                     **({"accountType": reporter_type}
@@ -199,6 +200,17 @@ class FakeJira(LoopbackServer):
     def update_issue(self, key: str, **fields: Any) -> None:
         with self.lock:
             self.issues[key]["fields"].update(fields)
+
+    def resolve(self, key: str, resolution: str | None, when: str) -> None:
+        """Set (or clear, with None) the issue's resolution, as a workflow transition does;
+        ``when`` is Jira's timestamp (``2025-03-01T10:00:00.000+0000``)."""
+        with self.lock:
+            fields = self.issues[key]["fields"]
+            fields["resolution"] = ({"self": f"{self.url}/rest/api/2/resolution/1",
+                                     "id": "10000", "name": resolution,
+                                     "description": f"{resolution}."} if resolution else None)
+            fields["resolutiondate"] = when if resolution else None
+            fields["updated"] = when
 
     def labels(self, key: str) -> list[str]:
         with self.lock:
@@ -417,6 +429,14 @@ class FakeJira(LoopbackServer):
             return 400, {"errorMessages": [f"Error in the JQL Query: {jql!r}"]}, {}
         keys = sorted((k for k in self.issues if not found or k.startswith(found.group(1) + "-")),
                       key=lambda k: (k.rsplit("-", 1)[0], int(k.rsplit("-", 1)[1])))
+        # The few clauses scopeguard's history import sends, as Jira reads them.
+        if re.search(r"resolution\s+is\s+not\s+EMPTY", jql, re.I):
+            keys = [k for k in keys if self.issues[k]["fields"].get("resolution")]
+        if when := re.search(r'updated\s*>=\s*"(\d{4}-\d\d-\d\d \d\d:\d\d)"', jql):
+            cutoff = when.group(1).replace(" ", "T")
+            keys = [k for k in keys if self.issues[k]["fields"].get("updated", "")[:16] >= cutoff]
+        if re.search(r"ORDER BY updated", jql, re.I):
+            keys.sort(key=lambda k: self.issues[k]["fields"].get("updated", ""))
         size = min(int(params.get("maxResults", 50)), self.page_cap)
         if rest == "search":
             start = int(params.get("startAt", 0))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,19 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
+class Precedent:
+    """A past request the maintainers decided, close to this one (``scopeguard history``)."""
+
+    id: str
+    title: str
+    decision: str  # accepted | declined
+    reason: str  # in the tracker's words: "closed as not planned", "resolution 'Won't Do'"
+    decided_at: str
+    url: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Verdict:
     """A label with the evidence that produced it."""
 
@@ -126,6 +139,7 @@ class Verdict:
     # and the anchor of the product file it rests on, quoted as the file writes it.
     step: int = 0
     anchor: str = ""
+    precedent: Precedent | None = None  # the nearest decided past request, when close
 
     @property
     def duplicates(self) -> tuple[Neighbour, ...]:
@@ -256,6 +270,19 @@ def rule_step(rule: str, label: str, features: Sequence[Match], positioning: Seq
         top = positioning[0]
         return step, f"{top.name}: {top.text}" if top.text and top.text != top.name else top.name
     return step, ""
+
+
+def with_precedent(v: Verdict, precedent: Precedent | None) -> Verdict:
+    """``v`` with the past decision it resembles as evidence (not as a step of the rule:
+    measured on the corpus, a declined precedent predicts the maintainers' decision but
+    not the request-time label; see README, Precedents)."""
+    if precedent is None:
+        return v
+    when = f", {precedent.decided_at[:7]}" if precedent.decided_at else ""
+    line = (f"Like {precedent.id} '{precedent.title}' ({precedent.decision}: "
+            f"{precedent.reason}{when}; similarity {precedent.score:.2f}): the maintainers "
+            "decided a similar request before.")
+    return replace(v, precedent=precedent, reasons=(*v.reasons, line))
 
 
 def _distinct(names: Sequence[str]) -> list[str]:

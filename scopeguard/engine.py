@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from .backlog import Request, check_request, resolve_customer
 from .classify import (
+    Precedent,
     ProductIndex,
     RequestVectors,
     Verdict,
     anchors_of,
     classify,
+    with_precedent,
 )
 from .clean import Document, prepare
 from .embed import Embedder, Progress
@@ -34,16 +37,39 @@ class Scopeguard:
         embedder: any :class:`~scopeguard.embed.Embedder` (wrap it in a
             ``CachedEmbedder`` to reuse vectors across runs).
         head: an optional calibrated decision model; ``None`` uses the rules only.
+        precedents: decided past requests (``scopeguard history``): the nearest one at or
+            above ``rules.precedent`` is shown in the verdict.
     """
 
     def __init__(self, positioning: Positioning, embedder: Embedder,
-                 head: Head | None = None, rules: Rules | None = None) -> None:
+                 head: Head | None = None, rules: Rules | None = None,
+                 precedents: Sequence[Any] = ()) -> None:
         self.positioning = positioning
         self.embedder = embedder
         self.rules = rules or Rules.from_thresholds(positioning.thresholds, positioning.source)
         self.head = head
         anchors = anchors_of(positioning)
         self.index = ProductIndex.build(anchors, embedder.encode([a.text for a in anchors]))
+        self.precedents = list(precedents)
+        self._precedent_vectors: np.ndarray | None = None
+
+    def precedent_for(self, request: Request, mean: np.ndarray) -> Precedent | None:
+        """The decided past request nearest to ``request`` (its mean vector), if close."""
+        if not self.precedents:
+            return None
+        if self._precedent_vectors is None:  # embedded on first use (cached on disk)
+            _, vecs = self.embed([d.request for d in self.precedents])
+            self._precedent_vectors = np.vstack([v.mean for v in vecs]).astype(np.float32)
+        scores = self._precedent_vectors @ mean
+        for k in np.argsort(-scores):
+            d = self.precedents[int(k)]
+            if scores[k] < self.rules.precedent:
+                return None
+            if d.request.id == request.id or (d.request.url and d.request.url == request.url):
+                continue  # the request itself, decided before and reopened
+            return Precedent(d.request.id, d.request.title, d.decision, d.reason,
+                             d.decided_at, d.request.url, round(float(scores[k]), 4))
+        return None
 
     # --- embedding -------------------------------------------------------------------------
 
@@ -75,7 +101,9 @@ class Scopeguard:
         scores = means[1:] @ means[0] if others else np.zeros(0)
         neighbours = [(r, float(s)) for r, s in zip(others, scores, strict=True)
                       if s >= self.rules.similar]
-        return classify(request, docs[0], vecs[0], self.index, neighbours, self.rules, self.head)
+        verdict = classify(request, docs[0], vecs[0], self.index, neighbours, self.rules,
+                           self.head)
+        return with_precedent(verdict, self.precedent_for(request, vecs[0].mean))
 
     def classify_all(self, requests: Sequence[Request], progress: Progress | None = None,
                      on_verdict: Callable[[Verdict], None] | None = None) -> list[Verdict]:
@@ -96,6 +124,7 @@ class Scopeguard:
             pairs = [(requests[j], s) for j, s in neighbour_lists[i]]
             verdict = classify(request, docs[i], vecs[i], self.index, pairs, self.rules,
                                self.head)
+            verdict = with_precedent(verdict, self.precedent_for(request, vecs[i].mean))
             verdicts.append(verdict)
             if on_verdict:
                 on_verdict(verdict)

@@ -192,6 +192,12 @@ def to_markdown(v: Verdict, label_name: str | None = None, product: str = "") ->
         out.append("")
     else:
         out += ["No similar requests from other customers yet.", ""]
+    if v.precedent:
+        pr = v.precedent
+        when = f", {md_text(pr.decided_at[:7])}" if pr.decided_at else ""
+        out += [f"**Precedent:** {md_link(pr.id, pr.url)} {md_text(pr.title, 80)} "
+                f"({pr.decision}: {md_text(pr.reason, 60)}{when}; similarity {pr.score:.2f})",
+                ""]
     if v.custom_signals:
         out.append("**Custom-work signals:** " + ", ".join(
             f"{c.name} (\"{md_text(c.evidence, 60)}\")" for c in v.custom_signals))

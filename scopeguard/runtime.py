@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from .cache import DEFAULT_DB, EmbeddingCache
 from .embed import CachedEmbedder, Embedder, HashingEmbedder, SentenceTransformerEmbedder
@@ -49,4 +50,20 @@ def open_scopeguard(config: str | Path | None = None, db: str | None = None,
     embedder = embedder or make_embedder(model, db, positioning)
     from .calibration import head_for  # the calibrated head the positioning file selects
 
-    return Scopeguard(positioning, embedder, head=head_for(positioning, embedder.model_id))
+    return Scopeguard(positioning, embedder, head=head_for(positioning, embedder.model_id),
+                      precedents=load_precedents(db))
+
+
+def load_precedents(db: str | None = None) -> list[Any]:
+    """The decided requests ``scopeguard history`` imported into the ``db`` file; none
+    when the file does not exist yet (nothing is created for it)."""
+    path = Path(db_path(db))
+    if not path.is_file():
+        return []
+    from .history_store import HistoryStore
+
+    store = HistoryStore(path)
+    try:
+        return store.decided()
+    finally:
+        store.close()

@@ -199,3 +199,57 @@ def test_a_partial_read_does_not_move_the_mark(runner, example_config, tmp_path)
                              "--limit", "2")
         assert result.exit_code == 0 and "2 decided" in result.output
         assert HistoryStore(tmp_path / "h.db").synced(f"github:{REPO}") == ""
+
+
+# --- precedents -----------------------------------------------------------------------------
+
+
+def _decided(n: int, title: str, decision: str = "declined") -> Decided:
+    return Decided("github:acme/pawtrack", Request(id=f"#{n}", title=title,
+                                                   url=f"https://github.com/acme/pawtrack/"
+                                                       f"issues/{n}"),
+                   decision, "closed as not planned" if decision == "declined"
+                   else "closed as completed", "2025-03-04T10:00:00Z", "2025-03-04T10:00:00Z")
+
+
+def test_a_close_decided_request_is_shown_as_a_precedent(positioning, hashing):
+    from scopeguard import render
+    from scopeguard.engine import Scopeguard
+
+    precedents = [_decided(412, "Sync appointments with Salesforce CRM"),
+                  _decided(9, "Dark mode for the booking widget", "accepted")]
+    guard = Scopeguard(positioning, hashing, precedents=precedents)
+    v = guard.classify(Request(id="#500", title="Sync appointments with Salesforce CRM",
+                               body="our sales team"))
+    assert v.precedent and (v.precedent.id, v.precedent.decision) == ("#412", "declined")
+    assert v.precedent.score >= guard.rules.precedent
+    assert any(r.startswith("Like #412") and "2025-03" in r for r in v.reasons)
+    assert v.label  # the precedent is evidence: the rule still decides the label
+    md = render.to_markdown(v)
+    assert "**Precedent:** [#\u200b412](https://github.com/acme/pawtrack/issues/412)" in md
+    assert v.to_dict()["precedent"]["decision"] == "declined"
+    # Nothing close: no precedent; the request itself (reopened) is never its own.
+    far = guard.classify(Request(id="#501", title="Print vaccination certificates"))
+    assert far.precedent is None
+    itself = guard.classify(Request(id="#412", title="Sync appointments with Salesforce CRM"))
+    assert itself.precedent is None or itself.precedent.id != "#412"
+    # The same through a whole backlog (audit).
+    [audited] = guard.classify_all([Request(id="#600", title="Sync appointments with "
+                                                            "Salesforce CRM")])
+    assert audited.precedent and audited.precedent.id == "#412"
+
+
+def test_classify_reads_precedents_from_the_store(runner, example_config, tmp_path):
+    import json
+
+    db = tmp_path / "c.db"
+    HistoryStore(db).put_many([_decided(412, "Sync appointments with Salesforce CRM")])
+    result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db", str(db),
+                                 "--model", "hashing", "-t",
+                                 "Sync appointments with Salesforce CRM", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["precedent"]["id"] == "#412"
+    fresh = tmp_path / "none.db"  # no history imported: nothing, and no file created for it
+    result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db", str(fresh),
+                                 "--model", "hashing", "-t", "Anything", "--format", "json"])
+    assert result.exit_code == 0 and json.loads(result.output)["precedent"] is None

@@ -6,14 +6,17 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import DIST_NAME, render
 from .backlog import Request, decode, read_backlog, request_from_dict
 from .errors import ScopeguardError
+from .markup import plain
 
 CONFIG_HELP = ("Positioning file, or a directory holding scopeguard.yml or "
                ".github/scopeguard.yml. [env: SCOPEGUARD_CONFIG; default: .]")
@@ -278,16 +281,27 @@ def history(config, db, github, jira_project, jql, full, limit, quiet) -> None:
     positioning file's filters apply and its `history` section renames either side.
     A re-run reads only what changed since the last import.
     """
+    from .runtime import load_config
+
+    positioning = load_config(config)
+    store, source, fetched, summary = _import_history(positioning, db, github, jira_project,
+                                                      jql, full, limit, quiet)
+    click.echo(summary)
+    store.close()
+
+
+def _import_history(positioning, db, github, jira_project, jql, full, limit, quiet):
+    """Import one source's decided requests into the store (what changed since the last
+    import, unless ``full``): (store, source, what was fetched, a one-line summary)."""
     from datetime import UTC, datetime
 
     from .history import HistoryRules
     from .history_store import HistoryStore
-    from .runtime import db_path, load_config
+    from .runtime import db_path
 
     if bool(github) == bool(jira_project or jql):
         raise click.UsageError("give one source: --github OWNER/REPO, or --jira PROJECT "
                                "(and/or --jql).")
-    positioning = load_config(config)
     rules = HistoryRules.from_dict(positioning.history)
     store = HistoryStore(db_path(db))
     source = f"github:{github}" if github else f"jira:{jira_project or 'jql'}"
@@ -326,12 +340,163 @@ def history(config, db, github, jira_project, jql, full, limit, quiet) -> None:
                           datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     counts = store.counts(source)
     new = sum(1 for d in fetched.decided if d.decision == "declined")
-    click.echo(f"{source}: read {counter[0]} issues{' changed since ' + since if since else ''}"
-               f"; {len(fetched.decided)} decided ({new} declined, "
-               f"{len(fetched.decided) - new} accepted), {fetched.skipped} not decided or not "
-               f"feature requests{f', {len(reopened)} no longer decided' if since else ''}."
-               f" In {store.path}: {counts['accepted']} accepted, {counts['declined']} declined.")
+    summary = (f"{source}: read {counter[0]} issues"
+               f"{' changed since ' + since if since else ''}; {len(fetched.decided)} decided "
+               f"({new} declined, {len(fetched.decided) - new} accepted), {fetched.skipped} "
+               f"not decided or not feature requests"
+               f"{f', {len(reopened)} no longer decided' if since else ''}. In {store.path}: "
+               f"{counts['accepted']} accepted, {counts['declined']} declined.")
+    return store, source, fetched, summary
+
+
+@cli.command()
+@engine_options
+@click.option("--github", metavar="OWNER/REPO", help="Replay the repository's decided issues.")
+@click.option("--jira", "jira_project", metavar="PROJECT",
+              help="Replay the Jira project's resolved issues.")
+@click.option("--jql", help="With --jira, or alone: a JQL query for the issues to read.")
+@click.option("--since", metavar="YYYY-MM-DD", help="Only requests opened on or after this day.")
+@click.option("--offline", is_flag=True, help="Replay what the store holds; do not ask the "
+                                              "tracker for what changed.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]),
+              default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write the report here instead of standard output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@friendly_errors
+def backtest(config, db, model, github, jira_project, jql, since, offline, fmt, output,
+             quiet) -> None:
+    """What scopeguard would have said on past requests, against what was decided.
+
+    Imports the decided requests as `scopeguard history` does (what changed since the
+    last import), then classifies each with today's positioning file, its demand counted
+    among the requests opened before it. one_off agrees with declined; core and
+    generalizable with accepted. Prints the agreement, the table of verdicts against
+    decisions with the base rate, and the disagreements with links.
+    """
+    from .backtest import render as render_backtest
+    from .backtest import replay
+    from .engine import Scopeguard
+    from .runtime import load_config, open_scopeguard
+
+    if since and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", since):
+        raise click.BadParameter(f"{since!r} is not a date. Fix: --since YYYY-MM-DD.",
+                                 param_hint="--since")
+    positioning = load_config(config)
+    if offline:
+        from .history_store import HistoryStore
+        from .runtime import db_path
+
+        if bool(github) == bool(jira_project or jql):
+            raise click.UsageError("give one source: --github OWNER/REPO, or --jira PROJECT.")
+        store = HistoryStore(db_path(db))
+        source = f"github:{github}" if github else f"jira:{jira_project or 'jql'}"
+    else:
+        store, source, _, summary = _import_history(positioning, db, github, jira_project,
+                                                    jql, False, None, quiet)
+        if not quiet:
+            click.echo(summary, err=True)
+    decided = [d for d in store.decided(source)
+               if not since or d.request.created_at[:10] >= since]
     store.close()
+    if not decided:
+        raise ScopeguardError(f"{source}: no decided feature requests"
+                              f"{' opened since ' + since if since else ''} to replay. Fix: "
+                              "check the source, or widen --since.")
+    loaded = open_scopeguard(positioning=positioning, db=db, model=model)
+    # No precedents: a request's own later decision (or a later one like it) must not leak.
+    guard = Scopeguard(positioning, loaded.embedder, head=loaded.head, rules=loaded.rules)
+    done = [0]
+
+    def classify_one(request, earlier):
+        done[0] += 1
+        if not quiet and done[0] % 25 == 0:
+            click.echo(f"  replayed {done[0]} of {len(decided)}...", err=True)
+        return guard.classify(request, earlier)
+    report = render_backtest(replay(decided, classify_one), fmt)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(report, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(report, nl=False)
+
+
+# --- suggest --------------------------------------------------------------------------------
+
+
+@cli.group()
+def suggest() -> None:
+    """Suggestions for the positioning file, from your own history."""
+
+
+@suggest.command("non-goals")
+@engine_options
+@click.option("--source", help="Only this history source (e.g. github:OWNER/REPO, jira:PAW); "
+                               "default: every one in the store.")
+@click.option("--min-size", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Declined requests a group needs to become a suggestion.")
+@click.option("--similar", type=click.FloatRange(0, 1), default=0.55, show_default=True,
+              help="Cosine at which two declined requests are the same kind of ask.")
+@click.option("--write", is_flag=True, help="Add the suggestions to the positioning file as "
+                                            "commented-out non-goals, to enable by hand.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly_errors
+def suggest_non_goals_cmd(config, db, model, source, min_size, similar, write, as_json) -> None:
+    """Propose non-goals from groups of declined requests (`scopeguard history` first).
+
+    Each group of similar declined requests is named by its most distinctive words, with
+    its issues and how many distinct people asked; groups a stated non-goal already
+    covers are marked, not proposed again.
+    """
+    from datetime import UTC, datetime
+
+    from .history_store import HistoryStore
+    from .runtime import db_path, open_scopeguard
+    from .suggest import insert_commented, suggest_non_goals
+
+    store = HistoryStore(db_path(db))
+    declined = [d for d in store.decided(source) if d.decision == "declined"]
+    store.close()
+    if not declined:
+        raise ScopeguardError(f"{db_path(db)}: no declined requests"
+                              f"{' from ' + source if source else ''}. Fix: import them first "
+                              "with scopeguard history --github OWNER/REPO (or --jira PROJECT).")
+    guard = open_scopeguard(config, db, model)
+    _, vecs = guard.embed([d.request for d in declined])
+    vectors = np.vstack([v.mean for v in vecs])
+    suggestions = suggest_non_goals(
+        declined, vectors, guard.index.vectors["non_goal"],
+        [a.name for a in guard.index.anchors["non_goal"]], similar=similar, min_size=min_size)
+    fresh = [s for s in suggestions if not s.covered_by]
+    if as_json:
+        click.echo(json.dumps([{"name": s.name, "description": s.description,
+                                "words": list(s.words), "requesters": list(s.requesters),
+                                "covered_by": s.covered_by,
+                                "members": [{"id": i, "title": t, "url": u}
+                                            for i, t, u in s.members]}
+                               for s in suggestions], indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"{len(declined)} declined requests, {len(suggestions)} groups of "
+                   f"{min_size} or more; {len(fresh)} not covered by a stated non-goal.")
+        for s in suggestions:
+            head = (f"already covered by '{plain(s.covered_by)}'" if s.covered_by else
+                    f"suggested non-goal: {plain(s.name)}")
+            click.echo(f"\n{head}  ({len(s.members)} requests, {len(s.requesters)} "
+                       f"requesters: {plain(', '.join(s.requesters[:6]))})")
+            for i, t, u in s.members[:8]:
+                click.echo(f"  {plain(i)} {plain(t, 70)}  {plain(u)}")
+    if write and fresh:
+        path = Path(guard.positioning.source)
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        path.write_text(insert_commented(path.read_text(encoding="utf-8"), fresh, today),
+                        encoding="utf-8")
+        from .positioning import load_positioning
+
+        load_positioning(path)  # what was written still loads
+        click.echo(f"\nwrote {len(fresh)} commented-out non-goals into {path}: uncomment "
+                   "the ones you mean, add where to point people (instead), then run "
+                   f"scopeguard check {path}.", err=as_json)
 
 
 # --- audit -----------------------------------------------------------------------------------

@@ -240,7 +240,7 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
     validate(data, schema(), source)
     data = {k: v for k, v in data.items() if v is not None}  # 'key:' with no value = absent
     features = tuple(_item(x) for x in data["features"])
-    non_goals = tuple(_item(x) for x in data.get("non_goals", []))
+    non_goals = tuple(_item(x) for x in data.get("non_goals") or ())  # "non_goals:" alone: none
     ideal = data.get("ideal_customer") or {}
     customer = CustomerRule(**(data.get("customer") or {}))
     if customer.source == "field" and "field" not in (data.get("customer") or {}):
@@ -263,7 +263,7 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
         main_value=(data.get("main_value") or "").strip(),
         alternative=data.get("alternative", "").strip(),
         uniqueness=data.get("uniqueness", "").strip(),
-        statements=tuple(s.strip() for s in data.get("statements", [])),
+        statements=tuple(s.strip() for s in data.get("statements") or ()),
         features=features,
         non_goals=non_goals,
         ideal_customer=(ideal.get("description") or "").strip(),

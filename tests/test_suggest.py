@@ -1,0 +1,111 @@
+"""`scopeguard suggest non-goals` (issue 14): groups of declined requests proposed as
+non-goals, named by their distinctive words, and written into the file commented out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from scopeguard.backlog import Request
+from scopeguard.cli import cli
+from scopeguard.history import Decided
+from scopeguard.history_store import HistoryStore
+from scopeguard.positioning import load_positioning
+from scopeguard.suggest import distinctive_words, insert_commented, suggest_non_goals
+
+ASKS = [
+    ("Sync appointments to Salesforce CRM", "Our sales team lives in Salesforce CRM.", "ana"),
+    ("Salesforce CRM sync for appointments", "Push every booking into Salesforce CRM.", "ben"),
+    ("Two-way Salesforce CRM appointments sync", "Salesforce CRM contacts too.", "cat"),
+    ("Blockchain receipts for vet visits", "Store visit receipts on a blockchain.", "dan"),
+    ("Blockchain receipts for every vet visit", "Receipts on the blockchain please.", "dan"),
+    ("Dark mode", "The widget is too bright.", "eve"),
+    ("Invoices and card payments at booking", "Take card payments and send invoices.", "fay"),
+    ("Card payments and invoices for bookings", "Invoices with card payments.", "gus"),
+]
+
+
+def declined() -> list[Decided]:
+    return [Decided("github:acme/pawtrack",
+                    Request(id=f"#{k}", title=t, body=b, author=a,
+                            url=f"https://github.com/acme/pawtrack/issues/{k}"),
+                    "declined", "closed as not planned", f"2025-0{k % 9 + 1}-01T00:00:00Z",
+                    "2025-01-01T00:00:00Z")
+            for k, (t, b, a) in enumerate(ASKS, start=1)]
+
+
+def test_distinctive_words_prefer_what_sets_a_group_apart():
+    words = distinctive_words([["salesforce crm sync", "salesforce crm push"],
+                               ["blockchain receipts", "blockchain receipts now"]], k=2)
+    assert words[0][:2] == ["crm", "salesforce"] and words[1][0] in ("blockchain", "receipts")
+
+
+def test_groups_become_named_suggestions_and_stated_non_goals_are_recognised(positioning,
+                                                                           hashing):
+    from scopeguard.engine import Scopeguard
+
+    guard = Scopeguard(positioning, hashing)
+    items = declined()
+    _, vecs = guard.embed([d.request for d in items])
+    vectors = np.vstack([v.mean for v in vecs])
+    found = suggest_non_goals(items, vectors, guard.index.vectors["non_goal"],
+                              [a.name for a in guard.index.anchors["non_goal"]],
+                              similar=0.45, covered=0.45)
+    by_first = {s.members[0][0]: s for s in found}
+    crm = next(s for s in found if "salesforce" in s.name.lower())
+    assert {m[0] for m in crm.members} == {"#1", "#2", "#3"}
+    assert crm.requesters == ("ana", "ben", "cat") and "3 times by 3" in crm.description
+    chain = next(s for s in found if "blockchain" in s.name.lower())
+    assert chain.requesters == ("dan",)  # one person asking twice is one requester
+    pay = next(s for s in found if {"#7", "#8"} <= {m[0] for m in s.members})
+    assert pay.covered_by == "Billing and payments"  # the file says it already
+    assert "#6" not in {m[0] for s in found for m in s.members}  # alone: no group
+    assert by_first  # suggestions are keyed by their leader
+
+
+def test_insert_commented_keeps_the_file_loadable_and_enables_by_uncommenting(
+        tmp_path, example_config):
+    from scopeguard.suggest import Suggestion
+
+    s = Suggestion("Salesforce crm sync", "Declined 3 times by 3 requester(s).",
+                   (("#1", "t", "u"),), ("ana",), ("salesforce",))
+    for original in (example_config.read_text(),
+                     example_config.read_text().replace("non_goals:", "old_non_goals:", 1)
+                     .split("old_non_goals:")[0] + "non_goals: []\n",
+                     example_config.read_text().split("non_goals:")[0]):
+        text = insert_commented(original, [s], "2026-12-01")
+        path = tmp_path / "p.yml"
+        path.write_text(text)
+        before = load_positioning(path)
+        enabled = text.replace("  # - name:", "  - name:").replace(
+            "  #   description:", "    description:").replace('  #   instead: ""', "   ")
+        path.write_text(enabled)
+        after = load_positioning(path)
+        # Under non_goals:, first: uncommented, it joins the stated ones and nothing else moves.
+        assert [n.name for n in after.non_goals] == \
+            ["Salesforce crm sync", *[n.name for n in before.non_goals]]
+
+
+def test_suggest_non_goals_cli_reads_the_store_and_writes_the_file(runner, example_config,
+                                                                  tmp_path):
+    db = tmp_path / "c.db"
+    config = tmp_path / "scopeguard.yml"
+    shutil.copy(example_config, config)
+    empty = runner.invoke(cli, ["suggest", "non-goals", "-c", str(config), "--db", str(db),
+                                "--model", "hashing"])
+    assert empty.exit_code == 2 and "scopeguard history" in empty.output
+    HistoryStore(db).put_many(declined())
+    result = runner.invoke(cli, ["suggest", "non-goals", "-c", str(config), "--db", str(db),
+                                 "--model", "hashing", "--similar", "0.45", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert any("salesforce" in s["name"].lower() and len(s["members"]) == 3 for s in data)
+    written = runner.invoke(cli, ["suggest", "non-goals", "-c", str(config), "--db", str(db),
+                                  "--model", "hashing", "--similar", "0.45", "--write"])
+    assert written.exit_code == 0, written.output
+    text = config.read_text()
+    assert "# Suggested by scopeguard suggest non-goals" in text
+    assert all(f"#{k}" in text.split("# Suggested")[1] for k in (1, 2, 3))
+    assert len(load_positioning(config).non_goals) == 5  # nothing enabled by itself

@@ -307,30 +307,39 @@ def _import_history(positioning, db, github, jira_project, jql, full, limit, qui
     source = f"github:{github}" if github else f"jira:{jira_project or 'jql'}"
     since = "" if full else store.synced(source)
     counter = [0]
+    # A bar that counts (the trackers do not say how many will come) on stderr.
+    bar = None if quiet else click.progressbar(iter(()), label=f"reading {source}",
+                                               file=sys.stderr, show_pos=True)
 
     def progress(n: int) -> None:
         counter[0] += n
-        if not quiet and counter[0] % 50 == 0:
-            click.echo(f"  read {counter[0]} issues...", err=True)
-    if github:
-        from .integrations.github.client import client_from_env, get_repository
-        from .integrations.github.history import fetch_decided
+        if bar is not None:
+            bar.update(n)
+    if bar is not None:
+        bar.__enter__()
+    try:
+        if github:
+            from .integrations.github.client import client_from_env, get_repository
+            from .integrations.github.history import fetch_decided
 
-        repo = get_repository(client_from_env(), github)
-        fetched = fetch_decided(repo, rules, positioning.filters, since, limit, progress)
-    else:
-        from .integrations.jira import make_jira
-        from .integrations.jira.history import fetch_decided as fetch_jira
+            repo = get_repository(client_from_env(), github)
+            fetched = fetch_decided(repo, rules, positioning.filters, since, limit, progress)
+        else:
+            from .integrations.jira import make_jira
+            from .integrations.jira.history import fetch_decided as fetch_jira
 
-        filters = positioning.filters
-        if positioning.jira.issue_types:  # the watched types, listed: all of them count
-            from dataclasses import replace as dc_replace
+            filters = positioning.filters
+            if positioning.jira.issue_types:  # the watched types, listed: all of them count
+                from dataclasses import replace as dc_replace
 
-            filters = dc_replace(filters, skip_issue_types=())
-        fetched = fetch_jira(make_jira(), rules, filters, project=jira_project or "",
-                             jql=jql or "", since=since,
-                             customer_field=positioning.jira.customer_field, limit=limit,
-                             progress=progress)
+                filters = dc_replace(filters, skip_issue_types=())
+            fetched = fetch_jira(make_jira(), rules, filters, project=jira_project or "",
+                                 jql=jql or "", since=since,
+                                 customer_field=positioning.jira.customer_field, limit=limit,
+                                 progress=progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
     known = {d.request.id for d in store.decided(source)} if fetched.undecided else set()
     reopened = [i for i in fetched.undecided if i in known]
     store.forget(source, reopened)
@@ -438,11 +447,15 @@ def suggest() -> None:
               help="Declined requests a group needs to become a suggestion.")
 @click.option("--similar", type=click.FloatRange(0, 1), default=0.55, show_default=True,
               help="Cosine at which two declined requests are the same kind of ask.")
+@click.option("--backlog", "backlog", type=click.Path(exists=True, dir_okay=False),
+              help="Also group the open requests of this backlog file (JSONL/CSV) that "
+                   "scopeguard labels one_off, as the audit's one-off clusters.")
 @click.option("--write", is_flag=True, help="Add the suggestions to the positioning file as "
                                             "commented-out non-goals, to enable by hand.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @friendly_errors
-def suggest_non_goals_cmd(config, db, model, source, min_size, similar, write, as_json) -> None:
+def suggest_non_goals_cmd(config, db, model, source, min_size, similar, backlog, write,
+                          as_json) -> None:
     """Propose non-goals from groups of declined requests (`scopeguard history` first).
 
     Each group of similar declined requests is named by its most distinctive words, with
@@ -458,11 +471,20 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, write, a
     store = HistoryStore(db_path(db))
     declined = [d for d in store.decided(source) if d.decision == "declined"]
     store.close()
+    guard = open_scopeguard(config, db, model)
+    if backlog:  # the open requests scopeguard itself would call one-off
+        from .history import Decided
+
+        open_ones = [v for v in guard.classify_all(read_backlog(backlog)) if v.label == "one_off"]
+        by_id = {r.id: r for r in guard.prepare(read_backlog(backlog))}
+        declined += [Decided(f"backlog:{backlog}", by_id[v.request_id], "one_off",
+                             "open; scopeguard labels it one_off", "", "")
+                     for v in open_ones]
     if not declined:
         raise ScopeguardError(f"{db_path(db)}: no declined requests"
                               f"{' from ' + source if source else ''}. Fix: import them first "
-                              "with scopeguard history --github OWNER/REPO (or --jira PROJECT).")
-    guard = open_scopeguard(config, db, model)
+                              "with scopeguard history --github OWNER/REPO (or --jira PROJECT), "
+                              "or pass --backlog FILE.")
     _, vecs = guard.embed([d.request for d in declined])
     vectors = np.vstack([v.mean for v in vecs])
     suggestions = suggest_non_goals(
@@ -477,7 +499,7 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, write, a
                                             for i, t, u in s.members]}
                                for s in suggestions], indent=2, ensure_ascii=False))
     else:
-        click.echo(f"{len(declined)} declined requests, {len(suggestions)} groups of "
+        click.echo(f"{len(declined)} declined (or one-off) requests, {len(suggestions)} groups of "
                    f"{min_size} or more; {len(fresh)} not covered by a stated non-goal.")
         for s in suggestions:
             head = (f"already covered by '{plain(s.covered_by)}'" if s.covered_by else

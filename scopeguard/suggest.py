@@ -89,13 +89,17 @@ def suggest_non_goals(declined: Sequence[Decided], vectors: np.ndarray,
             sims = non_goal_vectors @ centre
             if float(sims.max()) >= covered:
                 cover = non_goal_names[int(np.argmax(sims))]
-        people = sorted({declined[i].request.author.strip() for i in members
-                         if declined[i].request.author.strip()}, key=str.lower)
+        people = sorted({declined[i].request.asker.strip() for i in members
+                         if declined[i].request.asker.strip()}, key=str.lower)
         leader = declined[members[0]].request
         name = " ".join(words).capitalize() if words else leader.title
+        was = sum(declined[i].decision == "declined" for i in members)
+        asked = (f"Declined {was} times" if was == len(members) else
+                 f"Declined {was} times, and {len(members) - was} open request(s) scopeguard "
+                 "labels one_off,")
         out.append(Suggestion(
             name=name,
-            description=f"Declined {len(members)} times by {len(people) or 'unknown'} "
+            description=f"{asked} by {len(people) or 'unknown'} "
                         f"requester(s), e.g. {leader.id} '{leader.title}'.",
             members=tuple((declined[i].request.id, declined[i].request.title,
                            declined[i].request.url) for i in members),
@@ -111,7 +115,7 @@ def insert_commented(text: str, suggestions: Sequence[Suggestion], when: str) ->
     block = []
     for s in suggestions:
         ids = ", ".join(m[0] for m in s.members[:8])
-        block += [f"  # Suggested by scopeguard suggest non-goals ({when}): declined "
+        block += [f"  # Suggested by scopeguard suggest non-goals ({when}): asked "
                   f"{len(s.members)} times by {len(s.requesters)} requester(s): {ids}.",
                   f"  # - name: {json.dumps(s.name, ensure_ascii=False)}",
                   f"  #   description: {json.dumps(s.description, ensure_ascii=False)}",

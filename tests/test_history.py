@@ -253,3 +253,19 @@ def test_classify_reads_precedents_from_the_store(runner, example_config, tmp_pa
     result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db", str(fresh),
                                  "--model", "hashing", "-t", "Anything", "--format", "json"])
     assert result.exit_code == 0 and json.loads(result.output)["precedent"] is None
+
+
+def test_history_shows_a_progress_bar_unless_quiet(runner, example_config, tmp_path):
+    with FakeGitHub(token=TOKEN) as github:
+        github.add_repo(REPO)
+        n = github.add_issue(REPO, "Idea", "")
+        _close(github, n, "not_planned", "2025-01-01T10:00:00Z")
+        env = {"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": github.base_url,
+               "SCOPEGUARD_GITHUB_THROTTLE": "0"}
+        loud = runner.invoke(cli, ["history", "-c", str(example_config), "--db",
+                                   str(tmp_path / "h.db"), "--github", REPO], env=env)
+        assert loud.exit_code == 0 and f"reading github:{REPO}" in loud.stderr
+        quiet = runner.invoke(cli, ["history", "-c", str(example_config), "--db",
+                                    str(tmp_path / "h.db"), "--github", REPO, "-q",
+                                    "--full"], env=env)
+        assert quiet.exit_code == 0 and "reading" not in quiet.stderr

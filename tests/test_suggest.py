@@ -109,3 +109,19 @@ def test_suggest_non_goals_cli_reads_the_store_and_writes_the_file(runner, examp
     assert "# Suggested by scopeguard suggest non-goals" in text
     assert all(f"#{k}" in text.split("# Suggested")[1] for k in (1, 2, 3))
     assert len(load_positioning(config).non_goals) == 5  # nothing enabled by itself
+
+
+def test_open_one_off_requests_of_a_backlog_join_the_groups(runner, example_config, tmp_path):
+    backlog = tmp_path / "backlog.jsonl"
+    # One customer asking three times: no demand, so scopeguard labels them one_off.
+    backlog.write_text("\n".join(json.dumps({"id": f"B{k}", "title": t, "body": b,
+                                             "customer": "Acme Vets"})
+                                 for k, (t, b, _) in enumerate(ASKS[:3], start=1)) + "\n")
+    result = runner.invoke(cli, ["suggest", "non-goals", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), "--model", "hashing", "--similar",
+                                 "0.45", "--backlog", str(backlog), "--json"])
+    assert result.exit_code == 0, result.output
+    [group] = [s for s in json.loads(result.output) if "salesforce" in s["name"].lower()]
+    assert {m["id"] for m in group["members"]} == {"B1", "B2", "B3"}
+    assert "open request(s) scopeguard labels one_off" in group["description"]
+    assert group["requesters"] == ["Acme Vets"]

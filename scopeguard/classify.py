@@ -150,6 +150,28 @@ class Verdict:
         data["distinct_customers"] = len(self.customers)
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        """The inverse of :meth:`to_dict` (the audit's verdict memo stores verdicts as JSON,
+        never pickles: a cache file restored from elsewhere cannot run code)."""
+        data = dict(data)
+        data.pop("distinct_customers", None)
+
+        def matches(rows):
+            return tuple(Match(**m) for m in rows)
+
+        return cls(**{
+            **data,
+            "reasons": tuple(data["reasons"]),
+            "positioning": matches(data["positioning"]),
+            "features": matches(data["features"]),
+            "non_goal": Match(**data["non_goal"]) if data["non_goal"] else None,
+            "similar": tuple(Neighbour(**n) for n in data["similar"]),
+            "customers": tuple(data["customers"]),
+            "custom_signals": tuple(Signal(**c) for c in data["custom_signals"]),
+            "precedent": Precedent(**data["precedent"]) if data.get("precedent") else None,
+        })
+
 
 def _top(matrix: np.ndarray, anchors: list[Anchor], vec: np.ndarray, k: int) -> list[Match]:
     if not len(anchors):

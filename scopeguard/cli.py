@@ -27,8 +27,27 @@ def config_option(f):
                         type=click.Path(dir_okay=True), help=CONFIG_HELP)(f)
 
 
+def _to_environment(name: str):
+    """A callback that hands an option to the runtime (and to processes it starts) through
+    its environment variable, where the runtime reads it."""
+    def store(ctx, param, value):
+        if value is not None:
+            os.environ[name] = str(value)
+        return value
+    return store
+
+
 def cache_options(f):
-    """--db and --model: where embeddings are cached and which model makes them."""
+    """--db, --model, --backend and --threads: where embeddings are cached, which model
+    makes them and what runs it."""
+    f = click.option("--threads", type=click.IntRange(1, 256), expose_value=False,
+                     callback=_to_environment("SCOPEGUARD_THREADS"),
+                     help="Inference threads. [env: SCOPEGUARD_THREADS; default: 1]")(f)
+    f = click.option("--backend", type=click.Choice(["onnx", "onnx-int8", "torch"]),
+                     expose_value=False, callback=_to_environment("SCOPEGUARD_BACKEND"),
+                     help="What runs the model: ONNX Runtime (no torch), its int8 "
+                          "quantisation (faster, close but not identical), or torch "
+                          "(the train extra). [env: SCOPEGUARD_BACKEND; default: onnx]")(f)
     f = click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
                      help="SQLite file caching embeddings. [env: SCOPEGUARD_DB; "
                           "default: scopeguard.db]")(f)
@@ -572,21 +591,26 @@ def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, position
 @click.option("--min-customers", type=click.IntRange(min=1),
               help="Distinct customers that make a cluster generalizable (default: the "
                    "positioning file's thresholds.min_customers, else 3).")
+@click.option("--recompute", is_flag=True,
+              help="Recompute every neighbour list and verdict instead of reusing those of "
+                   "the last audit for requests that did not change.")
 @friendly_errors
 def audit(config, db, model, from_file, encoding, github, labels, jira_project, jql, limit, fmt,
-          as_json, output, quiet, min_customers) -> None:
+          as_json, output, quiet, min_customers, recompute) -> None:
     """Audit a whole backlog: labels, demand clusters, duplicates and scope drift.
 
     Pull requests and issues that are not feature requests (the positioning file's
-    filters: bug, question... labels) are skipped. Embeddings are cached in the SQLite
-    file, so auditing an unchanged backlog again embeds nothing.
+    filters: bug, question... labels) are skipped. Embeddings, neighbour lists and
+    verdicts are kept in the SQLite file, so auditing an unchanged backlog again
+    recomputes nothing but the report, and a changed one only what the changes touch.
     """
     from dataclasses import replace as dc_replace
 
     from .audit import build_report
     from .audit_render import render_report
     from .backlog import is_feature_request
-    from .runtime import open_scopeguard
+    from .memo import AnalysisMemo
+    from .runtime import db_path, open_scopeguard
 
     if as_json:
         fmt, quiet = "json", True
@@ -599,8 +623,9 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
     for item in items:
         ok, why = is_feature_request(item, guard.positioning.filters)
         (keep.append(item) if ok else skipped.append((item.id, why)))
+    memo = None if recompute else AnalysisMemo(db_path(db))
     if quiet or not keep:
-        analysis = guard.analyse(keep)
+        analysis = guard.analyse(keep, memo=memo)
     else:
         with click.progressbar(length=len(keep), label="embedding", file=sys.stderr,
                                show_pos=True) as bar:
@@ -611,7 +636,7 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
                 step = min(n, len(keep) - done[0])
                 done[0] += step
                 bar.update(step)
-            analysis = guard.analyse(keep, progress=progress)
+            analysis = guard.analyse(keep, progress=progress, memo=memo)
     report = build_report(analysis, guard.index, guard.rules, guard.positioning.product,
                           skipped=skipped)
     text = render_report(report, fmt)
@@ -627,6 +652,12 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
         if embedded is not None:
             click.echo(f"embedded {embedded} new text(s); the rest came from the cache "
                        f"({db or 'scopeguard.db'}).", err=True)
+        if memo is not None:
+            click.echo(f"reused {memo.reused_verdicts} verdict(s) and {memo.reused_lists} "
+                       f"neighbour list(s) of the last audit; computed {memo.computed_verdicts}"
+                       f" and {memo.computed_rows}.", err=True)
+    if memo is not None:
+        memo.close()
 
 
 # --- eval / calibrate ------------------------------------------------------------------------
@@ -969,6 +1000,50 @@ def relabels(queue_path, output) -> None:
                    f"label name of the positioning file ({', '.join(found.unresolved[:5])}). "
                    "Fix: start scopeguard serve on the queue once with the positioning file "
                    "whose label names they carry.", err=True)
+
+
+# --- model ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def model() -> None:
+    """The model's ONNX files (the default backend runs them without torch)."""
+
+
+@model.command("build")
+@cache_options
+@friendly_errors
+def model_build(db, model) -> None:  # noqa: ARG001 - --db is shared, unused here
+    """Build the ONNX file(s) of the model ahead of the first run.
+
+    The bundled all-MiniLM-L6-v2 ships as weights only; the first run builds its ONNX
+    graph (about 2 s; int8 adds its quantised copy) into SCOPEGUARD_MODEL_CACHE (default
+    ~/.cache/scopeguard/onnx). Run this in an image or a CI cache step so no run pays it.
+    """
+    import time
+
+    from .embed import resolve_model
+    from .onnx_embed import onnx_path
+    from .runtime import backend_name
+
+    backend = backend_name()
+    if backend == "torch":
+        raise ScopeguardError("the torch backend uses no ONNX file. Fix: use --backend onnx "
+                              "or onnx-int8.")
+    location = Path(resolve_model(model)[1])
+    if not location.is_dir():
+        raise ScopeguardError(f"model {model!r} is not a local directory. Fix: pass --model "
+                              "with a sentence-transformers directory.")
+    precisions = ["fp32"] + (["int8"] if backend == "onnx-int8" else [])
+    for precision in precisions:
+        path = onnx_path(location, precision, build=False)
+        if path.is_file():
+            click.echo(f"{precision}: {path} (already built)")
+            continue
+        started = time.monotonic()
+        path = onnx_path(location, precision)
+        click.echo(f"{precision}: {path} (built in {time.monotonic() - started:.1f}s, "
+                   f"{path.stat().st_size / 1e6:.0f} MB)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

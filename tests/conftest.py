@@ -1,20 +1,33 @@
-"""Shared fixtures. The real model is loaded once per session; its vectors are cached in a
-session SQLite file so every test that embeds the same text reuses them."""
+"""Shared fixtures. The real model (ONNX Runtime, the default backend) is loaded once per
+session; its vectors are cached in a session SQLite file so every test that embeds the same
+text reuses them. The ONNX file is built once per run into a temporary model cache, never
+into the user's home."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from scopeguard.cache import EmbeddingCache
-from scopeguard.embed import CachedEmbedder, HashingEmbedder, SentenceTransformerEmbedder
+from scopeguard.embed import CachedEmbedder, HashingEmbedder
+from scopeguard.onnx_embed import OnnxEmbedder
 from scopeguard.positioning import load_positioning
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+# Subprocesses (uvicorn, the Action's entrypoint) inherit it: one build per test run.
+MODEL_CACHE = os.environ.get("SCOPEGUARD_TEST_MODEL_CACHE") or tempfile.mkdtemp(
+    prefix="scopeguard-onnx-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not os.environ.get("SCOPEGUARD_TEST_MODEL_CACHE"):
+        shutil.rmtree(MODEL_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +36,7 @@ def clean_environ(monkeypatch):
     for key in list(os.environ):
         if key.startswith(("SCOPEGUARD_", "GITHUB_", "JIRA_")):
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SCOPEGUARD_MODEL_CACHE", MODEL_CACHE)
 
 
 @pytest.fixture
@@ -57,5 +71,7 @@ def session_db(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_embedder(session_db) -> CachedEmbedder:
-    """all-MiniLM-L6-v2 from the bundled package, offline, behind a session cache."""
-    return CachedEmbedder(SentenceTransformerEmbedder(), EmbeddingCache(session_db))
+    """all-MiniLM-L6-v2 from the bundled package, offline, in ONNX Runtime (the default
+    backend), behind a session cache."""
+    os.environ["SCOPEGUARD_MODEL_CACHE"] = MODEL_CACHE  # session fixtures precede autouse
+    return CachedEmbedder(OnnxEmbedder(), EmbeddingCache(session_db))

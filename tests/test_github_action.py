@@ -1000,12 +1000,15 @@ def test_action_yml_structure():
             name = var[len("INPUT_"):].lower().replace("_", "-")
             assert value == f"${{{{ inputs.{name} }}}}", var
             assert f'"{name}"' in source or name.startswith("label-"), name
-    # torch comes from the CPU index, before scopeguard itself.
+    # No torch: scopeguard alone, then the model's ONNX file built into the cached venv,
+    # where the classify step looks for it.
     [install] = [s for s in steps if "pip install" in s.get("run", "")]
     script = install["run"]
-    assert inputs["torch-index-url"]["default"] == "https://download.pytorch.org/whl/cpu"
-    assert "--index-url" in script
-    assert script.index("install --quiet torch") < script.index('"$GITHUB_ACTION_PATH"')
+    assert "torch" not in script and "torch-index-url" not in inputs
+    assert script.index('"$GITHUB_ACTION_PATH"') < script.index("scopeguard\" model build")
+    assert install["env"]["SCOPEGUARD_MODEL_CACHE"] == entry["env"]["SCOPEGUARD_MODEL_CACHE"]
+    assert install["env"]["SCOPEGUARD_MODEL_CACHE"].startswith("${{ steps.key.outputs.home }}/venv/")
+    assert inputs["backend"]["default"] == "onnx"
     # The venv holds a copy of the action's code: its cache key must change with the code.
     [key] = [s for s in steps if s.get("id") == "key"]
     assert all(part in key["run"] for part in ("pyproject.toml", "scopeguard integrations"))

@@ -1,0 +1,148 @@
+"""The inference backends side by side, in one run: ONNX Runtime fp32 and int8 against torch.
+
+- cold ``scopeguard classify`` (a fresh process, to the label on stdout): median of runs,
+  with an empty embeddings cache (the positioning is embedded too) and a warm one;
+- verdicts on the labelled corpus (every request against its product as of the request):
+  how many labels each ONNX variant gives identically to torch, and embedding time;
+- encode throughput at 1 and 2 inference threads (texts/s);
+- install size: the default venv (no torch) and the train venv.
+
+Runs in the train venv (it needs torch for the baseline): ``make bench`` or
+``.venv-train/bin/python bench/backends.py [--runs 3] [--corpus models/data/corpus]``.
+Prints ratios against torch, measured here in the same run; writes out/bench-backends.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "examples" / "scopeguard.yml"
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def cold_classify(backend: str, runs: int, warm_db: bool, cache: str) -> float:
+    """Median seconds of ``scopeguard classify`` in a fresh process."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "c.db"
+        env = {**os.environ, "SCOPEGUARD_BACKEND": backend, "SCOPEGUARD_MODEL_CACHE": cache}
+        cmd = [str(Path(sys.executable).parent / "scopeguard"), "classify", "-c", str(CONFIG),
+               "--db", str(db), "-t", "Text owners before their visit",
+               "-b", "An SMS reminder the day before the appointment."]
+        if warm_db:
+            subprocess.run(cmd, env=env, capture_output=True, check=True)
+        for _ in range(runs):
+            if not warm_db and db.exists():
+                db.unlink()
+            started = time.perf_counter()
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            times.append(time.perf_counter() - started)
+            if out.returncode != 0:
+                raise SystemExit(f"classify --backend {backend} failed: {out.stderr[-500:]}")
+    return statistics.median(times)
+
+
+def corpus_verdicts(corpus_dir: Path, backends: list[str]) -> dict:
+    from scopeguard.corpus import load_corpus
+    from scopeguard.embed import CachedEmbedder
+    from scopeguard.evaluate import score
+    from scopeguard.runtime import make_inner
+
+    corpus = load_corpus(corpus_dir)
+    labels, seconds = {}, {}
+    for backend in backends:
+        embedder = CachedEmbedder(make_inner(backend=backend, threads=2), None)
+        started = time.perf_counter()
+        scored = score(corpus.items, corpus.products, embedder)
+        seconds[backend] = time.perf_counter() - started
+        labels[backend] = [v.label for v in scored.verdicts]
+    base = labels["torch"]
+    return {"requests": len(base), "seconds": seconds,
+            "identical_to_torch": {b: sum(a == t for a, t in zip(labels[b], base, strict=True))
+                                   / len(base) for b in backends}}
+
+
+def throughput(backend: str, threads: int, texts: list[str]) -> float:
+    from scopeguard.runtime import make_inner
+
+    embedder = make_inner(backend=backend, threads=threads)
+    embedder.encode(texts[:8])  # load
+    started = time.perf_counter()
+    embedder.encode(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def du(path: Path) -> float | None:
+    if not path.is_dir():
+        return None
+    out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True)
+    return int(out.stdout.split()[0]) / 1024 if out.returncode == 0 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--corpus", default=str(ROOT / "models" / "data" / "corpus"))
+    parser.add_argument("--texts", type=int, default=512)
+    parser.add_argument("--skip-corpus", action="store_true")
+    args = parser.parse_args()
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["SCOPEGUARD_MODEL_CACHE"] = cache
+        for backend in ("onnx", "onnx-int8"):  # the one-off build, outside the timings
+            started = time.perf_counter()
+            subprocess.run([str(Path(sys.executable).parent / "scopeguard"), "model", "build",
+                            "--backend", backend], check=True, capture_output=True)
+            results.setdefault("build_seconds", {})[backend] = time.perf_counter() - started
+        results["cold_classify"] = {
+            f"{b} ({'warm' if warm else 'empty'} cache)": cold_classify(b, args.runs, warm, cache)
+            for warm in (False, True) for b in BACKENDS}
+        texts = [json.loads(line)["title"] + ". " + json.loads(line).get("body", "")[:600]
+                 for line in (Path(args.corpus) / "requests.jsonl").read_text().splitlines()
+                 if line.strip()][:args.texts]
+        results["texts_per_second"] = {f"{b}, {t} thread{'s' * (t > 1)}":
+                                       throughput(b, t, texts)
+                                       for b in BACKENDS for t in (1, 2)}
+        if not args.skip_corpus:
+            results["corpus"] = corpus_verdicts(Path(args.corpus), list(BACKENDS))
+    results["venv_mb"] = {"default (.venv, no torch)": du(ROOT / ".venv"),
+                          "train (.venv-train)": du(ROOT / ".venv-train")}
+    report(results)
+    out = ROOT / "out" / "bench-backends.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+
+
+def report(r: dict) -> None:
+    print(f"machine: {os.cpu_count()} cores; ratios are against torch, in this run\n")
+    print("cold `scopeguard classify` (fresh process, median):")
+    for key, seconds in r["cold_classify"].items():
+        base = r["cold_classify"][key.replace(key.split(" ")[0], "torch", 1)]
+        print(f"  {key:<28} {seconds:6.2f} s   {base / seconds:5.1f}x faster than torch")
+    print("\nencode throughput (texts/s):")
+    for key, rate in r["texts_per_second"].items():
+        base = r["texts_per_second"]["torch, 2 threads"]
+        print(f"  {key:<28} {rate:7.1f}   {rate / base:5.2f}x torch's 2 threads")
+    if "corpus" in r:
+        c = r["corpus"]
+        print(f"\nverdicts on the corpus ({c['requests']} requests, each against its product):")
+        for b in BACKENDS:
+            print(f"  {b:<10} {c['seconds'][b]:7.1f} s  {c['seconds']['torch'] / c['seconds'][b]:5.2f}x"
+                  f"   identical to torch {c['identical_to_torch'][b]:.1%}")
+    print("\nONNX build (once per model):", ", ".join(
+        f"{k} {v:.1f} s" for k, v in r["build_seconds"].items()))
+    print("install size (MB):", ", ".join(f"{k} {v:.0f}" if v else f"{k} n/a"
+                                          for k, v in r["venv_mb"].items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The audit's memo: neighbour lists and verdicts kept between runs, in the SQLite cache file.
+
+A re-audit of a backlog that did not change recomputes nothing but the report; when some
+requests changed, only what they touch is recomputed:
+
+- **Neighbour lists** are stored per request key (a hash of everything the request says:
+  id, title, body, author, customer, date, labels...) under a context of (model, cosine
+  threshold, list length), with the set of keys of the last run. A request of the last run
+  keeps its list, minus requests that left, plus the new or changed requests that are close
+  to it (their rows are the only similarities computed: ``changed x n``, not ``n x n``).
+  A list that was full (``limit`` long) and lost a member is recomputed, as its next-best
+  neighbour was never stored.
+- **Verdicts** are stored per (request key, its neighbour keys and scores, verdict
+  context): the positioning file, model, thresholds, head and precedents. Any change to
+  one of these makes a new key; unused rows are pruned after ``KEEP_DAYS``.
+
+Verdicts are stored as JSON and rebuilt field by field (:meth:`Verdict.from_dict`), never
+unpickled: the Action restores this file from a cache that others can write to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .cache import _database_error, connect
+from .classify import Verdict
+
+KEEP_DAYS = 30
+_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memo_neighbours (
+    context TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    neighbours TEXT NOT NULL,          -- JSON [[request_key, cosine], ...], best first
+    PRIMARY KEY (context, request_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memo_members (
+    context TEXT PRIMARY KEY,
+    request_keys TEXT NOT NULL         -- the last run's request keys, one per line
+);
+CREATE TABLE IF NOT EXISTS memo_verdicts (
+    verdict_key TEXT PRIMARY KEY,
+    verdict TEXT NOT NULL,             -- Verdict.to_dict() as JSON
+    used_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def digest(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (dataclasses by their fields)."""
+    text = json.dumps(parts, sort_keys=True, default=_plain, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+class AnalysisMemo:
+    """Neighbour lists and verdicts of earlier audits (see the module's docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.conn = connect(path)
+        self.reused_lists = self.computed_rows = 0
+        self.reused_verdicts = self.computed_verdicts = 0
+        try:
+            with self.conn:
+                self.conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise _database_error(self.path, exc) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- neighbour lists ---------------------------------------------------------------
+
+    def members(self, context: str) -> set[str] | None:
+        row = self.conn.execute("SELECT request_keys FROM memo_members WHERE context = ?",
+                                (context,)).fetchone()
+        return set(row[0].split("\n")) - {""} if row else None
+
+    def neighbour_lists(self, context: str, keys: Sequence[str]
+                        ) -> dict[str, list[tuple[str, float]]]:
+        found: dict[str, list[tuple[str, float]]] = {}
+        for chunk in _chunks(list(keys)):
+            marks = ",".join("?" * len(chunk))
+            for key, text in self.conn.execute(
+                    f"SELECT request_key, neighbours FROM memo_neighbours WHERE context = ? "
+                    f"AND request_key IN ({marks})", (context, *chunk)):
+                try:
+                    found[key] = [(str(k), float(s)) for k, s in json.loads(text)]
+                except (ValueError, TypeError):
+                    continue  # a damaged row: that request's list is computed again
+        return found
+
+    def save_neighbours(self, context: str, lists: dict[str, list[tuple[str, float]]],
+                        members: Iterable[str], before: set[str] | None = None) -> None:
+        """Write the lists that changed and the run's members; forget requests that left
+        (``before``: the previous members; ``None`` forgets every row not in ``members``)."""
+        keys = set(members)
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO memo_neighbours VALUES (?, ?, ?)",
+                ((context, k, json.dumps(v)) for k, v in lists.items()))
+            if before is None:
+                stored = {k for (k,) in self.conn.execute(
+                    "SELECT request_key FROM memo_neighbours WHERE context = ?", (context,))}
+            else:
+                stored = before
+            self.conn.executemany(
+                "DELETE FROM memo_neighbours WHERE context = ? AND request_key = ?",
+                ((context, k) for k in stored - keys))
+            self.conn.execute("INSERT OR REPLACE INTO memo_members VALUES (?, ?)",
+                              (context, "\n".join(sorted(keys))))
+
+    # --- verdicts ----------------------------------------------------------------------
+
+    def verdicts(self, keys: Sequence[str]) -> dict[str, Verdict]:
+        found: dict[str, Verdict] = {}
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            marks = ",".join("?" * len(chunk))
+            for key, text in self.conn.execute(
+                    f"SELECT verdict_key, verdict FROM memo_verdicts WHERE verdict_key IN "
+                    f"({marks})", chunk):
+                try:
+                    found[key] = Verdict.from_dict(json.loads(text))
+                except (ValueError, TypeError, KeyError):
+                    continue  # damaged or from an older layout: classified again
+        with self.conn:
+            now = time.time()
+            for chunk in _chunks(list(found)):
+                marks = ",".join("?" * len(chunk))
+                self.conn.execute(f"UPDATE memo_verdicts SET used_at = ? WHERE verdict_key "
+                                  f"IN ({marks})", (now, *chunk))
+        return found
+
+    def save_verdicts(self, verdicts: dict[str, Verdict]) -> None:
+        now = time.time()
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO memo_verdicts VALUES (?, ?, ?)",
+                ((k, json.dumps(v.to_dict(), ensure_ascii=False), now)
+                 for k, v in verdicts.items()))
+            self.conn.execute("DELETE FROM memo_verdicts WHERE used_at < ?",
+                              (now - KEEP_DAYS * 86400,))
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]

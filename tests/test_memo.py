@@ -1,0 +1,170 @@
+"""The audit's memo (scopeguard/memo.py): a re-audit recomputes only what changed, and its
+results equal a run from scratch, for every kind of change. Real SQLite files; the hashing
+embedder for the logic, the real model through the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from dataclasses import replace
+
+import pytest
+
+import scopeguard.engine as engine
+from scopeguard.backlog import read_backlog
+from scopeguard.cli import cli
+from scopeguard.engine import Scopeguard
+from scopeguard.memo import AnalysisMemo
+from scopeguard.positioning import load_positioning
+
+WORDS = ("reminder booking export invoice calendar widget sms owners vets clinic diary "
+         "waitlist report vaccine stock rota lab results slot cancel buffer surgery").split()
+
+
+def backlog(n: int, seed: int = 3):
+    """Requests drawn from a small vocabulary, so many are neighbours of each other."""
+    rng = random.Random(seed)
+    base = list(read_backlog("examples/backlog.jsonl"))
+    out = []
+    for i in range(n):
+        words = " ".join(rng.choice(WORDS) for _ in range(6))
+        template = base[i % len(base)]
+        out.append(replace(template, id=f"M-{i}", title=f"{words} {template.title}",
+                           body=template.body[:200], customer=f"Clinic {i % 17}"))
+    return out
+
+
+@pytest.fixture
+def guard(hashing, example_config):
+    return Scopeguard(load_positioning(example_config), hashing)
+
+
+def same(a, b):
+    """Two analyses agree: verdicts field for field, neighbour ids in order, scores to 1e-5."""
+    assert [v.to_dict() for v in a.verdicts] == [v.to_dict() for v in b.verdicts]
+    assert [[j for j, _ in n] for n in a.neighbours] == [[j for j, _ in n] for n in b.neighbours]
+    for x, y in zip(a.neighbours, b.neighbours, strict=True):
+        assert all(abs(s - t) < 1e-5 for (_, s), (_, t) in zip(x, y, strict=True))
+
+
+def test_an_unchanged_backlog_is_not_recomputed(guard, tmp_path, monkeypatch):
+    requests = backlog(300)
+    memo = AnalysisMemo(tmp_path / "m.db")
+    first = guard.analyse(requests, memo=memo)
+    assert memo.computed_verdicts == 300 and memo.reused_verdicts == 0
+    assert any(first.neighbours), "the test backlog must have neighbours"
+
+    calls = []
+    monkeypatch.setattr(engine, "classify", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(engine, "neighbours_above", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(engine, "rows_above", lambda *a, **k: calls.append(1))
+    again = AnalysisMemo(tmp_path / "m.db")
+    second = guard.analyse(requests, memo=again)
+    assert calls == []  # nothing classified, no similarity computed
+    assert (again.reused_verdicts, again.computed_verdicts) == (300, 0)
+    assert (again.reused_lists, again.computed_rows) == (300, 0)
+    same(first, second)
+
+
+def test_one_percent_changed_recomputes_only_what_it_touches(guard, tmp_path):
+    requests = backlog(400)
+    memo = AnalysisMemo(tmp_path / "m.db")
+    guard.analyse(requests, memo=memo)
+    changed = list(requests)
+    changed[5] = replace(changed[5], body="A completely different ask: " + changed[5].body)
+    changed[9] = replace(changed[9], customer="Someone Else")
+    del changed[20]
+    changed.append(replace(requests[30], id="M-new"))  # a near-copy: many new neighbours
+    again = AnalysisMemo(tmp_path / "m.db")
+    incremental = guard.analyse(changed, memo=again)
+    assert again.computed_rows == 3  # 5, 9 and the new one; not n
+    assert 3 <= again.computed_verdicts < 60
+    same(incremental, guard.analyse(changed))
+
+
+def test_random_edits_always_match_a_run_from_scratch(guard, tmp_path):
+    rng = random.Random(11)
+    requests = backlog(150)
+    for round_ in range(6):
+        memo = AnalysisMemo(tmp_path / "m.db")
+        same(guard.analyse(requests, memo=memo), guard.analyse(requests))
+        requests = list(requests)
+        for _ in range(rng.randint(1, 8)):
+            k = rng.randrange(len(requests))
+            action = rng.choice(["edit", "drop", "add", "customer"])
+            if action == "edit":
+                requests[k] = replace(requests[k], title=rng.choice(WORDS) + " " + requests[k].title)
+            elif action == "drop" and len(requests) > 20:
+                del requests[k]
+            elif action == "add":
+                requests.append(replace(requests[k], id=f"A-{round_}-{k}"))
+            else:
+                requests[k] = replace(requests[k], customer=f"C{rng.randrange(5)}")
+
+
+def test_a_full_list_that_loses_a_member_is_recomputed(guard, tmp_path):
+    """60 copies of one ask: each list holds the best 50; dropping one of them means the
+    51st best must come back, which the memo never stored."""
+    base = backlog(1)[0]
+    requests = [replace(base, id=f"D-{i}", customer=f"C{i}",
+                        body=base.body + " x" * (i % 7)) for i in range(60)]
+    guard.analyse(requests, memo=AnalysisMemo(tmp_path / "m.db"))
+    fewer = requests[:10] + requests[11:]
+    memo = AnalysisMemo(tmp_path / "m.db")
+    same(guard.analyse(fewer, memo=memo), guard.analyse(fewer))
+    assert memo.computed_rows > 0
+
+
+def test_a_changed_positioning_or_threshold_recomputes_every_verdict(guard, tmp_path,
+                                                                      example_config):
+    requests = backlog(100)
+    guard.analyse(requests, memo=AnalysisMemo(tmp_path / "m.db"))
+    guard.rules = replace(guard.rules, min_customers=guard.rules.min_customers + 1)
+    memo = AnalysisMemo(tmp_path / "m.db")
+    guard.analyse(requests, memo=memo)
+    assert memo.reused_verdicts == 0 and memo.reused_lists == 100  # lists do not depend on it
+    positioning = load_positioning(example_config)
+    other = Scopeguard(replace(positioning, need=positioning.need + " faster"), guard.embedder)
+    memo = AnalysisMemo(tmp_path / "m.db")
+    other.analyse(requests, memo=memo)
+    assert memo.reused_verdicts == 0
+
+
+def test_damaged_memo_rows_are_recomputed_not_trusted(guard, tmp_path):
+    requests = backlog(80)
+    guard.analyse(requests, memo=AnalysisMemo(tmp_path / "m.db"))
+    conn = sqlite3.connect(tmp_path / "m.db")
+    with conn:
+        conn.execute("UPDATE memo_verdicts SET verdict = 'not json' WHERE verdict_key IN "
+                     "(SELECT verdict_key FROM memo_verdicts LIMIT 5)")
+        conn.execute("UPDATE memo_verdicts SET verdict = '{\"label\": \"core\"}' WHERE "
+                     "verdict_key IN (SELECT verdict_key FROM memo_verdicts LIMIT 3 OFFSET 10)")
+        conn.execute("UPDATE memo_neighbours SET neighbours = '[[1,' WHERE request_key IN "
+                     "(SELECT request_key FROM memo_neighbours LIMIT 4)")
+    conn.close()
+    memo = AnalysisMemo(tmp_path / "m.db")
+    same(guard.analyse(requests, memo=memo), guard.analyse(requests))
+    assert memo.computed_verdicts >= 8 and memo.computed_rows == 4
+
+
+def test_audit_cli_reuses_the_last_audit_with_the_real_model(runner, tmp_path, example_config,
+                                                             example_backlog):
+    db = tmp_path / "audit.db"  # its own file: the session cache may hold a memo already
+    args = ["audit", "-c", str(example_config), "--db", str(db), "--from-file",
+            str(example_backlog), "--format", "json", "-o", str(tmp_path / "a.json")]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "reused 0 verdict(s)" in first.output and "computed 66 and 66" in first.output
+    second = runner.invoke(cli, args[:-1] + [str(tmp_path / "b.json")])
+    assert second.exit_code == 0, second.output
+    assert "computed 0 and 0" in second.output
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    a.pop("generated_at", None), b.pop("generated_at", None)
+    assert a == b
+    fresh = runner.invoke(cli, args[:-1] + [str(tmp_path / "c.json"), "--recompute"])
+    assert fresh.exit_code == 0 and "reused" not in fresh.output
+    c = json.loads((tmp_path / "c.json").read_text())
+    c.pop("generated_at", None)
+    assert c == a

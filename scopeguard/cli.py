@@ -898,8 +898,12 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
                    "process per file). [env: SCOPEGUARD_QUEUE]")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               envvar="SCOPEGUARD_WORKERS",
-              help="Worker threads writing back to Jira (classification itself runs one at "
-                   "a time). [env: SCOPEGUARD_WORKERS]")
+              help="Worker processes classifying and writing back, each with its own model "
+                   "(about 300 MB), out of the process that accepts webhooks. "
+                   "[env: SCOPEGUARD_WORKERS]")
+@click.option("--in-process", is_flag=True, default=None,
+              help="Classify in threads of the accepting process instead (slower accepts "
+                   "while busy). [env: SCOPEGUARD_IN_PROCESS]")
 @click.option("--jira-url", envvar="JIRA_URL",
               help="Jira base URL. Credentials come from the environment only: JIRA_EMAIL and "
                    "JIRA_TOKEN (Cloud), or JIRA_PAT (Server/Data Center). [env: JIRA_URL]")
@@ -931,7 +935,8 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log verbosity (stderr); secrets are masked in every line.")
 @friendly_errors
-def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_flavour, max_body,
+def serve(config, db, model, host, port, queue_path, workers, in_process, jira_url,
+          jira_flavour, max_body,
           max_attempts, seed_jql, requeue_failed, github_repositories, request_timeout,
           max_connections, replay_window, log_level) -> None:
     """Run the webhook service: POST /webhooks/jira, POST /webhooks/github, GET /healthz,
@@ -955,7 +960,7 @@ def serve(config, db, model, host, port, queue_path, workers, jira_url, jira_fla
                                    "'scopeguard[jira]'.") from None
     settings = ServiceSettings.from_env(
         config=config, db=db, model=model, queue=queue_path, workers=workers,
-        jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,
+        in_process=in_process, jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,
         max_attempts=max_attempts, seed_jql=seed_jql, requeue_failed=requeue_failed or None,
         github_repositories=github_repositories, request_timeout=request_timeout,
         max_connections=max_connections, replay_window=replay_window)

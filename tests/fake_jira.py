@@ -132,6 +132,7 @@ class FakeJira(LoopbackServer):
     failures: list[Failure] = field(default_factory=list)
     custom_fields: dict[str, str] = field(default_factory=lambda: {CUSTOMER_FIELD: "Clinic"})
     record: bool = True
+    delay: float = 0.0  # seconds every answer waits (a slow Jira; a worker killed mid-call)
 
     content_type = "application/json;charset=UTF-8"
 
@@ -278,6 +279,8 @@ class FakeJira(LoopbackServer):
 
     def handle(self, method: str, path: str, query: dict[str, list[str]],
                body: Any) -> tuple[int, Any, dict[str, str]]:
+        if self.delay:
+            time.sleep(self.delay)
         with self.lock:
             for failure in self.failures:
                 if failure.matches(method, path):

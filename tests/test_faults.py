@@ -603,6 +603,7 @@ ERRORS = [  # what the code says (checked below) and the page must list
     "Fix: set SCOPEGUARD_MODEL_CACHE", "Fix: delete it to rebuild it",
     "the ONNX builder knows BERT with GELU", "has no config.json + model.safetensors",
     "the ONNX backend loads models from disk only",
+    "the worker processes stopped and are being started again", "could not start: ",
 ]
 
 

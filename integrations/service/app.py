@@ -254,9 +254,12 @@ def create_app(service: Service) -> Any:
 def app_from_env(make_client: Callable[[], JiraClient] | None = None) -> Any:
     """An app configured by ``SCOPEGUARD_*`` and ``JIRA_*`` variables, for ``uvicorn --factory``."""
     settings = ServiceSettings.from_env()
-    setup_logging(os.environ.get("SCOPEGUARD_LOG_LEVEL", "info"),
-                  settings.secrets() + client_secrets())
-    return create_app(Service(settings, client=make_client() if make_client else None))
+    level = os.environ.get("SCOPEGUARD_LOG_LEVEL", "info")
+    setup_logging(level, settings.secrets() + client_secrets())
+    if make_client:  # an injected client cannot cross into a worker process: threads
+        return create_app(Service(settings, client=make_client()))
+    return create_app(Service(settings, role="all" if settings.in_process else "front",
+                              log_level=level))
 
 
 def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "info") -> None:
@@ -271,7 +274,8 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
     from .http_guard import deadline_protocol
 
     setup_logging(log_level, settings.secrets() + client_secrets())
-    service = Service(settings)
+    service = Service(settings, role="all" if settings.in_process else "front",
+                      log_level=log_level)
 
     def cut_off() -> None:
         service.metrics.inc("scopeguard_webhooks_rejected_total", reason="too_slow")

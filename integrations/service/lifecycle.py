@@ -5,6 +5,11 @@ the request path (``/healthz`` says ``loading`` meanwhile), re-embeds issues sto
 another model, seeds demand from a JQL query if asked, then starts the worker threads
 (:mod:`.worker`), which run events through :mod:`.handlers`. The HTTP side is :mod:`.app`.
 
+Roles: ``all`` does everything in one process (worker threads); ``front`` (what
+``scopeguard serve`` runs) accepts webhooks and leaves the model to ``--workers``
+processes (:mod:`.pool`), each a ``worker`` Service that loads the model and works the
+queue, so a busy classifier never slows acceptance.
+
 Example::
 
     service = Service(ServiceSettings.from_env())
@@ -34,7 +39,9 @@ from ..jira.errors import JiraError
 from ..jira.issues import fetch_issues
 from ..jira.writeback import jira_label
 from .handlers import Handlers
+from .logs import client_secrets
 from .metrics import Metrics
+from .pool import WorkerPool
 from .queue import EventQueue, QueueError, describe
 from .settings import ServiceSettings
 from .store import IssueStore
@@ -56,10 +63,12 @@ class Service:
 
     def __init__(self, settings: ServiceSettings, client: JiraClient | None = None,
                  positioning: Positioning | None = None,
-                 github: GitHubAccess | None = None) -> None:
+                 github: GitHubAccess | None = None, *, role: str = "all", number: int = 1,
+                 metrics: Any = None, wake: Any = None, stopping: Any = None,
+                 log_level: str = "info") -> None:
         from scopeguard.runtime import load_config
 
-        self.settings = settings
+        self.settings, self.role, self.number = settings, role, number
         self.positioning = positioning or load_config(settings.config)
         self.github = github or GitHubAccess.from_env()
         if settings.github_webhook_secret and not self.github.configured:
@@ -73,13 +82,19 @@ class Service:
             make_jira(settings.jira_url, flavour=settings.jira_flavour) if jira_wanted else None)
         self.queue = EventQueue(settings.queue, lease=settings.lease,
                                 max_attempts=settings.max_attempts, durable=settings.durable)
-        self.queue.lock()
-        self.queue.check()  # a damaged file is refused before it takes any event
-        self.metrics = Metrics()
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
+        if role != "worker":  # a worker process shares its parent's queue file and lock
+            self.queue.lock()
+            self.queue.check()  # a damaged file is refused before it takes any event
+        self.metrics = metrics or Metrics()
+        self.pool: WorkerPool | None = None
+        if role == "front":
+            self.pool = WorkerPool(settings, settings.workers, self.metrics,
+                                   self.queue.release_owner, log_level,
+                                   settings.secrets() + client_secrets())
+        self.wake = wake or (self.pool.wake if self.pool else threading.Event())
+        self.stopping = stopping or threading.Event()
         self.ready = threading.Event()
-        self.error = ""  # why the service cannot process events at all (health: 503)
+        self._error = ""  # why the service cannot process events at all (health: 503)
         self.accept_error = ""  # why the last webhook could not be made durable (cleared)
         self.accept_error_at = 0.0  # when (monotonic): a minute on, a good probe clears it
         self.guard: Any = None
@@ -88,6 +103,22 @@ class Service:
         self.worker = Worker(self.queue, self.handlers.handle, self.metrics, settings,
                              self.stopping, self.wake, self.keep_seconds)
         self.threads: list[threading.Thread] = []
+
+    @property
+    def error(self) -> str:
+        """Why no event can be processed (the model did not load...); "" when they can."""
+        return self._error or (self.pool.error if self.pool else "")
+
+    @error.setter
+    def error(self, value: str) -> None:
+        self._error = value
+
+    def is_ready(self) -> bool:
+        return bool(self.pool.ready) if self.pool else self.ready.is_set()
+
+    def start_worker(self) -> None:
+        """A worker process's start: load the classifier here, then run the worker."""
+        self._load()
 
     def start(self) -> None:
         released = self.queue.release_leases()
@@ -108,6 +139,9 @@ class Service:
             log.info("GitHub %s (%s); repositories: %s", self.github.api_url,
                      f"App {self.github.app_id}" if self.github.app_id else "token",
                      ", ".join(self.settings.repositories) or "any")
+        if self.pool is not None:
+            self.pool.start()
+            return
         loader = threading.Thread(target=self._load, name="scopeguard-loader", daemon=True)
         loader.start()
         self.threads.append(loader)
@@ -137,11 +171,14 @@ class Service:
             if resolved:
                 log.info("queue %s: %d people's labels matched to verdict labels",
                          self.settings.queue, resolved)
-            if self.store.stale:  # stored under another model: embed them again, once
+            # the first worker process re-embeds and seeds for all of them, once
+            if self.number == 1 and self.store.stale:  # stored under another model
                 self._remember_all(self.store.stale)
-            if self.settings.seed_jql and self.client is None:
+            if self.number > 1 or not self.settings.seed_jql:
+                pass
+            elif self.client is None:
                 log.warning("--seed-jql is ignored: no Jira is configured")
-            elif self.settings.seed_jql:
+            else:
                 try:
                     self._seed(self.settings.seed_jql)
                 except JiraError as exc:  # demand then starts from the webhooks alone
@@ -185,7 +222,7 @@ class Service:
         """(status code, body) of ``GET /healthz``: 200 only when events are being taken,
         stored and processed; 503 with the cause otherwise (loading, a failed start, a
         queue that cannot be written or read, workers that stopped)."""
-        problems = [self.error, self.worker.queue_error]
+        problems = [self.error, self.pool.queue_error if self.pool else self.worker.queue_error]
         try:
             counts = self.queue.counts()
             probe = self.queue.probe()
@@ -199,8 +236,12 @@ class Service:
         if self.ready.is_set() and workers and not any(t.is_alive() for t in workers):
             problems.append("the worker threads stopped. Fix: see the log; restart scopeguard "
                             "serve (the events stay queued).")
+        if self.pool is not None and self.pool.restarts and not self.pool.ready:
+            problems.append("the worker processes stopped and are being started again (see "
+                            "the log for why). Fix: if this lasts, see the log; the events "
+                            "stay queued.")
         problem = next((p for p in problems if p), "")
-        state = "error" if problem else "ready" if self.ready.is_set() else "loading"
+        state = "error" if problem else "ready" if self.is_ready() else "loading"
         body: dict[str, Any] = {"status": state, "queue": counts,
                                 "jira": self.client.flavour if self.client else None,
                                 "github": bool(self.settings.github_webhook_secret)}
@@ -234,6 +275,8 @@ class Service:
         write-ahead logs into them: after a clean stop a copy of the files is complete."""
         self.stopping.set()
         self.wake.set()
+        if self.pool is not None:
+            self.pool.stop(timeout)
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -256,7 +299,11 @@ class Service:
             "scopeguard_queue_failed": ("Events given up on, kept in the queue file.",
                                         counts["failed"]),
             "scopeguard_issues_known": ("Issues the service has classified (demand).",
-                                        len(self.store) if self.store else 0),
+                                        len(self.store) if self.store else max(
+                                            self.pool.known.values(), default=0)
+                                        if self.pool else 0),
             "scopeguard_worker_ready": ("1 once the classifier is loaded.",
-                                        1 if self.ready.is_set() else 0),
+                                        1 if self.is_ready() else 0),
+            "scopeguard_worker_processes": ("Worker processes alive (0: in-process threads).",
+                                            self.pool.alive() if self.pool else 0),
         }

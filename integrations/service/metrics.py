@@ -29,6 +29,8 @@ class Metrics:
         "scopeguard_events_processed_total": ("counter", "Events processed, by outcome."),
         "scopeguard_events_retried_total": ("counter", "Events put back after an error."),
         "scopeguard_events_failed_total": ("counter", "Events given up after every attempt."),
+        "scopeguard_worker_restarts_total": ("counter", "Worker processes that died and were "
+                                                        "started again."),
         "scopeguard_webhook_accept_seconds": ("histogram", "Time to answer a webhook."),
         "scopeguard_event_latency_seconds": ("histogram",
                                              "From webhook received to write-back done."),

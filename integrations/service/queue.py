@@ -337,6 +337,14 @@ class EventQueue:
                                 "lease_until = NULL, available_at = ? WHERE state = 'leased'",
                                 (self.clock(),)).rowcount
 
+    def release_owner(self, pid: int) -> int:
+        """Queue again the events leased by the worker process ``pid`` (which died)."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE events SET state = 'queued', lease_owner = NULL, "
+                                "lease_until = NULL, available_at = ? WHERE state = 'leased' "
+                                "AND lease_owner LIKE ?", (self.clock(), f"{int(pid)}:%")
+                                ).rowcount
+
     def requeue_failed(self) -> int:
         """Queue failed events again, with their attempts reset."""
         with self._tx() as conn:

@@ -32,7 +32,10 @@ class ServiceSettings:
     db: str | None = None
     model: str | None = None
     queue: str = "scopeguard-queue.db"
-    workers: int = 1
+    workers: int = 1  # worker processes (threads with in_process)
+    # Classify in the accepting process (threads), as before worker processes: for
+    # embedding the service in another app, or a machine where spawning is not allowed.
+    in_process: bool = False
     max_body: int = DEFAULT_MAX_BODY
     lease: float = 300.0
     max_attempts: int = 10

@@ -69,13 +69,32 @@ class IssueStore:
         self._requests: list[Request] = []
         self._matrix = np.zeros((0, 0), np.float32)
         self.stale: list[Request] = []  # stored under another model: embed again
-        for key, text, model_id, blob in queue._conn().execute(
-                "SELECT key, request, model, vector FROM issues ORDER BY rowid"):
+        self._synced = 0.0  # the newest updated_at read from the file
+        conn = queue._conn()
+        with queue._tx() as tx:
+            tx.execute("CREATE INDEX IF NOT EXISTS issues_updated ON issues (updated_at)")
+        for key, text, model_id, blob, updated in conn.execute(
+                "SELECT key, request, model, vector, updated_at FROM issues ORDER BY rowid"):
             request = request_from_json(text)
+            self._synced = max(self._synced, updated)
             if model_id == model and blob:
                 self._put(key, request, np.frombuffer(blob, np.float32))
             else:
                 self.stale.append(request)
+
+    def refresh(self) -> int:
+        """Read the issues other worker processes stored since the last read (each process
+        keeps its own matrix; demand must count what any of them classified). Rows are
+        re-read from a few seconds back: another process may commit a row stamped just
+        before the newest one seen here."""
+        rows = self.queue._conn().execute(
+            "SELECT key, request, vector, updated_at FROM issues WHERE updated_at > ? AND "
+            "model = ?", (self._synced - 5.0, self.model)).fetchall()
+        for key, text, blob, updated in rows:
+            self._synced = max(self._synced, updated)
+            if blob:
+                self._put(key, request_from_json(text), np.frombuffer(blob, np.float32))
+        return len(rows)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -112,6 +131,7 @@ class IssueStore:
         Customers are compared as ``classify`` does: customer, else author, else id,
         case-insensitively; store requests with their customer resolved.
         """
+        self.refresh()
         with self._lock:
             if not self._keys:
                 return []

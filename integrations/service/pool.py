@@ -1,0 +1,272 @@
+"""Worker processes: the classifier runs outside the process that accepts webhooks.
+
+Classifying is CPU work (tokenising, the model, numpy): in the accepting process it holds
+the interpreter and both cores while webhooks wait (accept p99 of seconds during a burst,
+bench/webhook.py). :class:`WorkerPool` starts ``--workers`` processes (``spawn``: a fresh
+interpreter, nothing inherited but the settings), each a :class:`.lifecycle.Service` in
+the ``worker`` role: it opens the same queue file (SQLite WAL; leases keep two workers
+off one event), loads the model and runs :class:`.worker.Worker`. The accepting process
+keeps only the HTTP side, the queue's writes and the health.
+
+Each worker has a pipe to the parent (no shared semaphores to leak). Down it go ``wake``
+(an event was queued) and ``stop``; up it the worker reports ``ready``, a start ``error`` (shown
+on ``/healthz`` and refusing webhooks with 503 as before), its queue state, the issues it
+knows and every metric it counts (the accepting process serves ``/metrics``). A worker
+that dies is started again (after 1 s, doubling to 30 s while it keeps dying), and the
+events it held are queued again at once (their leases name its pid). A worker whose
+parent dies stops after its current event: no orphan keeps working a queue that a new
+``scopeguard serve`` has taken over.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from .metrics import Metrics
+from .settings import ServiceSettings
+
+log = logging.getLogger("scopeguard.serve")
+
+
+class Channel:
+    """One end of a worker's pipe, safe to send on from several threads."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.lock = conn, threading.Lock()
+
+    def send(self, message: tuple) -> bool:
+        with self.lock:
+            try:
+                self.conn.send(message)
+                return True
+            except (OSError, EOFError, ValueError):  # the other end is gone
+                return False
+
+
+class ForwardedMetrics:
+    """The worker side of the metrics: every count goes to the accepting process."""
+
+    def __init__(self, channel: Channel, number: int) -> None:
+        self.channel, self.number = channel, number
+
+    def inc(self, name: str, value: float = 1, **labels: str) -> None:
+        self.channel.send(("inc", self.number, (name, value, labels)))
+
+    def observe(self, name: str, seconds: float) -> None:
+        self.channel.send(("observe", self.number, (name, seconds)))
+
+
+class Wake:
+    """``set()`` wakes every worker (an event was queued): a word down each pipe."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+
+    def set(self) -> None:
+        for channel in list(self.pool.channels.values()):
+            channel.send(("wake",))
+
+
+class WorkerPool:
+    """``count`` worker processes over ``settings.queue``, watched and restarted.
+
+    Args:
+        settings: the service's settings (each worker runs one worker thread).
+        metrics: where the workers' counts land.
+        release: called with a dead worker's pid to queue its leased events again.
+        log_level, secrets: the workers' logging, scrubbed like the parent's.
+    """
+
+    def __init__(self, settings: ServiceSettings, count: int, metrics: Metrics,
+                 release: Any, log_level: str, secrets: Sequence[str]) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.settings = replace(settings, workers=1)
+        self.count, self.metrics, self.release = count, metrics, release
+        self.log_level, self.secrets = log_level, list(secrets)
+        self.channels: dict[int, Channel] = {}  # the parent's end of each worker's pipe
+        self.wake = Wake(self)
+        self.stopping = threading.Event()
+        self.processes: dict[int, Any] = {}
+        self.ready: set[int] = set()
+        self.errors: dict[int, str] = {}
+        self.queue_errors: dict[int, str] = {}
+        self.known: dict[int, int] = {}
+        self.restarts = 0
+        self._backoff: dict[int, tuple[float, float]] = {}  # number: (delay, died at)
+        self._monitor = threading.Thread(target=self._watch, name="scopeguard-pool",
+                                         daemon=True)
+
+    def start(self) -> None:
+        for number in range(1, self.count + 1):
+            self._spawn(number)
+        self._monitor.start()
+
+    def _spawn(self, number: int) -> None:
+        ours, theirs = self.context.Pipe(duplex=True)
+        process = self.context.Process(
+            target=worker_main, name=f"scopeguard-worker-{number}", daemon=True,
+            args=(self.settings, number, self.log_level, self.secrets, theirs))
+        process.start()
+        theirs.close()  # the worker holds it: when the worker dies, ours reads EOF
+        old = self.channels.get(number)
+        self.channels[number] = Channel(ours)
+        if old is not None:
+            old.conn.close()
+        self.processes[number] = process
+        log.info("worker %d started (pid %d)", number, process.pid)
+
+    # --- what the accepting process reads ----------------------------------------------
+
+    @property
+    def error(self) -> str:
+        """A start error of a worker (the model did not load...), while none is ready."""
+        if self.ready:
+            return ""
+        return next(iter(self.errors.values()), "")
+
+    @property
+    def queue_error(self) -> str:
+        return next((e for e in self.queue_errors.values() if e), "")
+
+    def alive(self) -> int:
+        return sum(p.is_alive() for p in self.processes.values())
+
+    # --- the monitor thread --------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            self._drain(0.5)
+            for number, process in list(self.processes.items()):
+                if process.is_alive() or self.stopping.is_set():
+                    continue
+                self._died(number, process)
+
+    def _drain(self, timeout: float) -> None:
+        open_ = [c.conn for c in list(self.channels.values()) if not c.conn.closed]
+        if not open_:
+            self.stopping.wait(timeout)
+            return
+        for conn in multiprocessing.connection.wait(open_, timeout):
+            try:
+                while conn.poll():
+                    self._apply(*conn.recv())
+            except (OSError, EOFError):  # the worker died (the liveness check restarts it)
+                conn.close()
+
+    def _apply(self, kind: str, number: int, data: Any) -> None:
+        if kind == "inc":
+            name, value, labels = data
+            self.metrics.inc(name, value, **labels)
+        elif kind == "observe":
+            self.metrics.observe(*data)
+        elif kind == "ready":
+            self.ready.add(number)
+            self.errors.pop(number, None)
+        elif kind == "error":
+            self.ready.discard(number)
+            self.errors[number] = data
+        elif kind == "queue":
+            self.queue_errors[number] = data
+        elif kind == "known":
+            self.known[number] = int(data)
+
+    def _died(self, number: int, process: Any) -> None:
+        self.ready.discard(number)
+        self.queue_errors.pop(number, None)
+        delay, died_at = self._backoff.get(number, (0.5, 0.0))
+        now = time.monotonic()
+        if died_at == -1.0:  # waiting out its delay already
+            return
+        if number in self.errors:  # it could not start: the cause is on /healthz already
+            delay = 30.0
+        else:
+            delay = min(30.0, delay * 2) if now - died_at < 60 else 1.0
+        self._backoff[number] = (delay, -1.0)
+        self.restarts += 1
+        self.metrics.inc("scopeguard_worker_restarts_total")
+        log.error("worker %d (pid %s) stopped with exit code %s; its events are queued again; "
+                  "restarting it in %.0fs", number, process.pid, process.exitcode, delay)
+        try:
+            self.release(process.pid)
+        except Exception as exc:  # noqa: BLE001 - their leases expire anyway
+            log.warning("could not queue worker %d's events again: %s", number, exc)
+
+        def restart() -> None:
+            if self.stopping.wait(delay):
+                return
+            self._backoff[number] = (delay, time.monotonic())
+            self._spawn(number)
+
+        threading.Thread(target=restart, daemon=True).start()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop every worker after its current event; kill those that do not stop in time."""
+        self.stopping.set()
+        for channel in list(self.channels.values()):
+            channel.send(("stop",))
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in self.processes.values():
+            if process.is_alive():
+                log.warning("worker pid %d did not stop in %.0fs: killed", process.pid, timeout)
+                process.kill()
+                process.join(5)
+        self._monitor.join(2)
+        self._drain(0.1)
+        for channel in self.channels.values():
+            channel.conn.close()
+
+
+def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets: list[str],
+                conn: Any) -> None:
+    """One worker process: load the classifier, then work the queue until told to stop."""
+    from .lifecycle import Service
+    from .logs import setup_logging
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
+    stopping, wake = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: (stopping.set(), wake.set()))
+    setup_logging(log_level, secrets)
+    channel = Channel(conn)
+
+    def listen() -> None:
+        """The parent's words: wake (an event was queued), stop; its death (even by kill
+        -9) reads as end of file: finish the event in hand, then stop."""
+        while not stopping.is_set():
+            try:
+                word = conn.recv()[0]
+            except (OSError, EOFError):
+                word = "stop"
+            if word == "stop":
+                stopping.set()
+            wake.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    try:
+        service = Service(settings, role="worker", number=number,
+                          metrics=ForwardedMetrics(channel, number), wake=wake,
+                          stopping=stopping)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which shows it
+        channel.send(("error", number, f"worker {number} could not start: {exc}"))
+        stopping.wait()
+        return
+    service.start_worker()
+    channel.send(("error", number, service.error) if service.error else ("ready", number, None))
+    while not stopping.wait(1.0):
+        channel.send(("queue", number, service.worker.queue_error))
+        if service.store is not None:
+            try:
+                service.store.refresh()  # what the other workers stored, for the count
+            except Exception as exc:  # noqa: BLE001 - a locked file: the next second
+                log.debug("cannot refresh the issue store: %s", exc)
+            channel.send(("known", number, len(service.store)))
+    service.stop()

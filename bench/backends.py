@@ -5,6 +5,8 @@
 - verdicts on the labelled corpus (every request against its product as of the request):
   how many labels each ONNX variant gives identically to torch, and embedding time;
 - encode throughput at 1 and 2 inference threads (texts/s);
+- one GitHub Action run (the entrypoint, a fresh process, against the fake GitHub of the
+  tests over HTTP, 30 open issues as the backlog, an empty embeddings cache): median;
 - install size: the default venv (no torch) and the train venv.
 
 Runs in the train venv (it needs torch for the baseline): ``make bench`` or
@@ -51,7 +53,48 @@ def cold_classify(backend: str, runs: int, warm_db: bool, cache: str) -> float:
     return statistics.median(times)
 
 
+def action_run(backend: str, runs: int, cache: str) -> float:
+    """Median seconds of one Action run (``python -m scopeguard.integrations.github``)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_github import FakeGitHub
+
+    repo, token = "acme/pawtrack", "ghs_bench0123456789abcdefTOKEN"
+    rows = [json.loads(x) for x in (ROOT / "examples" / "backlog.jsonl").read_text()
+            .splitlines() if x.strip()][:30]
+    times = []
+    with FakeGitHub(token=token) as github, tempfile.TemporaryDirectory() as tmp:
+        github.add_repo(repo)
+        for row in rows:
+            github.add_issue(repo, row["title"], row["body"], user=row["author"])
+        workspace = Path(tmp) / "checkout"
+        workspace.mkdir()
+        (workspace / "scopeguard.yml").write_text(CONFIG.read_text())
+        for n in range(runs):
+            here = Path(tmp) / f"run{n}"
+            here.mkdir()
+            event = {"action": "opened", "issue": github.issue_payload(repo, 1 + n % len(rows)),
+                     "repository": {"full_name": repo}, "sender": {"login": "octocat",
+                                                                   "type": "User"}}
+            (here / "event.json").write_text(json.dumps(event))
+            env = {**os.environ, "GITHUB_EVENT_PATH": str(here / "event.json"),
+                   "GITHUB_EVENT_NAME": "issues", "GITHUB_REPOSITORY": repo,
+                   "GITHUB_API_URL": github.base_url, "GITHUB_WORKSPACE": str(workspace),
+                   "GITHUB_OUTPUT": str(here / "output"),
+                   "GITHUB_STEP_SUMMARY": str(here / "summary.md"), "RUNNER_TEMP": str(here),
+                   "SCOPEGUARD_DB": str(here / "scopeguard.db"), "INPUT_TOKEN": token,
+                   "SCOPEGUARD_WORKFLOW_TOKEN": token, "SCOPEGUARD_BACKEND": backend,
+                   "SCOPEGUARD_MODEL_CACHE": cache, "SCOPEGUARD_GITHUB_THROTTLE": "0"}
+            started = time.perf_counter()
+            out = subprocess.run([sys.executable, "-P", "-m", "scopeguard.integrations.github"],
+                                 env=env, cwd=workspace, capture_output=True, text=True)
+            times.append(time.perf_counter() - started)
+            if out.returncode != 0:
+                raise SystemExit(f"the Action failed with --backend {backend}: {out.stderr[-800:]}")
+    return statistics.median(times)
+
+
 def corpus_verdicts(corpus_dir: Path, backends: list[str]) -> dict:
+    from scopeguard.cache import EmbeddingCache
     from scopeguard.corpus import load_corpus
     from scopeguard.embed import CachedEmbedder
     from scopeguard.evaluate import score
@@ -59,12 +102,14 @@ def corpus_verdicts(corpus_dir: Path, backends: list[str]) -> dict:
 
     corpus = load_corpus(corpus_dir)
     labels, seconds = {}, {}
-    for backend in backends:
-        embedder = CachedEmbedder(make_inner(backend=backend, threads=2), None)
-        started = time.perf_counter()
-        scored = score(corpus.items, corpus.products, embedder)
-        seconds[backend] = time.perf_counter() - started
-        labels[backend] = [v.label for v in scored.verdicts]
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in backends:  # each text embedded once per backend (its own cache file)
+            embedder = CachedEmbedder(make_inner(backend=backend, threads=2),
+                                      EmbeddingCache(Path(tmp) / f"{backend}.db"))
+            started = time.perf_counter()
+            scored = score(corpus.items, corpus.products, embedder)
+            seconds[backend] = time.perf_counter() - started
+            labels[backend] = [v.label for v in scored.verdicts]
     base = labels["torch"]
     return {"requests": len(base), "seconds": seconds,
             "identical_to_torch": {b: sum(a == t for a, t in zip(labels[b], base, strict=True))
@@ -106,6 +151,7 @@ def main() -> None:
         results["cold_classify"] = {
             f"{b} ({'warm' if warm else 'empty'} cache)": cold_classify(b, args.runs, warm, cache)
             for warm in (False, True) for b in BACKENDS}
+        results["action_run"] = {b: action_run(b, args.runs, cache) for b in BACKENDS}
         texts = [json.loads(line)["title"] + ". " + json.loads(line).get("body", "")[:600]
                  for line in (Path(args.corpus) / "requests.jsonl").read_text().splitlines()
                  if line.strip()][:args.texts]
@@ -128,6 +174,9 @@ def report(r: dict) -> None:
     for key, seconds in r["cold_classify"].items():
         base = r["cold_classify"][key.replace(key.split(" ")[0], "torch", 1)]
         print(f"  {key:<28} {seconds:6.2f} s   {base / seconds:5.1f}x faster than torch")
+    print("\none GitHub Action run (entrypoint, fake GitHub, 30-issue backlog, median):")
+    for b, seconds in r["action_run"].items():
+        print(f"  {b:<28} {seconds:6.2f} s   {r['action_run']['torch'] / seconds:5.1f}x faster")
     print("\nencode throughput (texts/s):")
     for key, rate in r["texts_per_second"].items():
         base = r["texts_per_second"]["torch, 2 threads"]

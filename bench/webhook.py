@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -76,7 +77,10 @@ def sequential(url: str, bodies: list[tuple[bytes, dict[str, str]]]) -> list[flo
     return times
 
 
-def concurrent(url: str, bodies: list[tuple[bytes, dict[str, str]]], clients: int = 16) -> float:
+def concurrent(url: str, bodies: list[tuple[bytes, dict[str, str]]], clients: int = 16,
+               latencies: list[float] | None = None) -> float:
+    """Webhooks/s from ``clients`` concurrent connections; each answer's latency is added
+    to ``latencies`` when given."""
     import httpx
 
     local = threading.local()
@@ -84,9 +88,12 @@ def concurrent(url: str, bodies: list[tuple[bytes, dict[str, str]]], clients: in
 
     def send(item: tuple[bytes, dict[str, str]]) -> None:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=30)
+            local.client = httpx.Client(timeout=60)
             opened.append(local.client)
+        started = time.perf_counter()
         response = local.client.post(url, content=item[0], headers=item[1])
+        if latencies is not None:
+            latencies.append(time.perf_counter() - started)
         assert response.status_code in (200, 202), response.text
 
     started = time.perf_counter()
@@ -133,12 +140,17 @@ def main() -> None:
     parser.add_argument("--model", default="hashing",
                         help="'hashing' (no model) or 'real' (the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--backend", default="onnx", help="onnx, onnx-int8 or torch")
+    parser.add_argument("--in-process", action="store_true",
+                        help="classify in threads of the accepting process (as before "
+                             "worker processes)")
     parser.add_argument("--busy-probes", type=int, default=200,
                         help="webhooks posted one by one while the burst is processed")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="scopeguard-bench-"))
     env = {"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_BACKEND": args.backend}
+    if "SCOPEGUARD_DURABLE" in os.environ:  # 0: no fsync per webhook (the service's option)
+        env["SCOPEGUARD_DURABLE"] = os.environ["SCOPEGUARD_DURABLE"]
     if args.model != "real":
         env["SCOPEGUARD_MODEL"] = args.model
     jira = FakeJira(flavour="server", pat="bench-pat", record=False).start()
@@ -150,7 +162,8 @@ def main() -> None:
     port = free_port()
     baseline = subprocess.Popen([sys.executable, "-c", BASELINE_APP, str(port)])
     service = ServiceProcess(tmp, jira, ROOT / "examples" / "scopeguard.yml", env,
-                             args=("--workers", str(args.workers), "--log-level", "warning"))
+                             args=("--workers", str(args.workers), "--log-level", "warning",
+                                   *(("--in-process",) if args.in_process else ())))
     try:
         service.start(timeout=120)
         base_url = f"http://127.0.0.1:{port}/webhooks/jira"
@@ -163,7 +176,8 @@ def main() -> None:
                 time.sleep(0.1)
 
         print(f"scopeguard serve webhook benchmark: {args.n} webhooks per run, burst of "
-              f"{args.burst} (200 clients), {args.workers} worker thread(s), model {args.model}, "
+              f"{args.burst} (200 clients), {args.workers} worker "
+              f"{'thread' if args.in_process else 'process'}(es), model {args.model}, "
               f"backend {args.backend}")
         base_seq = sequential(base_url, signed("b", keys[:args.n]))
         svc_seq = sequential(service_url, signed("s", keys[:args.n]))
@@ -175,7 +189,10 @@ def main() -> None:
         burst_keys = keys[2 * args.n:2 * args.n + args.burst]
         probe_keys = keys[2 * args.n + args.burst:]
         started = time.perf_counter()
-        concurrent(service_url, signed("p", burst_keys), clients=200)
+        base_burst: list[float] = []  # the bare endpoint under the same 200 connections
+        concurrent(base_url, signed("pb", burst_keys), clients=200, latencies=base_burst)
+        burst: list[float] = []
+        concurrent(service_url, signed("p", burst_keys), clients=200, latencies=burst)
         busy = sequential(service_url, signed("busy", probe_keys))  # the worker is busy
         service.wait_idle(timeout=1200)
         processing = (len(burst_keys) + len(probe_keys)) / (time.perf_counter() - started)
@@ -188,6 +205,8 @@ def main() -> None:
             ("accept p50 (ms)", ms(svc_seq, 0.5), ms(base_seq, 0.5)),
             ("accept p99 (ms)", ms(svc_seq, 0.99), ms(base_seq, 0.99)),
             ("accept mean (ms)", statistics.mean(svc_seq) * 1000, statistics.mean(base_seq) * 1000),
+            ("burst of 200 conns: p50 (ms)", ms(burst, 0.5), ms(base_burst, 0.5)),
+            ("burst of 200 conns: p99 (ms)", ms(burst, 0.99), ms(base_burst, 0.99)),
             ("accept p50 while busy (ms)", ms(busy, 0.5), ms(svc_seq, 0.5)),
             ("accept p99 while busy (ms)", ms(busy, 0.99), ms(svc_seq, 0.99)),
             ("accepted/s, 16 clients", svc_rate, base_rate),
@@ -196,8 +215,8 @@ def main() -> None:
         print(f"\n{'':28}{'scopeguard':>12}{'baseline':>12}{'ratio':>9}")
         for name, ours, theirs in rows:
             print(f"{name:28}{ours:12.2f}{theirs:12.2f}{ours / theirs:9.2f}x")
-        print("\nbaselines: a bare Starlette 202 endpoint (acceptance); the service idle "
-              "(acceptance while busy); the same Jira calls from one thread without queue or "
+        print("\nbaselines: a bare Starlette 202 endpoint (acceptance, and the burst); the "
+              "service idle (acceptance while busy); the same Jira calls from one thread without queue or "
               "classifier (processing).")
         metrics = service.metrics()
         done = sum(v for k, v in metrics.items()

@@ -42,7 +42,8 @@ def cache_options(f):
     makes them and what runs it."""
     f = click.option("--threads", type=click.IntRange(1, 256), expose_value=False,
                      callback=_to_environment("SCOPEGUARD_THREADS"),
-                     help="Inference threads. [env: SCOPEGUARD_THREADS; default: 1]")(f)
+                     help="Inference threads. [env: SCOPEGUARD_THREADS; default: one per "
+                          "core, up to 8; serve's workers: 1 each]")(f)
     f = click.option("--backend", type=click.Choice(["onnx", "onnx-int8", "torch"]),
                      expose_value=False, callback=_to_environment("SCOPEGUARD_BACKEND"),
                      help="What runs the model: ONNX Runtime (no torch), its int8 "

@@ -123,6 +123,7 @@ def test_threads_and_backend_settings_are_checked(monkeypatch, runner, example_c
     from scopeguard.runtime import make_inner
 
     assert make_inner(threads=2).threads == 2
+    assert make_inner().threads == max(1, min(8, os.cpu_count() or 1))  # one per core
     monkeypatch.setenv("SCOPEGUARD_THREADS", "0")
     with pytest.raises(ScopeguardError, match="threads must be a whole number"):
         make_inner()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import threading
 import time
@@ -233,6 +234,9 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
     from .logs import setup_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
+    # The cores are shared with the accepting process and the other workers: one
+    # inference thread each unless SCOPEGUARD_THREADS says otherwise.
+    os.environ.setdefault("SCOPEGUARD_THREADS", "1")
     stopping, wake = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (stopping.set(), wake.set()))
     setup_logging(log_level, secrets)

@@ -159,8 +159,9 @@ class Scopeguard:
         from . import __version__
 
         return digest(__version__, self.positioning, self.embedder.model_id, self.rules,
-                      self.head, [(d.request.id, d.request.title, d.request.body, d.decision,
-                                   d.reason, d.decided_at) for d in self.precedents])
+                      self.head, [(d.request.id, d.request.title, d.request.body,
+                                   d.request.url, d.decision, d.reason, d.decided_at)
+                                  for d in self.precedents])
 
     def _memo_neighbours(self, memo: AnalysisMemo, keys: list[str], means: np.ndarray,
                          limit: int = 50) -> list[list[tuple[int, float]]]:
@@ -190,9 +191,11 @@ class Scopeguard:
         else:
             full = [[] for _ in keys]
             new = {i for i in stale if keys[i] not in (before or ())}
-            rows = rows_above(means, stale, self.rules.similar) if stale else []
+            # every hit of a changed row, untruncated: a request far down the new row's own
+            # list may still belong in the (shorter) list of the request it hit
+            rows = rows_above(means, stale, self.rules.similar, limit=None) if stale else []
             for i, hits in zip(stale, rows, strict=True):
-                full[i] = hits
+                full[i] = hits[:limit]
                 dirty.add(i)
                 if i in new:
                     for j, s in hits:  # a new request joins the lists of those close to it
@@ -201,12 +204,8 @@ class Scopeguard:
                             dirty.add(j)
             for i in range(len(keys)):
                 found = lists[i]
-                if found is None:
-                    full[i] = full[i][:limit]
-                elif i in dirty:
+                if found is not None:  # the order a fresh run gives, ties by position
                     full[i] = sorted(found, key=lambda p: (-p[1], p[0]))[:limit]
-                else:
-                    full[i] = found
         memo.save_neighbours(context, {keys[i]: [(keys[j], s) for j, s in full[i]]
                                        for i in sorted(dirty)}, keys, before)
         return full
@@ -229,8 +228,9 @@ def request_key(request: Request) -> str:
 
 
 def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block: int = 512,
-               limit: int = 50) -> list[list[tuple[int, float]]]:
-    """Like :func:`neighbours_above`, for ``rows`` only (against every row)."""
+               limit: int | None = 50) -> list[list[tuple[int, float]]]:
+    """Like :func:`neighbours_above`, for ``rows`` only (against every row); ``limit=None``
+    keeps every hit."""
     out: list[list[tuple[int, float]]] = []
     for start in range(0, len(rows), block):
         chunk = list(rows[start:start + block])
@@ -238,8 +238,8 @@ def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block
         for r, i in enumerate(chunk):
             sims[r, i] = -1.0
             hits = np.flatnonzero(sims[r] >= threshold)
-            if len(hits) > limit:
-                hits = hits[np.argsort(-sims[r, hits])[:limit]]
+            if limit is not None and len(hits) > limit:
+                hits = np.sort(hits[np.argsort(-sims[r, hits], kind="stable")[:limit]])
             out.append(sorted(((int(j), float(sims[r, j])) for j in hits),
                               key=lambda p: (-p[1], p[0])))
     return out
@@ -263,6 +263,6 @@ def neighbours_above(vectors: np.ndarray, threshold: float, block: int = 512,
             sims[row, i] = -1.0
             hits = np.flatnonzero(sims[row] >= threshold)
             if len(hits) > limit:
-                hits = hits[np.argsort(-sims[row, hits])[:limit]]
+                hits = np.sort(hits[np.argsort(-sims[row, hits], kind="stable")[:limit]])
             out[i] = sorted(((int(j), float(sims[row, j])) for j in hits), key=lambda p: -p[1])
     return out

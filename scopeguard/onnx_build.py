@@ -66,9 +66,6 @@ def _strip_prefix(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def build_bert(model_dir: Path, out: Path) -> Path:
     """Write ``model_dir``'s BERT encoder to ``out`` as ONNX (fp32). Raises
     :class:`ScopeguardError` naming what is missing when the directory is not a BERT model."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
         raise ScopeguardError(
@@ -76,12 +73,27 @@ def build_bert(model_dir: Path, out: Path) -> Path:
             "Fix: point --model at a sentence-transformers directory of a BERT model, put an "
             "exported onnx/model.onnx in it, or use --backend torch.")
     config = json.loads(config_path.read_text())
-    if config.get("model_type") != "bert" or config.get("hidden_act", "gelu") != "gelu":
+    if config.get("model_type") != "bert" or config.get("hidden_act", "gelu") != "gelu" or \
+            config.get("position_embedding_type", "absolute") != "absolute":
         raise ScopeguardError(
-            f"{model_dir} is a {config.get('model_type')!r} model; the ONNX builder knows BERT "
-            "with GELU. Fix: put an exported onnx/model.onnx in the directory, or use "
-            "--backend torch.")
-    w = _strip_prefix(read_safetensors(weights_path))
+            f"{model_dir} is a {config.get('model_type')!r} model (activation "
+            f"{config.get('hidden_act')!r}, positions "
+            f"{config.get('position_embedding_type', 'absolute')!r}); the ONNX builder knows "
+            "BERT with GELU and absolute positions. Fix: put an exported onnx/model.onnx in "
+            "the directory, or use --backend torch.")
+    try:
+        return _build(config, _strip_prefix(read_safetensors(weights_path)), out)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ScopeguardError(
+            f"{model_dir}: the weights are not a BERT encoder's as the builder reads them "
+            f"({type(exc).__name__}: {str(exc)[:120]}). Fix: put an exported onnx/model.onnx "
+            "in the directory, or use --backend torch.") from None
+
+
+def _build(config: dict, w: dict[str, np.ndarray], out: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
     head_dim, eps = hidden // heads, float(config.get("layer_norm_eps", 1e-12))
 

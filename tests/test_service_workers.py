@@ -199,3 +199,81 @@ def test_an_issue_store_sees_what_another_process_stored(tmp_path):
     a.remember(Request(id="PAW-1", title="edited", customer="Oakfield"), vector)
     assert [r.title for r in b.similar(vector, 0.9)] == ["edited"]
     one.close(), two.close()
+
+
+def test_two_workers_never_hold_events_of_one_issue_at_once(tmp_path):
+    """Created then updated for PAW-1, a moment apart: the second waits for the first's
+    lease (two processes' connections to one file), while another issue's event goes."""
+    now = [1000.0]
+    first = EventQueue(str(tmp_path / "q.db"), lease=30, clock=lambda: now[0])
+    second = EventQueue(str(tmp_path / "q.db"), lease=30, clock=lambda: now[0])
+    first.accept("d1", b"{}", "jira:issue_created", "PAW-1")
+    first.accept("d2", b"{}", "jira:issue_updated", "PAW-1")
+    first.accept("d3", b"{}", "jira:issue_created", "PAW-2")
+    a = first.claim("111:worker-1")
+    b = second.claim("222:worker-1")
+    assert (a.delivery_id, b.delivery_id) == ("d1", "d3")  # d2 waits for d1
+    assert second.claim("222:worker-1") is None
+    assert first.ack("d1", "111:worker-1", "core")
+    assert second.claim("222:worker-1").delivery_id == "d2"
+    # an expired lease no longer holds the issue: its worker is presumed dead
+    first.accept("d4", b"{}", "jira:issue_updated", "PAW-3")
+    first.accept("d5", b"{}", "jira:issue_updated", "PAW-3")
+    assert first.claim("111:worker-1").delivery_id == "d4"
+    now[0] += 31
+    assert second.claim("222:worker-1").delivery_id in ("d4", "d5")
+    first.close(), second.close()
+
+
+def test_an_event_that_keeps_killing_its_worker_fails_instead_of_stalling(tmp_path):
+    now = [1000.0]
+    queue = EventQueue(str(tmp_path / "q.db"), lease=300, max_attempts=3, clock=lambda: now[0])
+    queue.accept("poison", b"{}", "jira:issue_created", "PAW-9")
+    queue.accept("fine", b"{}", "jira:issue_created", "PAW-10")
+    for attempt in range(1, 4):
+        event = queue.claim(f"{100 + attempt}:worker-1")
+        assert event.delivery_id == "poison" and event.attempts == attempt
+        assert queue.release_owner(100 + attempt) == 1  # the worker died
+        if attempt == 1:  # queued again after a backoff: the next event goes first
+            assert queue.claim("999:worker-1").delivery_id == "fine"
+            assert queue.ack("fine", "999:worker-1", "core")
+        if attempt < 3:
+            assert queue.claim("999:worker-1") is None  # still backing off
+            now[0] += 5 * 2 ** (attempt - 1)
+    counts = queue.counts()
+    assert (counts["failed"], counts["done"], counts["queued"], counts["leased"]) == (1, 1, 0, 0)
+    row = queue._conn().execute("SELECT error FROM events WHERE delivery_id = 'poison'").fetchone()
+    assert "died on each of its attempts" in row[0]
+    queue.close()
+
+
+def test_a_new_service_waits_for_orphaned_workers_before_taking_their_events(
+        tmp_path, jira, example_config):
+    """A worker whose parent died may still be finishing an event; the next serve on the
+    queue file waits for it (the workers' shared lock) before it takes back leases."""
+    import fcntl
+
+    service = ServiceProcess(tmp_path, jira, example_config,
+                             {"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_MODEL": "hashing"})
+    orphan = open(service.queue + ".workers.lock", "a+")  # stands in for a live orphan
+    fcntl.flock(orphan.fileno(), fcntl.LOCK_SH)
+    import threading
+
+    starting = threading.Thread(target=service.start)  # returns once the service is ready
+    starting.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                service.log.exists() and "waiting for the workers of an earlier" in
+                service.log.read_text()):
+            time.sleep(0.1)
+        time.sleep(1)
+        log = service.log.read_text()
+        assert "waiting for the workers of an earlier" in log
+        assert "taken back from a previous process" not in log  # no lease touched yet
+        orphan.close()  # the orphan exits
+        starting.join(90)
+        assert service.get("/healthz").status_code == 200
+    finally:
+        orphan.close()
+        service.stop()

@@ -41,7 +41,7 @@ from ..jira.writeback import jira_label
 from .handlers import Handlers
 from .logs import client_secrets
 from .metrics import Metrics
-from .pool import WorkerPool
+from .pool import WorkerPool, wait_for_orphans
 from .queue import EventQueue, QueueError, describe
 from .settings import ServiceSettings
 from .store import IssueStore
@@ -121,6 +121,9 @@ class Service:
         self._load()
 
     def start(self) -> None:
+        # Workers orphaned by an earlier serve's death finish their event first: taking
+        # back their leases now would run that event twice.
+        wait_for_orphans(self.settings.queue, timeout=self.settings.lease)
         released = self.queue.release_leases()
         requeued = self.queue.requeue_failed() if self.settings.requeue_failed else 0
         pruned = self.queue.prune(self.keep_seconds)

@@ -20,6 +20,7 @@ parent dies stops after its current event: no orphan keeps working a queue that 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -66,14 +67,25 @@ class ForwardedMetrics:
 
 
 class Wake:
-    """``set()`` wakes every worker (an event was queued): a word down each pipe."""
+    """``set()`` wakes every worker (an event was queued): a word down each pipe, sent by
+    a thread of its own, so the accepting event loop never waits on a full pipe."""
 
     def __init__(self, pool: WorkerPool) -> None:
         self.pool = pool
+        self.pending = threading.Event()
+        threading.Thread(target=self._send, name="scopeguard-wake", daemon=True).start()
 
     def set(self) -> None:
-        for channel in list(self.pool.channels.values()):
-            channel.send(("wake",))
+        self.pending.set()
+
+    def _send(self) -> None:
+        while True:
+            self.pending.wait()
+            self.pending.clear()
+            if self.pool.stopping.is_set():
+                return
+            for channel in list(self.pool.channels.values()):
+                channel.send(("wake",))
 
 
 class WorkerPool:
@@ -102,6 +114,7 @@ class WorkerPool:
         self.known: dict[int, int] = {}
         self.restarts = 0
         self._backoff: dict[int, tuple[float, float]] = {}  # number: (delay, died at)
+        self._lock = threading.Lock()  # the liveness check and a restart's spawn
         self._monitor = threading.Thread(target=self._watch, name="scopeguard-pool",
                                          daemon=True)
 
@@ -144,11 +157,16 @@ class WorkerPool:
 
     def _watch(self) -> None:
         while not self.stopping.is_set():
-            self._drain(0.5)
-            for number, process in list(self.processes.items()):
-                if process.is_alive() or self.stopping.is_set():
-                    continue
-                self._died(number, process)
+            try:
+                self._drain(0.5)
+                with self._lock:
+                    for number, process in list(self.processes.items()):
+                        if process.is_alive() or self.stopping.is_set():
+                            continue
+                        self._died(number, process)
+            except Exception:  # noqa: BLE001 - the monitor must outlive any one message
+                log.exception("the worker monitor hit an error; it goes on")
+                self.stopping.wait(0.5)
 
     def _drain(self, timeout: float) -> None:
         open_ = [c.conn for c in list(self.channels.values()) if not c.conn.closed]
@@ -203,14 +221,16 @@ class WorkerPool:
         def restart() -> None:
             if self.stopping.wait(delay):
                 return
-            self._backoff[number] = (delay, time.monotonic())
-            self._spawn(number)
+            with self._lock:  # the monitor sees the new process, never the dead one again
+                self._spawn(number)
+                self._backoff[number] = (delay, time.monotonic())
 
         threading.Thread(target=restart, daemon=True).start()
 
     def stop(self, timeout: float = 30) -> None:
         """Stop every worker after its current event; kill those that do not stop in time."""
         self.stopping.set()
+        self.wake.pending.set()  # ends the wake thread
         for channel in list(self.channels.values()):
             channel.send(("stop",))
         deadline = time.monotonic() + timeout
@@ -227,12 +247,46 @@ class WorkerPool:
             channel.conn.close()
 
 
+def workers_lock(queue_path: str) -> str:
+    return queue_path + ".workers.lock"
+
+
+def wait_for_orphans(queue_path: str, timeout: float) -> bool:
+    """Wait until no worker process of an earlier ``scopeguard serve`` on this queue file
+    is still running (they hold the workers' lock shared until they exit). False when
+    ``timeout`` passed first (their leases are then taken back anyway, as after a lease
+    expiry)."""
+    if queue_path == ":memory:":
+        return True
+    with open(workers_lock(queue_path), "a+") as handle:
+        deadline, told = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    log.warning("workers of an earlier scopeguard serve still run after %.0fs; "
+                                "taking back their events anyway", timeout)
+                    return False
+                if not told:
+                    log.warning("waiting for the workers of an earlier scopeguard serve on "
+                                "%s to finish their events", queue_path)
+                    told = True
+                time.sleep(0.2)
+
+
 def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets: list[str],
                 conn: Any) -> None:
     """One worker process: load the classifier, then work the queue until told to stop."""
     from .lifecycle import Service
     from .logs import setup_logging
 
+    # Held for the worker's life: a new `scopeguard serve` waits for it before it takes
+    # back leases, so a worker orphaned by its parent's death finishes its event alone.
+    held = open(workers_lock(settings.queue), "a+")  # noqa: SIM115 - held for the process life
+    fcntl.flock(held.fileno(), fcntl.LOCK_SH)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
     # The cores are shared with the accepting process and the other workers: one
     # inference thread each unless SCOPEGUARD_THREADS says otherwise.

@@ -276,18 +276,25 @@ class EventQueue:
             return "queued" if cur.rowcount == 1 else "duplicate"
 
     def claim(self, owner: str) -> Event | None:
-        """The oldest event that is due, leased to ``owner``; None when there is none."""
+        """The oldest event that is due, leased to ``owner``; None when there is none.
+
+        An event of an issue whose other event is leased (and its lease alive) waits: two
+        worker processes never write back to one issue at once (a thread lock cannot see
+        across processes), and the issue's events keep their order."""
         now = self.clock()
+        busy = ("NOT EXISTS (SELECT 1 FROM events AS other WHERE other.state = 'leased' AND "
+                "other.lease_until > ? AND other.issue_key = e.issue_key AND "
+                "other.seq != e.seq AND e.issue_key != '')")
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT seq, delivery_id, payload, attempts, received_at, event, issue_key "
-                "FROM events WHERE state = 'queued' AND available_at <= ? "
-                "ORDER BY seq LIMIT 1", (now,)).fetchone()
+                f"FROM events AS e WHERE state = 'queued' AND available_at <= ? AND {busy} "
+                "ORDER BY seq LIMIT 1", (now, now)).fetchone()
             if row is None:
                 row = conn.execute(
                     "SELECT seq, delivery_id, payload, attempts, received_at, event, issue_key "
-                    "FROM events WHERE state = 'leased' AND lease_until <= ? "
-                    "ORDER BY seq LIMIT 1", (now,)).fetchone()
+                    f"FROM events AS e WHERE state = 'leased' AND lease_until <= ? AND {busy} "
+                    "ORDER BY seq LIMIT 1", (now, now)).fetchone()
             if row is None:
                 return None
             conn.execute("UPDATE events SET state = 'leased', lease_owner = ?, lease_until = ?, "
@@ -338,12 +345,19 @@ class EventQueue:
                                 (self.clock(),)).rowcount
 
     def release_owner(self, pid: int) -> int:
-        """Queue again the events leased by the worker process ``pid`` (which died)."""
+        """Queue again (after a backoff) the events the dead worker process ``pid`` held; fail
+        one after ``max_attempts`` deaths (it may kill them: it must not stall the queue)."""
+        now, owner = self.clock(), f"{int(pid)}:%"
         with self._tx() as conn:
-            return conn.execute("UPDATE events SET state = 'queued', lease_owner = NULL, "
-                                "lease_until = NULL, available_at = ? WHERE state = 'leased' "
-                                "AND lease_owner LIKE ?", (self.clock(), f"{int(pid)}:%")
-                                ).rowcount
+            return conn.execute(
+                "UPDATE events SET state = 'failed', finished_at = ?, lease_owner = NULL, "
+                "lease_until = NULL, error = 'the worker process handling it died on each of "
+                "its attempts (see the log for exit codes); it may be what kills them' "
+                "WHERE state = 'leased' AND lease_owner LIKE ? AND attempts >= ?",
+                (now, owner, self.max_attempts)).rowcount + conn.execute(
+                "UPDATE events SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
+                "available_at = ? + MIN(300, 5 * (1 << MAX(0, attempts - 1))) "
+                "WHERE state = 'leased' AND lease_owner LIKE ?", (now, owner)).rowcount
 
     def requeue_failed(self) -> int:
         """Queue failed events again, with their attempts reset."""

@@ -85,11 +85,12 @@ class IssueStore:
     def refresh(self) -> int:
         """Read the issues other worker processes stored since the last read (each process
         keeps its own matrix; demand must count what any of them classified). Rows are
-        re-read from a few seconds back: another process may commit a row stamped just
-        before the newest one seen here."""
+        re-read from a minute back: another process may commit a row stamped before the
+        newest one seen here (its stamp is taken before it waits, up to 30 s, for the
+        file's write lock)."""
         rows = self.queue._conn().execute(
             "SELECT key, request, vector, updated_at FROM issues WHERE updated_at > ? AND "
-            "model = ?", (self._synced - 5.0, self.model)).fetchall()
+            "model = ?", (self._synced - 60.0, self.model)).fetchall()
         for key, text, blob, updated in rows:
             self._synced = max(self._synced, updated)
             if blob:

@@ -8,7 +8,7 @@ SQLite cache), finds each request's neighbours in the backlog and calls
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -119,39 +119,69 @@ class Scopeguard:
         ``memo``: neighbour lists and verdicts of earlier runs (:mod:`.memo`); only what
         changed since is recomputed."""
         requests = self.prepare(requests)
-        docs, vecs = self.embed(requests, progress=progress)
         if not requests:
             return Analysis([], np.zeros((0, 0), np.float32), [], [])
-        means = np.vstack([v.mean for v in vecs]).astype(np.float32)
-        keys = [request_key(r) for r in requests]
-        if memo is None or len(set(keys)) != len(keys):
-            neighbour_lists = neighbours_above(means, self.rules.similar)
-        else:
-            neighbour_lists = self._memo_neighbours(memo, keys, means)
-        verdict_keys: list[str] = []
-        known: dict[str, Verdict] = {}
-        if memo is not None:
-            context = self.verdict_context()
-            verdict_keys = [digest(context, keys[i], [(keys[j], round(s, 6)) for j, s in pairs])
-                            for i, pairs in enumerate(neighbour_lists)]
-            known = memo.verdicts(verdict_keys)
-        verdicts, fresh = [], {}
+        keys = [request_key(r) for r in requests] if memo is not None else []
+        if memo is None or len(set(keys)) != len(keys):  # no memo (or a repeated request)
+            docs, vecs = self.embed(requests, progress=progress)
+            means = np.vstack([v.mean for v in vecs]).astype(np.float32)
+            return self._classify_all(requests, docs, vecs, means,
+                                      neighbours_above(means, self.rules.similar),
+                                      on_verdict)
+        # The memo: mean vectors of requests seen before (no cleaning, no cache lookup),
+        # their neighbour lists and verdicts; what is missing is computed.
+        model = self.embedder.model_id
+        stored = memo.means(model, keys)
+        todo = [i for i, k in enumerate(keys) if k not in stored]
+        docs: dict[int, Document] = {}
+        vecs: dict[int, RequestVectors] = {}
+        self._embed_into(requests, todo, docs, vecs, progress)
+        if progress and len(keys) > len(todo):
+            progress(len(keys) - len(todo))
+        means = np.vstack([stored[k] if k in stored else vecs[i].mean
+                           for i, k in enumerate(keys)]).astype(np.float32)
+        memo.save_means(model, {keys[i]: means[i] for i in todo})
+        neighbour_lists = self._memo_neighbours(memo, keys, means)
+        context = self.verdict_context()
+        verdict_keys = [digest(context, keys[i], [(keys[j], round(s, 6)) for j, s in pairs])
+                        for i, pairs in enumerate(neighbour_lists)]
+        known = memo.verdicts(verdict_keys)
+        missing = [i for i, k in enumerate(verdict_keys) if k not in known and i not in docs]
+        self._embed_into(requests, missing, docs, vecs, None)  # the embedding cache has them
+        analysis = self._classify_all(requests, docs, vecs, means, neighbour_lists,
+                                      on_verdict, [known.get(k) for k in verdict_keys])
+        fresh = {verdict_keys[i]: v for i, v in enumerate(analysis.verdicts)
+                 if verdict_keys[i] not in known}
+        memo.reused_verdicts += len(requests) - len(fresh)
+        memo.computed_verdicts += len(fresh)
+        memo.save_verdicts(fresh)
+        return analysis
+
+    def _embed_into(self, requests: Sequence[Request], rows: Sequence[int],
+                    docs: dict[int, Document], vecs: dict[int, RequestVectors],
+                    progress: Progress | None) -> None:
+        if rows:
+            found_docs, found_vecs = self.embed([requests[i] for i in rows], progress=progress)
+            docs.update(zip(rows, found_docs, strict=True))
+            vecs.update(zip(rows, found_vecs, strict=True))
+
+    def _classify_all(self, requests: Sequence[Request], docs: Any, vecs: Any,
+                      means: np.ndarray, neighbour_lists: list[list[tuple[int, float]]],
+                      on_verdict: Callable[[Verdict], None] | None,
+                      known: Sequence[Verdict | None] | None = None) -> Analysis:
+        """Verdicts for every request (``known[i]`` where given); ``docs`` and ``vecs`` are
+        indexed by request position (a list, or a dict of the ones needed)."""
+        verdicts = []
         for i, request in enumerate(requests):
-            verdict = known.get(verdict_keys[i]) if verdict_keys else None
+            verdict = known[i] if known else None
             if verdict is None:
                 pairs = [(requests[j], s) for j, s in neighbour_lists[i]]
                 verdict = classify(request, docs[i], vecs[i], self.index, pairs, self.rules,
                                    self.head)
                 verdict = with_precedent(verdict, self.precedent_for(request, vecs[i].mean))
-                if verdict_keys:
-                    fresh[verdict_keys[i]] = verdict
             verdicts.append(verdict)
             if on_verdict:
                 on_verdict(verdict)
-        if memo is not None:
-            memo.reused_verdicts += len(requests) - len(fresh)
-            memo.computed_verdicts += len(fresh)
-            memo.save_verdicts(fresh)
         return Analysis(list(requests), means, neighbour_lists, verdicts)
 
     def verdict_context(self) -> str:
@@ -221,10 +251,12 @@ class Analysis:
     verdicts: list[Verdict]
 
 
+_KEY_FIELDS = [f.name for f in fields(Request) if f.name != "extra"]
+
+
 def request_key(request: Request) -> str:
     """A hash of everything a request says (what its verdict and its neighbours' read)."""
-    fields = {k: v for k, v in asdict(request).items() if k != "extra"}
-    return digest("request", fields)
+    return digest("request", [getattr(request, name) for name in _KEY_FIELDS])
 
 
 def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block: int = 512,

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .cache import _database_error, connect
 from .classify import Verdict
 
@@ -45,6 +47,13 @@ CREATE TABLE IF NOT EXISTS memo_members (
     context TEXT PRIMARY KEY,
     request_keys TEXT NOT NULL         -- the last run's request keys, one per line
 );
+CREATE TABLE IF NOT EXISTS memo_means (
+    model TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    vector BLOB NOT NULL,              -- float32: the request's normalised mean vector
+    used_at REAL NOT NULL,
+    PRIMARY KEY (model, request_key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memo_verdicts (
     verdict_key TEXT PRIMARY KEY,
     verdict TEXT NOT NULL,             -- Verdict.to_dict() as JSON
@@ -126,6 +135,40 @@ class AnalysisMemo:
                 ((context, k) for k in stored - keys))
             self.conn.execute("INSERT OR REPLACE INTO memo_members VALUES (?, ?)",
                               (context, "\n".join(sorted(keys))))
+
+    # --- mean vectors -------------------------------------------------------------------
+
+    def means(self, model: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored mean vectors (sound ones only: a damaged row is computed again)."""
+        found: dict[str, np.ndarray] = {}
+        for chunk in _chunks(list(keys)):
+            marks = ",".join("?" * len(chunk))
+            for key, blob in self.conn.execute(
+                    f"SELECT request_key, vector FROM memo_means WHERE model = ? AND "
+                    f"request_key IN ({marks})", (model, *chunk)):
+                vector = np.frombuffer(blob, np.float32) if len(blob) % 4 == 0 else None
+                if vector is not None and len(vector) and np.isfinite(vector).all() and \
+                        abs(float(vector @ vector) - 1.0) < 1e-3:
+                    found[key] = vector
+        if found and len({len(v) for v in found.values()}) > 1:
+            return {}  # rows of mixed sizes: trust none of them
+        with self.conn:
+            now = time.time()
+            for chunk in _chunks(list(found)):
+                marks = ",".join("?" * len(chunk))
+                self.conn.execute(f"UPDATE memo_means SET used_at = ? WHERE model = ? AND "
+                                  f"request_key IN ({marks})", (now, model, *chunk))
+        return found
+
+    def save_means(self, model: str, vectors: dict[str, np.ndarray]) -> None:
+        now = time.time()
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO memo_means VALUES (?, ?, ?, ?)",
+                ((model, k, np.asarray(v, np.float32).tobytes(), now)
+                 for k, v in vectors.items()))
+            self.conn.execute("DELETE FROM memo_means WHERE used_at < ?",
+                              (now - KEEP_DAYS * 86400,))
 
     # --- verdicts ----------------------------------------------------------------------
 

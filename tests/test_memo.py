@@ -59,6 +59,7 @@ def test_an_unchanged_backlog_is_not_recomputed(guard, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "classify", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(engine, "neighbours_above", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(engine, "rows_above", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(Scopeguard, "embed", lambda *a, **k: calls.append(1))  # no cleaning
     again = AnalysisMemo(tmp_path / "m.db")
     second = guard.analyse(requests, memo=again)
     assert calls == []  # nothing classified, no similarity computed
@@ -142,6 +143,10 @@ def test_damaged_memo_rows_are_recomputed_not_trusted(guard, tmp_path):
                      "verdict_key IN (SELECT verdict_key FROM memo_verdicts LIMIT 3 OFFSET 10)")
         conn.execute("UPDATE memo_neighbours SET neighbours = '[[1,' WHERE request_key IN "
                      "(SELECT request_key FROM memo_neighbours LIMIT 4)")
+        conn.execute("UPDATE memo_means SET vector = x'0000c07f0000c07f' WHERE request_key "
+                     "IN (SELECT request_key FROM memo_means LIMIT 3)")  # NaN
+        conn.execute("UPDATE memo_means SET vector = x'01' WHERE request_key IN "
+                     "(SELECT request_key FROM memo_means LIMIT 2 OFFSET 20)")  # cut short
     conn.close()
     memo = AnalysisMemo(tmp_path / "m.db")
     same(guard.analyse(requests, memo=memo), guard.analyse(requests))

@@ -82,6 +82,7 @@ fuzz: $(STAMP)
 bench: $(TRAIN_STAMP)
 	$(TRAIN_BIN)/python bench/backends.py
 	$(TRAIN_BIN)/python bench/audit.py
+	$(BIN)/python bench/knn.py
 	$(BIN)/python bench/webhook.py
 
 # Every accuracy figure in README.md and models/MODEL_CARD.md: leave one training product

@@ -71,6 +71,7 @@ class AuditReport:
     one_off_customers: list[tuple[str, int]]
     non_goals: list[NonGoalPressure]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    search: str = "exact search"  # how the demand neighbours were found, and its recall
 
     @property
     def counts(self) -> dict[str, int]:
@@ -136,7 +137,7 @@ def build_report(analysis: Analysis, index: ProductIndex, rules: Rules, product:
                        min_customers=rules.min_customers, drift=_drift(items),
                        one_off_customers=_one_off_customers(items),
                        non_goals=_non_goal_pressure(analysis, index, nearest),
-                       skipped=list(skipped))
+                       skipped=list(skipped), search=analysis.search)
 
 
 def _distinct(names) -> list[str]:

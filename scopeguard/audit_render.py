@@ -27,6 +27,7 @@ def as_dict(report: AuditReport) -> dict[str, Any]:
         "summary": report.summary,
         "counts": report.counts,
         "min_customers": report.min_customers,
+        "neighbour_search": report.search,
         "requests": [{
             "id": i.request.id, "title": i.request.title, "url": i.request.url,
             "customer": i.request.customer, "created_at": i.request.created_at,
@@ -99,6 +100,7 @@ def to_table(report: AuditReport, width: int = 110) -> str:
         lines.append("* promoted from one_off by demand across customers")
     if report.skipped:
         lines.append(f"skipped {len(report.skipped)} non-feature issue(s)")
+    lines.append(f"neighbours: {report.search}")
     lines.append(report.summary)
     return "\n".join(lines)
 
@@ -109,6 +111,7 @@ def to_markdown(report: AuditReport) -> str:
     @mentions can come from it."""
     counts = report.counts
     out = [f"# Scope audit: {_md(report.product)}", "", f"**{_md(report.summary)}**", "",
+           f"Demand neighbours: {_md(report.search)}.", "",
            "| label | requests |", "|---|---|"]
     out += [f"| {TITLES[k]} | {counts[k]} |" for k in LABELS]
     out += ["", "## Scope drift by month", "", "| month | core | generalizable | one-off |",
@@ -237,6 +240,7 @@ def to_html(report: AuditReport) -> str:
 <body>
 <h1>Scope audit: {escape(report.product)}</h1>
 <p class="summary" id="summary">{escape(report.summary)}</p>
+<p class="legend">Demand neighbours: {escape(report.search)}.</p>
 <h2>Scope drift: share of core, generalizable and one-off requests by month</h2>
 <p class="legend">{legend}</p>
 {_drift_chart(report)}

@@ -25,6 +25,7 @@ from .classify import (
 )
 from .clean import Document, prepare
 from .embed import Embedder, Progress
+from .knn import EXACT_NOTE, HNSW_NOTE, hnsw_neighbours, use_hnsw
 from .memo import AnalysisMemo, digest
 from .positioning import Positioning
 from .rules import Head, Rules
@@ -125,9 +126,10 @@ class Scopeguard:
         if memo is None or len(set(keys)) != len(keys):  # no memo (or a repeated request)
             docs, vecs = self.embed(requests, progress=progress)
             means = np.vstack([v.mean for v in vecs]).astype(np.float32)
-            return self._classify_all(requests, docs, vecs, means,
-                                      neighbours_above(means, self.rules.similar),
-                                      on_verdict)
+            lists, search = all_neighbours(means, self.rules.similar)
+            analysis = self._classify_all(requests, docs, vecs, means, lists, on_verdict)
+            analysis.search = search
+            return analysis
         # The memo: mean vectors of requests seen before (no cleaning, no cache lookup),
         # their neighbour lists and verdicts; what is missing is computed.
         model = self.embedder.model_id
@@ -141,7 +143,7 @@ class Scopeguard:
         means = np.vstack([stored[k] if k in stored else vecs[i].mean
                            for i, k in enumerate(keys)]).astype(np.float32)
         memo.save_means(model, {keys[i]: means[i] for i in todo})
-        neighbour_lists = self._memo_neighbours(memo, keys, means)
+        neighbour_lists, search = self._memo_neighbours(memo, keys, means)
         context = self.verdict_context()
         verdict_keys = [digest(context, keys[i], [(keys[j], round(s, 6)) for j, s in pairs])
                         for i, pairs in enumerate(neighbour_lists)]
@@ -150,6 +152,7 @@ class Scopeguard:
         self._embed_into(requests, missing, docs, vecs, None)  # the embedding cache has them
         analysis = self._classify_all(requests, docs, vecs, means, neighbour_lists,
                                       on_verdict, [known.get(k) for k in verdict_keys])
+        analysis.search = search
         fresh = {verdict_keys[i]: v for i, v in enumerate(analysis.verdicts)
                  if verdict_keys[i] not in known}
         memo.reused_verdicts += len(requests) - len(fresh)
@@ -194,9 +197,12 @@ class Scopeguard:
                                   for d in self.precedents])
 
     def _memo_neighbours(self, memo: AnalysisMemo, keys: list[str], means: np.ndarray,
-                         limit: int = 50) -> list[list[tuple[int, float]]]:
-        """Neighbour lists from the memo, with only the changed rows' similarities computed."""
-        context = digest("neighbours", self.embedder.model_id, self.rules.similar, limit)
+                         limit: int = 50) -> tuple[list[list[tuple[int, float]]], str]:
+        """Neighbour lists from the memo, with only the changed rows' similarities computed
+        (and which search found them: changed rows are always searched exactly)."""
+        indexed = use_hnsw(len(keys))  # lists kept from an indexed run say so
+        context = digest("neighbours", self.embedder.model_id, self.rules.similar, limit,
+                         indexed)
         before = memo.members(context)
         cached = memo.neighbour_lists(context, keys) if before else {}
         at = {k: i for i, k in enumerate(keys)}
@@ -215,8 +221,9 @@ class Scopeguard:
         stale = [i for i, found in enumerate(lists) if found is None]
         memo.reused_lists += len(keys) - len(stale)
         memo.computed_rows += len(stale)
+        search = HNSW_NOTE if indexed else EXACT_NOTE
         if len(stale) * 3 > len(keys):
-            full = neighbours_above(means, self.rules.similar, limit=limit)
+            full, search = all_neighbours(means, self.rules.similar, limit=limit)
             dirty = set(range(len(keys)))
         else:
             full = [[] for _ in keys]
@@ -238,7 +245,7 @@ class Scopeguard:
                     full[i] = sorted(found, key=lambda p: (-p[1], p[0]))[:limit]
         memo.save_neighbours(context, {keys[i]: [(keys[j], s) for j, s in full[i]]
                                        for i in sorted(dirty)}, keys, before)
-        return full
+        return full, search
 
 
 @dataclass
@@ -249,6 +256,7 @@ class Analysis:
     vectors: np.ndarray
     neighbours: list[list[tuple[int, float]]]
     verdicts: list[Verdict]
+    search: str = EXACT_NOTE  # how the neighbours were found (scopeguard/knn.py)
 
 
 _KEY_FIELDS = [f.name for f in fields(Request) if f.name != "extra"]
@@ -257,6 +265,15 @@ _KEY_FIELDS = [f.name for f in fields(Request) if f.name != "extra"]
 def request_key(request: Request) -> str:
     """A hash of everything a request says (what its verdict and its neighbours' read)."""
     return digest("request", [getattr(request, name) for name in _KEY_FIELDS])
+
+
+def all_neighbours(vectors: np.ndarray, threshold: float,
+                   limit: int = 50) -> tuple[list[list[tuple[int, float]]], str]:
+    """Every row's neighbour list, and how it was found: exact, or an HNSW index for
+    large backlogs when faiss is installed (:mod:`.knn`)."""
+    if use_hnsw(len(vectors)):
+        return hnsw_neighbours(vectors, threshold, limit), HNSW_NOTE
+    return neighbours_above(vectors, threshold, limit=limit), EXACT_NOTE
 
 
 def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block: int = 512,

@@ -1,0 +1,75 @@
+"""Neighbour search above a size: the HNSW index (faiss) against the exact search."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from scopeguard.cli import cli
+from scopeguard.engine import all_neighbours, neighbours_above
+from scopeguard.errors import ScopeguardError
+from scopeguard.knn import EXACT_NOTE, HNSW_NOTE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+
+def recall(exact, approx) -> float:
+    pairs = sum(len(e) for e in exact)
+    found = sum(len({j for j, _ in e} & {j for j, _ in a}) for e, a in zip(exact, approx, strict=True))
+    return found / max(1, pairs)
+
+
+def test_hnsw_above_the_threshold_finds_what_exact_search_finds(monkeypatch, hashing):
+    from knn import backlog  # bench/knn.py: real request texts and their variants
+
+    vectors = hashing.encode(backlog(3000))
+    monkeypatch.setenv("SCOPEGUARD_HNSW_MIN", "2000")
+    approx, search = all_neighbours(vectors, 0.5)
+    assert search == HNSW_NOTE
+    exact = neighbours_above(vectors, 0.5)
+    assert sum(len(e) for e in exact) > 3000  # a clustered backlog, not a trivial one
+    assert recall(exact, approx) >= 0.99
+    assert all(s >= 0.5 and j != i for i, row in enumerate(approx) for j, s in row)
+    small, search = all_neighbours(vectors[:1500], 0.5)
+    assert search == EXACT_NOTE and small == neighbours_above(vectors[:1500], 0.5)
+    monkeypatch.setenv("SCOPEGUARD_HNSW_MIN", "0")  # never
+    assert all_neighbours(vectors, 0.5)[1] == EXACT_NOTE
+    monkeypatch.setenv("SCOPEGUARD_HNSW_MIN", "lots")
+    with pytest.raises(ScopeguardError, match="SCOPEGUARD_HNSW_MIN"):
+        all_neighbours(vectors, 0.5)
+
+
+def test_the_audit_report_says_how_neighbours_were_found(runner, tmp_path, example_config,
+                                                         example_backlog, monkeypatch):
+    """The real model on the example backlog, with the index forced on: the report names
+    it and its measured recall, and the clusters equal the exact search's."""
+    args = ["audit", "-c", str(example_config), "--db", str(tmp_path / "c.db"),
+            "--from-file", str(example_backlog), "--json", "--recompute"]
+    exact = runner.invoke(cli, args)
+    assert exact.exit_code == 0, exact.output
+    monkeypatch.setenv("SCOPEGUARD_HNSW_MIN", "10")
+    indexed = runner.invoke(cli, args)
+    assert indexed.exit_code == 0, indexed.output
+    a, b = json.loads(exact.output), json.loads(indexed.output)
+    assert a["neighbour_search"] == "exact search"
+    assert b["neighbour_search"].startswith("HNSW index") and "recall 0.9999" in b["neighbour_search"]
+    assert [(r["id"], r["cluster"], r["label"]) for r in a["requests"]] == \
+        [(r["id"], r["cluster"], r["label"]) for r in b["requests"]]
+    table = runner.invoke(cli, args[:-2] + ["--recompute", "--quiet"])
+    assert "neighbours: HNSW index" in table.output
+
+
+def test_a_re_audit_from_the_memo_still_says_the_index(runner, tmp_path, example_config,
+                                                       example_backlog, monkeypatch):
+    monkeypatch.setenv("SCOPEGUARD_MODEL", "hashing")
+    monkeypatch.setenv("SCOPEGUARD_HNSW_MIN", "10")
+    args = ["audit", "-c", str(example_config), "--db", str(tmp_path / "c.db"),
+            "--from-file", str(example_backlog), "--format", "json"]
+    first, second = runner.invoke(cli, args), runner.invoke(cli, args)
+    assert "computed 0 and 0" in second.output
+    for run in (first, second):
+        report = json.loads(run.stdout)
+        assert report["neighbour_search"].startswith("HNSW index")

@@ -277,3 +277,24 @@ def test_a_new_service_waits_for_orphaned_workers_before_taking_their_events(
     finally:
         orphan.close()
         service.stop()
+
+
+def test_a_worker_that_cannot_start_says_why_and_is_tried_again(tmp_path, jira, example_config):
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "t5"}')
+    service = ServiceProcess(tmp_path, jira, example_config,
+                             {"SCOPEGUARD_WEBHOOK_SECRET": SECRET,
+                              "SCOPEGUARD_MODEL": str(broken)})
+    with pytest.raises(RuntimeError, match="worker failed"):
+        service.start()  # /healthz says error (not loading forever)
+    try:
+        service.wait(lambda: service.metrics().get("scopeguard_worker_restarts_total", 0) >= 1,
+                     what="the pool to see the worker exit")
+        health = service.get("/healthz")
+        assert health.status_code == 503 and "model.safetensors" in health.json()["error"]
+        response = service.post(issue_event("PAW-1"), delivery="x1")
+        assert response.status_code == 503  # the sender keeps it and retries
+        assert "restarting it in 30s" in service.log.read_text()
+    finally:
+        service.stop()

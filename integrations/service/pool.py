@@ -315,10 +315,13 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
                           stopping=stopping)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which shows it
         channel.send(("error", number, f"worker {number} could not start: {exc}"))
-        stopping.wait()
-        return
+        raise SystemExit(3) from None  # the pool starts it again in 30 s (a file fixed...)
     service.start_worker()
-    channel.send(("error", number, service.error) if service.error else ("ready", number, None))
+    if service.error:  # the model did not load: shown on /healthz, tried again in 30 s
+        channel.send(("error", number, service.error))
+        service.stop()
+        raise SystemExit(3)
+    channel.send(("ready", number, None))
     while not stopping.wait(1.0):
         channel.send(("queue", number, service.worker.queue_error))
         if service.store is not None:

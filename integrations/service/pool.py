@@ -105,8 +105,8 @@ class WorkerPool:
         self.count, self.metrics, self.release = count, metrics, release
         self.log_level, self.secrets = log_level, list(secrets)
         self.channels: dict[int, Channel] = {}  # the parent's end of each worker's pipe
-        self.wake = Wake(self)
         self.stopping = threading.Event()
+        self.wake = Wake(self)  # after stopping: its thread reads it
         self.processes: dict[int, Any] = {}
         self.ready: set[int] = set()
         self.errors: dict[int, str] = {}

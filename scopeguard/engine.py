@@ -278,12 +278,21 @@ def all_neighbours(vectors: np.ndarray, threshold: float,
 
 def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block: int = 512,
                limit: int | None = 50) -> list[list[tuple[int, float]]]:
-    """Like :func:`neighbours_above`, for ``rows`` only (against every row); ``limit=None``
-    keeps every hit."""
+    """For each of ``rows``, the other rows with cosine >= ``threshold``, best first (ties
+    by position), at most ``limit`` (``None``: every hit).
+
+    Blocked matrix products keep memory at ``block x n`` floats instead of ``n x n``:
+    for 100k requests a block of 512 rows is 200 MB, where the full matrix would be 40 GB.
+    Time stays quadratic (exact search); :mod:`.knn` says when an index takes over.
+    """
     out: list[list[tuple[int, float]]] = []
     for start in range(0, len(rows), block):
         chunk = list(rows[start:start + block])
-        sims = vectors[chunk] @ vectors.T
+        # every row: a slice, as full runs have always computed it (the same float bits,
+        # so kept and fresh scores of one pair agree); some rows: a gathered copy
+        block_vectors = vectors[start:start + block] if isinstance(rows, range) \
+            and rows.step == 1 and rows.start == 0 else vectors[chunk]
+        sims = block_vectors @ vectors.T
         for r, i in enumerate(chunk):
             sims[r, i] = -1.0
             hits = np.flatnonzero(sims[r] >= threshold)
@@ -296,22 +305,5 @@ def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block
 
 def neighbours_above(vectors: np.ndarray, threshold: float, block: int = 512,
                      limit: int = 50) -> list[list[tuple[int, float]]]:
-    """For each row, the other rows with cosine >= ``threshold`` (best ``limit`` first).
-
-    Blocked matrix products keep memory at ``block x n`` floats instead of ``n x n``:
-    for 100k requests a block of 512 rows is 200 MB, where the full matrix would be 40 GB.
-    Time stays quadratic (exact search); see README, "Benchmarks", for why that is the
-    right trade below a few hundred thousand requests.
-    """
-    n = len(vectors)
-    out: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-    for start in range(0, n, block):
-        sims = vectors[start:start + block] @ vectors.T
-        for row in range(sims.shape[0]):
-            i = start + row
-            sims[row, i] = -1.0
-            hits = np.flatnonzero(sims[row] >= threshold)
-            if len(hits) > limit:
-                hits = np.sort(hits[np.argsort(-sims[row, hits], kind="stable")[:limit]])
-            out[i] = sorted(((int(j), float(sims[row, j])) for j in hits), key=lambda p: -p[1])
-    return out
+    """Every row's neighbour list (:func:`rows_above` over all rows)."""
+    return rows_above(vectors, range(len(vectors)), threshold, block, limit)

@@ -152,12 +152,7 @@ class AnalysisMemo:
                     found[key] = vector
         if found and len({len(v) for v in found.values()}) > 1:
             return {}  # rows of mixed sizes: trust none of them
-        with self.conn:
-            now = time.time()
-            for chunk in _chunks(list(found)):
-                marks = ",".join("?" * len(chunk))
-                self.conn.execute(f"UPDATE memo_means SET used_at = ? WHERE model = ? AND "
-                                  f"request_key IN ({marks})", (now, model, *chunk))
+        self._touch("memo_means", "model = ? AND request_key", (model,), list(found))
         return found
 
     def save_means(self, model: str, vectors: dict[str, np.ndarray]) -> None:
@@ -183,13 +178,17 @@ class AnalysisMemo:
                     found[key] = Verdict.from_dict(json.loads(text))
                 except (ValueError, TypeError, KeyError):
                     continue  # damaged or from an older layout: classified again
+        self._touch("memo_verdicts", "verdict_key", (), list(found))
+        return found
+
+    def _touch(self, table: str, where: str, fixed: tuple, keys: list[str]) -> None:
+        """Mark rows used now (``where`` ends in the key column): pruning spares them."""
         with self.conn:
             now = time.time()
-            for chunk in _chunks(list(found)):
+            for chunk in _chunks(keys):
                 marks = ",".join("?" * len(chunk))
-                self.conn.execute(f"UPDATE memo_verdicts SET used_at = ? WHERE verdict_key "
-                                  f"IN ({marks})", (now, *chunk))
-        return found
+                self.conn.execute(f"UPDATE {table} SET used_at = ? WHERE {where} IN ({marks})",
+                                  (now, *fixed, *chunk))
 
     def save_verdicts(self, verdicts: dict[str, Verdict]) -> None:
         now = time.time()

@@ -190,7 +190,7 @@ def test_an_issue_store_sees_what_another_process_stored(tmp_path):
     from scopeguard.backlog import Request
 
     one, two = EventQueue(str(tmp_path / "q.db")), EventQueue(str(tmp_path / "q.db"))
-    a, b = IssueStore(one, "m"), IssueStore(two, "m")
+    a, b = IssueStore(one, "m", shared=True), IssueStore(two, "m", shared=True)
     vector = np.ones(4, np.float32) / 2
     a.remember(Request(id="PAW-1", title="x", customer="Oakfield"), vector)
     assert len(b) == 0

@@ -164,7 +164,8 @@ class Service:
                 # loop and the Jira I/O (3x fewer events/s on 2 cores, bench/webhook.py).
                 torch.set_num_threads(self.settings.torch_threads)
             try:
-                self.store = IssueStore(self.queue, self.guard.embedder.model_id)
+                self.store = IssueStore(self.queue, self.guard.embedder.model_id,
+                                        shared=self.role == "worker")
             except sqlite3.Error as exc:  # the queue file's issues table, not the model
                 raise QueueError(describe(self.settings.queue, exc)) from None
             self.handlers.guard, self.handlers.store = self.guard, self.store

@@ -58,11 +58,14 @@ class IssueStore:
     Args:
         queue: the queue whose SQLite file also holds this table.
         model: the embedder's model id; vectors of another model are not used.
+        shared: other processes write to the same file (worker processes): ``similar``
+            first reads what they stored.
     """
 
-    def __init__(self, queue: EventQueue, model: str) -> None:
+    def __init__(self, queue: EventQueue, model: str, shared: bool = False) -> None:
         self.queue = queue
         self.model = model
+        self.shared = shared
         self._lock = threading.Lock()
         self._keys: list[str] = []
         self._index: dict[str, int] = {}
@@ -132,7 +135,8 @@ class IssueStore:
         Customers are compared as ``classify`` does: customer, else author, else id,
         case-insensitively; store requests with their customer resolved.
         """
-        self.refresh()
+        if self.shared:
+            self.refresh()
         with self._lock:
             if not self._keys:
                 return []

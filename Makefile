@@ -9,7 +9,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
-.PHONY: venv venv-train browser demo test test-train lint unit fuzz bench model calibration \
+.PHONY: venv venv-train browser demo test test-train lint unit fuzz bench model calibration certainty \
 	evaluate evaluate-dev clean
 
 # The labelled corpus (models/data/DATASHEET.md): request-time labels, products as of each
@@ -98,9 +98,19 @@ evaluate: $(STAMP)
 	$(BIN)/python models/data/corpus_stats.py > out/corpus-stats.md
 
 # The dev set (../shared/data/dev), for development: never bundled, never tuned on.
+# Its request-time labels (two blind readers, a third for their disagreements) and product
+# files as of each year live in models/data/dev-labels; the texts stay in $(DEV).
 evaluate-dev: $(STAMP)
-	$(BIN)/scopeguard eval --products $(DEV)/products --requests $(DEV)/requests.jsonl \
-		--json out/eval-dev.json
+	$(BIN)/scopeguard eval --corpus models/data/dev-labels --texts $(DEV)/requests.jsonl \
+		--split all --json out/eval-dev.json
+	$(BIN)/scopeguard eval --corpus models/data/dev-labels --texts $(DEV)/requests.jsonl \
+		--split all --target outcome --json out/eval-dev-outcome.json
+
+# Measure the shipped head's certainty table (the needs-decision gate), as it is, on the
+# corpus's training products it was not fitted on (never the held-out ones).
+certainty: $(STAMP)
+	$(BIN)/scopeguard calibrate --corpus $(CORPUS) --measure models/default-calibration.json \
+		--out models/default-calibration.json
 
 # Refit the shipped head on the corpus's training products (never the held-out ones).
 calibration: $(STAMP)

@@ -26,6 +26,7 @@ def as_dict(report: AuditReport) -> dict[str, Any]:
         "product": report.product,
         "summary": report.summary,
         "counts": report.counts,
+        "needs_decision": sum(i.verdict.needs_decision for i in report.items),
         "min_customers": report.min_customers,
         "neighbour_search": report.search,
         "requests": [{
@@ -33,6 +34,7 @@ def as_dict(report: AuditReport) -> dict[str, Any]:
             "customer": i.request.customer, "created_at": i.request.created_at,
             "label": i.label, "classified_as": i.verdict.label, "promoted": i.promoted,
             "confidence": i.verdict.confidence, "rule": i.verdict.rule,
+            "certainty": i.verdict.certainty, "needs_decision": i.verdict.needs_decision,
             "step": i.verdict.step, "anchor": i.verdict.anchor,
             "input_class": i.verdict.input_class, "cluster": i.cluster,
             "duplicates": i.duplicates, "reasons": list(promoted_verdict(i).reasons),
@@ -62,13 +64,15 @@ def to_csv(report: AuditReport) -> str:
     writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerow(["id", "title", "customer", "created_at", "label", "classified_as",
                      "confidence", "rule", "step", "anchor", "input_class", "cluster",
-                     "duplicates", "url"])
+                     "duplicates", "url", "certainty", "needs_decision"])
     for i in report.items:
         writer.writerow([csv_cell(cell) for cell in (
             i.request.id, i.request.title, i.request.customer, i.request.created_at, i.label,
             i.verdict.label, f"{i.verdict.confidence:.3f}", i.verdict.rule,
             str(i.verdict.step), i.verdict.anchor, i.verdict.input_class, i.cluster or "",
-            " ".join(i.duplicates), i.request.url)])
+            " ".join(i.duplicates), i.request.url,
+            "" if i.verdict.certainty is None else f"{i.verdict.certainty:.3f}",
+            "yes" if i.verdict.needs_decision else "")])
     return out.getvalue()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .certainty import Certainty
 from .errors import ConfigError
 from .positioning import LABELS, Positioning
 from .rules import Decision
@@ -52,6 +53,13 @@ class Calibration:
     model_id: str = ""
     name: str = "calibration"
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    # How often its decisions were right on products it never saw (``certainty.fit``):
+    # kind -> [[min confidence, right rate, n], ...]. Empty: not measured.
+    certainty: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    @property
+    def rates(self) -> Certainty:
+        return Certainty(self.certainty)
 
     def probabilities(self, signals: dict[str, float]) -> dict[str, float]:
         x = (feature_row(signals, self.features) - np.array(self.mean)) / np.array(self.scale)
@@ -90,6 +98,9 @@ class Calibration:
             assert set(cal.features) <= set(KNOWN_SIGNALS), cal.features
             assert np.array(cal.weights).shape == (n_c, n_f)
             assert len(cal.bias) == n_c and len(cal.mean) == n_f and len(cal.scale) == n_f
+            assert isinstance(cal.certainty, dict) and all(
+                isinstance(rows, list) and all(len(r) == 3 and 0 <= r[1] <= 1 for r in rows)
+                for rows in cal.certainty.values()), "certainty rows"
         except (TypeError, AssertionError) as exc:
             raise ConfigError(str(path), f"has the wrong shape ({exc}).",
                               "write it again with 'scopeguard calibrate'.") from None

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from .backlog import Request
+from .certainty import Certainty
 from .clean import Document
 from .positioning import Positioning
-from .rules import Head, Rules
+from .rules import Decision, Head, Rules
 from .signals import Signal, custom_signals, input_class, is_question
 
 KINDS = ("positioning", "feature", "non_goal", "ideal")
@@ -140,6 +141,11 @@ class Verdict:
     step: int = 0
     anchor: str = ""
     precedent: Precedent | None = None  # the nearest decided past request, when close
+    # How often decisions like this one (its rule and label, at least this confident) were
+    # right on products the head never saw (``certainty.py``); None: not measured. Below
+    # the rules' ``certainty`` threshold the label is a leaning, and a maintainer decides.
+    certainty: float | None = None
+    needs_decision: bool = False
 
     @property
     def duplicates(self) -> tuple[Neighbour, ...]:
@@ -246,6 +252,7 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
     customers = _distinct([request.asker] + [r.asker for r, _ in similar])
     signals = measure(doc, vectors, index, customers, custom, rules)
     decision = rules.decide(signals, head)
+    certainty, needs_decision = _certainty(decision, head, rules)
     mean = vectors.mean
     v = index.vectors
     features = _top(v["feature"], index.anchors["feature"], mean, 3)
@@ -265,8 +272,18 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
         non_goal=non_goals[0] if non_goals else None, similar=neighbours_out,
         customers=tuple(customers), custom_signals=tuple(custom), signals=signals,
         truncated=doc.truncated, url=request.url, customer=request.customer,
-        step=step, anchor=anchor)
+        step=step, anchor=anchor, certainty=certainty, needs_decision=needs_decision)
     return _with_reasons(verdict, rules)
+
+
+def _certainty(decision: Decision, head: Head | None, rules: Rules) -> tuple[float | None, bool]:
+    """(measured right-rate, needs a decision?) for ``decision``. Only a head with a
+    certainty table (``scopeguard calibrate``) measures; without one every label is given."""
+    rates: Certainty | None = getattr(head, "rates", None)
+    if not rates:
+        return None, False
+    certainty = rates.of(decision.rule, decision.label, decision.confidence)
+    return certainty, rules.certainty > 0 and (certainty is None or certainty < rules.certainty)
 
 
 STEP_NAMES = {1: "a stated non-goal", 2: "already served by a feature",
@@ -355,6 +372,11 @@ def _with_reasons(v: Verdict, rules: Rules) -> Verdict:
     if v.label == "one_off" and len(v.customers) >= rules.min_customers:
         reasons.append(f"{len(v.customers)} customers want it although it is out of scope: "
                        "worth revisiting the positioning.")
+    if v.needs_decision:
+        measured = (f"decisions like it were right {v.certainty:.0%} of the time"
+                    if v.certainty is not None else "decisions like it were never measured")
+        reasons.append(f"Not sure enough to decide alone: on products the head never saw, "
+                       f"{measured} (scopeguard decides alone at {rules.certainty:.0%}).")
     if v.duplicates:
         reasons.append("Possible duplicate of " + ", ".join(n.id for n in v.duplicates) + ".")
     if v.truncated:

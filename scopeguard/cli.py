@@ -704,19 +704,23 @@ def _corpus_options(f):
                           "in turn; heldout fits on the training products and scores the "
                           "held-out ones (split.json), which nothing is tuned on; all uses "
                           "every product.")(f)
+    f = click.option("--texts", "texts_path", type=click.Path(exists=True, dir_okay=False),
+                     help="With --corpus: a requests JSONL whose titles and bodies are joined "
+                          "by id to a corpus that keeps labels only (models/data/dev-labels "
+                          "with ../shared/data/dev/requests.jsonl).")(f)
     return click.option("--corpus", "corpus_dir", type=click.Path(exists=True, file_okay=False),
                         help="A corpus directory (products/<slug>/<YYYY>.yml as of each "
                              "request, requests.jsonl, split.json), e.g. models/data/corpus.")(f)
 
 
-def _dataset(requests, products_dir, config, corpus_dir, split, target):
+def _dataset(requests, products_dir, config, corpus_dir, split, target, texts=None):
     """(products, items, held-out products, protocol) from --corpus or --requests."""
     if corpus_dir and requests:
         raise click.UsageError("give --corpus or --requests, not both.")
     if corpus_dir:
         from .corpus import leaks, load_corpus
 
-        corpus = load_corpus(corpus_dir)
+        corpus = load_corpus(corpus_dir, texts)
         leaked = leaks(corpus.items, corpus.products, corpus.as_of)
         if leaked:
             raise ScopeguardError(f"{corpus_dir}: {len(leaked)} request(s) are scored against "
@@ -729,8 +733,8 @@ def _dataset(requests, products_dir, config, corpus_dir, split, target):
         return chosen.products, chosen.items, corpus.heldout, protocol
     if not requests:
         raise click.UsageError("give --corpus DIR, or --requests FILE (with --products).")
-    if split or target != "label":
-        raise click.UsageError("--split and --target go with --corpus.")
+    if split or target != "label" or texts:
+        raise click.UsageError("--split, --target and --texts go with --corpus.")
     products, items = _labelled(requests, products_dir, config)
     from .corpus import leaks
     from .dataset import masking_report
@@ -773,7 +777,7 @@ def _dataset(requests, products_dir, config, corpus_dir, split, target):
 @cache_options
 @friendly_errors
 def eval_command(requests_path, products_dir, corpus_dir, split, target, config, protocol,
-                 calibration, rounds, json_out, db, model) -> None:
+                 calibration, rounds, json_out, db, model, texts_path=None) -> None:
     """Measure the classifier against decided requests, with baselines in the same run.
 
     Prints accuracy and macro-F1 with bootstrap 95% intervals, the readers' agreement as
@@ -786,7 +790,7 @@ def eval_command(requests_path, products_dir, corpus_dir, split, target, config,
     from .runtime import make_embedder
 
     products, items, heldout, default = _dataset(requests_path, products_dir, config,
-                                                  corpus_dir, split, target)
+                                                  corpus_dir, split, target, texts_path)
     embedder = make_embedder(model, db)
     head = _given_head(calibration, embedder.model_id)
     report = evaluate(items, products, embedder, protocol or default, head=head,
@@ -840,10 +844,13 @@ def _given_head(calibration: str, model_id: str):
               default="balanced", show_default=True,
               help="balanced: every label counts equally (best macro-F1); none: keep the "
                    "history's label shares as the prior (best accuracy when signals are weak).")
+@click.option("--measure", "measure_path", type=click.Path(exists=True, dir_okay=False),
+              help="Fit nothing: measure this head's certainty table, as it is, on the "
+                   "products it was not fitted on, and write the head with it to --out.")
 @cache_options
 @friendly_errors
 def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_path, l2,
-              class_weight, db, model) -> None:
+              class_weight, db, model, texts_path=None, measure_path=None) -> None:
     """Fit the decision head on decided requests and write a calibration file.
 
     Point a positioning file at it with 'calibration: PATH'. The cross-validated figures
@@ -852,24 +859,29 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
     """
     from collections import Counter
 
-    from .calibration import fit
-    from .evaluate import evaluate, score
+    from .calibration import Calibration, fit
+    from .evaluate import evaluate, measure_certainty, score
     from .runtime import make_embedder
 
     if corpus_dir and split not in (None, "train"):
         raise click.UsageError("calibrate fits on the corpus's training products only: the "
                                "held-out ones are never used to fit (drop --split).")
     products, items, _, protocol = _dataset(labels_path, products_dir, config, corpus_dir,
-                                            split, target)
+                                            split, target, texts_path)
     if len({i.label for i in items}) < 2:
         raise ScopeguardError(f"{', '.join(labels_path) or corpus_dir}: all requests carry the "
                               "same label. Fix: calibration needs decided requests of at least "
                               "two labels.")
     embedder = make_embedder(model, db)
+    if measure_path:
+        _measure(Calibration.load(measure_path), items, products, embedder, out_path)
+        return
     scored = score(items, products, embedder)
     report = evaluate(items, products, embedder, protocol, scored=scored)
     head = fit(scored.signals, [i.label for i in items], l2=l2, class_weight=class_weight)
     head.model_id = embedder.model_id
+    head.certainty = dict(measure_certainty(scored, protocol, l2=l2,
+                                            class_weight=class_weight).table)
     cv = report.methods["model + calibrated head"]
     majority = report.methods["majority class"]
     head.fitted_on = {
@@ -884,7 +896,49 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
     click.echo(f"fitted on {len(items)} requests ({head.fitted_on['labels']}); {protocol} "
                f"accuracy {cv.accuracy:.3f}, macro-F1 {cv.macro_f1:.3f} (majority class "
                f"{majority.accuracy:.3f} / {majority.macro_f1:.3f}).")
+    _echo_certainty(head)
     click.echo(f"wrote {out_path}; use it with 'calibration: {out_path}' in the positioning file.")
+
+
+def _measure(head, items, products, embedder, out_path) -> None:
+    """calibrate --measure: the certainty of ``head`` as it is, on products it never saw."""
+    from .certainty import fit as fit_certainty
+    from .evaluate import score
+
+    seen = set(head.fitted_on.get("products") or ())
+    unseen = [i for i in items if i.product not in seen]
+    if not unseen:
+        raise ScopeguardError(f"every product given was in the head's fitting data "
+                              f"({', '.join(sorted(seen))}). Fix: measure it on others.")
+    if head.model_id and head.model_id != embedder.model_id.removesuffix("#int8"):
+        raise ScopeguardError(f"the head is for {head.model_id}, not {embedder.model_id}. "
+                              "Fix: pass --model with the head's model.")
+    scored = score(unseen, products, embedder)
+    decided = []
+    for i, item in enumerate(scored.items):
+        d = scored.rules[i].decide(scored.signals[i], head)
+        decided.append((d.rule, d.label, d.confidence, d.label == item.label))
+    head.certainty = dict(fit_certainty(decided).table)
+    head.fitted_on = {**head.fitted_on, "certainty_measured_on": {
+        "n": len(unseen), "products": sorted({i.product for i in unseen}),
+        "right": sum(ok for *_, ok in decided)}}
+    head.save(out_path)
+    click.echo(f"measured on {len(unseen)} requests of "
+               f"{len(head.fitted_on['certainty_measured_on']['products'])} products the head "
+               f"was not fitted on (accuracy {sum(ok for *_, ok in decided) / len(unseen):.3f}).")
+    _echo_certainty(head)
+    click.echo(f"wrote {out_path}.")
+
+
+def _echo_certainty(head) -> None:
+    from .rules import Rules
+
+    target = Rules().certainty
+    given = {k: v for k, v in head.rates.coverage(target).items() if v is not None}
+    click.echo(f"certainty (right-rate on products left out) reaches {target:.0%} for: "
+               + (", ".join(f"{k} at confidence >= {v:.3f}" for k, v in sorted(given.items()))
+                  or "no kind of decision: every label would need a decision")
+               + "; below it verdicts need a decision.")
 
 
 @cli.command()

@@ -158,9 +158,14 @@ def _readings(row: dict[str, Any], where: str) -> tuple[Reading, ...]:
     return tuple(out)
 
 
-def load_corpus(directory: str | Path) -> Corpus:
-    """Every product file and labelled request of a corpus directory, validated."""
+def load_corpus(directory: str | Path, texts: str | Path | None = None) -> Corpus:
+    """Every product file and labelled request of a corpus directory, validated.
+
+    ``texts``: a requests JSONL whose title, body and author are joined by id to a corpus
+    that keeps labels only (``models/data/dev-labels``: the dev set's texts stay where the
+    dev set lives, never copied into the repository)."""
     directory = Path(directory)
+    joined = _texts(Path(texts)) if texts else None
     if not (directory / "requests.jsonl").is_file():
         raise InputError(f"{directory}: no requests.jsonl. Fix: pass --corpus with a corpus "
                          "directory (products/<slug>/<YYYY>.yml, requests.jsonl).")
@@ -187,6 +192,15 @@ def load_corpus(directory: str | Path) -> Corpus:
             row = json.loads(line)
         except ValueError as exc:
             raise InputError(f"{where}: not valid JSON ({exc}).") from None
+        if joined is not None:
+            if str(row.get("id")) not in joined:
+                raise InputError(f"{where}: request {row.get('id')!r} is not in {texts}. Fix: "
+                                 "pass --texts with the requests file these labels were read "
+                                 "from.")
+            row = {**joined[str(row["id"])], **row}
+        elif "title" not in row and "label" in row:
+            raise InputError(f"{where}: title is missing. Fix: if this corpus keeps labels "
+                             "only, pass --texts with the requests file that holds the texts.")
         items.append(_labelled(row, where, products, as_of, seen))
     split = directory / "split.json"
     heldout = tuple(json.loads(split.read_text("utf-8")).get("heldout") or ()) \
@@ -195,6 +209,24 @@ def load_corpus(directory: str | Path) -> Corpus:
     if unknown:
         raise InputError(f"{split}: held-out products {sorted(unknown)} have no product files.")
     return Corpus(products, items, heldout, kinds, as_of)
+
+
+def _texts(path: Path) -> dict[str, dict[str, Any]]:
+    """id -> {title, body, author} of a requests JSONL."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file. Fix: pass --texts with a requests JSONL file.")
+    out: dict[str, dict[str, Any]] = {}
+    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InputError(f"{path} line {n}: not valid JSON ({exc}).") from None
+        if not isinstance(row, dict) or "id" not in row:
+            raise InputError(f"{path} line {n}: a request needs an id.")
+        out[str(row["id"])] = {k: row[k] for k in ("title", "body", "author") if k in row}
+    return out
 
 
 def _labelled(row: dict[str, Any], where: str, products: dict[str, Product],

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from .calibration import Calibration, fit
+from .certainty import Certainty
+from .certainty import fit as fit_certainty
 from .classify import Verdict
 from .corpus import positioning_for
 from .dataset import Labelled, Product
@@ -140,6 +142,20 @@ def predict_calibrated(scored: Scored, train: list[int], test: list[int]) -> lis
     return [scored.relabel(i, head) for i in test]
 
 
+def measure_certainty(scored: Scored, protocol: str, **fit_args: Any) -> Certainty:
+    """How often each kind of decision was right on requests whose product the head never
+    saw: a head fitted per fold of ``protocol`` (``fit_args`` as for the final head)
+    decides the fold's requests, their product's rules around it."""
+    decided: list[tuple[str, str, float, bool]] = []
+    for _, train, test in folds(scored.items, protocol):
+        head = fit([scored.signals[i] for i in train], [scored.items[i].label for i in train],
+                   **fit_args)
+        for i in test:
+            d = (scored.rules[i] if scored.rules else Rules()).decide(scored.signals[i], head)
+            decided.append((d.rule, d.label, d.confidence, d.label == scored.items[i].label))
+    return fit_certainty(decided)
+
+
 def folds(items: Sequence[Labelled], protocol: str,
           heldout: Sequence[str] = ()) -> list[tuple[str, list[int], list[int]]]:
     """(name, train indexes, test indexes) per fold. ``heldout``: fit on every product but
@@ -240,13 +256,16 @@ class Report:
     # Risk-coverage: keeping the most confident share of a method's labels, their accuracy
     # (coverage, accuracy, n): what a "needs decision" threshold would leave.
     coverage: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    # The "needs decision" gate of a head with a certainty table: of the labels it gives
+    # (certainty at or above the rules' threshold), how many and how right.
+    gate: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self, ids: Sequence[str] = ()) -> dict[str, Any]:
         ids = list(ids) or self.ids
         return {
             "protocol": self.protocol, "target": self.target, "n": self.n,
             "products": self.products, "labels": self.labels, "readers": self.readers,
-            "ci": self.ci, "steps": self.steps, "coverage": self.coverage,
+            "ci": self.ci, "steps": self.steps, "coverage": self.coverage, "gate": self.gate,
             "methods": {k: m.as_dict() for k, m in self.methods.items()},
             "per_product": {p: {k: m.as_dict() for k, m in ms.items()}
                             for p, ms in self.per_product.items()},
@@ -336,7 +355,31 @@ def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: 
         report.coverage[name] = risk_coverage([d.confidence for d in decided],
                                               [d.label == t for d, t in
                                                zip(decided, truth, strict=True)])
+        if head.rates:
+            report.gate[name] = gate(model, report.tested, decided, head.rates, rounds)
     return report
+
+
+def gate(model: Scored, tested: Sequence[int], decided: Sequence[Any], rates: Certainty,
+         rounds: int = 1000) -> dict[str, Any]:
+    """What the needs-decision gate leaves: the labels given (certainty at or above each
+    product's threshold), their share, accuracy (95% interval over products) and mix."""
+    given = []
+    for k, d in zip(tested, decided, strict=True):
+        threshold = (model.rules[k] if model.rules else Rules()).certainty
+        certainty = rates.of(d.rule, d.label, d.confidence)
+        if threshold <= 0 or (certainty is not None and certainty >= threshold):
+            given.append((k, d.label))
+    truth = [model.items[k].label for k, _ in given]
+    labels = [label for _, label in given]
+    right = sum(t == p for t, p in zip(truth, labels, strict=True))
+    return {"threshold": (model.rules[tested[0]] if model.rules and tested else Rules()).certainty,
+            "requests": len(tested), "given": len(given),
+            "coverage": round(len(given) / len(tested), 4) if tested else 0.0,
+            "accuracy": round(right / len(given), 4) if given else None,
+            "ci": bootstrap(truth, labels, [model.items[k].product for k, _ in given],
+                            rounds).get("accuracy") if given else None,
+            "labels": dict(Counter(labels))}
 
 
 COVERAGES = (1.0, 0.8, 0.6, 0.5, 0.4, 0.2, 0.1)
@@ -405,6 +448,13 @@ def format_report(report: Report, baseline: str = "majority class") -> str:
                   "  coverage " + " ".join(f"{c:>6.0%}" for c, _, _ in rows),
                   "  accuracy " + " ".join(f"{a:>6.3f}" for _, a, _ in rows),
                   "  requests " + " ".join(f"{n:>6d}" for _, _, n in rows)]
+    for name, g in report.gate.items():
+        acc = (f"accuracy {g['accuracy']:.3f} {_interval(g['ci'])}" if g["given"] else
+               "no labels given")
+        lines += ["", f"needs-decision gate of {name} (labels given at certainty >= "
+                      f"{g['threshold']:.0%}): {g['given']} of {g['requests']} requests "
+                      f"({g['coverage']:.0%}) labelled, {acc}; given {g['labels']}; the rest "
+                      "need a decision"]
     for name, m in report.methods.items():
         lines += ["", f"{name}: per class (precision / recall / F1, support)"]
         for c in LABELS:

@@ -130,6 +130,9 @@ def to_text(v: Verdict, label_name: str | None = None) -> str:
              f"  verdict: {plain(label_name or v.label)}  (confidence {v.confidence:.0%}, "
              f"rule: {v.rule}, decided by {v.decided_by})",
              f"  input class: {CLASS_TITLES.get(v.input_class, v.input_class)}"]
+    if v.needs_decision:
+        measured = "unmeasured" if v.certainty is None else f"{v.certainty:.0%}"
+        lines.append(f"  needs a decision: it leans {v.label}; certainty {measured}")
     if v.step:
         lines.append(f"  rule step: {step_line(v, plain)}")
     lines += [f"  - {plain(r)}" for r in v.reasons]
@@ -152,18 +155,23 @@ def to_text(v: Verdict, label_name: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(v: Verdict, label_name: str | None = None, product: str = "") -> str:
+def to_markdown(v: Verdict, label_name: str | None = None, product: str = "",
+                pending: bool = False) -> str:
     """The explanatory comment: verdict, reasons, evidence tables, signals.
 
     Every text that is not scopeguard's own (titles, customers, quotes, URLs, and the
     positioning file's names) is escaped with :mod:`scopeguard.markup`: it shows as
-    written, forms no markup or marker, and notifies nobody.
+    written, forms no markup or marker, and notifies nobody. ``pending``: the caller gave
+    the needs-decision label instead of ``label_name``; the headline says so.
     """
     title = LABEL_TITLES.get(v.label, v.label)
     label_shown = f" ({md_code(label_name)})" if label_name else ""
+    # ``pending``: the tracker got the needs-decision label instead of ``label_name``.
+    headline = (f"**Needs a decision**: leans {title}{label_shown}" if pending
+                else f"**{title}**{label_shown}")
     out = [COMMENT_MARKER,
            f"<!-- scopeguard:label={v.label} confidence={v.confidence:.3f} -->",
-           f"### scopeguard: **{title}**{label_shown}",
+           f"### scopeguard: {headline}",
            "",
            f"{LABEL_ADVICE.get(v.label, '')} Confidence {v.confidence:.0%}"
            f"{' for ' + md_text(product) if product else ''}; input class: "

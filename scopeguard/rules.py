@@ -67,6 +67,10 @@ class Rules:
     # the time (base rate 25%); README, "Precedents".
     precedent: float = 0.60
     non_goal_penalty: float = 0.5  # share of (non_goal - feature_fit) taken off fit when positive
+    # A label is given only when decisions of its kind, at least as sure, were right this
+    # often on products the head never saw (the head's certainty table, ``certainty.py``);
+    # below it the verdict needs a maintainer's decision. 0 gives every label.
+    certainty: float = 0.85
 
     @classmethod
     def from_thresholds(cls, thresholds: dict[str, Any] | None, source: str = "") -> Rules:
@@ -77,6 +81,10 @@ class Rules:
             raise ConfigError(source or "thresholds", f"unknown threshold {sorted(unknown)[0]!r}.",
                               "use one of " + ", ".join(sorted(known)) + ".", key="thresholds")
         rules = cls(**thresholds)
+        if not 0 <= rules.certainty <= 1:
+            raise ConfigError(source or "thresholds",
+                              f"certainty ({rules.certainty}) is not a share from 0 to 1.",
+                              "e.g. certainty: 0.85 (0 gives every label).", key="thresholds")
         if rules.generalizable_fit > rules.core_fit:
             raise ConfigError(source or "thresholds",
                               f"generalizable_fit ({rules.generalizable_fit}) is above core_fit "

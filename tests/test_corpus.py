@@ -255,6 +255,23 @@ def test_eval_reports_ceiling_intervals_steps_and_the_heldout_split(small, hashi
     assert name == f"model + {head.name}" and rows[0][0] == 1.0 and rows[0][2] == 8
     assert rows[0][1] == given.methods[name].accuracy  # all kept: the plain accuracy
     assert "risk-coverage of" in format_report(given)
+    assert given.gate == {}  # no certainty table: no gate to report
+    # With a certainty table, the gate reports what it labels and how right that is.
+    from scopeguard.certainty import kind
+
+    predicted = given.predictions[name]
+    sure = {p for p, t in zip(predicted, given.ids, strict=True)}
+    head.certainty = {kind("calibrated", c): [[0.0, 0.9 if c == predicted[0] else 0.5, 30]]
+                      for c in sure | {"core", "generalizable", "one_off"}}
+    gated = evaluate(chosen.items, chosen.products, hashing, "heldout",
+                     heldout=corpus.heldout, rounds=20, head=head)
+    g = gated.gate[name]
+    truth = [i.label for i in chosen.items if i.product == "lister"]
+    kept = [(p, t) for p, t in zip(predicted, truth, strict=True) if p == predicted[0]]
+    assert g["requests"] == 8 and g["given"] == len(kept) and g["labels"] == {
+        predicted[0]: len(kept)}
+    assert g["accuracy"] == round(sum(p == t for p, t in kept) / len(kept), 4)
+    assert "needs-decision gate of" in format_report(gated)
 
 
 def test_eval_cli_on_a_corpus(small, runner, tmp_path):
@@ -275,3 +292,44 @@ def test_eval_cli_on_a_corpus(small, runner, tmp_path):
     refused = runner.invoke(cli, ["calibrate", "--corpus", str(small), "--split", "heldout",
                                   "--model", "hashing"])
     assert refused.exit_code == 2 and "never used to fit" in refused.output
+
+
+DEV_LABELS = ROOT / "models" / "data" / "dev-labels"
+DEV_TEXTS = ROOT.parent / "shared" / "data" / "dev" / "requests.jsonl"
+
+
+def test_a_labels_only_corpus_joins_its_texts_by_id(small, tmp_path, runner):
+    rows = [json.loads(x) for x in (small / "requests.jsonl").read_text().splitlines()]
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({k: r[k] for k in ("id", "title", "body", "author")})
+                             + "\n" for r in rows))
+    (small / "requests.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k not in ("title", "body", "author")}) + "\n"
+        for r in rows))
+    with pytest.raises(InputError, match="pass --texts"):
+        load_corpus(small)
+    corpus = load_corpus(small, texts)
+    assert [i.request.title for i in corpus.items] == [r["title"] for r in rows]
+    assert corpus.items[3].request.body == rows[3]["body"]
+    texts.write_text("".join(json.dumps({"id": r["id"], "title": r["title"]}) + "\n"
+                             for r in rows[1:]))
+    with pytest.raises(InputError, match=f"{rows[0]['id']!r} is not in"):
+        load_corpus(small, texts)
+    result = runner.invoke(cli, ["eval", "--requests", str(texts), "--texts", str(texts)])
+    assert result.exit_code == 2 and "--texts go with --corpus" in result.output
+
+
+def test_the_dev_relabel_keeps_no_dev_text_and_validates_with_its_texts():
+    """models/data/dev-labels: the dev set's request-time labels (two blind readers and a
+    third for their disagreements), product files as of each year, no request text."""
+    rows = [json.loads(x) for x in (DEV_LABELS / "requests.jsonl").read_text().splitlines()]
+    assert rows and all("title" not in r and "body" not in r and "evidence" not in r
+                        for r in rows)
+    assert all(len(r["readers"]) >= 2 and r["outcome"] for r in rows)
+    assert all(r["readers"][0]["label"] == r["readers"][1]["label"] or
+               r["decided"] == "C settled A/B" for r in rows)
+    if not DEV_TEXTS.exists():
+        pytest.skip("the dev set is not beside this checkout")
+    corpus = load_corpus(DEV_LABELS, DEV_TEXTS)
+    assert len(corpus.items) == len(rows)
+    assert leaks(corpus.items, corpus.products, corpus.as_of) == []

@@ -149,7 +149,8 @@ def test_calibrate_refuses_a_single_label(runner, tmp_path, example_config):
 
 def test_shipped_calibration_matches_its_model_card():
     """models/default-calibration.json is for the bundled model and beat the majority class
-    when products were left out (the figures the model card and README quote)."""
+    when products were left out (the figures the model card and README quote); its
+    certainty table was measured on products it was not fitted on."""
     from importlib import resources
 
     from scopeguard.embed import DEFAULT_MODEL
@@ -163,6 +164,9 @@ def test_shipped_calibration_matches_its_model_card():
     assert cv["accuracy"] > majority["accuracy"] and cv["macro_f1"] > 2 * majority["macro_f1"]
     card = (resources.files("scopeguard.models") / "MODEL_CARD.md").read_text()
     assert f"{cv['accuracy']:.3f}" in card and f"{cv['macro_f1']:.3f}" in card
+    measured = fitted["certainty_measured_on"]
+    assert cal.certainty and not set(measured["products"]) & set(fitted["products"])
+    assert f"{measured['n']:,} requests of the {len(measured['products'])}" in card
 
 
 def test_risk_coverage_keeps_the_most_confident_share():

@@ -194,7 +194,8 @@ def test_opened_feature_request_is_labelled_with_one_comment(github, act, backlo
     assert github.issue_labels(REPO, number) == [NAMES[label]]
     # The three scope labels exist with scopeguard's colours and descriptions.
     labels = github.repos[REPO].labels
-    for key, (color, description) in LABEL_STYLE.items():
+    for key in NAMES:
+        color, description = LABEL_STYLE[key]
         assert (labels[NAMES[key]]["color"], labels[NAMES[key]]["description"]) == \
             (color, description)
     comment = only_comment(github, number)
@@ -876,11 +877,80 @@ def test_real_model_labels_a_custom_integration_one_off(github, act, backlog, se
         "system our previous IT contractor built. Pawtrack should read its SQL Server results "
         "table and book a results consult automatically. Happy to give you a VPN account."),
         user="harbourlane-tom")
-    run = act(issue_event(github, number), model=None, db=session_db)
+    run = act(issue_event(github, number), model=None, db=session_db, needs_decision="false")
     assert run.code == 0, run.stdout + run.stderr
     assert run.outputs["label"] == "one_off"
     assert github.issue_labels(REPO, number) == ["scope: one-off"]
     assert "Custom per-clinic software" in only_comment(github, number)["body"]
+    # By default the shipped head's measured certainty decides: a non-goal verdict was right
+    # on under 85% of the corpus's left-out products, so a maintainer decides, and the
+    # comment keeps the leaning and its non-goal.
+    run = act(issue_event(github, number, "edited"), model=None, db=session_db)
+    assert run.code == 0, run.stdout + run.stderr
+    assert run.outputs["label"] == "one_off" and run.outputs["needs-decision"] == "true"
+    assert github.issue_labels(REPO, number) == ["scope: needs-decision"]
+    body = only_comment(github, number)["body"]
+    assert "Needs a decision" in body and "Custom per-clinic software" in body
+
+
+def gated_head(workspace: Path, rate: float) -> None:
+    """Point the checkout's positioning file at a head whose every kind of decision was
+    measured right ``rate`` of the time (the shipped head's weights, any embedder)."""
+    from scopeguard.calibration import Calibration
+    from scopeguard.certainty import kind
+
+    head = Calibration.load(Path(__file__).parents[1] / "models" / "default-calibration.json")
+    rules = ["calibrated", "non_goal", "served", "custom", "demand"]
+    head.certainty = {kind(r, label): [[0.0, rate, 100]] for r in rules for label in NAMES}
+    head.save(workspace / "head.json")
+    config = workspace / "scopeguard.yml"
+    if "calibration: head.json" not in config.read_text():
+        config.write_text(config.read_text() + "\ncalibration: head.json\n")
+
+
+def test_unsure_verdict_gets_the_needs_decision_label(github, act, workspace, backlog):
+    gated_head(workspace, 0.6)
+    number = new_issue(github)
+    run = act(issue_event(github, number))
+    assert run.code == 0, run.stdout + run.stderr
+    leaning = run.outputs["label"]
+    assert leaning in NAMES and run.outputs["needs-decision"] == "true"
+    assert github.issue_labels(REPO, number) == ["scope: needs-decision"]
+    assert github.repos[REPO].labels["scope: needs-decision"]["color"] == \
+        LABEL_STYLE["needs_decision"][0]
+    body = only_comment(github, number)["body"]
+    assert "Needs a decision" in body and "right 60% of the time" in body
+    assert f"leans {render.LABEL_TITLES[leaning]}" in body
+    # scopeguard's own label event is not a reason to classify again
+    run = act(issue_event(github, number, "labeled", label="scope: needs-decision",
+                          sender="github-actions[bot]", sender_type="Bot"))
+    assert run.code == 0 and "needs-decision label" in run.stdout + run.summary, run.stdout
+    assert not writes(run)
+    # A maintainer decides with a scope label: the needs-decision label goes, theirs stays.
+    decided = other(leaning)
+    github.set_issue(REPO, number, labels=["scope: needs-decision", NAMES[decided]])
+    run = act(issue_event(github, number, "labeled", label=NAMES[decided]))
+    assert run.code == 0, run.stdout + run.stderr
+    assert github.issue_labels(REPO, number) == [NAMES[decided]]
+
+
+def test_sure_verdict_and_switch_off_give_the_scope_label(github, act, workspace, backlog):
+    gated_head(workspace, 0.6)
+    number = new_issue(github)
+    run = act(issue_event(github, number), needs_decision="false")
+    assert run.code == 0 and run.outputs["needs-decision"] == "false", run.stdout + run.stderr
+    assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+    # a needs-decision label left from an earlier run goes once the verdict is sure
+    gated_head(workspace, 0.95)
+    github.set_issue(REPO, number, labels=["scope: needs-decision"])
+    run = act(issue_event(github, number, "edited"), label_needs_decision="triage: decide")
+    assert run.code == 0 and run.outputs["needs-decision"] == "false", run.stdout + run.stderr
+    assert github.issue_labels(REPO, number) == ["scope: needs-decision",
+                                                 NAMES[run.outputs["label"]]]
+    run = act(issue_event(github, number, "edited"))
+    assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+    run = act(issue_event(github, number, "edited"), label_needs_decision="scope: core")
+    assert run.code == 1 and "label-needs-decision" in run.stdout
 
 
 # --- the client on its own ---------------------------------------------------------------------

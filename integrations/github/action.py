@@ -135,19 +135,32 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     if ctx.guard is None:  # the Action's own cache, carried between runs: keep it small
         prune_cache(guard, report)
     name = names[verdict.label]
+    pending = settings.needs_decision_label
     report.outputs(label=verdict.label, confidence=f"{verdict.confidence:.3f}",
-                   input_class=verdict.input_class, skipped="")
+                   input_class=verdict.input_class, skipped="",
+                   needs_decision=str(bool(pending) and verdict.needs_decision).lower())
     on_issue = scope_keys(request.labels, names)
+    has_pending = bool(pending) and pending.lower() in {x.lower() for x in request.labels}
     predicted = thread.predicted if thread.predicted in names else None
     # A maintainer's label stands; one no `labeled` run recorded is a correction to record.
     human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human,
                                           own_login=ctx.login)
+    gated = bool(pending) and verdict.needs_decision and not human
     notes: list[str] = []
     add, remove = None, []
     if human:
         notes.append(human_note(names[human.key], human.by))
         # scopeguard's own earlier label goes; the maintainer's stays.
         remove = [names[k] for k in on_issue if k == predicted and k != human.key]
+    elif gated:
+        notes.append(f"> **Needs a decision:** labelled {md_code(pending)}; scopeguard leans "
+                     f"{md_code(name)}, but decisions like this were right "
+                     + (f"{verdict.certainty:.0%}" if verdict.certainty is not None
+                        else "an unmeasured share")
+                     + " of the time on products its head never saw. Set a scope label to "
+                     "decide.")
+        add = pending if not has_pending else None
+        remove = [names[k] for k in on_issue]
     elif verdict.confidence < settings.min_confidence:
         notes.append(f"> **Not labelled:** confidence {verdict.confidence:.0%} is below the "
                      f"`min-confidence` of {settings.min_confidence:.0%}; a maintainer decides.")
@@ -155,7 +168,10 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     else:
         add = name if verdict.label not in on_issue else None
         remove = [names[k] for k in on_issue if k != verdict.label]
-    body = compose(render.to_markdown(verdict, name, ctx.positioning.product), notes, human)
+    if has_pending and not gated:
+        remove.append(pending)  # decided: by a maintainer, or surely enough by scopeguard
+    body = compose(render.to_markdown(verdict, name, ctx.positioning.product, pending=gated),
+                   notes, human)
     plan = [f"keep the maintainer's label `{names[human.key]}`"] if human else []
     plan += ["record the correction"] if correction and settings.relabels_file else []
     plan += [f"remove `{r}`" for r in remove] + ([f"add `{add}`"] if add else [])
@@ -176,7 +192,7 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
         return 0
     done = [save_relabel(ctx, issue.number, correction)] if correction else []
     if add:
-        ensure_labels(ctx.repo, names)
+        ensure_labels(ctx.repo, {"needs_decision": add} if add == pending else names)
     if settings.comment:
         comment, what = upsert_comment(issue, thread, body)
         done.append(f"comment {what}: {comment.html_url}")
@@ -199,6 +215,10 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
     if is_bot(login, str(sender.get("type") or "")) or login.lower() == ctx.login.lower():
         return report.skip(f"{md_code(label)} on #{issue.number} was set by "
                            f"{md_text(login or 'a bot')}, not a maintainer: nothing to record.")
+    pending = settings.needs_decision_label
+    if pending and pending.lower() in {x.lower() for x in request.labels} and \
+            not settings.dry_run:
+        remove_label(issue, pending)  # a maintainer's scope label is the decision
     thread = read_thread(issue, ctx.login)
     predicted = thread.predicted
     if predicted not in names:
@@ -297,6 +317,10 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
         positioning = replace(positioning, filters=replace(
             filters, skip_authors=(*filters.skip_authors, *settings.exclude_authors)))
     names = label_names(positioning, settings.label_overrides)
+    if settings.needs_decision_label.lower() in {n.lower() for n in names.values()}:
+        raise InputError(f"input label-needs-decision: {settings.needs_decision_label!r} is "
+                         "also a scope label. Fix: give it a name of its own (default "
+                         "`scope: needs-decision`).")
     payload = event.get("issue") or {}
     if payload.get("user"):  # a bot's issue is skipped before any call to GitHub
         why = skipped_author(issue_to_request({"number": number, **payload}),
@@ -321,6 +345,9 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
         return report.skip(f"#{number} is not a feature request: it {why} (the "
                            "positioning file's filters decide).")
     label = str((event.get("label") or {}).get("name") or "")
+    if action == "labeled" and label and label.lower() == settings.needs_decision_label.lower():
+        return report.skip(f"{md_code(label)} on #{number} is scopeguard's needs-decision "
+                           "label: nothing to classify again.")
     if action == "labeled" and key_of(label, names):
         return record_relabel(ctx, issue, request, label, event.get("sender") or {})
     return classify_issue(ctx, issue, request)

@@ -25,6 +25,8 @@ LABEL_STYLE = {
     "generalizable": ("fbca04", "scopeguard: not core today; a general form would serve the "
                                 "target customers"),
     "one_off": ("d93f0b", "scopeguard: one customer's situation, outside the positioning"),
+    "needs_decision": ("c5def5", "scopeguard: leans one way, not surely enough; a maintainer "
+                                 "decides with a scope label"),
 }
 # A maintainer's scope label that stands: see render.HUMAN_MARKER.
 

@@ -56,6 +56,9 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return parse_flag(_input(env, name), f"input {name}", default, InputError)
 
 
+NEEDS_DECISION_LABEL = "scope: needs-decision"
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the job and the action's inputs say."""
@@ -71,6 +74,9 @@ class Settings:
     label_overrides: tuple[tuple[str, str], ...] = ()
     dry_run: bool = False
     min_confidence: float = 0.0
+    # Verdicts whose measured certainty is below the rules' threshold get this label
+    # instead of a scope label ("" turns it off: they get their leaning label).
+    needs_decision_label: str = ""
     comment: bool = True
     relabels_file: str = RELABELS_FILE
     relabels_branch: str = ""  # "" commits relabels to the default branch
@@ -116,6 +122,8 @@ class Settings:
             positioning_file=_input(env, "positioning-file"),
             label_overrides=tuple((k, v) for k, v in overrides if v),
             dry_run=_bool(env, "dry-run", False), min_confidence=min_confidence,
+            needs_decision_label=(_input(env, "label-needs-decision") or NEEDS_DECISION_LABEL)
+            if _bool(env, "needs-decision", True) else "",
             comment=_bool(env, "comment", True),
             relabels_file=RELABELS_FILE if relabels_file is None else relabels_file,
             relabels_branch=branch_name(_input(env, "relabels-branch")),

@@ -607,8 +607,6 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
     """
     from dataclasses import replace as dc_replace
 
-    from .audit import build_report
-    from .audit_render import render_report
     from .backlog import is_feature_request
     from .memo import AnalysisMemo
     from .runtime import db_path, open_scopeguard
@@ -625,6 +623,42 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
         ok, why = is_feature_request(item, guard.positioning.filters)
         (keep.append(item) if ok else skipped.append((item.id, why)))
     memo = None if recompute else AnalysisMemo(db_path(db))
+    key = guard.report_key(keep, fmt, skipped) if memo is not None else ""
+    stored = memo.report(key) if memo is not None else None
+    if stored is not None:  # nothing changed since the last audit: its report stands
+        text, summary = stored["text"], stored["summary"]
+    else:
+        text, summary = _audit_report(guard, keep, skipped, fmt, quiet, memo)
+        if memo is not None:
+            memo.save_report(key, text, summary)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+    embedded = getattr(guard.embedder, "computed", None)
+    if not quiet:
+        if output or fmt != "table":
+            click.echo(summary, err=True)
+        if embedded is not None:
+            click.echo(f"embedded {embedded} new text(s); the rest came from the cache "
+                       f"({db or 'scopeguard.db'}).", err=True)
+        if memo is not None and memo.reused_report:
+            click.echo("nothing changed since the last audit: its report was written again "
+                       "(--recompute to redo it).", err=True)
+        elif memo is not None:
+            click.echo(f"reused {memo.reused_verdicts} verdict(s) and {memo.reused_lists} "
+                       f"neighbour list(s) of the last audit; computed {memo.computed_verdicts}"
+                       f" and {memo.computed_rows}.", err=True)
+    if memo is not None:
+        memo.close()
+
+
+def _audit_report(guard, keep, skipped, fmt, quiet, memo) -> tuple[str, str]:
+    """(rendered report, summary) of a fresh analysis of ``keep``."""
+    from .audit import build_report
+    from .audit_render import render_report
+
     if quiet or not keep:
         analysis = guard.analyse(keep, memo=memo)
     else:
@@ -640,25 +674,7 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
             analysis = guard.analyse(keep, progress=progress, memo=memo)
     report = build_report(analysis, guard.index, guard.rules, guard.positioning.product,
                           skipped=skipped)
-    text = render_report(report, fmt)
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text, encoding="utf-8")
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
-    embedded = getattr(guard.embedder, "computed", None)
-    if not quiet:
-        if output or fmt != "table":
-            click.echo(report.summary, err=True)
-        if embedded is not None:
-            click.echo(f"embedded {embedded} new text(s); the rest came from the cache "
-                       f"({db or 'scopeguard.db'}).", err=True)
-        if memo is not None:
-            click.echo(f"reused {memo.reused_verdicts} verdict(s) and {memo.reused_lists} "
-                       f"neighbour list(s) of the last audit; computed {memo.computed_verdicts}"
-                       f" and {memo.computed_rows}.", err=True)
-    if memo is not None:
-        memo.close()
+    return render_report(report, fmt), report.summary
 
 
 # --- eval / calibrate ------------------------------------------------------------------------

@@ -187,6 +187,12 @@ class Scopeguard:
                 on_verdict(verdict)
         return Analysis(list(requests), means, neighbour_lists, verdicts)
 
+    def report_key(self, requests: Sequence[Request], *extra: Any) -> str:
+        """What an audit report of ``requests`` depends on: every request, in order, and
+        everything a verdict or a neighbour list depends on (``extra``: the format...)."""
+        return digest("report", self.verdict_context(), self.embedder.model_id,
+                      use_hnsw(len(requests)), [request_key(r) for r in requests], extra)
+
     def verdict_context(self) -> str:
         """What a verdict depends on beside the request and its neighbours."""
         from . import __version__

@@ -10,6 +10,9 @@ requests changed, only what they touch is recomputed:
   to it (their rows are the only similarities computed: ``changed x n``, not ``n x n``).
   A list that was full (``limit`` long) and lost a member is recomputed, as its next-best
   neighbour was never stored.
+- **Reports**: the last few rendered reports, per (every request's key in order, the
+  verdict context, the format). An audit of a backlog that did not change at all writes
+  the stored report again without reading a vector or a verdict.
 - **Verdicts** are stored per (request key, its neighbour keys and scores, verdict
   context): the positioning file, model, thresholds, head and precedents. Any change to
   one of these makes a new key; unused rows are pruned after ``KEEP_DAYS``.
@@ -34,6 +37,7 @@ from .cache import _database_error, connect
 from .classify import Verdict
 
 KEEP_DAYS = 30
+KEEP_REPORTS = 8  # rendered reports kept (the most recently used)
 _CHUNK = 500
 
 _SCHEMA = """
@@ -53,6 +57,11 @@ CREATE TABLE IF NOT EXISTS memo_means (
     vector BLOB NOT NULL,              -- float32: the request's normalised mean vector
     used_at REAL NOT NULL,
     PRIMARY KEY (model, request_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memo_reports (
+    report_key TEXT PRIMARY KEY,       -- every request's key, the verdict context, the format
+    report TEXT NOT NULL,              -- JSON {"text": the rendered report, "summary": ...}
+    used_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memo_verdicts (
     verdict_key TEXT PRIMARY KEY,
@@ -86,6 +95,7 @@ class AnalysisMemo:
         self.conn = connect(path)
         self.reused_lists = self.computed_rows = 0
         self.reused_verdicts = self.computed_verdicts = 0
+        self.reused_report = False
         try:
             with self.conn:
                 self.conn.executescript(_SCHEMA)
@@ -189,6 +199,34 @@ class AnalysisMemo:
                 marks = ",".join("?" * len(chunk))
                 self.conn.execute(f"UPDATE {table} SET used_at = ? WHERE {where} IN ({marks})",
                                   (now, *fixed, *chunk))
+
+    # --- whole reports --------------------------------------------------------------------
+
+    def report(self, key: str) -> dict[str, str] | None:
+        """The report stored under ``key`` ({"text", "summary"}), or None."""
+        row = self.conn.execute("SELECT report FROM memo_reports WHERE report_key = ?",
+                                (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            found = json.loads(row[0])
+            if not (isinstance(found.get("text"), str) and isinstance(found.get("summary"), str)):
+                return None
+        except (ValueError, AttributeError):
+            return None  # damaged: the audit runs and stores it again
+        self._touch("memo_reports", "report_key", (), [key])
+        self.reused_report = True
+        return found
+
+    def save_report(self, key: str, text: str, summary: str) -> None:
+        now = time.time()
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO memo_reports VALUES (?, ?, ?)",
+                              (key, json.dumps({"text": text, "summary": summary},
+                                               ensure_ascii=False), now))
+            self.conn.execute(
+                "DELETE FROM memo_reports WHERE report_key NOT IN (SELECT report_key FROM "
+                "memo_reports ORDER BY used_at DESC LIMIT ?)", (KEEP_REPORTS,))
 
     def save_verdicts(self, verdicts: dict[str, Verdict]) -> None:
         now = time.time()

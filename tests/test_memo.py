@@ -153,6 +153,33 @@ def test_damaged_memo_rows_are_recomputed_not_trusted(guard, tmp_path):
     assert memo.computed_verdicts >= 8 and memo.computed_rows == 4
 
 
+def test_an_unchanged_audit_writes_its_stored_report_and_analyses_nothing(
+        runner, tmp_path, example_config, example_backlog, monkeypatch):
+    args = ["audit", "-c", str(example_config), "--db", str(tmp_path / "h.db"), "--model",
+            "hashing", "--from-file", str(example_backlog), "--format", "html", "-o"]
+    assert runner.invoke(cli, [*args, str(tmp_path / "a.html")]).exit_code == 0
+    monkeypatch.setattr(Scopeguard, "analyse", lambda *a, **k: 1 / 0)
+    again = runner.invoke(cli, [*args, str(tmp_path / "b.html")])
+    assert again.exit_code == 0 and "nothing changed" in again.output, again.output
+    assert (tmp_path / "a.html").read_text() == (tmp_path / "b.html").read_text()
+    # one request edited: the stored report no longer applies
+    rows = example_backlog.read_text().splitlines()
+    edited = json.loads(rows[0])
+    edited["body"] += " Also by SMS."
+    backlog = tmp_path / "edited.jsonl"
+    backlog.write_text("\n".join([json.dumps(edited), *rows[1:]]) + "\n")
+    changed = runner.invoke(cli, [*args[:-5], "--from-file", str(backlog), "--format", "html",
+                                  "-o", str(tmp_path / "c.html")])
+    assert isinstance(changed.exception, ZeroDivisionError)  # it went on to analyse
+    # and a damaged stored report is not trusted
+    conn = sqlite3.connect(tmp_path / "h.db")
+    with conn:
+        conn.execute("UPDATE memo_reports SET report = 'not json'")
+    conn.close()
+    damaged = runner.invoke(cli, [*args, str(tmp_path / "d.html")])
+    assert isinstance(damaged.exception, ZeroDivisionError)
+
+
 def test_audit_cli_reuses_the_last_audit_with_the_real_model(runner, tmp_path, example_config,
                                                              example_backlog):
     db = tmp_path / "audit.db"  # its own file: the session cache may hold a memo already
@@ -163,11 +190,16 @@ def test_audit_cli_reuses_the_last_audit_with_the_real_model(runner, tmp_path, e
     assert "reused 0 verdict(s)" in first.output and "computed 66 and 66" in first.output
     second = runner.invoke(cli, args[:-1] + [str(tmp_path / "b.json")])
     assert second.exit_code == 0, second.output
-    assert "computed 0 and 0" in second.output
+    # nothing changed at all: the last report is written again, nothing is analysed
+    assert "nothing changed since the last audit" in second.output
     a = json.loads((tmp_path / "a.json").read_text())
     b = json.loads((tmp_path / "b.json").read_text())
     a.pop("generated_at", None), b.pop("generated_at", None)
     assert a == b
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    # another format is another report: from the memo's verdicts, no new computation
+    csv = runner.invoke(cli, args[:-4] + ["--format", "csv", "-o", str(tmp_path / "a.csv")])
+    assert csv.exit_code == 0 and "computed 0 and 0" in csv.output, csv.output
     fresh = runner.invoke(cli, args[:-1] + [str(tmp_path / "c.json"), "--recompute"])
     assert fresh.exit_code == 0 and "reused" not in fresh.output
     c = json.loads((tmp_path / "c.json").read_text())

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .group_commit import GroupCommit
 from .queue_errors import QueueError, QueueUnavailable, describe
 
 DEFAULT_LEASE = 300.0
@@ -136,6 +137,7 @@ class EventQueue:
         self._local = threading.local()
         self._lock_file: Any = None
         self._probed: tuple[float, str] = (-1e18, "")
+        self.accepts = GroupCommit(self._tx)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -246,13 +248,11 @@ class EventQueue:
 
     def accept(self, delivery_id: str, payload: bytes, event: str = "", issue_key: str = "",
                *, replay_window: float = 0.0) -> str:
-        """Store a delivery unless it was seen before; says which.
-
-        Returns ``queued``; ``duplicate`` when the delivery id was seen before; ``replay``
-        when ``replay_window`` > 0 and the same body was accepted within that many seconds
-        under another delivery id (a signed body replayed with a new id). Nothing is
-        stored unless ``queued``. The check and the insert are one transaction.
-        """
+        """Store a delivery unless it was seen before; says which: ``queued``; ``duplicate``
+        when the delivery id was seen before; ``replay`` when ``replay_window`` > 0 and the
+        same body was accepted within that many seconds under another delivery id (a signed
+        body replayed with a new id). Nothing is stored unless ``queued``. The check and the
+        insert are in one transaction (shared with concurrent accepts: group_commit.py)."""
         now = self.clock()
         digest = hashlib.sha256(payload).hexdigest()
         try:
@@ -263,17 +263,18 @@ class EventQueue:
 
     def _accept(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
                 replay_window: float, now: float, digest: str) -> str:
-        with self._tx() as conn:
+        def write(conn: sqlite3.Connection) -> str:  # in a shared transaction: group_commit.py
             if replay_window > 0 and conn.execute(
                     "SELECT 1 FROM events WHERE body_sha256 = ? AND received_at >= ? AND "
-                    "delivery_id != ? LIMIT 1",
-                    (digest, now - replay_window, delivery_id)).fetchone():
+                    "delivery_id != ? LIMIT 1", (digest, now - replay_window, delivery_id)
+            ).fetchone():
                 return "replay"
-            cur = conn.execute(
+            return "queued" if conn.execute(
                 "INSERT OR IGNORE INTO events (delivery_id, event, issue_key, payload, "
                 "received_at, available_at, body_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (delivery_id, event, issue_key, payload, now, now, digest))
-            return "queued" if cur.rowcount == 1 else "duplicate"
+                (delivery_id, event, issue_key, payload, now, now, digest)).rowcount == 1 \
+                else "duplicate"
+        return self.accepts.submit(write)
 
     def claim(self, owner: str) -> Event | None:
         """The oldest event that is due, leased to ``owner``; None when there is none.

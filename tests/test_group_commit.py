@@ -1,0 +1,100 @@
+"""Group commit of webhook accepts: concurrent accepts share SQLite transactions (and their
+fsyncs), each still gets its own answer, and a failed transaction fails only its batch."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+
+import pytest
+from scopeguard.integrations.service.group_commit import GroupCommit
+from scopeguard.integrations.service.queue import EventQueue
+
+
+def burst(n: int, target) -> list:
+    """Run ``target(i)`` in ``n`` threads released at once; their results in order."""
+    results: list = [None] * n
+    gate = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        gate.wait()
+        try:
+            results[i] = target(i)
+        except Exception as exc:  # noqa: BLE001 - compared by the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_a_burst_of_accepts_shares_transactions_and_answers_each(tmp_path):
+    queue = EventQueue(tmp_path / "q.db", durable=True)
+    # 60 threads: 50 distinct deliveries, each of the first 10 sent twice at once
+    ids = [f"d-{i}" for i in range(50)] + [f"d-{i}" for i in range(10)]
+    states = burst(len(ids), lambda i: queue.accept(ids[i], f"body {ids[i]}".encode(), "e",
+                                                    f"K-{i % 7}"))
+    assert states.count("queued") == 50 and states.count("duplicate") == 10, states
+    for i in range(10):  # of the two copies, exactly one was stored
+        assert sorted([states[i], states[50 + i]]) == ["duplicate", "queued"]
+    assert queue.depth() == 50
+    assert queue.accepts.writes == 60 and queue.accepts.transactions < 60  # fsyncs shared
+    # a replayed body under a new id in the same burst is still recognised
+    states = burst(4, lambda i: queue.accept(f"r-{i}", b"same signed body", "e", "K-1",
+                                             replay_window=3600))
+    assert sorted(states) == ["queued", "replay", "replay", "replay"]
+    # and everything accepted is really there, in a fresh connection
+    queue.close()
+    again = EventQueue(tmp_path / "q.db")
+    assert again.depth() == 51
+    assert again.get("d-3")["payload"] == b"body d-3"
+
+
+def test_a_failed_transaction_fails_its_whole_batch_and_nothing_else():
+    stored: list[str] = []
+    fail = threading.Event()
+
+    @contextmanager
+    def tx():
+        pending: list[str] = []
+        yield pending
+        if fail.is_set():
+            raise sqlite3.OperationalError("database or disk is full")
+        stored.extend(pending)
+
+    group = GroupCommit(tx)
+    assert group.submit(lambda conn: conn.append("a") or "ok") == "ok"
+    fail.set()
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        group.submit(lambda conn: conn.append("b"))
+    fail.clear()
+    results = burst(20, lambda i: group.submit(lambda conn: conn.append(f"c{i}") or i))
+    assert results == list(range(20))
+    assert stored[0] == "a" and "b" not in stored and len(stored) == 21
+    # a write that raises fails its batch: the callers learn it, the group goes on
+    with pytest.raises(ZeroDivisionError):
+        group.submit(lambda conn: 1 / 0)
+    assert group.submit(lambda conn: "after") == "after"
+
+
+def test_a_full_disk_during_a_burst_is_a_clear_error_for_every_sender(tmp_path):
+    from scopeguard.integrations.service.queue_errors import QueueUnavailable
+
+    queue = EventQueue(tmp_path / "q.db")
+    original = queue._tx
+
+    @contextmanager
+    def full():  # the commit fails as a full disk makes it fail, after the inserts ran
+        with original() as c:
+            yield c
+            raise sqlite3.OperationalError("database or disk is full")
+
+    queue.accepts._tx = full
+    results = burst(8, lambda i: queue.accept(f"f-{i}", b"x", "e", "K"))
+    assert all(isinstance(r, QueueUnavailable) and "disk is full" in str(r) for r in results)
+    queue.accepts._tx = original
+    assert queue.depth() == 0 and queue.accept("f-0", b"x", "e", "K") == "queued"

@@ -100,6 +100,30 @@ def test_issue_created_labels_and_comments_once(server, server_jira):
 
 
 @pytest.mark.model
+def test_the_service_gives_unsure_verdicts_the_needs_decision_label(tmp_path, config,
+                                                                     session_db):
+    """SCOPEGUARD_JIRA_NEEDS_DECISION: the shipped head's certainty for this core verdict is
+    below 85%, so the issue gets the needs-decision label and the comment says so."""
+    with FakeJira(flavour="server", pat=PAT) as jira:
+        jira.add_issue("PAW-70", *BOOSTER, customer="Riverside Vets")
+        service = ServiceProcess(tmp_path, jira, config, {
+            "SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_DB": str(session_db),
+            "SCOPEGUARD_JIRA_NEEDS_DECISION": "scope: needs-decision"}).start()
+        try:
+            processed(service, service.post(issue_event("PAW-70"), delivery="nd-1")
+                      .json()["delivery"])
+            assert jira.labels("PAW-70") == ["scope:needs-decision"]
+            [comment] = jira.comments["PAW-70"]
+            assert comment["body"].startswith("bq. *Needs a decision:* labelled "
+                                              "{{scope:needs-decision}}")
+            assert "h3. scopeguard: *Needs a decision*: leans Core ({{scope:core}})" in \
+                comment["body"]
+            assert "Not sure enough to decide alone" in comment["body"]
+        finally:
+            service.stop()
+
+
+@pytest.mark.model
 def test_issue_updated_replaces_label_and_updates_comment_in_place(server, server_jira):
     server_jira.add_issue("PAW-2", *BOOSTER, customer="Oakfield")
     processed(server, server.post(issue_event("PAW-2"), delivery="u-1").json()["delivery"])
@@ -654,6 +678,67 @@ def test_a_forged_label_marker_does_not_take_a_persons_label(flavour):
         assert jira.labels("PAW-51") == ["scope:core"]
         assert (result.human_label, result.human_key) == ("scope:core", "core")
         assert not result.added and not result.removed
+
+
+def gated_markdown(label: str):
+    """verdict_markdown that also says whether the needs-decision headline was asked for."""
+    def build(name: str, pending: bool = False) -> str:
+        head = f"Needs a decision: leans {label}" if pending else label
+        return (f"{render.COMMENT_MARKER}\n<!-- scopeguard:label={label} confidence=0.400 -->"
+                f"\n### scopeguard: {head} ({name})\n\n- reason")
+    return build
+
+
+@pytest.mark.parametrize("flavour", ["server", "cloud"])
+def test_an_unsure_verdict_gets_the_needs_decision_label_until_a_person_decides(flavour):
+    creds = {"pat": PAT} if flavour == "server" else {"email": "bot@x.example",
+                                                       "token": API_TOKEN}
+    pending = "scope: needs-decision"
+    with FakeJira(flavour=flavour, **creds) as jira:
+        jira.add_issue("PAW-60", *LAB)
+        client = jc.make_jira(environ=jira.env)
+        # off (the default): the leaning label, as before
+        sure = jc.write_back(client, "PAW-60", "core", gated_markdown("core"), JIRA_LABELS, [],
+                             needs_decision=True)
+        assert jira.labels("PAW-60") == ["scope:core"] and sure.applied == "core"
+        # on: scopeguard's own scope label gives way to the needs-decision label
+        gated = jc.write_back(client, "PAW-60", "one_off", gated_markdown("one_off"),
+                              JIRA_LABELS, jira.labels("PAW-60"), applied=sure.applied,
+                              comment_hint=sure.comment_id, pending=pending,
+                              needs_decision=True)
+        assert jira.labels("PAW-60") == ["scope:needs-decision"]
+        assert gated.applied == "needs_decision" and gated.removed == ["scope:core"]
+        [text] = jira.comment_texts("PAW-60")
+        assert "Needs a decision: leans one_off" in text and "scope:needs-decision" in text
+        # again, unchanged: nothing is written twice
+        again = jc.write_back(client, "PAW-60", "one_off", gated_markdown("one_off"),
+                              JIRA_LABELS, jira.labels("PAW-60"), applied=gated.applied,
+                              comment_hint=gated.comment_id, pending=pending,
+                              needs_decision=True)
+        assert not again.added and not again.removed and again.comment == "unchanged"
+        # a person decides: their label stands and the needs-decision label goes
+        jira.update_issue("PAW-60", labels=["scope:needs-decision", "scope:generalizable"])
+        decided = jc.write_back(client, "PAW-60", "one_off", gated_markdown("one_off"),
+                                JIRA_LABELS, jira.labels("PAW-60"), applied=again.applied,
+                                comment_hint=again.comment_id, pending=pending,
+                                needs_decision=True)
+        assert jira.labels("PAW-60") == ["scope:generalizable"]
+        assert decided.human_key == "generalizable"
+        # a sure verdict on another issue that carries a stale needs-decision label
+        jira.add_issue("PAW-61", *LAB, labels=("scope:needs-decision",))
+        jc.write_back(client, "PAW-61", "core", gated_markdown("core"), JIRA_LABELS,
+                      jira.labels("PAW-61"), applied="needs_decision", pending=pending,
+                      needs_decision=False)
+        assert jira.labels("PAW-61") == ["scope:core"]
+        # a person who takes the needs-decision label off is not overruled
+        jira.add_issue("PAW-62", *LAB)
+        first = jc.write_back(client, "PAW-62", "core", gated_markdown("core"), JIRA_LABELS, [],
+                              pending=pending, needs_decision=True)
+        jira.update_issue("PAW-62", labels=[])
+        left = jc.write_back(client, "PAW-62", "core", gated_markdown("core"), JIRA_LABELS, [],
+                             applied=first.applied, comment_hint=first.comment_id,
+                             pending=pending, needs_decision=True)
+        assert jira.labels("PAW-62") == [] and left.removed_by_person
 
 
 def test_markers_are_read_from_the_footer_only():

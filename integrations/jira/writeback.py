@@ -110,9 +110,16 @@ def compose(markdown: str, note: str) -> str:
     return "\n".join([*lines[:head], note, "", *lines[head:]])
 
 
-def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Callable[[str], str],
+PENDING = "needs_decision"  # ``applied`` when scopeguard keeps its needs-decision label on
+PENDING_NOTE = ("> **Needs a decision:** labelled `{pending}`; scopeguard leans `{label}` but "
+                "is not sure enough to decide alone (its reasons below). Set a scope label "
+                "to decide.")
+
+
+def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Callable[..., str],
                label_names: Mapping[str, str], issue_labels: Sequence[str], *,
-               applied: str = "", comment_hint: str = "") -> WriteBack:
+               applied: str = "", comment_hint: str = "", pending: str = "",
+               needs_decision: bool = False) -> WriteBack:
     """Label ``key`` with the verdict and keep exactly one verdict comment on it.
 
     Args:
@@ -126,6 +133,9 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
         applied: the verdict label whose Jira label scopeguard put on the issue last time
             (the caller's records), if any.
         comment_hint: the comment id recorded last time, if any.
+        pending: the needs-decision label ("" turns the gate off); with ``needs_decision``
+            (the verdict is not sure enough) it goes on instead of the scope label, and
+            ``markdown`` is called with ``pending=True``.
 
     Returns:
         a :class:`WriteBack`; its ``applied`` is what the caller should record.
@@ -148,10 +158,22 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     add: list[str] = []
     remove: list[str] = []
     note = ""
+    pending = jira_label(pending) if pending else ""
+    gated = bool(pending) and needs_decision and not human
     if human:
         result.human_label, result.human_key = names[human], human
         remove = [present[names[k].lower()] for k in on_issue if k != human]
         note = HUMAN_NOTE.format(label=names[human])
+    elif gated:
+        result.label = pending
+        remove = [present[names[k].lower()] for k in on_issue]
+        if applied == PENDING and pending.lower() not in present:
+            note = REMOVED_NOTE.format(label=pending)
+            result.removed_by_person = True
+        else:
+            add = [] if pending.lower() in present else [pending]
+            note = PENDING_NOTE.format(pending=pending, label=names[verdict_label])
+            result.applied = PENDING
     elif applied == verdict_label and verdict_label not in on_issue:
         note = REMOVED_NOTE.format(label=names[verdict_label])
         result.removed_by_person = True
@@ -159,7 +181,10 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
         remove = [present[names[k].lower()] for k in on_issue if k != verdict_label]
         add = [] if verdict_label in on_issue else [names[verdict_label]]
         result.applied = verdict_label
-    text = compose(markdown(names[verdict_label]), note)
+    if pending and not gated and pending.lower() in present:
+        remove.append(present[pending.lower()])  # decided: by a person, or surely enough
+    text = compose(markdown(names[verdict_label], pending=True) if gated
+                   else markdown(names[verdict_label]), note)
     body: Any = to_adf(text) if client.cloud else to_wiki(text)
     result.comment_id, result.comment = _upsert(client, key, mine, body,
                                                 comment_text({"body": body}))

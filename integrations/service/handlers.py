@@ -160,12 +160,14 @@ class Handlers:
             seen = self.store.seen(key)
             product = self.positioning.product
 
-            def markdown(label_name: str) -> str:
-                return render.to_markdown(verdict, label_name, product)
+            def markdown(label_name: str, pending: bool = False) -> str:
+                return render.to_markdown(verdict, label_name, product, pending=pending)
 
             result = write_back(self.client, key, verdict.label, markdown,
                                 self.positioning.labels, request.labels,
-                                applied=seen.applied, comment_hint=seen.comment_id)
+                                applied=seen.applied, comment_hint=seen.comment_id,
+                                pending=self.settings.jira_needs_decision,
+                                needs_decision=verdict.needs_decision)
             self.store.record_write_back(key, result.comment_id, result.applied,
                                          result.human_label, predicted=verdict.label,
                                          human_key=result.human_key)

@@ -48,6 +48,9 @@ class ServiceSettings:
     seed_jql: str = ""
     jira_url: str | None = None
     jira_flavour: str | None = None
+    # The label for verdicts not sure enough to decide alone (README, "Needs decision"),
+    # given instead of a scope label; "" (the default) gives every verdict its scope label.
+    jira_needs_decision: str = ""
     webhook_secret: str = field(default="", repr=False)
     webhook_token: str = field(default="", repr=False)
     github_webhook_secret: str = field(default="", repr=False)

@@ -677,9 +677,9 @@ def test_delivery_id_comes_from_jira_or_the_body():
         parse_webhook(body, {"x-scopeguard-delivery": "github:abc"})
 
 
-def test_queue_leases_redeliver_and_retries_give_up(tmp_path):
+def test_queue_leases_redeliver_and_retries_give_up(store):
     now = [1000.0]
-    queue = EventQueue(tmp_path / "q.db", lease=30, max_attempts=2, clock=lambda: now[0])
+    queue = store.queue(lease=30, max_attempts=2, clock=lambda: now[0])
     assert queue.enqueue("d1", b"{}", "jira:issue_created", "PAW-1")
     assert not queue.enqueue("d1", b"{}")  # idempotent on the delivery id
     event = queue.claim("a")

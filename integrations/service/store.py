@@ -56,7 +56,7 @@ class IssueStore:
     one is a matrix-vector product, not a re-embedding of the whole history per event.
 
     Args:
-        queue: the queue whose SQLite file also holds this table.
+        queue: the queue whose SQLite file (or PostgreSQL database) also holds this table.
         model: the embedder's model id; vectors of another model are not used.
         shared: other processes write to the same file (worker processes): ``similar``
             first reads what they stored.
@@ -77,7 +77,8 @@ class IssueStore:
         with queue._tx() as tx:
             tx.execute("CREATE INDEX IF NOT EXISTS issues_updated ON issues (updated_at)")
         for key, text, model_id, blob, updated in conn.execute(
-                "SELECT key, request, model, vector, updated_at FROM issues ORDER BY rowid"):
+                "SELECT key, request, model, vector, updated_at FROM issues ORDER BY "
+                f"{queue.issue_order}"):
             request = request_from_json(text)
             self._synced = max(self._synced, updated)
             if model_id == model and blob:

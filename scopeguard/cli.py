@@ -975,7 +975,8 @@ def serve(config, db, model, host, port, queue_path, store_url, workers, in_proc
 @cli.command()
 @click.option("--queue", "queue_path", default="scopeguard-queue.db", show_default=True,
               type=click.Path(dir_okay=False), envvar="SCOPEGUARD_QUEUE",
-              help="The queue file of scopeguard serve. [env: SCOPEGUARD_QUEUE]")
+              help="The queue file of scopeguard serve, or its --store URL (PostgreSQL). "
+                   "[env: SCOPEGUARD_QUEUE]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write the JSONL here instead of standard output.")
 @friendly_errors

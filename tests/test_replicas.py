@@ -142,10 +142,14 @@ def test_three_replicas_one_killed_every_event_done_once_one_comment_each(
 
 def test_postgresql_stopped_mid_run_gives_503_then_everything_completes(
         tmp_path, example_config, pg_cluster, pg_url):
+    """Also: the URL's password (the test server trusts loopback, so any is accepted) is
+    never in a log line or an answer."""
+    password = "hunter2-pg-7c1e"
+    url = pg_url.replace("postgres@", f"postgres:{password}@")
     with FakeJira(flavour="server", pat="pat-replicas") as jira:
         keys = add_issues(jira, 60)
         items = deliveries(keys, updates=1)
-        replicas = [replica(tmp_path, n, jira, example_config, pg_url) for n in range(2)]
+        replicas = [replica(tmp_path, n, jira, example_config, url) for n in range(2)]
         sender = Sender(*replicas)
         try:
             for service in replicas:
@@ -162,6 +166,7 @@ def test_postgresql_stopped_mid_run_gives_503_then_everything_completes(
                                  20, "/healthz to say the store is down")
                     health = service.get("/healthz").json()
                     assert "cannot be reached" in health["error"], health
+                    assert "postgres:***@127.0.0.1" in health["error"]
                     assert health["store"] == "postgresql"
             finally:
                 pg_cluster.start()
@@ -177,6 +182,10 @@ def test_postgresql_stopped_mid_run_gives_503_then_everything_completes(
                 service.stop()
         assert set(sender.accepted) == set(rows(pg_url)) == {d for d, _ in items}
         one_comment_and_label_each(jira, keys)
+        for service in replicas:
+            assert "cannot be reached" in service.log_text()  # the outage was logged...
+            assert password not in service.log_text()  # ...without the password
+        assert not any(password in r.text for s in replicas for r in s.responses)
 
 
 @pytest.mark.model

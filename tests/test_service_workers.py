@@ -73,7 +73,9 @@ def test_the_model_runs_in_worker_processes_never_in_the_accepting_one(tmp_path,
     try:
         workers = workers_of(service)
         assert len(workers) == 2, children(service.proc.pid)
-        assert all("onnxruntime" in maps(p) for p in workers)  # each has the model
+        # each has the model (ready means one worker is; the other may still be loading)
+        service.wait(lambda: all("onnxruntime" in maps(p) for p in workers), 60,
+                     "both workers to load the model")
         assert "onnxruntime" not in maps(service.proc.pid)  # the accepting process: none
         metrics = service.metrics()
         assert metrics["scopeguard_worker_processes"] == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +103,21 @@ def test_issue_store_keeps_write_backs_and_peoples_labels(store):
     assert len(IssueStore(store.queue(), "other-model").stale) == 1
 
 
+def test_relabels_are_exported_from_either_store(store, runner):
+    import json
+
+    issues = IssueStore(store.queue(), "m")
+    issues.remember(Request(id="PAW-7", title="Sync the lab", customer="Oakfield"),
+                    np.ones(4, np.float32) / 2)
+    issues.record_write_back("PAW-7", "1", "core", "scope:one-off", predicted="core",
+                             human_key="one_off")
+    where = store.location if store.postgres else str(Path(store.location) / "queue.db")
+    result = runner.invoke(cli, ["relabels", "--queue", where])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout.splitlines()[0])
+    assert (row["id"], row["label"], row["predicted"]) == ("PAW-7", "one_off", "core")
+
+
 # --- the PostgreSQL store's own parts ------------------------------------------------------
 
 
@@ -116,6 +132,34 @@ def test_urls_are_checked_and_passwords_never_shown():
         with pytest.raises(ScopeguardError, match=says) as err:
             check_url(bad)
         assert "s3cret" not in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_the_sqlite_path_never_imports_psycopg(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from scopeguard.integrations.service import app, lifecycle, storage\n"
+            "from scopeguard.integrations.service.settings import ServiceSettings\n"
+            f"settings = ServiceSettings.from_env({{}}, queue={str(tmp_path / 'q.db')!r}, "
+            "webhook_secret='x' * 32)\n"
+            "storage.open_queue(settings).close()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('psycopg')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_the_store_setting_keeps_its_password_secret():
+    from scopeguard.integrations.service.settings import ServiceSettings
+
+    settings = ServiceSettings.from_env({"SCOPEGUARD_STORE": "postgresql://app:s3cret@db/sg",
+                                         "SCOPEGUARD_WEBHOOK_SECRET": "x" * 32})
+    assert settings.store.endswith("@db/sg") and "s3cret" not in repr(settings)
+    assert "s3cret" in settings.secrets()  # the log scrubber masks it
+    assert settings.location == "postgresql://app:***@db/sg"
+    assert ServiceSettings.from_env({"SCOPEGUARD_WEBHOOK_SECRET": "x" * 32}).location == (
+        "scopeguard-queue.db")
 
 
 @pytest.mark.postgres

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -168,7 +167,7 @@ class IssueStore:
 
     def remember_many(self, requests: Sequence[Request], vectors: Sequence[np.ndarray]) -> None:
         rows = [(r.id, request_to_json(r), self.model, np.asarray(v, np.float32).tobytes(),
-                 time.time()) for r, v in zip(requests, vectors, strict=True)]
+                 self.queue.clock()) for r, v in zip(requests, vectors, strict=True)]
         with self.queue._tx() as conn:
             conn.executemany(
                 "INSERT INTO issues (key, request, model, vector, updated_at) "
@@ -199,7 +198,7 @@ class IssueStore:
                 "UPDATE issues SET comment_id = ?, applied = ?, predicted = ?, human_at = "
                 "CASE WHEN ? = '' THEN NULL WHEN human = ? AND human_at IS NOT NULL "
                 "THEN human_at ELSE ? END, human = ?, human_key = ? WHERE key = ?",
-                (comment_id, applied, predicted, human, human, time.time(), human,
+                (comment_id, applied, predicted, human, human, self.queue.clock(), human,
                  human_key if human else "", key))
 
     def resolve_human_keys(self, label_names: Mapping[str, str]) -> int:

@@ -13,6 +13,9 @@ serve`` replicas on one database. Its statements that both stores speak are inhe
   dead replica's events are claimed again when their lease expires (``--lease``).
 - Lease owners name the host and the process (``host:pid:thread``), so a replica's
   pool releases only its own dead workers' events.
+- Times (leases, due times, the issues' stamps) are the database server's clock, read once
+  at open as an offset from this machine's: replicas on machines whose clocks differ
+  still agree on when a lease expired.
 
 Example::
 
@@ -65,6 +68,10 @@ class PgEventQueue(EventQueue):
         self.db = Database(url, size=pool)
         try:
             migrate(self.db)
+            if clock is time.time:  # the server's clock, as an offset from ours
+                offset = float(self.db.execute("SELECT extract(epoch FROM clock_timestamp())")
+                               .fetchone()[0]) - time.time()
+                self.clock = lambda: time.time() + offset
         except QueueError:
             self.db.close()
             raise

@@ -86,7 +86,7 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long SCOPEGUARD_FUZZ_HTTP=500 $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 # The fast-path benches compare with the torch backend, so they run in the train venv.
-bench: $(TRAIN_STAMP)
+bench: $(TRAIN_STAMP) postgres
 	$(TRAIN_BIN)/python bench/backends.py
 	$(TRAIN_BIN)/python bench/audit.py
 	$(BIN)/python bench/knn.py

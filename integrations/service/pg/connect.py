@@ -25,6 +25,7 @@ from ..queue_errors import QueueError, QueueUnavailable
 from ..storage import password, redact
 
 POOL_TIMEOUT = 5.0  # seconds a caller waits for a connection before the 503
+DOWN_TIMEOUT = 1.0  # the same while the last attempt found the server unreachable
 CONNECT_TIMEOUT = 3  # seconds per connection attempt
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -92,6 +93,7 @@ class Database:
             raise QueueError(f"--store {redact(url)} needs psycopg 3 ({exc.name} is missing). "
                              "Fix: pip install 'scopeguard-issues[postgres]'.") from None
         self.url = url
+        self.down = False  # the last transaction could not reach the server
         try:  # once, directly: a wrong URL says why (refused, no such database...) at start
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT).close()
         except psycopg.Error as exc:
@@ -99,19 +101,26 @@ class Database:
         self.pool = ConnectionPool(
             url, min_size=1, max_size=size, open=False, timeout=POOL_TIMEOUT,
             kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "scopeguard"},
-            check=ConnectionPool.check_connection, reconnect_timeout=3600,
+            # A reconnection gives up after 2 s, so the next caller starts a fresh one: the
+            # pool's own backoff doubles without bound (a 20 s outage: 30 s more to wait).
+            check=ConnectionPool.check_connection, reconnect_timeout=2.0,
             name="scopeguard")
         self.pool.open(wait=False)
 
     @contextmanager
     def tx(self) -> Iterator[Tx]:
-        """A transaction on one connection: committed at the end, rolled back on error."""
+        """A transaction on one connection: committed at the end, rolled back on error.
+        While the server is down, callers wait 1 s for a connection, not 5: webhooks get
+        their 503 and /healthz its answer soon (the pool keeps reconnecting meanwhile)."""
         import psycopg
 
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            with self.pool.connection(timeout=DOWN_TIMEOUT if self.down else POOL_TIMEOUT) \
+                    as conn, conn.transaction():
                 yield Tx(conn)
+            self.down = False
         except psycopg.Error as exc:
+            self.down = isinstance(exc, psycopg.OperationalError)
             raise QueueUnavailable(describe(self.url, exc)) from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:

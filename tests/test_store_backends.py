@@ -241,3 +241,41 @@ def test_a_stopped_server_is_503_material_and_the_queue_recovers(pg_cluster, pg_
         assert queue.accept("d2", b"{}") == "queued" and queue.depth() == 2
     finally:
         queue.close()
+
+
+@pytest.mark.postgres
+def test_an_ack_lost_to_an_outage_is_retried_not_the_event(pg_cluster, pg_url):
+    """The write-back is done, then PostgreSQL goes away before the ack: the worker keeps
+    trying the ack (its lease still stands), so the event is done once, not redone."""
+    from scopeguard.integrations.service.metrics import Metrics
+    from scopeguard.integrations.service.pg.queue import PgEventQueue
+    from scopeguard.integrations.service.settings import ServiceSettings
+    from scopeguard.integrations.service.worker import Worker
+
+    queue = PgEventQueue(pg_url, lease=60)
+    queue.accept("d1", b"{}", "jira:issue_created", "PAW-1")
+    handled, restart = [], threading.Timer(7.0, pg_cluster.start)  # past the pool's 5 s
+
+    def handle(event):
+        handled.append(event.delivery_id)
+        pg_cluster.stop()
+        restart.start()
+        return "core (labelled, comment written)"
+
+    settings = ServiceSettings.from_env({}, webhook_secret="x" * 32)
+    worker = Worker(queue, handle, Metrics(), settings, threading.Event(), threading.Event(),
+                    3600)
+    owner = queue.owner("worker-1")
+    try:
+        worker._run(queue.claim(owner), owner)
+    finally:
+        restart.join()
+        queue.close()
+    again = PgEventQueue(pg_url)
+    try:
+        row = again.get("d1")
+        assert handled == ["d1"] and (row["state"], row["attempts"]) == ("done", 1)
+        assert row["outcome"] == "core (labelled, comment written)"
+    finally:
+        again.close()
+

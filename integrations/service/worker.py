@@ -94,12 +94,27 @@ class Worker:
             else:
                 self._retry(event, owner, where, exc)
             return
-        if self.queue.ack(event.delivery_id, owner, outcome):
+        if self._ack(event, owner, outcome):
             self.metrics.inc("scopeguard_events_processed_total",
                              outcome=outcome.split(":", 1)[0].split(" ", 1)[0])
             self.metrics.observe("scopeguard_event_latency_seconds",
                                  time.time() - event.received_at)
         log.info("%s: %s", where, outcome)
+
+    def _ack(self, event: Event, owner: str, outcome: str) -> bool:
+        """Mark the event done. While the store cannot be reached (a PostgreSQL restart),
+        try again each second for as long as the lease lasts: the write-back is done, and
+        a lost ack would have the event processed again once its lease expired."""
+        deadline = time.monotonic() + self.queue.lease
+        while True:
+            try:
+                return self.queue.ack(event.delivery_id, owner, outcome)
+            except QueueError as exc:
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    raise
+                log.warning("cannot mark delivery %s done yet; retrying in 1s: %s",
+                            event.delivery_id[:60], exc)
+                self.stopping.wait(1)
 
     def _retry(self, event: Event, owner: str, where: str, exc: Exception) -> None:
         """Queue the event again after a backoff, or give up after the last attempt."""

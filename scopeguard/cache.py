@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -49,6 +50,19 @@ def connect(path: str | Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise _database_error(path, exc) from None
     return conn
+
+
+class VectorCache(Protocol):
+    """What :class:`scopeguard.embed.CachedEmbedder` asks of a cache: this module's SQLite
+    one, or the service's PostgreSQL one (``scopeguard serve --store``)."""
+
+    damaged: int
+
+    def get_many(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None: ...
+    def count(self, model: str | None = None) -> int: ...
+    def retain(self, keep: Iterable[str]) -> int: ...
+    def close(self) -> None: ...
 
 
 class EmbeddingCache:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scopeguard.integrations.service.queue_errors import QueueError
-from scopeguard.integrations.service.storage import check_url, redact
+from scopeguard.integrations.service.storage import Queue, check_url, redact
 from scopeguard.integrations.service.store import IssueStore
 
 from scopeguard.backlog import Request
@@ -21,6 +21,7 @@ from scopeguard.errors import ScopeguardError
 
 def test_duplicates_and_replays_are_recognised(store):
     queue = store.queue()
+    assert isinstance(queue, Queue)  # the one interface
     assert queue.accept("d1", b'{"a": 1}', "jira:issue_created", "PAW-1") == "queued"
     assert queue.accept("d1", b'{"a": 1}') == "duplicate"
     assert queue.accept("d2", b'{"a": 1}', replay_window=60) == "replay"

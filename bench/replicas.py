@@ -8,7 +8,8 @@ single process, measured in the same run on this machine:
 
 Rows: SQLite (``--queue``, one process: the baseline), then PostgreSQL with 1, 2 and 3
 replicas (``--store``), each with ``--workers`` worker processes. The PostgreSQL server is a
-throwaway cluster (tests/pg.py); the fake Jira runs in this process (tests/fake_jira.py).
+throwaway cluster (tests/pg.py) with fsync on, as SQLite's durable commits; the fake Jira
+runs in this process (tests/fake_jira.py).
 
 Usage: .venv/bin/python bench/replicas.py [--burst 600] [--workers 1] [--model hashing|real]
 """
@@ -66,7 +67,7 @@ def main() -> None:
     for i, key in enumerate(keys):
         ask = ASKS[i % len(ASKS)]
         jira.add_issue(key, f"{ask} ({i})", f"{ask}, please. Clinic: Clinic {i % 41}.")
-    cluster = Cluster().start()
+    cluster = Cluster(durable=True).start()  # fsync on, as the SQLite file's commits
     rows = []
     try:
         for n, (store, count) in enumerate(runs):

@@ -135,22 +135,6 @@ def test_urls_are_checked_and_passwords_never_shown():
         assert "s3cret" not in str(err.value) and "Fix:" in str(err.value)
 
 
-def test_the_sqlite_path_never_imports_psycopg(tmp_path):
-    import subprocess
-    import sys
-
-    code = ("import sys\n"
-            "from scopeguard.integrations.service import app, lifecycle, storage\n"
-            "from scopeguard.integrations.service.settings import ServiceSettings\n"
-            f"settings = ServiceSettings.from_env({{}}, queue={str(tmp_path / 'q.db')!r}, "
-            "webhook_secret='x' * 32)\n"
-            "storage.open_queue(settings).close()\n"
-            "print(sorted(m for m in sys.modules if m.startswith('psycopg')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "[]"
-
-
 def test_the_store_setting_keeps_its_password_secret():
     from scopeguard.integrations.service.settings import ServiceSettings
 

@@ -223,3 +223,24 @@ def test_two_replicas_with_the_real_model_share_the_cache_and_one_delivery(
             cached = conn.execute("SELECT count(*), min(dim) FROM embeddings WHERE model "
                                   "LIKE '%%MiniLM%%'").fetchone()
         assert cached[0] >= len(keys) and cached[1] == 384
+
+
+def test_an_in_process_replica_works_the_store_too(tmp_path, example_config, pg_url):
+    """``--in-process`` (worker threads in the accepting process) on the store: one replica
+    of each kind, each taking the other's webhooks' work as it comes."""
+    with FakeJira(flavour="server", pat="pat-replicas") as jira:
+        keys = add_issues(jira, 8)
+        replicas = [replica(tmp_path, n, jira, example_config, pg_url) for n in range(2)]
+        replicas[1].args = ("--in-process",)
+        sender = Sender(*replicas)
+        try:
+            for service in replicas:
+                service.start()
+            sender.send_all(deliveries(keys, updates=1))
+            assert not sender.unsent
+            wait_done(pg_url, set(sender.accepted), 60, replicas[0])
+        finally:
+            for service in replicas:
+                service.stop()
+        one_comment_and_label_each(jira, keys)
+        assert "(delivery " in replicas[1].log_text()  # the in-process one did work

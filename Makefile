@@ -9,7 +9,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
-.PHONY: venv venv-train browser demo test test-train lint unit fuzz bench model calibration certainty \
+.PHONY: venv venv-train browser postgres demo test test-train lint unit fuzz bench model calibration certainty \
 	evaluate evaluate-dev clean
 
 # The labelled corpus (models/data/DATASHEET.md): request-time labels, products as of each
@@ -47,6 +47,13 @@ browser:
 		echo "installing chromium (Debian package) for the HTML report test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# PostgreSQL's server binaries for the store's tests (tests/pg.py starts a throwaway cluster
+# on a free loopback port and removes it after; as root it runs as the postgres OS user).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+		echo "installing postgresql (Debian package) for the PostgreSQL store's tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/scopeguard check examples/scopeguard.yml --db out/scopeguard.db
 	$(BIN)/scopeguard audit -c examples/scopeguard.yml --db out/scopeguard.db \
@@ -58,7 +65,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-unit: $(STAMP) browser
+unit: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q -m "not train"
 
 # The default install (no torch) first, then the train extra's own step.
@@ -79,11 +86,12 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long SCOPEGUARD_FUZZ_HTTP=500 $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 # The fast-path benches compare with the torch backend, so they run in the train venv.
-bench: $(TRAIN_STAMP)
+bench: $(TRAIN_STAMP) postgres
 	$(TRAIN_BIN)/python bench/backends.py
 	$(TRAIN_BIN)/python bench/audit.py
 	$(BIN)/python bench/knn.py
 	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/replicas.py
 
 # Every accuracy figure in README.md and models/MODEL_CARD.md: leave one training product
 # out, and the held-out products (fitted on the training ones), against the request-time

@@ -77,28 +77,30 @@ def sequential(url: str, bodies: list[tuple[bytes, dict[str, str]]]) -> list[flo
     return times
 
 
-def concurrent(url: str, bodies: list[tuple[bytes, dict[str, str]]], clients: int = 16,
-               latencies: list[float] | None = None) -> float:
+def concurrent(url: str | list[str], bodies: list[tuple[bytes, dict[str, str]]],
+               clients: int = 16, latencies: list[float] | None = None) -> float:
     """Webhooks/s from ``clients`` concurrent connections; each answer's latency is added
-    to ``latencies`` when given."""
+    to ``latencies`` when given. Several URLs (replicas) take the bodies in turn."""
     import httpx
 
     local = threading.local()
     opened: list[httpx.Client] = []
+    urls = [url] if isinstance(url, str) else url
 
-    def send(item: tuple[bytes, dict[str, str]]) -> None:
+    def send(indexed: tuple[int, tuple[bytes, dict[str, str]]]) -> None:
+        n, item = indexed
         if not hasattr(local, "client"):
             local.client = httpx.Client(timeout=60)
             opened.append(local.client)
         started = time.perf_counter()
-        response = local.client.post(url, content=item[0], headers=item[1])
+        response = local.client.post(urls[n % len(urls)], content=item[0], headers=item[1])
         if latencies is not None:
             latencies.append(time.perf_counter() - started)
         assert response.status_code in (200, 202), response.text
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(send, bodies))
+        list(pool.map(send, enumerate(bodies)))
     elapsed = time.perf_counter() - started
     for client in opened:
         client.close()

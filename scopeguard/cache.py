@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -51,6 +52,19 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+class VectorCache(Protocol):
+    """What :class:`scopeguard.embed.CachedEmbedder` asks of a cache: this module's SQLite
+    one, or the service's PostgreSQL one (``scopeguard serve --store``)."""
+
+    damaged: int
+
+    def get_many(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None: ...
+    def count(self, model: str | None = None) -> int: ...
+    def retain(self, keep: Iterable[str]) -> int: ...
+    def close(self) -> None: ...
+
+
 class EmbeddingCache:
     """Vectors stored per (model, sha256(text))."""
 
@@ -87,12 +101,7 @@ class EmbeddingCache:
                     rows = self.conn.execute(
                         f"SELECT text_hash, dim, vector FROM embeddings "
                         f"WHERE model = ? AND text_hash IN ({marks})", [model, *batch])
-                    for h, dim, blob in rows:
-                        vector = _sound(blob, dim, expected, bool(hashes[h].strip()))
-                        if vector is None:
-                            self.damaged += 1
-                        else:
-                            found[hashes[h]] = vector
+                    self.damaged += read_rows(rows, hashes, expected, found)
         except sqlite3.DatabaseError as exc:
             raise _database_error(self.path, exc) from None
         return found
@@ -164,7 +173,22 @@ class EmbeddingCache:
         self.conn.close()
 
 
-def _sound(blob: bytes, dim: int, expected: int | None, text: bool) -> np.ndarray | None:
+def read_rows(rows: Iterable[tuple[str, int, bytes]], hashes: dict[str, str],
+              expected: int | None, found: dict[str, np.ndarray]) -> int:
+    """The sound vectors of ``rows`` (text_hash, dim, blob) into ``found``, by the text that
+    ``hashes`` maps each hash to; returns how many rows were damaged (left out)."""
+    damaged = 0
+    for h, dim, blob in rows:
+        vector = sound_vector(bytes(blob), dim, expected, bool(hashes[h].strip()))
+        if vector is None:
+            damaged += 1
+        else:
+            found[hashes[h]] = vector
+    return damaged
+
+
+def sound_vector(blob: bytes, dim: int, expected: int | None,
+                 text: bool) -> np.ndarray | None:
     """The stored vector, or None when it cannot be right."""
     if not isinstance(blob, bytes) or dim <= 0 or len(blob) != 4 * dim:
         return None

@@ -967,6 +967,10 @@ def _echo_certainty(head) -> None:
               type=click.Path(dir_okay=False), envvar="SCOPEGUARD_QUEUE",
               help="SQLite file of the durable event queue and the issues seen (one serve "
                    "process per file). [env: SCOPEGUARD_QUEUE]")
+@click.option("--store", "store_url", envvar="SCOPEGUARD_STORE", metavar="URL",
+              help="A PostgreSQL database (postgresql://USER@HOST/DB) for the queue, the issues "
+                   "seen and the embedding cache instead of --queue: several serve replicas "
+                   "share it (docs/postgresql.md; the postgres extra). [env: SCOPEGUARD_STORE]")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               envvar="SCOPEGUARD_WORKERS",
               help="Worker processes classifying and writing back, each with its own model "
@@ -1006,7 +1010,7 @@ def _echo_certainty(head) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log verbosity (stderr); secrets are masked in every line.")
 @friendly_errors
-def serve(config, db, model, host, port, queue_path, workers, in_process, jira_url,
+def serve(config, db, model, host, port, queue_path, store_url, workers, in_process, jira_url,
           jira_flavour, max_body,
           max_attempts, seed_jql, requeue_failed, github_repositories, request_timeout,
           max_connections, replay_window, log_level) -> None:
@@ -1030,7 +1034,7 @@ def serve(config, db, model, host, port, queue_path, workers, in_process, jira_u
                                    f"({exc.name} is missing). Fix: pip install "
                                    "'scopeguard[jira]'.") from None
     settings = ServiceSettings.from_env(
-        config=config, db=db, model=model, queue=queue_path, workers=workers,
+        config=config, db=db, model=model, queue=queue_path, store=store_url, workers=workers,
         in_process=in_process, jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,
         max_attempts=max_attempts, seed_jql=seed_jql, requeue_failed=requeue_failed or None,
         github_repositories=github_repositories, request_timeout=request_timeout,
@@ -1041,7 +1045,8 @@ def serve(config, db, model, host, port, queue_path, workers, in_process, jira_u
 @cli.command()
 @click.option("--queue", "queue_path", default="scopeguard-queue.db", show_default=True,
               type=click.Path(dir_okay=False), envvar="SCOPEGUARD_QUEUE",
-              help="The queue file of scopeguard serve. [env: SCOPEGUARD_QUEUE]")
+              help="The queue file of scopeguard serve, or its --store URL (PostgreSQL). "
+                   "[env: SCOPEGUARD_QUEUE]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write the JSONL here instead of standard output.")
 @friendly_errors
@@ -1120,6 +1125,37 @@ def model_build(db, model) -> None:  # noqa: ARG001 - --db is shared, unused her
         path = onnx_path(location, precision)
         click.echo(f"{precision}: {path} (built in {time.monotonic() - started:.1f}s, "
                    f"{path.stat().st_size / 1e6:.0f} MB)")
+
+
+# --- store ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def store() -> None:
+    """The PostgreSQL store of scopeguard serve --store (replicas on one database)."""
+
+
+@store.command("migrate")
+@click.option("--store", "store_url", envvar="SCOPEGUARD_STORE", required=True, metavar="URL",
+              help="The database: postgresql://USER@HOST/DB. [env: SCOPEGUARD_STORE]")
+@friendly_errors
+def store_migrate(store_url) -> None:
+    """Create the store's tables, or bring them to this version's schema.
+
+    scopeguard serve --store does it at start (one replica at a time); this does it ahead,
+    e.g. from a deployment step, with a user allowed to create tables.
+    """
+    from .integrations.service.pg.connect import Database
+    from .integrations.service.pg.schema import migrate
+    from .integrations.service.storage import check_url, redact
+
+    db = Database(check_url(store_url))
+    try:
+        before, after = migrate(db)
+    finally:
+        db.close()
+    click.echo(f"{redact(store_url)}: " + (f"store schema {after}, nothing to do" if before ==
+                                            after else f"store schema {before} -> {after}"))
 
 
 def main() -> None:  # pragma: no cover - console entry point

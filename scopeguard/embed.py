@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .cache import EmbeddingCache
+from .cache import VectorCache
 from .clean import sound_text
 from .errors import ScopeguardError
 
@@ -207,7 +207,7 @@ class TfidfEmbedder:
 class CachedEmbedder:
     """Wraps an embedder with the SQLite cache; ``computed`` counts texts actually embedded."""
 
-    def __init__(self, inner: Embedder, cache: EmbeddingCache | None) -> None:
+    def __init__(self, inner: Embedder, cache: VectorCache | None) -> None:
         self.inner = inner
         self.cache = cache
         self.model_id = inner.model_id

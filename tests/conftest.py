@@ -75,3 +75,45 @@ def real_embedder(session_db) -> CachedEmbedder:
     backend), behind a session cache."""
     os.environ["SCOPEGUARD_MODEL_CACHE"] = MODEL_CACHE  # session fixtures precede autouse
     return CachedEmbedder(OnnxEmbedder(), EmbeddingCache(session_db))
+
+
+# --- the two stores: SQLite files and a throwaway PostgreSQL server (tests/pg.py) -----------
+
+# Read before clean_environ empties SCOPEGUARD_*: locally, skip the PostgreSQL tests when
+# no server can be started. Unset (CI), such a failure fails them.
+SKIP_POSTGRES = os.environ.get("SCOPEGUARD_TEST_SKIP_POSTGRES", "")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL server of the test run's own, removed after it."""
+    from pg import Cluster
+
+    try:
+        cluster = Cluster().start()
+    except Exception as exc:  # noqa: BLE001 - said in the failure (or the skip)
+        if SKIP_POSTGRES:
+            pytest.skip(f"no PostgreSQL server ({exc}); SCOPEGUARD_TEST_SKIP_POSTGRES is set")
+        pytest.fail(f"cannot start PostgreSQL for the tests marked postgres: {exc}")
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def pg_url(pg_cluster, request) -> str:
+    """A fresh database for the test."""
+    import hashlib
+
+    return pg_cluster.create_database(
+        "t_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16])
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    """The service's store, once as SQLite files, once as a PostgreSQL database."""
+    from stores import Store
+
+    found = Store(request.param, request.getfixturevalue("pg_url")
+                  if request.param == "postgresql" else str(tmp_path))
+    yield found
+    found.close()

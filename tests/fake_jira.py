@@ -636,15 +636,26 @@ class ServiceProcess:
         self.wait(lambda: self.metrics()["scopeguard_queue_depth"] == 0, timeout, "an empty queue")
 
     def events(self) -> dict[str, dict[str, Any]]:
-        """Rows of the queue file by delivery id (read-only)."""
+        """Rows of the queue by delivery id (read-only)."""
+        return {r["delivery_id"]: r for r in self.sql(
+            "SELECT delivery_id, event, issue_key, state, attempts, outcome, error FROM events")}
+
+    def sql(self, query: str, params: tuple = ()) -> list[dict[str, Any]]:
+        """Rows (as dicts) of a query on the service's store: the queue file, or the
+        PostgreSQL database of SCOPEGUARD_STORE (``?`` placeholders on both)."""
+        store = self.env.get("SCOPEGUARD_STORE")
+        if store:
+            import psycopg
+            from psycopg.rows import dict_row
+
+            with psycopg.connect(store, row_factory=dict_row) as conn:
+                return conn.execute(query.replace("?", "%s"), params).fetchall()
         import sqlite3
 
         conn = sqlite3.connect(f"file:{self.queue}?mode=ro", uri=True)
         conn.row_factory = sqlite3.Row
         try:
-            return {r["delivery_id"]: dict(r) for r in conn.execute(
-                "SELECT delivery_id, event, issue_key, state, attempts, outcome, error "
-                "FROM events")}
+            return [dict(r) for r in conn.execute(query, params)]
         finally:
             conn.close()
 

@@ -4,29 +4,28 @@ from scopeguard.cache import EmbeddingCache
 from scopeguard.embed import CachedEmbedder, HashingEmbedder
 
 
-def test_second_pass_embeds_nothing_and_persists(tmp_path):
-    db = tmp_path / "c.db"
+def test_second_pass_embeds_nothing_and_persists(store):
     texts = ["alpha beta", "gamma delta", "alpha beta"]
-    first = CachedEmbedder(HashingEmbedder(), EmbeddingCache(db))
+    first = CachedEmbedder(HashingEmbedder(), store.cache())
     a = first.encode(texts)
     assert first.computed == 2  # the repeated text is embedded once
-    second = CachedEmbedder(HashingEmbedder(), EmbeddingCache(db))  # a new process, same file
+    second = CachedEmbedder(HashingEmbedder(), store.cache())  # a new process, same store
     b = second.encode(texts)
     assert second.computed == 0 and second.inner.calls == 0
     np.testing.assert_array_equal(a, b)
     assert a.dtype == np.float32 and np.allclose(np.linalg.norm(a, axis=1), 1.0)
 
 
-def test_cache_is_keyed_by_model(tmp_path):
-    cache = EmbeddingCache(tmp_path / "c.db")
+def test_cache_is_keyed_by_model(store):
+    cache = store.cache()
     CachedEmbedder(HashingEmbedder(64), cache).encode(["x"])
     other = CachedEmbedder(HashingEmbedder(128), cache)
     assert other.encode(["x"]).shape == (1, 128) and other.computed == 1
     assert cache.count() == 2
 
 
-def test_progress_counts_hits_and_misses(tmp_path):
-    cache = EmbeddingCache(tmp_path / "c.db")
+def test_progress_counts_hits_and_misses(store):
+    cache = store.cache()
     CachedEmbedder(HashingEmbedder(), cache).encode(["a", "b"])
     seen = []
     CachedEmbedder(HashingEmbedder(), cache).encode(["a", "b", "c"], progress=seen.append)
@@ -47,19 +46,17 @@ import pytest  # noqa: E402
 from scopeguard.errors import ScopeguardError  # noqa: E402
 
 
-def _corrupt(db, model: str, text: str, dim: int, blob: bytes) -> None:
+def _corrupt(store, model: str, text: str, dim: int, blob: bytes) -> None:
     from scopeguard.cache import text_hash
 
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE embeddings SET dim = ?, vector = ? WHERE model = ? AND "
-                     "text_hash = ?", (dim, blob, model, text_hash(text)))
+    store.sql("UPDATE embeddings SET dim = ?, vector = ? WHERE model = ? AND text_hash = ?",
+              (dim, blob, model, text_hash(text)))
 
 
 @pytest.mark.parametrize("damage", ["short blob", "wrong dimension", "nan", "inf", "zeros"])
-def test_a_damaged_row_is_embedded_again_and_counted(tmp_path, damage, caplog):
-    db = tmp_path / "c.db"
+def test_a_damaged_row_is_embedded_again_and_counted(store, damage, caplog):
     texts = ["dark mode for the app", "export invoices", "sync calendars"]
-    first = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db))
+    first = CachedEmbedder(HashingEmbedder(64), store.cache())
     truth = first.encode(texts)
     first.cache.close()
     blob = {"short blob": (b"\x00" * 10, 64),
@@ -67,25 +64,24 @@ def test_a_damaged_row_is_embedded_again_and_counted(tmp_path, damage, caplog):
             "nan": (np.full(64, np.nan, np.float32).tobytes(), 64),
             "inf": (np.full(64, np.inf, np.float32).tobytes(), 64),
             "zeros": (np.zeros(64, np.float32).tobytes(), 64)}[damage]
-    _corrupt(db, "hashing-64", texts[1], blob[1], blob[0])
-    again = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db))
+    _corrupt(store, "hashing-64", texts[1], blob[1], blob[0])
+    again = CachedEmbedder(HashingEmbedder(64), store.cache())
     with caplog.at_level("WARNING", logger="scopeguard"):
         out = again.encode(texts)
     np.testing.assert_allclose(out, truth, atol=1e-6)
     assert again.computed == 1 and again.cache.damaged == 1
     assert "damaged" in caplog.text
-    third = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db))  # it was overwritten
+    third = CachedEmbedder(HashingEmbedder(64), store.cache())  # it was overwritten
     np.testing.assert_allclose(third.encode(texts), truth, atol=1e-6)
     assert third.computed == 0 and third.cache.damaged == 0
 
 
-def test_a_cache_whose_every_row_has_the_wrong_size_is_rebuilt(tmp_path):
-    db = tmp_path / "c.db"
+def test_a_cache_whose_every_row_has_the_wrong_size_is_rebuilt(store):
     texts = ["alpha", "beta"]
-    truth = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db)).encode(texts)
+    truth = CachedEmbedder(HashingEmbedder(64), store.cache()).encode(texts)
     for text in texts:  # every row: dimension 3, so the "dominant" size is wrong too
-        _corrupt(db, "hashing-64", text, 3, np.ones(3, np.float32).tobytes())
-    again = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(db))
+        _corrupt(store, "hashing-64", text, 3, np.ones(3, np.float32).tobytes())
+    again = CachedEmbedder(HashingEmbedder(64), store.cache())
     np.testing.assert_allclose(again.encode(texts), truth, atol=1e-6)
     assert again.cache.damaged == 2
     np.testing.assert_allclose(again.encode(["gamma", *texts])[1:], truth, atol=1e-6)
@@ -144,8 +140,8 @@ def test_close_folds_the_write_ahead_log_into_the_file(tmp_path):
     assert EmbeddingCache(copy).count() == 3
 
 
-def test_retain_keeps_only_the_given_texts_of_every_model(tmp_path):
-    cache = EmbeddingCache(tmp_path / "c.db")
+def test_retain_keeps_only_the_given_texts_of_every_model(store):
+    cache = store.cache()
     CachedEmbedder(HashingEmbedder(64), cache).encode(["keep me", "drop me", "and me"])
     CachedEmbedder(HashingEmbedder(32), cache).encode(["keep me", "old"])
     assert cache.retain(["keep me"]) == 3

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -40,12 +41,15 @@ def deliveries() -> list[tuple[str, dict]]:
 
 class Sender:
     """Posts signed webhooks from 8 threads; a webhook that got no 2xx is kept to resend,
-    as Jira does."""
+    as Jira does. With several services (replicas), each delivery goes to one of them,
+    spread by its id."""
 
-    def __init__(self, service: ServiceProcess) -> None:
-        self.service = service
+    def __init__(self, *services: ServiceProcess) -> None:
+        self.services = list(services)
         self.accepted: dict[str, int] = {}
         self.unsent: list[tuple[str, dict]] = []
+        self.refused: list[int] = []  # the status of each refusal (0: no answer)
+        self.retry_after: list[str] = []
         self.lock = threading.Lock()
         self.local = threading.local()
         self.clients: list[httpx.Client] = []
@@ -60,8 +64,10 @@ class Sender:
             with self.lock:
                 self.clients.append(client)
         body = json.dumps(payload).encode()
+        service = self.services[zlib.crc32(delivery.encode()) % len(self.services)]
+        response = None
         try:
-            response = client.post(self.service.url + "/webhooks/jira", content=body, headers={
+            response = client.post(service.url + "/webhooks/jira", content=body, headers={
                 "X-Hub-Signature": sign(SECRET, body), "X-Atlassian-Webhook-Identifier": delivery,
                 "Content-Type": "application/json"})
             ok = response.status_code in (200, 202)
@@ -72,6 +78,9 @@ class Sender:
                 self.accepted[delivery] = response.status_code
             else:
                 self.unsent.append(item)
+                self.refused.append(response.status_code if response is not None else 0)
+                self.retry_after.append(response.headers.get("Retry-After", "") if response
+                                        is not None else "")
 
     def send_all(self, items: list[tuple[str, dict]]) -> None:
         self.local = threading.local()  # fresh threads, fresh clients

@@ -43,20 +43,31 @@ def config(tmp_path_factory, example_config):
     return path
 
 
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def server_store(request) -> dict[str, str]:
+    """The Server-flavour service's tests run twice: on the SQLite queue file, and on a
+    PostgreSQL store (``--store``) of their own."""
+    if request.param == "sqlite":
+        return {}
+    cluster = request.getfixturevalue("pg_cluster")
+    return {"SCOPEGUARD_STORE": cluster.create_database("jira_service")}
+
+
 @pytest.fixture(scope="module")
-def server_jira():
+def server_jira(server_store):
     with FakeJira(flavour="server", pat=PAT) as jira:
         yield jira
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, server_jira, config, session_db):
+def server(tmp_path_factory, server_jira, server_store, config, session_db):
     """Jira Server flavour, the real model (SCOPEGUARD_MODEL unset), signature and token."""
     tmp = tmp_path_factory.mktemp("server")
     service = ServiceProcess(tmp, server_jira, config, {
         "SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_WEBHOOK_TOKEN": TOKEN,
         "SCOPEGUARD_DB": str(session_db), "SCOPEGUARD_MAX_BODY": "65536",
-        "SCOPEGUARD_JIRA_RETRIES": "1", "SCOPEGUARD_RETRY_BASE": "0.3"})
+        "SCOPEGUARD_JIRA_RETRIES": "1", "SCOPEGUARD_RETRY_BASE": "0.3", **server_store})
     yield service.start()
     service.stop()
 
@@ -292,10 +303,8 @@ def test_a_label_set_by_a_person_stands(server, server_jira):
     [text] = server_jira.comment_texts("PAW-12")
     assert "A person's label stands:* {{scope:generalizable}}" in text
     assert render.marked_label(text) in JIRA_LABELS  # scopeguard's own verdict, for the record
-    conn = sqlite3.connect(server.queue)
-    assert conn.execute("SELECT human FROM issues WHERE key = 'PAW-12'").fetchone() == (
-        "scope:generalizable",)  # the correction is kept
-    conn.close()
+    assert server.sql("SELECT human FROM issues WHERE key = 'PAW-12'") == [
+        {"human": "scope:generalizable"}]  # the correction is kept
 
 
 @pytest.mark.model
@@ -762,9 +771,9 @@ def test_delivery_id_comes_from_jira_or_the_body():
         parse_webhook(body, {"x-scopeguard-delivery": "github:abc"})
 
 
-def test_queue_leases_redeliver_and_retries_give_up(tmp_path):
+def test_queue_leases_redeliver_and_retries_give_up(store):
     now = [1000.0]
-    queue = EventQueue(tmp_path / "q.db", lease=30, max_attempts=2, clock=lambda: now[0])
+    queue = store.queue(lease=30, max_attempts=2, clock=lambda: now[0])
     assert queue.enqueue("d1", b"{}", "jira:issue_created", "PAW-1")
     assert not queue.enqueue("d1", b"{}")  # idempotent on the delivery id
     event = queue.claim("a")

@@ -51,14 +51,29 @@ def test_the_core_never_imports_the_integrations():
         assert not bad, f"{path.name} imports {bad}"
 
 
+def printed(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def test_importing_the_core_loads_no_tracker_web_or_model_library():
-    code = ("import sys, scopeguard, scopeguard.classify, scopeguard.engine, scopeguard.render\n"
-            "heavy = {'github', 'jira', 'starlette', 'uvicorn', 'torch',\n"
-            "         'sentence_transformers', 'click'}\n"
-            "print(sorted(heavy & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "[]"
+    assert printed("import sys, scopeguard, scopeguard.classify, scopeguard.engine, "
+                   "scopeguard.render\n"
+                   "heavy = {'github', 'jira', 'starlette', 'uvicorn', 'torch',\n"
+                   "         'sentence_transformers', 'click'}\n"
+                   "print(sorted(heavy & set(sys.modules)))") == "[]"
+
+
+def test_the_sqlite_service_never_imports_psycopg(tmp_path):
+    """psycopg loads only for a PostgreSQL --store (the postgres extra)."""
+    assert printed("import sys\n"
+                   "from scopeguard.integrations.service import app, lifecycle, storage\n"
+                   "from scopeguard.integrations.service.settings import ServiceSettings\n"
+                   f"settings = ServiceSettings.from_env({{}}, queue={str(tmp_path / 'q.db')!r}, "
+                   "webhook_secret='x' * 32)\n"
+                   "storage.open_queue(settings).close()\n"
+                   "print(sorted(m for m in sys.modules if m.startswith('psycopg')))") == "[]"
 
 
 def test_modules_stay_small_and_say_what_they_are_for():

@@ -73,7 +73,9 @@ def test_the_model_runs_in_worker_processes_never_in_the_accepting_one(tmp_path,
     try:
         workers = workers_of(service)
         assert len(workers) == 2, children(service.proc.pid)
-        assert all("onnxruntime" in maps(p) for p in workers)  # each has the model
+        # each has the model (ready means one worker is; the other may still be loading)
+        service.wait(lambda: all("onnxruntime" in maps(p) for p in workers), 60,
+                     "both workers to load the model")
         assert "onnxruntime" not in maps(service.proc.pid)  # the accepting process: none
         metrics = service.metrics()
         assert metrics["scopeguard_worker_processes"] == 2
@@ -181,15 +183,15 @@ def test_demand_counts_what_every_worker_classified(tmp_path, jira, example_conf
         service.stop()
 
 
-def test_an_issue_store_sees_what_another_process_stored(tmp_path):
+def test_an_issue_store_sees_what_another_process_stored(store):
     """Each worker keeps its own matrix; ``similar`` first reads the rows other workers
-    wrote (a second connection to the same SQLite file stands in for the other process)."""
+    wrote (a second connection to the same store stands in for the other process)."""
     import numpy as np
     from scopeguard.integrations.service.store import IssueStore
 
     from scopeguard.backlog import Request
 
-    one, two = EventQueue(str(tmp_path / "q.db")), EventQueue(str(tmp_path / "q.db"))
+    one, two = store.queue(), store.queue()
     a, b = IssueStore(one, "m", shared=True), IssueStore(two, "m", shared=True)
     vector = np.ones(4, np.float32) / 2
     a.remember(Request(id="PAW-1", title="x", customer="Oakfield"), vector)
@@ -198,15 +200,14 @@ def test_an_issue_store_sees_what_another_process_stored(tmp_path):
     assert len(b) == 1
     a.remember(Request(id="PAW-1", title="edited", customer="Oakfield"), vector)
     assert [r.title for r in b.similar(vector, 0.9)] == ["edited"]
-    one.close(), two.close()
 
 
-def test_two_workers_never_hold_events_of_one_issue_at_once(tmp_path):
+def test_two_workers_never_hold_events_of_one_issue_at_once(store):
     """Created then updated for PAW-1, a moment apart: the second waits for the first's
-    lease (two processes' connections to one file), while another issue's event goes."""
+    lease (two processes' connections to one store), while another issue's event goes."""
     now = [1000.0]
-    first = EventQueue(str(tmp_path / "q.db"), lease=30, clock=lambda: now[0])
-    second = EventQueue(str(tmp_path / "q.db"), lease=30, clock=lambda: now[0])
+    first = store.queue(lease=30, clock=lambda: now[0])
+    second = store.queue(lease=30, clock=lambda: now[0])
     first.accept("d1", b"{}", "jira:issue_created", "PAW-1")
     first.accept("d2", b"{}", "jira:issue_updated", "PAW-1")
     first.accept("d3", b"{}", "jira:issue_created", "PAW-2")
@@ -222,29 +223,27 @@ def test_two_workers_never_hold_events_of_one_issue_at_once(tmp_path):
     assert first.claim("111:worker-1").delivery_id == "d4"
     now[0] += 31
     assert second.claim("222:worker-1").delivery_id in ("d4", "d5")
-    first.close(), second.close()
 
 
-def test_an_event_that_keeps_killing_its_worker_fails_instead_of_stalling(tmp_path):
+def test_an_event_that_keeps_killing_its_worker_fails_instead_of_stalling(store):
     now = [1000.0]
-    queue = EventQueue(str(tmp_path / "q.db"), lease=300, max_attempts=3, clock=lambda: now[0])
+    queue = store.queue(lease=300, max_attempts=3, clock=lambda: now[0])
     queue.accept("poison", b"{}", "jira:issue_created", "PAW-9")
     queue.accept("fine", b"{}", "jira:issue_created", "PAW-10")
     for attempt in range(1, 4):
-        event = queue.claim(f"{100 + attempt}:worker-1")
+        event = queue.claim(queue.owner("worker-1", pid=100 + attempt))
         assert event.delivery_id == "poison" and event.attempts == attempt
         assert queue.release_owner(100 + attempt) == 1  # the worker died
         if attempt == 1:  # queued again after a backoff: the next event goes first
-            assert queue.claim("999:worker-1").delivery_id == "fine"
-            assert queue.ack("fine", "999:worker-1", "core")
+            assert queue.claim(queue.owner("worker-1", pid=999)).delivery_id == "fine"
+            assert queue.ack("fine", queue.owner("worker-1", pid=999), "core")
         if attempt < 3:
-            assert queue.claim("999:worker-1") is None  # still backing off
+            assert queue.claim(queue.owner("worker-1", pid=999)) is None  # backing off
             now[0] += 5 * 2 ** (attempt - 1)
     counts = queue.counts()
     assert (counts["failed"], counts["done"], counts["queued"], counts["leased"]) == (1, 1, 0, 0)
     row = queue._conn().execute("SELECT error FROM events WHERE delivery_id = 'poison'").fetchone()
     assert "died on each of its attempts" in row[0]
-    queue.close()
 
 
 def test_a_new_service_waits_for_orphaned_workers_before_taking_their_events(

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import sys
@@ -42,8 +43,9 @@ from .handlers import Handlers
 from .logs import client_secrets
 from .metrics import Metrics
 from .pool import WorkerPool, wait_for_orphans
-from .queue import EventQueue, QueueError, describe
+from .queue import QueueError, describe
 from .settings import ServiceSettings
+from .storage import open_queue
 from .store import IssueStore
 from .worker import Worker
 
@@ -80,8 +82,7 @@ class Service:
                            or not settings.github_webhook_secret)
         self.client: JiraClient | None = client or (
             make_jira(settings.jira_url, flavour=settings.jira_flavour) if jira_wanted else None)
-        self.queue = EventQueue(settings.queue, lease=settings.lease,
-                                max_attempts=settings.max_attempts, durable=settings.durable)
+        self.queue = open_queue(settings)  # the SQLite file, or the PostgreSQL store
         if role != "worker":  # a worker process shares its parent's queue file and lock
             self.queue.lock()
             self.queue.check()  # a damaged file is refused before it takes any event
@@ -123,13 +124,14 @@ class Service:
     def start(self) -> None:
         # Workers orphaned by an earlier serve's death finish their event first: taking
         # back their leases now would run that event twice.
-        wait_for_orphans(self.settings.queue, timeout=self.settings.lease)
+        if not self.settings.store:  # replicas on PostgreSQL leave leases to expire
+            wait_for_orphans(self.settings.queue, timeout=self.settings.lease)
         released = self.queue.release_leases()
         requeued = self.queue.requeue_failed() if self.settings.requeue_failed else 0
         pruned = self.queue.prune(self.keep_seconds)
         counts = self.queue.counts()
         log.info("queue %s: %d waiting (%d taken back from a previous process), %d done, "
-                 "%d failed%s%s", self.settings.queue, counts["queued"] + counts["leased"],
+                 "%d failed%s%s", self.settings.location, counts["queued"] + counts["leased"],
                  released, counts["done"], counts["failed"],
                  f", {requeued} failed queued again" if requeued else "",
                  f", {pruned} old deliveries forgotten" if pruned else "")
@@ -156,7 +158,7 @@ class Service:
         try:
             started = time.perf_counter()
             self.guard = open_scopeguard(positioning=self.positioning, db=self.settings.db,
-                                         model=self.settings.model)
+                                         model=self.settings.model, embedder=self._embedder())
             self._warm_up()
             torch = sys.modules.get("torch")
             if torch is not None and self.settings.torch_threads:
@@ -165,7 +167,7 @@ class Service:
                 torch.set_num_threads(self.settings.torch_threads)
             try:
                 self.store = IssueStore(self.queue, self.guard.embedder.model_id,
-                                        shared=self.role == "worker")
+                                        shared=self.role == "worker" or self.queue.shared)
             except sqlite3.Error as exc:  # the queue file's issues table, not the model
                 raise QueueError(describe(self.settings.queue, exc)) from None
             self.handlers.guard, self.handlers.store = self.guard, self.store
@@ -174,7 +176,7 @@ class Service:
                 {k: jira_label(name) for k, name in self.positioning.labels.items()})
             if resolved:
                 log.info("queue %s: %d people's labels matched to verdict labels",
-                         self.settings.queue, resolved)
+                         self.settings.location, resolved)
             # the first worker process re-embeds and seeds for all of them, once
             if self.number == 1 and self.store.stale:  # stored under another model
                 self._remember_all(self.store.stale)
@@ -202,6 +204,20 @@ class Service:
             thread.start()
             self.threads.append(thread)
         self.ready.set()  # after the workers run: /healthz never sees "ready" without them
+
+    def _embedder(self) -> Any:
+        """With a PostgreSQL store, the model behind the store's embedding cache (shared by
+        the replicas); else None: the SQLite cache of --db."""
+        if not self.settings.store:
+            return None
+        from scopeguard.runtime import make_embedder
+
+        from .pg.cache import PgEmbeddingCache
+
+        embedder = make_embedder(self.settings.model, self.settings.db, self.positioning,
+                                 cache=False)
+        embedder.cache = PgEmbeddingCache(self.queue.db)
+        return embedder
 
     def _warm_up(self) -> None:
         """Load the model now and check what it returns: a broken model shows at start (on
@@ -247,6 +263,7 @@ class Service:
         problem = next((p for p in problems if p), "")
         state = "error" if problem else "ready" if self.is_ready() else "loading"
         body: dict[str, Any] = {"status": state, "queue": counts,
+                                "store": "postgresql" if self.settings.store else "sqlite",
                                 "jira": self.client.flavour if self.client else None,
                                 "github": bool(self.settings.github_webhook_secret)}
         if problem:
@@ -296,7 +313,10 @@ class Service:
         return max(self.settings.keep_days * 86400, self.settings.replay_window)
 
     def gauges(self) -> dict[str, tuple[str, float]]:
-        counts = self.queue.counts()
+        try:
+            counts = self.queue.counts()
+        except QueueError:  # the store is down: unknown, not zero
+            counts = {"queued": math.nan, "leased": math.nan, "failed": math.nan}
         return {
             "scopeguard_queue_depth": ("Events waiting or being processed.",
                                        counts["queued"] + counts["leased"]),

@@ -285,8 +285,10 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
 
     # Held for the worker's life: a new `scopeguard serve` waits for it before it takes
     # back leases, so a worker orphaned by its parent's death finishes its event alone.
-    held = open(workers_lock(settings.queue), "a+")  # noqa: SIM115 - held for the process life
-    fcntl.flock(held.fileno(), fcntl.LOCK_SH)
+    # (Replicas on PostgreSQL have no file to lock: a dead one's leases expire instead.)
+    if not settings.store:
+        held = open(workers_lock(settings.queue), "a+")  # noqa: SIM115 - held for the process life
+        fcntl.flock(held.fileno(), fcntl.LOCK_SH)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
     # The cores are shared with the accepting process and the other workers: one
     # inference thread each unless SCOPEGUARD_THREADS says otherwise.

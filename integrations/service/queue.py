@@ -19,8 +19,7 @@ Example::
 
     queue = EventQueue("scopeguard-queue.db")
     queue.enqueue("d-1", b'{"webhookEvent": "jira:issue_created", ...}')
-    event = queue.claim("worker-1")
-    ...  # process event.payload
+    event = queue.claim("worker-1")  # then process event.payload
     queue.ack(event.delivery_id, "worker-1", "labelled")
 """
 
@@ -40,65 +39,11 @@ from typing import Any
 
 from .group_commit import GroupCommit
 from .queue_errors import QueueError, QueueUnavailable, describe
+from .queue_schema import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION
 
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_ATTEMPTS = 10
 
-# The file's layout as first shipped (PRAGMA user_version 0); _MIGRATIONS bring it up to
-# SCHEMA_VERSION, for new files and old ones alike.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    delivery_id TEXT NOT NULL UNIQUE,
-    event TEXT NOT NULL DEFAULT '',
-    issue_key TEXT NOT NULL DEFAULT '',
-    payload BLOB,
-    state TEXT NOT NULL DEFAULT 'queued',      -- queued | leased | done | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    received_at REAL NOT NULL,
-    available_at REAL NOT NULL,
-    lease_owner TEXT,
-    lease_until REAL,
-    finished_at REAL,
-    outcome TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS events_state ON events (state, available_at, seq);
-CREATE TABLE IF NOT EXISTS issues (
-    key TEXT PRIMARY KEY,
-    request TEXT NOT NULL,          -- the Request as JSON
-    model TEXT NOT NULL DEFAULT '',
-    vector BLOB,                    -- float32 mean vector of the request under `model`
-    comment_id TEXT NOT NULL DEFAULT '',
-    applied TEXT NOT NULL DEFAULT '',   -- the verdict whose label scopeguard keeps on it
-    human TEXT NOT NULL DEFAULT '',     -- a scope label a person set instead (a correction)
-    updated_at REAL NOT NULL
-);
-"""
-
-# _MIGRATIONS[n] takes a file from version n to n + 1, in one transaction.
-_MIGRATIONS: list[tuple[str, ...]] = [
-    # 1: what `scopeguard relabels` exports. Where a person's label stands, `predicted` is
-    # backfilled from the last verdict the events table still holds (done events are kept
-    # SCOPEGUARD_KEEP_DAYS; one scan of it per such issue), elsewhere it is `applied`;
-    # `human_key` is filled in by the service at start, which knows the label names.
-    ("ALTER TABLE issues ADD COLUMN predicted TEXT NOT NULL DEFAULT ''",  # scopeguard's label
-     "ALTER TABLE issues ADD COLUMN human_key TEXT NOT NULL DEFAULT ''",  # `human` as a label
-     "ALTER TABLE issues ADD COLUMN human_at REAL",  # when a person's `human` was first seen
-     "UPDATE issues SET predicted = applied, human_at = CASE WHEN human != '' "
-     "THEN updated_at END",
-     r"""UPDATE issues SET predicted = coalesce((
-            SELECT substr(e.outcome, 1, instr(e.outcome, ' (') - 1) FROM events AS e
-            WHERE e.issue_key = issues.key AND e.state = 'done'
-              AND (e.outcome LIKE 'core (%' OR e.outcome LIKE 'generalizable (%'
-                   OR e.outcome LIKE 'one\_off (%' ESCAPE '\')
-            ORDER BY e.finished_at DESC LIMIT 1), '') WHERE human != ''"""),
-    # 2: the body's hash, so that a signed body accepted before is a duplicate whatever
-    # delivery id it comes with (the id is outside the signature: a replay could change it).
-    ("ALTER TABLE events ADD COLUMN body_sha256 TEXT",
-     "CREATE INDEX IF NOT EXISTS events_body ON events (body_sha256, received_at)"),
-]
-SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -125,6 +70,8 @@ class EventQueue:
             power loss.
         clock: the time source (tests pass a fake).
     """
+
+    issue_order, shared = "rowid", False  # the issues' insertion order; one process per file
 
     def __init__(self, path: str | Path, *, lease: float = DEFAULT_LEASE,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, durable: bool = True,
@@ -202,12 +149,14 @@ class EventQueue:
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def lock(self) -> None:
-        """Take the file's process lock: one service process per queue file.
+    def owner(self, name: str, pid: int | None = None) -> str:
+        """Thread ``name``'s lease owner (this process's or ``pid``'s): release_owner's."""
+        return f"{pid or os.getpid()}:{name}"
 
-        The kernel drops the lock when the process dies, even by ``kill -9``, so the next
-        process may safely release the dead one's leases.
-        """
+    def lock(self) -> None:
+        """Take the file's process lock: one service process per queue file. The kernel
+        drops it when the process dies, even by ``kill -9``, so the next process may safely
+        release the dead one's leases."""
         if self._lock_file is not None or self.path == ":memory:":
             return
         handle = open(self.path + ".lock", "a+")  # noqa: SIM115 - held for the process life
@@ -225,8 +174,8 @@ class EventQueue:
         self._lock_file = handle
 
     def close(self) -> None:
-        """Fold the write-ahead log into the file (a clean shutdown leaves no event only in
-        the WAL, so a copy of the .db alone is complete), close, release the lock."""
+        """Fold the WAL into the file (after a clean shutdown a copy of the .db alone is
+        complete), close, release the lock."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             try:
@@ -241,8 +190,7 @@ class EventQueue:
 
     # --- the queue -------------------------------------------------------------------------
 
-    def enqueue(self, delivery_id: str, payload: bytes, event: str = "",
-                issue_key: str = "") -> bool:
+    def enqueue(self, delivery_id: str, payload: bytes, event: str = "", issue_key: str = "") -> bool:
         """Store a delivery; False when this delivery id was seen before (nothing stored)."""
         return self.accept(delivery_id, payload, event, issue_key) == "queued"
 
@@ -253,8 +201,7 @@ class EventQueue:
         same body was accepted within that many seconds under another delivery id (a signed
         body replayed with a new id). Nothing is stored unless ``queued``. The check and the
         insert are in one transaction (shared with concurrent accepts: group_commit.py)."""
-        now = self.clock()
-        digest = hashlib.sha256(payload).hexdigest()
+        now, digest = self.clock(), hashlib.sha256(payload).hexdigest()
         try:
             return self._accept(delivery_id, payload, event, issue_key, replay_window, now,
                                 digest)
@@ -348,7 +295,7 @@ class EventQueue:
     def release_owner(self, pid: int) -> int:
         """Queue again (after a backoff) the events the dead worker process ``pid`` held; fail
         one after ``max_attempts`` deaths (it may kill them: it must not stall the queue)."""
-        now, owner = self.clock(), f"{int(pid)}:%"
+        now, owner = self.clock(), self.owner("%", pid)  # this host's pid, with PostgreSQL
         with self._tx() as conn:
             return conn.execute(
                 "UPDATE events SET state = 'failed', finished_at = ?, lease_owner = NULL, "
@@ -356,8 +303,10 @@ class EventQueue:
                 "its attempts (see the log for exit codes); it may be what kills them' "
                 "WHERE state = 'leased' AND lease_owner LIKE ? AND attempts >= ?",
                 (now, owner, self.max_attempts)).rowcount + conn.execute(
+                # 5 s doubling to 300 s, in SQL that PostgreSQL speaks too
                 "UPDATE events SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
-                "available_at = ? + MIN(300, 5 * (1 << MAX(0, attempts - 1))) "
+                "available_at = ? + CASE WHEN attempts >= 7 THEN 300 WHEN attempts <= 1 THEN 5 "
+                "ELSE 5 * (1 << (attempts - 1)) END "
                 "WHERE state = 'leased' AND lease_owner LIKE ?", (now, owner)).rowcount
 
     def requeue_failed(self) -> int:
@@ -379,8 +328,8 @@ class EventQueue:
 
     def depth(self) -> int:
         """Events not yet processed (queued or leased)."""
-        return self._conn().execute(
-            "SELECT count(*) FROM events WHERE state IN ('queued', 'leased')").fetchone()[0]
+        return self._conn().execute("SELECT count(*) FROM events WHERE state IN ('queued', "
+                                    "'leased')").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         try:
@@ -400,21 +349,21 @@ class EventQueue:
             with self._tx() as conn:
                 conn.execute("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, "
                              "at REAL)")
-                conn.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)",
-                             (self.clock(),))
+                conn.execute("INSERT INTO health (id, at) VALUES (1, ?) ON CONFLICT (id) DO "
+                             "UPDATE SET at = excluded.at", (self.clock(),))
             result = ""
-        except sqlite3.Error as exc:
-            result = describe(self.path, exc)
+        except (sqlite3.Error, QueueError) as exc:  # QueueError: PostgreSQL's, described
+            result = describe(self.path, exc) if isinstance(exc, sqlite3.Error) else str(exc)
         self._probed = (now, result)
         return result
 
     def next_due(self) -> float | None:
         """When the next queued event becomes due (now or later), None if none is queued."""
-        row = self._conn().execute(
-            "SELECT min(available_at) FROM events WHERE state = 'queued'").fetchone()
-        return row[0]
+        return self._conn().execute("SELECT min(available_at) FROM events WHERE state = "
+                                    "'queued'").fetchone()[0]
 
     def get(self, delivery_id: str) -> dict[str, Any] | None:
         cur = self._conn().execute("SELECT * FROM events WHERE delivery_id = ?", (delivery_id,))
         row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+

@@ -32,6 +32,9 @@ class ServiceSettings:
     db: str | None = None
     model: str | None = None
     queue: str = "scopeguard-queue.db"
+    # A PostgreSQL URL: the queue, the issues and the embedding cache there instead of the
+    # SQLite files, for several replicas (its password is a secret: never in repr or logs).
+    store: str = field(default="", repr=False)
     workers: int = 1  # worker processes (threads with in_process)
     # Classify in the accepting process (threads), as before worker processes: for
     # embedding the service in another app, or a machine where spawning is not allowed.
@@ -131,6 +134,16 @@ class ServiceSettings:
     def repositories(self) -> list[str]:
         return [r.strip() for r in self.github_repositories.split(",") if r.strip()]
 
+    @property
+    def location(self) -> str:
+        """Where the queue is, for logs and errors: the SQLite file, or the store's URL
+        with its password masked."""
+        from .storage import redact
+
+        return redact(self.store) if self.store else self.queue
+
     def secrets(self) -> list[str]:
+        from .storage import password
+
         return [s for s in (self.webhook_secret, self.webhook_token,
-                            self.github_webhook_secret) if s]
+                            self.github_webhook_secret, password(self.store)) if s]

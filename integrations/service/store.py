@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from scopeguard.backlog import Request
 from scopeguard.positioning import LABELS
 
 from .queue import SCHEMA_VERSION, EventQueue, QueueError
+from .storage import is_postgres
 
 
 def request_to_json(request: Request) -> str:
@@ -56,7 +56,7 @@ class IssueStore:
     one is a matrix-vector product, not a re-embedding of the whole history per event.
 
     Args:
-        queue: the queue whose SQLite file also holds this table.
+        queue: the queue whose SQLite file (or PostgreSQL database) also holds this table.
         model: the embedder's model id; vectors of another model are not used.
         shared: other processes write to the same file (worker processes): ``similar``
             first reads what they stored.
@@ -73,13 +73,15 @@ class IssueStore:
         self._matrix = np.zeros((0, 0), np.float32)
         self.stale: list[Request] = []  # stored under another model: embed again
         self._synced = 0.0  # the newest updated_at read from the file
+        self._stamps: dict[str, float] = {}  # updated_at of each row as read or written here
         conn = queue._conn()
         with queue._tx() as tx:
             tx.execute("CREATE INDEX IF NOT EXISTS issues_updated ON issues (updated_at)")
         for key, text, model_id, blob, updated in conn.execute(
-                "SELECT key, request, model, vector, updated_at FROM issues ORDER BY rowid"):
+                "SELECT key, request, model, vector, updated_at FROM issues ORDER BY "
+                f"{queue.issue_order}"):
             request = request_from_json(text)
-            self._synced = max(self._synced, updated)
+            self._synced, self._stamps[key] = max(self._synced, updated), updated
             if model_id == model and blob:
                 self._put(key, request, np.frombuffer(blob, np.float32))
             else:
@@ -90,15 +92,21 @@ class IssueStore:
         keeps its own matrix; demand must count what any of them classified). Rows are
         re-read from a minute back: another process may commit a row stamped before the
         newest one seen here (its stamp is taken before it waits, up to 30 s, for the
-        file's write lock)."""
-        rows = self.queue._conn().execute(
-            "SELECT key, request, vector, updated_at FROM issues WHERE updated_at > ? AND "
-            "model = ?", (self._synced - 60.0, self.model)).fetchall()
-        for key, text, blob, updated in rows:
-            self._synced = max(self._synced, updated)
-            if blob:
-                self._put(key, request_from_json(text), np.frombuffer(blob, np.float32))
-        return len(rows)
+        file's write lock). Only the keys and stamps of that minute are read; the rows
+        themselves only where the stamp is new here."""
+        conn = self.queue._conn()
+        stamps = conn.execute("SELECT key, updated_at FROM issues WHERE updated_at > ? AND "
+                              "model = ?", (self._synced - 60.0, self.model)).fetchall()
+        changed = [key for key, at in stamps if self._stamps.get(key) != at]
+        for at in range(0, len(changed), 500):
+            batch = changed[at:at + 500]
+            for key, text, blob, updated in conn.execute(
+                    "SELECT key, request, vector, updated_at FROM issues WHERE model = ? AND "
+                    f"key IN ({','.join('?' * len(batch))})", [self.model, *batch]).fetchall():
+                self._synced, self._stamps[key] = max(self._synced, updated), updated
+                if blob:
+                    self._put(key, request_from_json(text), np.frombuffer(blob, np.float32))
+        return len(changed)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -159,15 +167,16 @@ class IssueStore:
 
     def remember_many(self, requests: Sequence[Request], vectors: Sequence[np.ndarray]) -> None:
         rows = [(r.id, request_to_json(r), self.model, np.asarray(v, np.float32).tobytes(),
-                 time.time()) for r, v in zip(requests, vectors, strict=True)]
+                 self.queue.clock()) for r, v in zip(requests, vectors, strict=True)]
         with self.queue._tx() as conn:
             conn.executemany(
                 "INSERT INTO issues (key, request, model, vector, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET request = excluded."
                 "request, model = excluded.model, vector = excluded.vector, "
                 "updated_at = excluded.updated_at", rows)
-        for request, vector in zip(requests, vectors, strict=True):
+        for request, vector, row in zip(requests, vectors, rows, strict=True):
             self._put(request.id, request, vector)
+            self._stamps[request.id] = row[4]
 
     def seen(self, key: str) -> Seen:
         row = self.queue._conn().execute(
@@ -189,7 +198,7 @@ class IssueStore:
                 "UPDATE issues SET comment_id = ?, applied = ?, predicted = ?, human_at = "
                 "CASE WHEN ? = '' THEN NULL WHEN human = ? AND human_at IS NOT NULL "
                 "THEN human_at ELSE ? END, human = ?, human_key = ? WHERE key = ?",
-                (comment_id, applied, predicted, human, human, time.time(), human,
+                (comment_id, applied, predicted, human, human, self.queue.clock(), human,
                  human_key if human else "", key))
 
     def resolve_human_keys(self, label_names: Mapping[str, str]) -> int:
@@ -224,13 +233,16 @@ def read_relabels(path: str | Path) -> Relabels:
     as the service last classified it (customer resolved by the positioning file), the
     person's ``label`` (core, generalizable or one_off), scopeguard's ``predicted`` one,
     and ``recorded_at`` (UTC), when the person's label was first seen. The file is opened
-    read-only, so this works while ``scopeguard serve`` runs on it.
+    read-only, so this works while ``scopeguard serve`` runs on it. ``path`` may be the
+    PostgreSQL store's URL instead (``serve --store``).
 
     Example::
 
         for row in read_relabels("scopeguard-queue.db").rows:
             print(json.dumps(row))
     """
+    if is_postgres(str(path)):
+        return _relabels(_pg_relabels(str(path)))
     source = Path(path)
     fix = ("Fix: pass the --queue file that scopeguard serve uses (SCOPEGUARD_QUEUE; default "
            "scopeguard-queue.db).")
@@ -255,13 +267,29 @@ def read_relabels(path: str | Path) -> Relabels:
         if version > SCHEMA_VERSION:
             raise QueueError(f"{source} was written by a newer scopeguard (queue schema "
                              f"{version}). Fix: upgrade scopeguard.")
-        found = conn.execute(
-            "SELECT key, request, human_key, predicted, human_at FROM issues "
-            "WHERE human != '' ORDER BY human_at, key").fetchall()
+        found = conn.execute(_RELABELLED).fetchall()
     except sqlite3.Error as exc:
         raise QueueError(f"{source}: cannot read the queue file ({exc}). {fix}") from None
     finally:
         conn.close()
+    return _relabels(found)
+
+
+_RELABELLED = ("SELECT key, request, human_key, predicted, human_at FROM issues "
+               "WHERE human != '' ORDER BY human_at, key")
+
+
+def _pg_relabels(url: str) -> list[tuple]:
+    from .pg.queue import PgEventQueue
+
+    queue = PgEventQueue(url, pool=1)
+    try:
+        return list(queue._conn().execute(_RELABELLED).fetchall())
+    finally:
+        queue.close()
+
+
+def _relabels(found: Sequence[tuple]) -> Relabels:
     rows, unresolved = [], []
     for key, text, label, predicted, at in found:
         if label not in LABELS:

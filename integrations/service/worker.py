@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -25,7 +24,7 @@ from scopeguard.errors import ScopeguardError
 from ..jira.errors import JiraError
 from .handlers import permanent
 from .metrics import Metrics
-from .queue import Event, EventQueue, describe
+from .queue import Event, EventQueue, QueueError, describe
 from .settings import ServiceSettings
 
 log = logging.getLogger("scopeguard.serve")
@@ -54,7 +53,7 @@ class Worker:
 
     def run(self, name: str) -> None:
         """Work until ``stopping`` is set: the target of one worker thread."""
-        owner = f"{os.getpid()}:{name}"
+        owner = self.queue.owner(name)
         pruned = time.monotonic()
         while not self.stopping.is_set():
             if name == "worker-1" and time.monotonic() - pruned > 3600:
@@ -69,12 +68,19 @@ class Worker:
                 log.error("cannot read the queue; retrying in 1s: %s", self.queue_error)
                 self.stopping.wait(1)
                 continue
-            if event is None:
-                due = self.queue.next_due()
-                self.wake.wait(1.0 if due is None else min(1.0, max(0.01, due - time.time())))
-                self.wake.clear()
-                continue
-            self._run(event, owner)
+            try:
+                if event is None:
+                    due = self.queue.next_due()
+                    self.wake.wait(1.0 if due is None else min(1.0, max(0.01,
+                                                                        due - time.time())))
+                    self.wake.clear()
+                    continue
+                self._run(event, owner)
+            except QueueError as exc:  # the store went away mid-event (a PostgreSQL restart):
+                # the event stays leased and is claimed again when its lease expires
+                self.queue_error = str(exc)
+                log.error("the queue failed; retrying in 1s: %s", exc)
+                self.stopping.wait(1)
 
     def _run(self, event: Event, owner: str) -> None:
         where = f"{event.issue_key or '?'} (delivery {event.delivery_id[:60]})"
@@ -88,12 +94,27 @@ class Worker:
             else:
                 self._retry(event, owner, where, exc)
             return
-        if self.queue.ack(event.delivery_id, owner, outcome):
+        if self._ack(event, owner, outcome):
             self.metrics.inc("scopeguard_events_processed_total",
                              outcome=outcome.split(":", 1)[0].split(" ", 1)[0])
             self.metrics.observe("scopeguard_event_latency_seconds",
                                  time.time() - event.received_at)
         log.info("%s: %s", where, outcome)
+
+    def _ack(self, event: Event, owner: str, outcome: str) -> bool:
+        """Mark the event done. While the store cannot be reached (a PostgreSQL restart),
+        try again each second for as long as the lease lasts: the write-back is done, and
+        a lost ack would have the event processed again once its lease expired."""
+        deadline = time.monotonic() + self.queue.lease
+        while True:
+            try:
+                return self.queue.ack(event.delivery_id, owner, outcome)
+            except QueueError as exc:
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    raise
+                log.warning("cannot mark delivery %s done yet; retrying in 1s: %s",
+                            event.delivery_id[:60], exc)
+                self.stopping.wait(1)
 
     def _retry(self, event: Event, owner: str, where: str, exc: Exception) -> None:
         """Queue the event again after a backoff, or give up after the last attempt."""

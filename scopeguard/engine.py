@@ -190,8 +190,9 @@ class Scopeguard:
     def report_key(self, requests: Sequence[Request], *extra: Any) -> str:
         """What an audit report of ``requests`` depends on: every request, in order, and
         everything a verdict or a neighbour list depends on (``extra``: the format...)."""
+        prepared = self.prepare(requests)  # the customer as resolved (it may come from extra)
         return digest("report", self.verdict_context(), self.embedder.model_id,
-                      use_hnsw(len(requests)), [request_key(r) for r in requests], extra)
+                      use_hnsw(len(prepared)), [request_key(r) for r in prepared], extra)
 
     def verdict_context(self) -> str:
         """What a verdict depends on beside the request and its neighbours."""

@@ -99,13 +99,24 @@ class Calibration:
             assert np.array(cal.weights).shape == (n_c, n_f)
             assert len(cal.bias) == n_c and len(cal.mean) == n_f and len(cal.scale) == n_f
             assert isinstance(cal.certainty, dict) and all(
-                isinstance(rows, list) and all(len(r) == 3 and 0 <= r[1] <= 1 for r in rows)
-                for rows in cal.certainty.values()), "certainty rows"
+                _certainty_rows(rows) for rows in cal.certainty.values()), "certainty rows"
         except (TypeError, AssertionError) as exc:
             raise ConfigError(str(path), f"has the wrong shape ({exc}).",
                               "write it again with 'scopeguard calibrate'.") from None
         cal.name = f"calibration:{path.name}"
         return cal
+
+
+def _certainty_rows(rows: Any) -> bool:
+    """[[min confidence, right rate, n], ...], thresholds descending (certainty.py)."""
+    if not isinstance(rows, list):
+        return False
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in row)
+                and 0 <= row[1] <= 1 and row[2] >= 1):
+            return False
+    return all(a[0] >= b[0] for a, b in zip(rows, rows[1:], strict=False))
 
 
 def fit(signals: Sequence[dict[str, float]], labels: Sequence[str], l2: float = 30.0,

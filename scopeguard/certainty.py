@@ -10,7 +10,8 @@ kind at or above each confidence were right. ``Certainty.of`` looks a new decisi
 A label whose certainty is below the rules' ``certainty`` threshold (0.85 by default) is
 given as "needs decision": scopeguard says which way it leans and why, and a maintainer
 decides. A kind with fewer than ``MIN_N`` measured decisions has no certainty (None):
-nobody has measured it, so it needs a decision too.
+nobody has measured it, so it needs a decision too. A table with no kind at all means
+nothing was measured: every label is given.
 """
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ class Certainty:
         rows = self.table.get(kind(rule, label))
         if not rows:
             return None
-        # The smallest measured set that holds every decision at least this sure: the row
-        # with the highest threshold at or below the confidence (the top row above them all).
-        for threshold, rate, _ in rows:
-            if threshold <= confidence:
-                return rate
-        return rows[-1][1]  # less sure than every measured decision: the whole kind's rate
+        # The measured decisions at least this sure: the row with the lowest threshold at
+        # or above the confidence (no measured decision lies between two rows' thresholds);
+        # above every threshold, the surest set measured (the top row).
+        found = rows[0]
+        for row in rows:
+            if row[0] < confidence:
+                break
+            found = row
+        return found[1]
 
     def coverage(self, target: float) -> dict[str, float]:
         """Per kind, the lowest confidence at which its labels are given (None: never)."""
@@ -69,6 +73,7 @@ def fit(decisions: Iterable[tuple[str, str, float, bool]], min_n: int = MIN_N) -
     table: dict[str, list[list[float]]] = {}
     for name, rows in sorted(by_kind.items()):
         if len(rows) < min_n:
+            table[name] = []  # measured too rarely to say: its verdicts need a decision
             continue
         rows.sort(key=lambda r: -r[0])
         out: list[list[float]] = []

@@ -898,6 +898,10 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
     head.model_id = embedder.model_id
     head.certainty = dict(measure_certainty(scored, protocol, l2=l2,
                                             class_weight=class_weight).table)
+    if protocol == "kfold":
+        click.echo("warning: one product's decisions: its certainty table was measured on "
+                   "folds of that product, not on products the head never saw; measure it "
+                   "on others with 'calibrate --measure'.", err=True)
     cv = report.methods["model + calibrated head"]
     majority = report.methods["majority class"]
     head.fitted_on = {

@@ -192,6 +192,8 @@ def load_corpus(directory: str | Path, texts: str | Path | None = None) -> Corpu
             row = json.loads(line)
         except ValueError as exc:
             raise InputError(f"{where}: not valid JSON ({exc}).") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: not a JSON object. Fix: one request object a line.")
         if joined is not None:
             if str(row.get("id")) not in joined:
                 raise InputError(f"{where}: request {row.get('id')!r} is not in {texts}. Fix: "
@@ -216,7 +218,12 @@ def _texts(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"{path}: no such file. Fix: pass --texts with a requests JSONL file.")
     out: dict[str, dict[str, Any]] = {}
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+    try:
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}). Fix: save it "
+                         "as UTF-8.") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

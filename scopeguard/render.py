@@ -22,6 +22,7 @@ from .markup import md_code, md_link, md_text, plain
 COMMENT_MARKER = "<!-- scopeguard:verdict -->"
 # The second hidden line records the label scopeguard gave, so a later run can tell a
 # human's relabel from its own label: parse it with LABEL_MARKER.
+PENDING = "needs_decision"  # the label marker of a verdict whose label is not on the issue
 LABEL_MARKER = re.compile(r"<!-- scopeguard:label=(\w+) confidence=([\d.]+) -->")
 # A maintainer's scope label that stands (GitHub), recorded so later runs keep it even
 # when scopeguard's own verdict comes to agree with it.
@@ -156,7 +157,7 @@ def to_text(v: Verdict, label_name: str | None = None) -> str:
 
 
 def to_markdown(v: Verdict, label_name: str | None = None, product: str = "",
-                pending: bool = False) -> str:
+                pending: bool = False, own: bool = True) -> str:
     """The explanatory comment: verdict, reasons, evidence tables, signals.
 
     Every text that is not scopeguard's own (titles, customers, quotes, URLs, and the
@@ -169,8 +170,12 @@ def to_markdown(v: Verdict, label_name: str | None = None, product: str = "",
     # ``pending``: the tracker got the needs-decision label instead of ``label_name``.
     headline = (f"**Needs a decision**: leans {title}{label_shown}" if pending
                 else f"**{title}**{label_shown}")
+    # A withheld label (``pending``), or a verdict shown beside a person's label that stands
+    # (``own=False``), is not a label scopeguard put on the issue: the marker says so, so
+    # that a person's scope label, even the one scopeguard leans to, is never read as its own.
+    marked = v.label if own and not pending else PENDING
     out = [COMMENT_MARKER,
-           f"<!-- scopeguard:label={v.label} confidence={v.confidence:.3f} -->",
+           f"<!-- scopeguard:label={marked} confidence={v.confidence:.3f} -->",
            f"### scopeguard: {headline}",
            "",
            f"{LABEL_ADVICE.get(v.label, '')} Confidence {v.confidence:.0%}"

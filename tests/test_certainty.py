@@ -24,13 +24,15 @@ def decisions(n_right: int, n_wrong: int, rule="calibrated", label="core", top=0
 
 def test_rates_are_measured_per_kind_and_by_confidence():
     table = fit_certainty(decisions(40, 40) + decisions(5, 5, "custom", "one_off"))
-    assert set(table.table) == {"head:core"}  # 10 custom decisions: too few to measure
+    assert table.table["custom:one_off"] == []  # 10 custom decisions: too few to measure
     # the 40 most confident were all right; taking in the wrong ones lowers the rate
     assert table.of("calibrated", "core", 0.95) == 1.0
     assert table.of("calibrated", "core", 0.88) == 1.0
     assert table.of("calibrated", "core", 0.9 - 0.5) == pytest.approx(40 / 41, abs=1e-3)
-    assert table.of("calibrated", "core", 0.3995) == pytest.approx(40 / 42, abs=1e-3)
-    assert table.of("calibrated", "core", 0.38) == pytest.approx(40 / 61, abs=1e-3)
+    # between two measured confidences: the decisions at least this sure are the upper
+    # row's (none lies between), never the lower, less sure one's
+    assert table.of("calibrated", "core", 0.3995) == pytest.approx(40 / 41, abs=1e-3)
+    assert table.of("calibrated", "core", 0.3805) == pytest.approx(40 / 60, abs=1e-3)
     assert table.of("calibrated", "core", 0.0) == 0.5  # less sure than all: the whole kind
     assert table.of("custom", "one_off", 0.9) is None
     assert table.of("calibrated", "one_off", 0.9) is None
@@ -39,6 +41,7 @@ def test_rates_are_measured_per_kind_and_by_confidence():
                                                         table.table["head:core"])
     assert table.coverage(0.85)["head:core"] == pytest.approx(0.9 - 0.5 - 0.006, abs=0.002)
     assert Certainty({}).coverage(0.85) == {} and not Certainty({})
+    assert table.coverage(0.85)["custom:one_off"] is None
 
 
 def test_ties_share_one_row():
@@ -89,6 +92,10 @@ def test_a_verdict_below_the_threshold_needs_a_decision(hashing):
     assert v.needs_decision and v.certainty is None
     assert any("never measured" in r for r in v.reasons)
     assert json.loads(json.dumps(v.to_dict()))["needs_decision"] is True
+    # measured, but no kind often enough: nothing is given as sure (the gate stays on)
+    head.certainty = dict(fit_certainty([("calibrated", "core", 0.5, True)] * 5).table)
+    assert head.certainty == {"head:core": []}
+    assert guard.classify(request).needs_decision
 
 
 def test_bad_certainty_threshold_and_rows_are_refused(tmp_path, hashing):
@@ -98,10 +105,12 @@ def test_bad_certainty_threshold_and_rows_are_refused(tmp_path, hashing):
     head.save(tmp_path / "head.json")
     assert Calibration.load(tmp_path / "head.json").rates.of("calibrated", "core", 0.5) == 0.6
     data = json.loads((tmp_path / "head.json").read_text())
-    data["certainty"] = {"head:core": [[0.5, 1.7, 20]]}
-    (tmp_path / "head.json").write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match="wrong shape"):
-        Calibration.load(tmp_path / "head.json")
+    for bad in ([[0.5, 1.7, 20]], [[0.4, 0.9, 20], [0.5, 0.8, 30]], [["x", 0.9, 20]],
+                [[0.5, 0.9]], {"rows": 1}):
+        data["certainty"] = {"head:core": bad}
+        (tmp_path / "head.json").write_text(json.dumps(data))
+        with pytest.raises(ConfigError, match="wrong shape"):
+            Calibration.load(tmp_path / "head.json")
 
 
 def test_the_shipped_head_measures_its_certainty():
@@ -113,7 +122,7 @@ def test_the_shipped_head_measures_its_certainty():
                            "default-calibration.json") as path:
         head = Calibration.load(path)
     assert head.rates and "head:core" in head.certainty
-    assert all(rows[-1][2] >= MIN_N for rows in head.certainty.values())
+    assert all(rows[-1][2] >= MIN_N for rows in head.certainty.values() if rows)
     # what the README says: only the head's surest core labels reach 85%
     given = {k for k, v in head.rates.coverage(Rules().certainty).items() if v is not None}
     assert given == {"head:core"}

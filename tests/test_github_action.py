@@ -926,12 +926,24 @@ def test_unsure_verdict_gets_the_needs_decision_label(github, act, workspace, ba
                           sender="github-actions[bot]", sender_type="Bot"))
     assert run.code == 0 and "needs-decision label" in run.stdout + run.summary, run.stdout
     assert not writes(run)
-    # A maintainer decides with a scope label: the needs-decision label goes, theirs stays.
-    decided = other(leaning)
-    github.set_issue(REPO, number, labels=["scope: needs-decision", NAMES[decided]])
-    run = act(issue_event(github, number, "labeled", label=NAMES[decided]))
+    # A maintainer decides with a scope label, the very one scopeguard leaned to: the
+    # needs-decision label goes, theirs stays, and later runs never take it for scopeguard's.
+    github.set_issue(REPO, number, labels=["scope: needs-decision", NAMES[leaning]])
+    run = act(issue_event(github, number, "labeled", label=NAMES[leaning]))
     assert run.code == 0, run.stdout + run.stderr
-    assert github.issue_labels(REPO, number) == [NAMES[decided]]
+    assert github.issue_labels(REPO, number) == [NAMES[leaning]]
+    run = act(issue_event(github, number, "edited"))
+    assert run.code == 0 and run.outputs["needs-decision"] == "false", run.stdout
+    assert github.issue_labels(REPO, number) == [NAMES[leaning]]
+    assert "Maintainer's label stands" in only_comment(github, number)["body"]
+    # another issue: the maintainer picks another label than the leaning
+    second = new_issue(github, "Waitlist for cancelled slots", "Offer freed slots to owners.")
+    act(issue_event(github, second))
+    decided = other(leaning)
+    github.set_issue(REPO, second, labels=["scope: needs-decision", NAMES[decided]])
+    act(issue_event(github, second, "labeled", label=NAMES[decided]))
+    act(issue_event(github, second, "edited"))
+    assert github.issue_labels(REPO, second) == [NAMES[decided]]
 
 
 def test_sure_verdict_and_switch_off_give_the_scope_label(github, act, workspace, backlog):

@@ -302,9 +302,11 @@ def test_a_label_set_by_a_person_stands(server, server_jira):
     assert server_jira.labels("PAW-12") == ["scope:generalizable", "clinic-request"]
     [text] = server_jira.comment_texts("PAW-12")
     assert "A person's label stands:* {{scope:generalizable}}" in text
-    assert render.marked_label(text) in JIRA_LABELS  # scopeguard's own verdict, for the record
-    assert server.sql("SELECT human FROM issues WHERE key = 'PAW-12'") == [
-        {"human": "scope:generalizable"}]  # the correction is kept
+    # the marker claims no label of scopeguard's, so the person's is never read as its own
+    # (even when its verdict agrees); the verdict is kept in the store, for the record
+    assert render.marked_label(text) == render.PENDING
+    [row] = server.sql("SELECT human, predicted FROM issues WHERE key = 'PAW-12'")
+    assert row["human"] == "scope:generalizable" and row["predicted"] in JIRA_LABELS
 
 
 @pytest.mark.model
@@ -622,8 +624,9 @@ def test_adf_document_is_valid_and_keeps_the_markers():
 
 def verdict_markdown(label: str):
     """What write_back is given to build the comment: markers, then the verdict."""
-    return lambda name: (f"{render.COMMENT_MARKER}\n<!-- scopeguard:label={label} "
-                         f"confidence=0.700 -->\n### scopeguard: {label} ({name})\n\n- reason")
+    return lambda name, own=True: (
+        f"{render.COMMENT_MARKER}\n<!-- scopeguard:label={label if own else render.PENDING} "
+        f"confidence=0.700 -->\n### scopeguard: {label} ({name})\n\n- reason")
 
 
 def footer(label: str, flavour: str):
@@ -691,9 +694,10 @@ def test_a_forged_label_marker_does_not_take_a_persons_label(flavour):
 
 def gated_markdown(label: str):
     """verdict_markdown that also says whether the needs-decision headline was asked for."""
-    def build(name: str, pending: bool = False) -> str:
+    def build(name: str, pending: bool = False, own: bool = True) -> str:
         head = f"Needs a decision: leans {label}" if pending else label
-        return (f"{render.COMMENT_MARKER}\n<!-- scopeguard:label={label} confidence=0.400 -->"
+        marked = label if own and not pending else render.PENDING  # as render marks it
+        return (f"{render.COMMENT_MARKER}\n<!-- scopeguard:label={marked} confidence=0.400 -->"
                 f"\n### scopeguard: {head} ({name})\n\n- reason")
     return build
 
@@ -725,14 +729,18 @@ def test_an_unsure_verdict_gets_the_needs_decision_label_until_a_person_decides(
                               comment_hint=gated.comment_id, pending=pending,
                               needs_decision=True)
         assert not again.added and not again.removed and again.comment == "unchanged"
-        # a person decides: their label stands and the needs-decision label goes
-        jira.update_issue("PAW-60", labels=["scope:needs-decision", "scope:generalizable"])
-        decided = jc.write_back(client, "PAW-60", "one_off", gated_markdown("one_off"),
-                                JIRA_LABELS, jira.labels("PAW-60"), applied=again.applied,
-                                comment_hint=again.comment_id, pending=pending,
-                                needs_decision=True)
-        assert jira.labels("PAW-60") == ["scope:generalizable"]
-        assert decided.human_key == "generalizable"
+        # a person decides, even for the leaning label: theirs stands, now and later, and
+        # the needs-decision label goes
+        jira.update_issue("PAW-60", labels=["scope:needs-decision", "scope:one-off"])
+        applied = again.applied
+        for _ in range(2):
+            decided = jc.write_back(client, "PAW-60", "one_off", gated_markdown("one_off"),
+                                    JIRA_LABELS, jira.labels("PAW-60"), applied=applied,
+                                    comment_hint=again.comment_id, pending=pending,
+                                    needs_decision=True)
+            applied = decided.applied
+            assert jira.labels("PAW-60") == ["scope:one-off"]
+            assert decided.human_key == "one_off"
         # a sure verdict on another issue that carries a stale needs-decision label
         jira.add_issue("PAW-61", *LAB, labels=("scope:needs-decision",))
         jc.write_back(client, "PAW-61", "core", gated_markdown("core"), JIRA_LABELS,
@@ -748,6 +756,10 @@ def test_an_unsure_verdict_gets_the_needs_decision_label_until_a_person_decides(
                              applied=first.applied, comment_hint=first.comment_id,
                              pending=pending, needs_decision=True)
         assert jira.labels("PAW-62") == [] and left.removed_by_person
+        later = jc.write_back(client, "PAW-62", "core", gated_markdown("core"), JIRA_LABELS, [],
+                              applied=left.applied, comment_hint=left.comment_id,
+                              pending=pending, needs_decision=True)
+        assert jira.labels("PAW-62") == [] and later.removed_by_person
 
 
 def test_markers_are_read_from_the_footer_only():

@@ -264,3 +264,50 @@ def test_an_ack_lost_to_an_outage_is_retried_not_the_event(pg_cluster, pg_url):
     finally:
         again.close()
 
+
+
+def test_a_slow_event_keeps_its_lease_and_an_expired_one_fails_after_max_attempts(store,
+                                                                                 tmp_path):
+    """The worker renews the lease of an event it is handling (a slow tracker must not let
+    another worker or replica take it and comment twice); a lease that runs out on the
+    last attempt fails the event instead of passing it round for ever."""
+    import threading
+
+    from scopeguard.integrations.service.metrics import Metrics
+    from scopeguard.integrations.service.settings import ServiceSettings
+    from scopeguard.integrations.service.worker import Worker
+
+    queue = store.queue(lease=0.4, max_attempts=2)
+    assert queue.accept("slow-1", b"{}", "jira:issue_updated", "PAW-1") == "queued"
+    stolen = []
+
+    def handle(event):
+        for _ in range(8):  # 1.6 s: four leases long
+            time.sleep(0.2)
+            stolen.append(queue.claim(queue.owner("other")))
+        return "done"
+
+    worker = Worker(queue, handle, Metrics(), ServiceSettings(), threading.Event(),
+                    threading.Event(), keep_seconds=60)
+    owner = queue.owner("me")
+    worker._run(queue.claim(owner), owner)
+    assert stolen == [None] * 8  # nobody else took it while it was handled
+    assert queue.get("slow-1")["state"] == "done"
+    # no heartbeat (a dead worker): claimed, expired, claimed, expired -> failed
+    assert queue.accept("dead-1", b"{}", "jira:issue_updated", "PAW-2") == "queued"
+    assert queue.claim(queue.owner("a")).attempts == 1
+    time.sleep(0.5)
+    assert queue.claim(queue.owner("b")).attempts == 2
+    time.sleep(0.5)
+    assert queue.claim(queue.owner("c")) is None
+    assert queue.get("dead-1")["state"] == "failed"
+    # and a retry by a worker whose lease was taken changes nothing
+    assert queue.accept("r-1", b"{}", "jira:issue_updated", "PAW-3") == "queued"
+    first = queue.owner("first")
+    queue.claim(first)
+    time.sleep(0.5)
+    second = queue.owner("second")
+    assert queue.claim(second).delivery_id == "r-1"
+    assert queue.retry("r-1", first, "late", 0) == "lost-lease"
+    assert queue.get("r-1")["lease_owner"] == second
+    assert queue.ack("r-1", second, "done")

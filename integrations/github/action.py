@@ -136,9 +136,6 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
         prune_cache(guard, report)
     name = names[verdict.label]
     pending = settings.needs_decision_label
-    report.outputs(label=verdict.label, confidence=f"{verdict.confidence:.3f}",
-                   input_class=verdict.input_class, skipped="",
-                   needs_decision=str(bool(pending) and verdict.needs_decision).lower())
     on_issue = scope_keys(request.labels, names)
     has_pending = bool(pending) and pending.lower() in {x.lower() for x in request.labels}
     predicted = thread.predicted if thread.predicted in names else None
@@ -146,6 +143,10 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human,
                                           own_login=ctx.login)
     gated = bool(pending) and verdict.needs_decision and not human
+    below = not human and not gated and verdict.confidence < settings.min_confidence
+    report.outputs(label=verdict.label, confidence=f"{verdict.confidence:.3f}",
+                   input_class=verdict.input_class, skipped="",
+                   needs_decision=str(gated).lower())
     notes: list[str] = []
     add, remove = None, []
     if human:
@@ -161,14 +162,14 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
                      "decide.")
         add = pending if not has_pending else None
         remove = [names[k] for k in on_issue]
-    elif verdict.confidence < settings.min_confidence:
+    elif below:
         notes.append(f"> **Not labelled:** confidence {verdict.confidence:.0%} is below the "
                      f"`min-confidence` of {settings.min_confidence:.0%}; a maintainer decides.")
         remove = [names[k] for k in on_issue]
     else:
         add = name if verdict.label not in on_issue else None
         remove = [names[k] for k in on_issue if k != verdict.label]
-    if has_pending and not gated:
+    if has_pending and not gated and not below:
         remove.append(pending)  # decided: by a maintainer, or surely enough by scopeguard
     body = compose(render.to_markdown(verdict, name, ctx.positioning.product, pending=gated),
                    notes, human)
@@ -221,6 +222,9 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
         remove_label(issue, pending)  # a maintainer's scope label is the decision
     thread = read_thread(issue, ctx.login)
     predicted = thread.predicted
+    if predicted == render.PENDING:
+        return report.skip(f"{md_code(label)} on #{issue.number} decides what scopeguard left "
+                           "to a maintainer: it stands, and the needs-decision label goes.")
     if predicted not in names:
         return report.skip(f"#{issue.number} has no scopeguard verdict, so `{label}` corrects "
                            "nothing.")

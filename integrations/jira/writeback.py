@@ -110,7 +110,7 @@ def compose(markdown: str, note: str) -> str:
     return "\n".join([*lines[:head], note, "", *lines[head:]])
 
 
-PENDING = "needs_decision"  # ``applied`` when scopeguard keeps its needs-decision label on
+PENDING = render.PENDING  # ``applied`` when scopeguard keeps its needs-decision label on
 PENDING_NOTE = ("> **Needs a decision:** labelled `{pending}`; scopeguard leans `{label}` but "
                 "is not sure enough to decide alone (its reasons below). Set a scope label "
                 "to decide.")
@@ -135,7 +135,8 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
         comment_hint: the comment id recorded last time, if any.
         pending: the needs-decision label ("" turns the gate off); with ``needs_decision``
             (the verdict is not sure enough) it goes on instead of the scope label, and
-            ``markdown`` is called with ``pending=True``.
+            ``markdown`` is called with ``pending=True``; beside a person's label that
+            stands, with ``own=False`` (its marker then claims no label: see render).
 
     Returns:
         a :class:`WriteBack`; its ``applied`` is what the caller should record.
@@ -170,6 +171,7 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
         if applied == PENDING and pending.lower() not in present:
             note = REMOVED_NOTE.format(label=pending)
             result.removed_by_person = True
+            result.applied = PENDING  # still: a later event leaves it off too
         else:
             add = [] if pending.lower() in present else [pending]
             note = PENDING_NOTE.format(pending=pending, label=names[verdict_label])
@@ -177,6 +179,7 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     elif applied == verdict_label and verdict_label not in on_issue:
         note = REMOVED_NOTE.format(label=names[verdict_label])
         result.removed_by_person = True
+        result.applied = verdict_label  # still: a later event leaves it off too
     else:
         remove = [present[names[k].lower()] for k in on_issue if k != verdict_label]
         add = [] if verdict_label in on_issue else [names[verdict_label]]
@@ -184,6 +187,7 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     if pending and not gated and pending.lower() in present:
         remove.append(present[pending.lower()])  # decided: by a person, or surely enough
     text = compose(markdown(names[verdict_label], pending=True) if gated
+                   else markdown(names[verdict_label], own=False) if human
                    else markdown(names[verdict_label]), note)
     body: Any = to_adf(text) if client.cloud else to_wiki(text)
     result.comment_id, result.comment = _upsert(client, key, mine, body,

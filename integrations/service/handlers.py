@@ -25,7 +25,7 @@ from typing import Any
 
 from scopeguard import render
 from scopeguard.backlog import check_request, is_feature_request
-from scopeguard.errors import ConfigError, InputError
+from scopeguard.errors import ConfigError, InputError, ScopeguardError
 from scopeguard.positioning import Positioning
 
 from ..github import webhook as github_webhook
@@ -35,7 +35,7 @@ from ..jira.client import ISSUE_FIELDS, JiraClient
 from ..jira.errors import JiraConfigError, JiraNotFoundError, JiraRequestError
 from ..jira.issues import issue_to_request
 from ..jira.webhook import watch_reason
-from ..jira.writeback import write_back
+from ..jira.writeback import jira_label, write_back
 from .queue import Event
 from .settings import ServiceSettings
 from .store import IssueStore
@@ -106,6 +106,11 @@ class Handlers:
         self.store: IssueStore | None = None
         self.key_locks = KeyLocks()
         self.classify_lock = threading.Lock()
+        pending = jira_label(settings.jira_needs_decision) if settings.jira_needs_decision else ""
+        if pending.lower() in {jira_label(n).lower() for n in positioning.labels.values()}:
+            raise ScopeguardError(
+                f"SCOPEGUARD_JIRA_NEEDS_DECISION {settings.jira_needs_decision!r} is also a "
+                "scope label. Fix: give it a name of its own, e.g. scope: needs-decision.")
 
     def customer_field(self) -> str:
         """The customer field's id (the client remembers it), or "" without Jira."""
@@ -160,8 +165,9 @@ class Handlers:
             seen = self.store.seen(key)
             product = self.positioning.product
 
-            def markdown(label_name: str, pending: bool = False) -> str:
-                return render.to_markdown(verdict, label_name, product, pending=pending)
+            def markdown(label_name: str, pending: bool = False, own: bool = True) -> str:
+                return render.to_markdown(verdict, label_name, product, pending=pending,
+                                          own=own)
 
             result = write_back(self.client, key, verdict.label, markdown,
                                 self.positioning.labels, request.labels,

@@ -41,6 +41,12 @@ from .group_commit import GroupCommit
 from .queue_errors import QueueError, QueueUnavailable, describe
 from .queue_schema import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION
 
+# An event whose lease ran out max_attempts times (its worker died or hung each time) is
+# failed, not claimed again: it must not go round the workers (or replicas) for ever.
+EXPIRED_FAILS = ("UPDATE events SET state = 'failed', finished_at = ?, lease_owner = NULL, "
+                 "lease_until = NULL, error = 'its lease ran out on every attempt (a worker "
+                 "died or hung on it each time)' WHERE state = 'leased' AND lease_until <= ? "
+                 "AND attempts >= ?")
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_ATTEMPTS = 10
 
@@ -239,6 +245,7 @@ class EventQueue:
                 f"FROM events AS e WHERE state = 'queued' AND available_at <= ? AND {busy} "
                 "ORDER BY seq LIMIT 1", (now, now)).fetchone()
             if row is None:
+                conn.execute(EXPIRED_FAILS, (now, now, self.max_attempts))
                 row = conn.execute(
                     "SELECT seq, delivery_id, payload, attempts, received_at, event, issue_key "
                     f"FROM events AS e WHERE state = 'leased' AND lease_until <= ? AND {busy} "
@@ -260,29 +267,34 @@ class EventQueue:
                 (self.clock(), outcome[:500], delivery_id, owner))
             return cur.rowcount == 1
 
+    def renew(self, delivery_id: str, owner: str) -> bool:
+        """Extend ``owner``'s lease of a claimed event by a lease from now (the worker's
+        heartbeat); False if it no longer holds it."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE events SET lease_until = ? WHERE delivery_id = ? AND "
+                                "state = 'leased' AND lease_owner = ?",
+                                (self.clock() + self.lease, delivery_id, owner)).rowcount == 1
+
     def retry(self, delivery_id: str, owner: str, error: str, delay: float) -> str:
         """Put a claimed event back after ``delay`` seconds, or fail it after
         ``max_attempts``; returns the new state (``queued`` or ``failed``)."""
         now = self.clock()
-        with self._tx() as conn:
-            row = conn.execute("SELECT attempts FROM events WHERE delivery_id = ? AND "
-                               "state = 'leased' AND lease_owner = ?",
-                               (delivery_id, owner)).fetchone()
-            if row is None:
-                return "lost-lease"
-            state = "failed" if row[0] >= self.max_attempts else "queued"
-            conn.execute("UPDATE events SET state = ?, available_at = ?, error = ?, "
-                         "finished_at = CASE WHEN ? = 'failed' THEN ? END, "
-                         "lease_owner = NULL, lease_until = NULL WHERE delivery_id = ?",
-                         (state, now + delay, error[:1000], state, now, delivery_id))
-        return state
+        with self._tx() as conn:  # one owner-checked statement: no other claim slips between
+            row = conn.execute(
+                "UPDATE events SET state = CASE WHEN attempts >= ? THEN 'failed' ELSE 'queued' "
+                "END, available_at = ?, error = ?, finished_at = CASE WHEN attempts >= ? THEN "
+                "? END, lease_owner = NULL, lease_until = NULL WHERE delivery_id = ? AND "
+                "state = 'leased' AND lease_owner = ? RETURNING state",
+                (self.max_attempts, now + delay, error[:1000], self.max_attempts, now,
+                 delivery_id, owner)).fetchone()
+        return row[0] if row else "lost-lease"
 
     def fail(self, delivery_id: str, owner: str, error: str) -> None:
         """Give up on a claimed event now (an error that retrying cannot fix)."""
         with self._tx() as conn:
             conn.execute("UPDATE events SET state = 'failed', finished_at = ?, error = ?, "
                          "lease_owner = NULL, lease_until = NULL "
-                         "WHERE delivery_id = ? AND lease_owner = ?",
+                         "WHERE delivery_id = ? AND state = 'leased' AND lease_owner = ?",
                          (self.clock(), error[:1000], delivery_id, owner))
 
     def release_leases(self) -> int:

@@ -41,6 +41,7 @@ class Queue(Protocol):
                *, replay_window: float = 0.0) -> str: ...
     def claim(self, owner: str) -> Any: ...
     def ack(self, delivery_id: str, owner: str, outcome: str) -> bool: ...
+    def renew(self, delivery_id: str, owner: str) -> bool: ...
     def retry(self, delivery_id: str, owner: str, error: str, delay: float) -> str: ...
     def fail(self, delivery_id: str, owner: str, error: str) -> None: ...
     def owner(self, name: str, pid: int | None = None) -> str: ...
@@ -78,9 +79,17 @@ def redact(url: str) -> str:
 
 
 def password(url: str) -> str:
-    """The password in the URL ("" if none): the log scrubber masks it too."""
+    """The password in the URL, after the user or as a ``password=`` parameter ("" if none):
+    the log scrubber masks it too."""
     try:
-        return urlsplit(url).password or ""
+        parts = urlsplit(url)
+        if parts.password:
+            return parts.password
+        for item in parts.query.split("&"):
+            key, _, value = item.partition("=")
+            if key.lower() == "password" and value:
+                return value
+        return ""
     except ValueError:
         return ""
 

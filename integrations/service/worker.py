@@ -17,7 +17,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from scopeguard.errors import ScopeguardError
 
@@ -26,6 +27,8 @@ from .handlers import permanent
 from .metrics import Metrics
 from .queue import Event, EventQueue, QueueError, describe
 from .settings import ServiceSettings
+
+HEARTBEAT_MAX = 1800.0  # seconds an event's lease is renewed while it is handled, at most
 
 log = logging.getLogger("scopeguard.serve")
 
@@ -85,7 +88,8 @@ class Worker:
     def _run(self, event: Event, owner: str) -> None:
         where = f"{event.issue_key or '?'} (delivery {event.delivery_id[:60]})"
         try:
-            outcome = self.handle(event)
+            with self._heartbeat(event, owner):
+                outcome = self.handle(event)
         except Exception as exc:  # noqa: BLE001 - failed for good, or retried later
             if permanent(exc):
                 self.queue.fail(event.delivery_id, owner, str(exc))
@@ -100,6 +104,29 @@ class Worker:
             self.metrics.observe("scopeguard_event_latency_seconds",
                                  time.time() - event.received_at)
         log.info("%s: %s", where, outcome)
+
+    @contextmanager
+    def _heartbeat(self, event: Event, owner: str) -> Iterator[None]:
+        """Renew the event's lease every third of it while it is handled (a slow tracker
+        must not let another worker or replica take the event and comment twice), for at
+        most HEARTBEAT_MAX seconds: a hung handler still loses its lease in the end."""
+        done = threading.Event()
+
+        def beat() -> None:
+            every, until = max(0.05, self.queue.lease / 3), time.monotonic() + HEARTBEAT_MAX
+            while not done.wait(every) and time.monotonic() < until:
+                try:
+                    self.queue.renew(event.delivery_id, owner)
+                except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                    log.warning("cannot renew the lease of %s: %s", event.delivery_id[:60], exc)
+
+        thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(5)
 
     def _ack(self, event: Event, owner: str, outcome: str) -> bool:
         """Mark the event done. While the store cannot be reached (a PostgreSQL restart),

@@ -18,6 +18,7 @@ import numpy as np
 
 from scopeguard.cache import read_rows, text_hash
 
+from ..storage import redact
 from .connect import Database
 
 
@@ -26,7 +27,7 @@ class PgEmbeddingCache:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.path = db.url
+        self.path = redact(db.url)  # it is logged: never the password
         self._dims: dict[str, int] = {}
         self.damaged = 0  # rows left out by get_many (embedded again)
 

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from ..queue_errors import QueueError, QueueUnavailable
 from ..storage import password, redact
@@ -28,6 +29,12 @@ POOL_TIMEOUT = 5.0  # seconds a caller waits for a connection before the 503
 DOWN_TIMEOUT = 1.0  # the same while the last attempt found the server unreachable
 CONNECT_TIMEOUT = 3  # seconds per connection attempt
 _PLACEHOLDER = re.compile(r"\?")
+# Every session: a lock waited on for 10 s fails (the caller retries; a replica that froze
+# inside a claim cannot stop the others' claims for long), a transaction left idle for
+# 60 s is ended by the server, and a peer that vanished is noticed within about a minute.
+SESSION = {"options": "-c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000",
+           "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+           "keepalives_count": 3}
 
 
 def to_psycopg(sql: str) -> str:
@@ -70,7 +77,10 @@ class Tx:
 def describe(url: str, exc: BaseException) -> str:
     """What is wrong with the database, and what to do (the password never shown)."""
     where = redact(url)
-    text = str(exc).replace(password(url) or "\0", "***")
+    secret = password(url)
+    text = str(exc)
+    for form in {secret, unquote(secret)} - {""}:
+        text = text.replace(form, "***")
     kind = type(exc).__name__
     if kind in ("PoolTimeout", "OperationalError") or "connect" in text.lower():
         return (f"{where}: PostgreSQL cannot be reached ({text.strip()}). Fix: check that the "
@@ -100,7 +110,8 @@ class Database:
             raise QueueError(describe(url, exc)) from None
         self.pool = ConnectionPool(
             url, min_size=1, max_size=size, open=False, timeout=POOL_TIMEOUT,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "scopeguard"},
+            kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "scopeguard",
+                    **SESSION},
             # A reconnection gives up after 2 s, so the next caller starts a fresh one: the
             # pool's own backoff doubles without bound (a 20 s outage: 30 s more to wait).
             check=ConnectionPool.check_connection, reconnect_timeout=2.0,

@@ -31,7 +31,7 @@ import socket
 import time
 from typing import Any
 
-from ..queue import DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, Event, EventQueue
+from ..queue import DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, EXPIRED_FAILS, Event, EventQueue
 from ..queue_errors import QueueError
 from ..storage import redact
 from .connect import Database
@@ -116,9 +116,10 @@ class PgEventQueue(EventQueue):
 
     def claim(self, owner: str) -> Event | None:
         """The oldest due event (else one whose lease expired), leased to ``owner``."""
-        now = self.clock()
         with self.db.tx() as tx:
             tx.execute("SELECT pg_advisory_xact_lock(?)", (CLAIM_LOCK,))
+            now = self.clock()  # after the wait for the lock: the lease starts now
+            tx.execute(EXPIRED_FAILS, (now, now, self.max_attempts))
             row = None
             for due in ("state = 'queued' AND available_at <= ?",
                         "state = 'leased' AND lease_until <= ?"):

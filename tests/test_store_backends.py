@@ -127,6 +127,14 @@ def test_urls_are_checked_and_passwords_never_shown():
     assert redact("postgresql://db/sg?password=s3cret&sslmode=require") == (
         "postgresql://db/sg?password=***&sslmode=require")
     assert redact("postgresql://app@db/sg") == "postgresql://app@db/sg"
+    from scopeguard.integrations.service.pg.connect import describe
+    from scopeguard.integrations.service.storage import password
+
+    # a password given as a parameter is masked wherever the URL's text is repeated
+    url = "postgresql://db/sg?sslmode=require&password=50%25zzoff"
+    assert password(url) == "50%25zzoff"
+    said = describe(url, RuntimeError('invalid token "50%zzoff" in "50%25zzoff"'))
+    assert "zzoff" not in said and "password=***" in said
     for bad, says in (("mysql://app:s3cret@db/sg", "only PostgreSQL"),
                       ("postgresql://app:s3cret@db:port/sg", "not a valid URL"),
                       ("postgresql://", "names no host")):

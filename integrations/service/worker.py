@@ -74,7 +74,8 @@ class Worker:
             try:
                 if event is None:
                     due = self.queue.next_due()
-                    self.wake.wait(1.0 if due is None else min(1.0, max(0.01,
+                    # due but not claimable (its issue's other event is leased): poll gently
+                    self.wake.wait(1.0 if due is None else min(1.0, max(0.05,
                                                                         due - time.time())))
                     self.wake.clear()
                     continue

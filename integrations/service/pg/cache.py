@@ -51,8 +51,11 @@ class PgEmbeddingCache:
         return self._dims.get(model)
 
     def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
-        rows = [(model, text_hash(t), int(v.shape[0]), np.asarray(v, np.float32).tobytes())
-                for t, v in items]
+        # Sorted by key: two replicas writing overlapping texts lock rows in one order, so
+        # their upserts cannot deadlock.
+        rows = sorted({text_hash(t): (model, text_hash(t), int(v.shape[0]),
+                                      np.asarray(v, np.float32).tobytes())
+                       for t, v in items}.values(), key=lambda r: r[1])
         if not rows:
             return
         with self.db.tx() as tx:

@@ -131,6 +131,8 @@ class Database:
                 yield Tx(conn)
             self.down = False
         except psycopg.Error as exc:
+            # A pool timeout counts as "down" too: while the server is down, that is how
+            # the pool reports it (a pool merely busy for 5 s then waits 1 s, not 5).
             self.down = isinstance(exc, psycopg.OperationalError)
             raise QueueUnavailable(describe(self.url, exc)) from None
 

@@ -88,9 +88,13 @@ class AuditReport:
         """The one line a product lead pastes into a meeting."""
         n = len(self.items)
         share = {k: (100.0 * v / n if n else 0.0) for k, v in self.counts.items()}
+        pending = sum(i.verdict.needs_decision for i in self.items)
+        unsure = (f" ({pending} of them not sure enough to decide alone: a maintainer decides)"
+                  if pending else "")
         return (f"of {n} open requests, {share['core']:.0f}% core, "
-                f"{share['generalizable']:.0f}% generalizable, {share['one_off']:.0f}% one-off; "
-                f"{len(self.wanted_clusters)} clusters wanted by >= {self.min_customers} customers")
+                f"{share['generalizable']:.0f}% generalizable, {share['one_off']:.0f}% one-off"
+                f"{unsure}; {len(self.wanted_clusters)} clusters wanted by >= "
+                f"{self.min_customers} customers")
 
 
 def leader_clusters(neighbours: Sequence[Sequence[tuple[int, float]]]) -> list[list[int]]:

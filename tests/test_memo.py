@@ -197,6 +197,10 @@ def test_audit_cli_reuses_the_last_audit_with_the_real_model(runner, tmp_path, e
     a.pop("generated_at", None), b.pop("generated_at", None)
     assert a == b
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    # the shipped head's certainty: most verdicts are left to a maintainer, and it says so
+    pending = sum(r["needs_decision"] for r in a["requests"])
+    assert 0 < pending == a["needs_decision"]
+    assert f"({pending} of them not sure enough to decide alone" in a["summary"]
     # another format is another report: from the memo's verdicts, no new computation
     csv = runner.invoke(cli, args[:-4] + ["--format", "csv", "-o", str(tmp_path / "a.csv")])
     assert csv.exit_code == 0 and "computed 0 and 0" in csv.output, csv.output

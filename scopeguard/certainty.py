@@ -64,6 +64,12 @@ class Certainty:
         return out
 
 
+def needs_decision(certainty: float | None, threshold: float) -> bool:
+    """Whether a label of this measured certainty is left to a maintainer under
+    ``threshold`` (``Rules.certainty``; 0 gives every label)."""
+    return threshold > 0 and (certainty is None or certainty < threshold)
+
+
 def fit(decisions: Iterable[tuple[str, str, float, bool]], min_n: int = MIN_N) -> Certainty:
     """The table from ``(rule, label, confidence, right)`` of decisions made on products the
     head never saw."""

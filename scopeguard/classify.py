@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .backlog import Request
-from .certainty import Certainty
+from .certainty import Certainty, needs_decision
 from .clean import Document
 from .positioning import Positioning
 from .rules import Decision, Head, Rules
@@ -252,7 +252,7 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
     customers = _distinct([request.asker] + [r.asker for r, _ in similar])
     signals = measure(doc, vectors, index, customers, custom, rules)
     decision = rules.decide(signals, head)
-    certainty, needs_decision = _certainty(decision, head, rules)
+    certainty, pending = _certainty(decision, head, rules)
     mean = vectors.mean
     v = index.vectors
     features = _top(v["feature"], index.anchors["feature"], mean, 3)
@@ -272,7 +272,7 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
         non_goal=non_goals[0] if non_goals else None, similar=neighbours_out,
         customers=tuple(customers), custom_signals=tuple(custom), signals=signals,
         truncated=doc.truncated, url=request.url, customer=request.customer,
-        step=step, anchor=anchor, certainty=certainty, needs_decision=needs_decision)
+        step=step, anchor=anchor, certainty=certainty, needs_decision=pending)
     return _with_reasons(verdict, rules)
 
 
@@ -283,7 +283,7 @@ def _certainty(decision: Decision, head: Head | None, rules: Rules) -> tuple[flo
     if not rates:
         return None, False
     certainty = rates.of(decision.rule, decision.label, decision.confidence)
-    return certainty, rules.certainty > 0 and (certainty is None or certainty < rules.certainty)
+    return certainty, needs_decision(certainty, rules.certainty)
 
 
 STEP_NAMES = {1: "a stated non-goal", 2: "already served by a feature",

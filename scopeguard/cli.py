@@ -934,18 +934,14 @@ def _measure(head, items, products, embedder, out_path) -> None:
         raise ScopeguardError(f"the head is for {head.model_id}, not {embedder.model_id}. "
                               "Fix: pass --model with the head's model.")
     scored = score(unseen, products, embedder)
-    decided = []
-    for i, item in enumerate(scored.items):
-        d = scored.rules[i].decide(scored.signals[i], head)
-        decided.append((d.rule, d.label, d.confidence, d.label == item.label))
+    decided = scored.decisions(range(len(unseen)), head)
+    right, measured = sum(ok for *_, ok in decided), sorted({i.product for i in unseen})
     head.certainty = dict(fit_certainty(decided).table)
     head.fitted_on = {**head.fitted_on, "certainty_measured_on": {
-        "n": len(unseen), "products": sorted({i.product for i in unseen}),
-        "right": sum(ok for *_, ok in decided)}}
+        "n": len(unseen), "products": measured, "right": right}}
     head.save(out_path)
-    click.echo(f"measured on {len(unseen)} requests of "
-               f"{len(head.fitted_on['certainty_measured_on']['products'])} products the head "
-               f"was not fitted on (accuracy {sum(ok for *_, ok in decided) / len(unseen):.3f}).")
+    click.echo(f"measured on {len(unseen)} requests of {len(measured)} products the head was "
+               f"not fitted on (accuracy {right / len(unseen):.3f}).")
     _echo_certainty(head)
     click.echo(f"wrote {out_path}.")
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .calibration import Calibration, fit
-from .certainty import Certainty
+from .certainty import Certainty, needs_decision
 from .certainty import fit as fit_certainty
 from .classify import Verdict
 from .corpus import positioning_for
@@ -30,7 +30,7 @@ from .dataset import Labelled, Product
 from .embed import Embedder, Progress
 from .engine import Scopeguard
 from .positioning import LABELS
-from .rules import Rules
+from .rules import Decision, Rules
 
 log = logging.getLogger("scopeguard")
 
@@ -86,11 +86,26 @@ class Scored:
     embedder: str
     rules: list[Rules] = field(default_factory=list)  # each item's product's rules
 
-    def relabel(self, i: int, head: Calibration) -> str:
-        """Item ``i``'s label with ``head`` deciding fit; its product's rules still apply
+    def rules_of(self, i: int) -> Rules:
+        return self.rules[i] if self.rules else Rules()
+
+    def decide(self, i: int, head: Calibration) -> Decision:
+        """Item ``i``'s decision with ``head`` deciding fit; its product's rules still apply
         around it."""
-        rules = self.rules[i] if self.rules else Rules()
-        return rules.decide(self.verdicts[i].signals, head).label
+        return self.rules_of(i).decide(self.verdicts[i].signals, head)
+
+    def relabel(self, i: int, head: Calibration) -> str:
+        return self.decide(i, head).label
+
+    def decisions(self, indexes: Sequence[int], head: Calibration
+                  ) -> list[tuple[str, str, float, bool]]:
+        """``(rule, label, confidence, right)`` of ``head``'s decisions of these items: what
+        a certainty table is measured from (``certainty.fit``)."""
+        out = []
+        for i in indexes:
+            d = self.decide(i, head)
+            out.append((d.rule, d.label, d.confidence, d.label == self.items[i].label))
+        return out
 
     @property
     def signals(self) -> list[dict[str, float]]:
@@ -150,9 +165,7 @@ def measure_certainty(scored: Scored, protocol: str, **fit_args: Any) -> Certain
     for _, train, test in folds(scored.items, protocol):
         head = fit([scored.signals[i] for i in train], [scored.items[i].label for i in train],
                    **fit_args)
-        for i in test:
-            d = (scored.rules[i] if scored.rules else Rules()).decide(scored.signals[i], head)
-            decided.append((d.rule, d.label, d.confidence, d.label == scored.items[i].label))
+        decided += scored.decisions(test, head)
     return fit_certainty(decided)
 
 
@@ -349,8 +362,7 @@ def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: 
     report = run(methods, protocol, heldout, target, rounds)
     if head is not None:  # scored as it is: its confidences are the ones a user sees
         name = f"model + {head.name}"
-        decided = [(model.rules[k] if model.rules else Rules()).decide(
-            model.verdicts[k].signals, head) for k in report.tested]
+        decided = [model.decide(k, head) for k in report.tested]
         truth = [model.items[k].label for k in report.tested]
         report.coverage[name] = risk_coverage([d.confidence for d in decided],
                                               [d.label == t for d, t in
@@ -364,16 +376,13 @@ def gate(model: Scored, tested: Sequence[int], decided: Sequence[Any], rates: Ce
          rounds: int = 1000) -> dict[str, Any]:
     """What the needs-decision gate leaves: the labels given (certainty at or above each
     product's threshold), their share, accuracy (95% interval over products) and mix."""
-    given = []
-    for k, d in zip(tested, decided, strict=True):
-        threshold = (model.rules[k] if model.rules else Rules()).certainty
-        certainty = rates.of(d.rule, d.label, d.confidence)
-        if threshold <= 0 or (certainty is not None and certainty >= threshold):
-            given.append((k, d.label))
+    given = [(k, d.label) for k, d in zip(tested, decided, strict=True)
+             if not needs_decision(rates.of(d.rule, d.label, d.confidence),
+                                   model.rules_of(k).certainty)]
     truth = [model.items[k].label for k, _ in given]
     labels = [label for _, label in given]
     right = sum(t == p for t, p in zip(truth, labels, strict=True))
-    return {"threshold": (model.rules[tested[0]] if model.rules and tested else Rules()).certainty,
+    return {"threshold": model.rules_of(tested[0]).certainty if tested else Rules().certainty,
             "requests": len(tested), "given": len(given),
             "coverage": round(len(given) / len(tested), 4) if tested else 0.0,
             "accuracy": round(right / len(given), 4) if given else None,

@@ -559,7 +559,7 @@ def test_retries_honour_retry_after_then_give_up():
         # A POST that met a 5xx may have been applied: the comment is looked up, not re-posted.
         jira.failures.clear()
         jira.fail(500, times=1, method="POST")
-        result = jc.write_back(client, "PAW-1", "core", lambda name: render.COMMENT_MARKER +
+        result = jc.write_back(client, "PAW-1", "core", lambda name, **_: render.COMMENT_MARKER +
                                "\nbody", {"core": "scope: core", "generalizable": "g",
                                           "one_off": "o"}, [])
         assert result.comment == "created" and len(jira.comments["PAW-1"]) == 1
@@ -624,8 +624,9 @@ def test_adf_document_is_valid_and_keeps_the_markers():
 
 def verdict_markdown(label: str):
     """What write_back is given to build the comment: markers, then the verdict."""
-    return lambda name, own=True: (
-        f"{render.COMMENT_MARKER}\n<!-- scopeguard:label={label if own else render.PENDING} "
+    return lambda name, pending=False, own=True: (
+        f"{render.COMMENT_MARKER}\n<!-- scopeguard:label="
+        f"{label if own and not pending else render.PENDING} "
         f"confidence=0.700 -->\n### scopeguard: {label} ({name})\n\n- reason")
 
 

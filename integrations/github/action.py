@@ -55,7 +55,7 @@ from .client import get_repository, make_client, own_login, settings_from_env
 from .comments import MaintainerLabel, compose, human_note, read_thread, upsert_comment
 from .errors import github_errors
 from .issues import fetch_open_issues, is_pull_request, issue_to_request, raw_json
-from .labels import ensure_labels, key_of, label_names, remove_label, scope_keys
+from .labels import ensure_labels, has_label, key_of, label_names, remove_label, scope_keys
 from .relabels import Relabels, RelabelsRefused
 from .runner import Report, Settings, read_event
 
@@ -137,7 +137,7 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     name = names[verdict.label]
     pending = settings.needs_decision_label
     on_issue = scope_keys(request.labels, names)
-    has_pending = bool(pending) and pending.lower() in {x.lower() for x in request.labels}
+    has_pending = has_label(request.labels, pending)
     predicted = thread.predicted if thread.predicted in names else None
     # A maintainer's label stands; one no `labeled` run recorded is a correction to record.
     human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human,
@@ -217,8 +217,7 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
         return report.skip(f"{md_code(label)} on #{issue.number} was set by "
                            f"{md_text(login or 'a bot')}, not a maintainer: nothing to record.")
     pending = settings.needs_decision_label
-    if pending and pending.lower() in {x.lower() for x in request.labels} and \
-            not settings.dry_run:
+    if has_label(request.labels, pending) and not settings.dry_run:
         remove_label(issue, pending)  # a maintainer's scope label is the decision
     thread = read_thread(issue, ctx.login)
     predicted = thread.predicted

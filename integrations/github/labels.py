@@ -47,6 +47,11 @@ def key_of(label: str, names: Mapping[str, str]) -> str | None:
     return next((k for k, n in names.items() if n.lower() == label.lower()), None)
 
 
+def has_label(label_list: Sequence[str], name: str) -> bool:
+    """Whether the issue carries the label ``name`` (case-insensitive; "" never)."""
+    return bool(name) and name.lower() in {label.lower() for label in label_list}
+
+
 def scope_keys(label_list: Sequence[str], names: Mapping[str, str]) -> list[str]:
     """The scope labels (keys, in LABELS order) among an issue's labels."""
     present = {key_of(label, names) for label in label_list}

@@ -9,7 +9,8 @@ comment says so. Nobody else's comment is read for markers, edited or deleted.
 
 Example::
 
-    result = write_back(client, "PAW-12", "core", lambda name: render.to_markdown(v, name),
+    result = write_back(client, "PAW-12", "core",
+                        lambda name, **flags: render.to_markdown(v, name, **flags),
                         positioning.labels, issue_labels, applied=seen.applied)
 """
 
@@ -137,6 +138,7 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
             (the verdict is not sure enough) it goes on instead of the scope label, and
             ``markdown`` is called with ``pending=True``; beside a person's label that
             stands, with ``own=False`` (its marker then claims no label: see render).
+            ``markdown(name, pending=..., own=...)`` is ``render.to_markdown``'s shape.
 
     Returns:
         a :class:`WriteBack`; its ``applied`` is what the caller should record.
@@ -186,9 +188,7 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
         result.applied = verdict_label
     if pending and not gated and pending.lower() in present:
         remove.append(present[pending.lower()])  # decided: by a person, or surely enough
-    text = compose(markdown(names[verdict_label], pending=True) if gated
-                   else markdown(names[verdict_label], own=False) if human
-                   else markdown(names[verdict_label]), note)
+    text = compose(markdown(names[verdict_label], pending=gated, own=not human), note)
     body: Any = to_adf(text) if client.cloud else to_wiki(text)
     result.comment_id, result.comment = _upsert(client, key, mine, body,
                                                 comment_text({"body": body}))

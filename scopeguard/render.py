@@ -27,6 +27,9 @@ LABEL_MARKER = re.compile(r"<!-- scopeguard:label=(\w+) confidence=([\d.]+) -->"
 # A maintainer's scope label that stands (GitHub), recorded so later runs keep it even
 # when scopeguard's own verdict comes to agree with it.
 HUMAN_MARKER = re.compile(r"<!-- scopeguard:human-label=(\w+)(?: by=(\S+))? -->")
+# The label a withheld verdict leaned to (its label marker says PENDING), so that the
+# maintainer's decision can be recorded next to it.
+LEANING_MARKER = re.compile(r"<!-- scopeguard:leaning=(\w+) -->")
 _ANY_MARKER = re.compile(r"<!-- scopeguard:[^<>]*? -->")
 _FOOTER_WRAP = re.compile(r"^\{color(?::[^}]*)?\}|\{color\}$")
 
@@ -40,19 +43,22 @@ class Markers:
     confidence: float | None = None
     human: str | None = None  # a maintainer's label that stands (its key)
     human_by: str = ""
+    leaning: str | None = None  # what a withheld verdict leaned to
 
 
 def _parse(markers: list[str]) -> Markers:
     if not markers or markers[0] != COMMENT_MARKER:
         return Markers()
-    label = confidence = human = None
+    label = confidence = human = leaning = None
     by = ""
     for marker in markers[1:]:
         if found := LABEL_MARKER.fullmatch(marker):
             label, confidence = found.group(1), float(found.group(2))
         elif found := HUMAN_MARKER.fullmatch(marker):
             human, by = found.group(1), found.group(2) or ""
-    return Markers(True, label, confidence, human, by)
+        elif found := LEANING_MARKER.fullmatch(marker):
+            leaning = found.group(1)
+    return Markers(True, label, confidence, human, by, leaning)
 
 
 def read_header(text: str) -> Markers:
@@ -176,6 +182,7 @@ def to_markdown(v: Verdict, label_name: str | None = None, product: str = "",
     marked = v.label if own and not pending else PENDING
     out = [COMMENT_MARKER,
            f"<!-- scopeguard:label={marked} confidence={v.confidence:.3f} -->",
+           *([f"<!-- scopeguard:leaning={v.label} -->"] if pending else []),
            f"### scopeguard: {headline}",
            "",
            f"{LABEL_ADVICE.get(v.label, '')} Confidence {v.confidence:.0%}"

@@ -138,3 +138,7 @@ def test_the_comment_headline_says_needs_decision_only_when_the_label_was_withhe
         render.to_markdown(v, "scope: x", pending=True)
     plain = render.to_markdown(v, "scope: x")
     assert f"### scopeguard: **{title}** (`scope: x`)" in plain and "Not sure enough" in plain
+    # the withheld label's marker claims none, and keeps the leaning for the decision's record
+    withheld = render.read_header(render.to_markdown(v, "scope: x", pending=True))
+    assert (withheld.label, withheld.leaning) == (render.PENDING, v.label)
+    assert render.read_header(plain).leaning is None

@@ -928,10 +928,20 @@ def test_unsure_verdict_gets_the_needs_decision_label(github, act, workspace, ba
     assert not writes(run)
     # A maintainer decides with a scope label, the very one scopeguard leaned to: the
     # needs-decision label goes, theirs stays, and later runs never take it for scopeguard's.
+    # The decision is recorded, agreeing or not: these are the requests scopeguard was
+    # unsure of, the ones calibration most needs.
     github.set_issue(REPO, number, labels=["scope: needs-decision", NAMES[leaning]])
     run = act(issue_event(github, number, "labeled", label=NAMES[leaning]))
     assert run.code == 0, run.stdout + run.stderr
     assert github.issue_labels(REPO, number) == [NAMES[leaning]]
+    [row] = [json.loads(line) for line in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert (row["id"], row["label"], row["predicted"], row["asked"]) == \
+        (f"#{number}", leaning, leaning, "needs_decision")
+    assert "Maintainer's decision" in run.summary and "decided" in \
+        github.repos[REPO].commits[-1]["message"]
+    # the same label again records nothing more
+    run = act(issue_event(github, number, "labeled", label=NAMES[leaning]))
+    assert run.code == 0 and len(github.file(REPO, RELABELS_FILE).splitlines()) == 1
     run = act(issue_event(github, number, "edited"))
     assert run.code == 0 and run.outputs["needs-decision"] == "false", run.stdout
     assert github.issue_labels(REPO, number) == [NAMES[leaning]]
@@ -939,11 +949,33 @@ def test_unsure_verdict_gets_the_needs_decision_label(github, act, workspace, ba
     # another issue: the maintainer picks another label than the leaning
     second = new_issue(github, "Waitlist for cancelled slots", "Offer freed slots to owners.")
     act(issue_event(github, second))
-    decided = other(leaning)
+    leaned, decided = leaning_of(github, second), other(leaning_of(github, second))
     github.set_issue(REPO, second, labels=["scope: needs-decision", NAMES[decided]])
     act(issue_event(github, second, "labeled", label=NAMES[decided]))
     act(issue_event(github, second, "edited"))
     assert github.issue_labels(REPO, second) == [NAMES[decided]]
+    rows = [json.loads(line) for line in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert (rows[-1]["id"], rows[-1]["label"], rows[-1]["predicted"]) == \
+        (f"#{second}", decided, leaned)
+    assert len(rows) == 2  # the edited run found it recorded
+    # A decision no `labeled` run saw (that run failed) is recorded by the next run.
+    third = new_issue(github, "Print vaccination cards", "Owners want printable cards.")
+    act(issue_event(github, third))
+    leaned = leaning_of(github, third)
+    github.set_issue(REPO, third, labels=["scope: needs-decision", NAMES[leaned]])
+    run = act(issue_event(github, third, "edited"))
+    assert run.code == 0, run.stdout + run.stderr
+    rows = [json.loads(line) for line in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert (rows[-1]["id"], rows[-1]["label"], rows[-1]["asked"]) == \
+        (f"#{third}", leaned, "needs_decision")
+    assert github.issue_labels(REPO, third) == [NAMES[leaned]]
+
+
+def leaning_of(github, number: int) -> str:
+    """What scopeguard's comment on ``number`` says it leaned to (it withheld its label)."""
+    markers = render.read_header(only_comment(github, number)["body"])
+    assert markers.label == render.PENDING and markers.leaning in NAMES
+    return markers.leaning
 
 
 def test_sure_verdict_and_switch_off_give_the_scope_label(github, act, workspace, backlog):

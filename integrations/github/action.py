@@ -141,7 +141,7 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     predicted = thread.predicted if thread.predicted in names else None
     # A maintainer's label stands; one no `labeled` run recorded is a correction to record.
     human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human,
-                                          own_login=ctx.login)
+                                          own_login=ctx.login, leaning=thread.leaning)
     gated = bool(pending) and verdict.needs_decision and not human
     below = not human and not gated and verdict.confidence < settings.min_confidence
     report.outputs(label=verdict.label, confidence=f"{verdict.confidence:.3f}",
@@ -208,7 +208,8 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
 
 def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
                    sender: Mapping[str, Any]) -> int:
-    """A scope label was added: if a maintainer corrected scopeguard, record it."""
+    """A scope label was added: if a maintainer corrected scopeguard, or decided what it
+    asked them to (its needs-decision label), record it."""
     settings, report, names = ctx.settings, ctx.report, ctx.names
     key = key_of(label, names)
     assert key is not None
@@ -220,35 +221,41 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
     if has_label(request.labels, pending) and not settings.dry_run:
         remove_label(issue, pending)  # a maintainer's scope label is the decision
     thread = read_thread(issue, ctx.login)
-    predicted = thread.predicted
-    if predicted == render.PENDING:
+    predicted, earlier = thread.predicted, thread.human.key if thread.human else None
+    asked = predicted == render.PENDING and thread.leaning in names
+    if asked and earlier == key:
+        return report.skip(f"{md_code(label)} on #{issue.number} is the decision recorded "
+                           "already.")
+    if asked:  # scopeguard withheld its label and asked: this label is the decision
+        predicted = thread.leaning
+    elif predicted == render.PENDING:
         return report.skip(f"{md_code(label)} on #{issue.number} decides what scopeguard left "
                            "to a maintainer: it stands, and the needs-decision label goes.")
     if predicted not in names:
         return report.skip(f"#{issue.number} has no scopeguard verdict, so `{label}` corrects "
                            "nothing.")
-    earlier = thread.human.key if thread.human else None
-    if key == predicted and earlier in (None, key):
+    if not asked and key == predicted and earlier in (None, key):
         return report.skip(f"{md_code(label)} on #{issue.number} agrees with scopeguard's "
                            "verdict.")
-    row = ctx.relabels.row(request, key, predicted, login)
+    row = ctx.relabels.row(request, key, predicted, login, asked=asked)
+    what, noun = ("decided", "decision") if asked else ("relabelled", "relabel")
     report.outputs(label=key, confidence="", input_class="", skipped="")
-    report.summary(f"## scopeguard: #{issue.number} relabelled by {md_text('@' + login)}\n\n"
+    report.summary(f"## scopeguard: #{issue.number} {what} by {md_text('@' + login)}\n\n"
                    + ctx.relabels.describe(row))
     if settings.dry_run:
-        report.notice(f"dry run: would record @{login}'s relabel of #{issue.number}.")
+        report.notice(f"dry run: would record @{login}'s {noun} of #{issue.number}.")
         return 0
     # The record first: the comment's marker then means "recorded", and a failed commit
     # is retried by the next run of the issue.
     done = [save_relabel(ctx, issue.number, row)]
-    if key != predicted and predicted in scope_keys(request.labels, names):
+    if not asked and key != predicted and predicted in scope_keys(request.labels, names):
         remove_label(issue, names[predicted])
         done.append(f"removed scopeguard's `{names[predicted]}`")
     if settings.comment:
         body = compose(thread.body, [human_note(label, login)], MaintainerLabel(key, login))
-        comment, what = upsert_comment(issue, thread, body)
-        done.append(f"comment {what}")
-    report.log(f"#{issue.number}: @{login} relabelled {predicted} -> {key}; " + "; ".join(done))
+        _, written = upsert_comment(issue, thread, body)
+        done.append(f"comment {written}")
+    report.log(f"#{issue.number}: @{login} {what} {predicted} -> {key}; " + "; ".join(done))
     return report.done(done)
 
 

@@ -69,6 +69,12 @@ class Thread:
         return self.markers.label
 
     @property
+    def leaning(self) -> str | None:
+        """What scopeguard leaned to when it withheld its label (a maintainer decides)."""
+        markers = self.markers
+        return markers.leaning if markers.label == render.PENDING else None
+
+    @property
     def human(self) -> MaintainerLabel | None:
         """The maintainer's label the comment records as standing."""
         markers = self.markers

@@ -63,7 +63,7 @@ class Relabels:
     branch: str = ""  # "" commits to the default branch
 
     def find(self, issue: Any, request: Request, on_issue: Sequence[str], predicted: str | None,
-             recorded: MaintainerLabel | None, own_login: str = "",
+             recorded: MaintainerLabel | None, own_login: str = "", leaning: str | None = None,
              ) -> tuple[MaintainerLabel | None, dict[str, str] | None]:
         """The maintainer's scope label on ``issue``, and the correction no run recorded.
 
@@ -77,6 +77,9 @@ class Relabels:
             own_login: the account scopeguard writes as (its comment's author): a label it
                 set is scopeguard's own, left over from a run whose writes did not all
                 land, not a maintainer's.
+            leaning: what scopeguard leaned to when it withheld its label and asked for a
+                decision (``predicted`` is then None): a maintainer's scope label is that
+                decision, recorded whichever label it is.
 
         Returns:
             ``(label, row)``: the label that stands (None: no maintainer's label) and the
@@ -93,19 +96,29 @@ class Relabels:
         if not predicted:  # no verdict of scopeguard's to correct
             # A bot's scope label on an issue scopeguard has not commented on is no one's
             # decision: typically scopeguard's own under an account it no longer writes as.
-            return (None if is_bot(human.by) else human), None
+            if is_bot(human.by):
+                return None, None
+            return human, (self.row(request, human.key, leaning, human.by, asked=True)
+                           if leaning in self.names else None)
         if is_bot(human.by):
             return human, None
         return human, self.row(request, human.key, predicted, human.by)
 
-    def row(self, request: Request, label: str, predicted: str, by: str) -> dict[str, str]:
-        """A correction as a labelled-backlog row (``scopeguard calibrate --labels``)."""
-        return {"id": request.id, "title": request.title, "body": request.body,
-                "author": request.author,
-                "customer": resolve_customer(request, self.positioning.customer),
-                "created_at": request.created_at, "url": request.url, "label": label,
-                "predicted": predicted,
-                "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "by": by}
+    def row(self, request: Request, label: str, predicted: str, by: str,
+            asked: bool = False) -> dict[str, str]:
+        """A correction as a labelled-backlog row (``scopeguard calibrate --labels``).
+
+        ``asked``: scopeguard withheld its label and asked a maintainer to decide;
+        ``predicted`` is then what it leaned to, and the row is recorded even when the
+        maintainer's label agrees with it (``"asked": "needs_decision"``).
+        """
+        row = {"id": request.id, "title": request.title, "body": request.body,
+               "author": request.author,
+               "customer": resolve_customer(request, self.positioning.customer),
+               "created_at": request.created_at, "url": request.url, "label": label,
+               "predicted": predicted,
+               "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "by": by}
+        return {**row, "asked": "needs_decision"} if asked else row
 
     def describe(self, row: Mapping[str, str]) -> str:
         """The job summary's account of a correction, with the row to be committed."""
@@ -113,9 +126,13 @@ class Relabels:
         where = (f"{verb.capitalize()} in {md_code(self.path)}:" if self.path
                  else "Recording is off.")
         # The row repeats the requester's title and body: a fence they cannot close.
-        return (f"Maintainer's correction by {md_text('@' + (row['by'] or 'unknown'))}: "
-                f"scopeguard said {md_code(self.names[row['predicted']])}, the maintainer's "
-                f"label is {md_code(self.names[row['label']])}. {where}\n\n"
+        who = md_text("@" + (row["by"] or "unknown"))
+        said, label = md_code(self.names[row["predicted"]]), md_code(self.names[row["label"]])
+        what = (f"Maintainer's decision by {who}: scopeguard leaned {said} and asked; the "
+                f"maintainer's label is {label}." if row.get("asked")
+                else f"Maintainer's correction by {who}: scopeguard said {said}, the "
+                f"maintainer's label is {label}.")
+        return (f"{what} {where}\n\n"
                 + md_fence(json.dumps(row, indent=2, ensure_ascii=False), "json"))
 
     def save(self, number: int, row: Mapping[str, str]) -> str:
@@ -128,8 +145,10 @@ class Relabels:
         """
         if not self.path:
             return "recording is off"
-        message = (f"scopeguard: #{number} relabelled {row['predicted']} -> {row['label']} "
-                   f"by @{row['by'] or 'unknown'}\n\n[skip ci]")
+        verb = "decided (leaned " + row["predicted"] + ")" if row.get("asked") else \
+            f"relabelled {row['predicted']} ->"
+        message = (f"scopeguard: #{number} {verb} {row['label']} by @{row['by'] or 'unknown'}"
+                   "\n\n[skip ci]")
         where = f"`{self.path}`" + (f" on `{self.branch}`" if self.branch else "")
         try:
             sha = commit_row(self.repo, self.path, row, message, self.branch)

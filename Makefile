@@ -78,6 +78,7 @@ test-train: $(TRAIN_STAMP)
 # The ONNX files of the bundled model (fp32 and int8), built from its weights into the
 # model cache (SCOPEGUARD_MODEL_CACHE, default ~/.cache/scopeguard/onnx).
 model: $(STAMP)
+	$(BIN)/scopeguard model compact --out models/all-MiniLM-L6-v2
 	$(BIN)/scopeguard model build --backend onnx-int8
 
 # The fuzz suite at length: 2,000 examples per parser, 500 HTTP deliveries, a new seed

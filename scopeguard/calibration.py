@@ -159,6 +159,12 @@ def fit(signals: Sequence[dict[str, float]], labels: Sequence[str], l2: float = 
                        features=list(features), classes=classes)
 
 
+def base_model_id(model_id: str) -> str:
+    """The model an embedder's id names, without the variant (``#compact``, ``#int8``):
+    the same model's weights stored or computed smaller, whose head still applies."""
+    return model_id.partition("#")[0]
+
+
 def head_for(positioning: Positioning, model_id: str) -> Calibration | None:
     """The head a positioning file selects: its ``calibration`` path, else the shipped
     default when it was fitted for the same embedding model, else none (rules only)."""
@@ -173,7 +179,8 @@ def head_for(positioning: Positioning, model_id: str) -> Calibration | None:
     if default.is_file():
         with resources.as_file(default) as path:
             cal = Calibration.load(path)
-        # int8 ONNX vectors are the same model's, quantised: the head still applies
-        if cal.model_id == model_id.removesuffix("#int8"):
+        # compact and int8 ONNX vectors are the same model's, stored or computed smaller
+        # (their verdicts measured in the README's Benchmarks): the head still applies
+        if cal.model_id == base_model_id(model_id):
             return cal
     return None

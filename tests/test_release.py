@@ -130,7 +130,10 @@ def test_the_sdist_and_wheel_build_and_pass_twine(tmp_path):
     for module in ("scopeguard/cli.py", "scopeguard/positioning.schema.json",
                    "scopeguard/integrations/github/action.py",
                    "scopeguard/integrations/service/app.py",
-                   "scopeguard/models/default-calibration.json"):
+                   "scopeguard/models/default-calibration.json",
+                   "scopeguard/models/all-MiniLM-L6-v2/onnx/model.onnx",
+                   "scopeguard/models/all-MiniLM-L6-v2/tokenizer.json",
+                   "scopeguard/models/all-MiniLM-L6-v2/1_Pooling/config.json"):
         assert module in names, module
     metadata = wheel.read(f"{underscored}-{__version__}.dist-info/METADATA").decode()
     assert f"Name: {DIST_NAME}" in metadata

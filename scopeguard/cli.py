@@ -825,7 +825,7 @@ def _given_head(calibration: str, model_id: str):
     """The head --calibration names: a file, the shipped default, or none."""
     from importlib import resources
 
-    from .calibration import DEFAULT_CALIBRATION, Calibration
+    from .calibration import DEFAULT_CALIBRATION, Calibration, base_model_id
 
     if calibration.lower() == "none":
         return None
@@ -834,7 +834,7 @@ def _given_head(calibration: str, model_id: str):
         with resources.as_file(default) as path:
             head = Calibration.load(path)
         head.name = "shipped default head"
-        if head.model_id != model_id:
+        if head.model_id != base_model_id(model_id):
             click.echo(f"note: the shipped head was fitted for {head.model_id}, not "
                        f"{model_id}; it is not scored.", err=True)
             return None
@@ -877,7 +877,7 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
     """
     from collections import Counter
 
-    from .calibration import Calibration, fit
+    from .calibration import Calibration, base_model_id, fit
     from .evaluate import evaluate, measure_certainty, score
     from .runtime import make_embedder
 
@@ -897,7 +897,7 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
     scored = score(items, products, embedder)
     report = evaluate(items, products, embedder, protocol, scored=scored)
     head = fit(scored.signals, [i.label for i in items], l2=l2, class_weight=class_weight)
-    head.model_id = embedder.model_id
+    head.model_id = base_model_id(embedder.model_id)  # the model, whichever build ran it
     head.certainty = dict(measure_certainty(scored, protocol, l2=l2,
                                             class_weight=class_weight).table)
     if protocol == "kfold":

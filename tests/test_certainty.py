@@ -123,9 +123,12 @@ def test_the_shipped_head_measures_its_certainty():
         head = Calibration.load(path)
     assert head.rates and "head:core" in head.certainty
     assert all(rows[-1][2] >= MIN_N for rows in head.certainty.values() if rows)
-    # what the README says: only the head's surest core labels reach 85%
+    # what the README says: measured with the shipped (compact) model, no kind of decision
+    # reaches 85%; the head's surest core labels come closest (17 of its top 21 right)
     given = {k for k, v in head.rates.coverage(Rules().certainty).items() if v is not None}
-    assert given == {"head:core"}
+    assert given == set()
+    best = max((rows[0][1], kind) for kind, rows in head.certainty.items() if rows)
+    assert best[1] == "head:core" and 0.8 <= best[0] < 0.85
 
 
 def test_the_comment_headline_says_needs_decision_only_when_the_label_was_withheld(hashing):

@@ -182,6 +182,9 @@ def test_the_shipped_compact_model_is_torchs_within_1e3_and_rebuilds_byte_for_by
     assert cosines.min() > 0.999, cosines
     assert not np.allclose(vectors, reference(), atol=1e-5)  # another model, another cache key
     assert head_for(load_positioning(example_config), compact.model_id) is not None
+    from scopeguard.cli import _given_head  # eval --calibration default scores it too
+
+    assert _given_head("default", compact.model_id) is not None
     shipped = shipped_model_dir() / "onnx" / "model.onnx"
     assert shipped.stat().st_size < 40e6  # the fp32 build is 90 MB
     rebuilt = runner.invoke(cli, ["model", "compact", "--out", str(tmp_path / "m")])

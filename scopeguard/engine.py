@@ -25,7 +25,7 @@ from .classify import (
 )
 from .clean import Document, prepare
 from .embed import Embedder, Progress
-from .knn import EXACT_NOTE, HNSW_NOTE, hnsw_neighbours, use_hnsw
+from .knn import EXACT_NOTE, HNSW_NOTE, NeighbourLists, hnsw_neighbours, ordered, use_hnsw
 from .memo import AnalysisMemo, digest
 from .positioning import Positioning
 from .rules import Head, Rules
@@ -169,7 +169,7 @@ class Scopeguard:
             vecs.update(zip(rows, found_vecs, strict=True))
 
     def _classify_all(self, requests: Sequence[Request], docs: Any, vecs: Any,
-                      means: np.ndarray, neighbour_lists: list[list[tuple[int, float]]],
+                      means: np.ndarray, neighbour_lists: Sequence[list[tuple[int, float]]],
                       on_verdict: Callable[[Verdict], None] | None,
                       known: Sequence[Verdict | None] | None = None) -> Analysis:
         """Verdicts for every request (``known[i]`` where given); ``docs`` and ``vecs`` are
@@ -204,7 +204,7 @@ class Scopeguard:
                                   for d in self.precedents])
 
     def _memo_neighbours(self, memo: AnalysisMemo, keys: list[str], means: np.ndarray,
-                         limit: int = 50) -> tuple[list[list[tuple[int, float]]], str]:
+                         limit: int = 50) -> tuple[Sequence[list[tuple[int, float]]], str]:
         """Neighbour lists from the memo, with only the changed rows' similarities computed
         (and which search found them: changed rows are always searched exactly)."""
         indexed = use_hnsw(len(keys))  # lists kept from an indexed run say so
@@ -250,8 +250,11 @@ class Scopeguard:
                 found = lists[i]
                 if found is not None:  # the order a fresh run gives, ties by position
                     full[i] = sorted(found, key=lambda p: (-p[1], p[0]))[:limit]
-        memo.save_neighbours(context, {keys[i]: [(keys[j], s) for j, s in full[i]]
-                                       for i in sorted(dirty)}, keys, before)
+            del lists
+            full = NeighbourLists.of(full)
+        # one list at a time: the rows of a whole backlog at once were a third of the peak
+        memo.save_neighbours(context, ((keys[i], [(keys[j], s) for j, s in full[i]])
+                                       for i in sorted(dirty)), keys, before)
         return full, search
 
 
@@ -261,7 +264,7 @@ class Analysis:
 
     requests: list[Request]
     vectors: np.ndarray
-    neighbours: list[list[tuple[int, float]]]
+    neighbours: Sequence[list[tuple[int, float]]]  # knn.NeighbourLists: compact
     verdicts: list[Verdict]
     search: str = EXACT_NOTE  # how the neighbours were found (scopeguard/knn.py)
 
@@ -275,7 +278,7 @@ def request_key(request: Request) -> str:
 
 
 def all_neighbours(vectors: np.ndarray, threshold: float,
-                   limit: int = 50) -> tuple[list[list[tuple[int, float]]], str]:
+                   limit: int = 50) -> tuple[Sequence[list[tuple[int, float]]], str]:
     """Every row's neighbour list, and how it was found: exact, or an HNSW index for
     large backlogs when faiss is installed (:mod:`.knn`)."""
     if use_hnsw(len(vectors)):
@@ -284,7 +287,7 @@ def all_neighbours(vectors: np.ndarray, threshold: float,
 
 
 def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block: int = 512,
-               limit: int | None = 50) -> list[list[tuple[int, float]]]:
+               limit: int | None = 50) -> NeighbourLists:
     """For each of ``rows``, the other rows with cosine >= ``threshold``, best first (ties
     by position), at most ``limit`` (``None``: every hit).
 
@@ -292,7 +295,7 @@ def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block
     for 100k requests a block of 512 rows is 200 MB, where the full matrix would be 40 GB.
     Time stays quadratic (exact search); :mod:`.knn` says when an index takes over.
     """
-    out: list[list[tuple[int, float]]] = []
+    out = NeighbourLists()
     for start in range(0, len(rows), block):
         chunk = list(rows[start:start + block])
         # every row: a slice, as full runs have always computed it (the same float bits,
@@ -305,12 +308,11 @@ def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block
             hits = np.flatnonzero(sims[r] >= threshold)
             if limit is not None and len(hits) > limit:
                 hits = np.sort(hits[np.argsort(-sims[r, hits], kind="stable")[:limit]])
-            out.append(sorted(((int(j), float(sims[r, j])) for j in hits),
-                              key=lambda p: (-p[1], p[0])))
+            out.append(*ordered(hits, sims[r, hits]))
     return out
 
 
 def neighbours_above(vectors: np.ndarray, threshold: float, block: int = 512,
-                     limit: int = 50) -> list[list[tuple[int, float]]]:
+                     limit: int = 50) -> NeighbourLists:
     """Every row's neighbour list (:func:`rows_above` over all rows)."""
     return rows_above(vectors, range(len(vectors)), threshold, block, limit)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,15 +126,19 @@ class AnalysisMemo:
                     continue  # a damaged row: that request's list is computed again
         return found
 
-    def save_neighbours(self, context: str, lists: dict[str, list[tuple[str, float]]],
+    def save_neighbours(self, context: str,
+                        lists: Mapping[str, list[tuple[str, float]]]
+                        | Iterable[tuple[str, list[tuple[str, float]]]],
                         members: Iterable[str], before: set[str] | None = None) -> None:
-        """Write the lists that changed and the run's members; forget requests that left
-        (``before``: the previous members; ``None`` forgets every row not in ``members``)."""
+        """Write the lists that changed (a mapping, or ``(key, list)`` pairs made one at a
+        time) and the run's members; forget requests that left (``before``: the previous
+        members; ``None`` forgets every row not in ``members``)."""
         keys = set(members)
+        items = lists.items() if isinstance(lists, Mapping) else lists
         with self.conn:
             self.conn.executemany(
                 "INSERT OR REPLACE INTO memo_neighbours VALUES (?, ?, ?)",
-                ((context, k, json.dumps(v)) for k, v in lists.items()))
+                ((context, k, json.dumps(v)) for k, v in items))
             if before is None:
                 stored = {k for (k,) in self.conn.execute(
                     "SELECT request_key FROM memo_neighbours WHERE context = ?", (context,))}

@@ -78,3 +78,29 @@ def test_a_re_audit_from_the_memo_still_says_the_index(runner, tmp_path, example
     for run in (first, second):
         report = json.loads(run.stdout)
         assert report["neighbour_search"].startswith("HNSW index")
+
+
+def test_neighbour_lists_read_as_the_lists_they_hold():
+    """The compact lists (8 bytes a pair) read back exactly: the same tuples, the same
+    float values, empty rows, slices, negative positions, across the flush boundary."""
+    import numpy as np
+
+    from scopeguard.knn import NeighbourLists
+
+    rng = np.random.default_rng(3)
+    lists = []
+    for i in range(NeighbourLists._FLUSH + 37):
+        n = int(rng.integers(0, 6)) if i % 7 else 0
+        scores = np.sort(rng.random(n, dtype=np.float32))[::-1]
+        positions = rng.integers(0, 10_000, n)
+        lists.append([(int(j), float(s)) for j, s in zip(positions, scores, strict=True)])
+    compact = NeighbourLists.of(lists)
+    assert len(compact) == len(lists) and compact == lists and list(compact) == lists
+    assert compact[-1] == lists[-1] and compact[5:9] == lists[5:9] and compact[0] == []
+    assert compact.pairs() == sum(map(len, lists))
+    assert all(type(j) is int and type(s) is float for row in compact for j, s in row)
+    assert compact != lists[:-1] and compact != [*lists[:-1], [(1, 0.5)]]
+    with pytest.raises(IndexError):
+        compact[len(lists)]
+    compact.append(np.array([4], np.int32), np.array([0.25], np.float32))
+    assert compact[-1] == [(4, 0.25)] and len(compact) == len(lists) + 1

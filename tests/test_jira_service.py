@@ -130,6 +130,17 @@ def test_the_service_gives_unsure_verdicts_the_needs_decision_label(tmp_path, co
             assert "h3. scopeguard: *Needs a decision*: leans Core ({{scope:core}})" in \
                 comment["body"]
             assert "Not sure enough to decide alone" in comment["body"]
+            # A person decides (the leaning label itself): the decision is exported marked
+            # as what scopeguard asked for; an issue it labelled surely would not be.
+            jira.update_issue("PAW-70", labels=["scope:needs-decision", "scope:core"])
+            hook = issue_event("PAW-70", "jira:issue_updated", changed=("labels",))
+            processed(service, service.post(hook, delivery="nd-2").json()["delivery"])
+            assert jira.labels("PAW-70") == ["scope:core"]
+            again = issue_event("PAW-70", "jira:issue_updated", changed=("description",))
+            processed(service, service.post(again, delivery="nd-3").json()["delivery"])
+            [row] = jira_store.read_relabels(service.queue).rows
+            assert (row["id"], row["label"], row["predicted"], row["asked"]) == \
+                ("PAW-70", "core", "core", "needs_decision")
         finally:
             service.stop()
 

@@ -176,7 +176,8 @@ class Handlers:
                                 needs_decision=verdict.needs_decision)
             self.store.record_write_back(key, result.comment_id, result.applied,
                                          result.human_label, predicted=verdict.label,
-                                         human_key=result.human_key)
+                                         human_key=result.human_key,
+                                         asked=seen.applied == render.PENDING)
         return f"{verdict.label} ({verdict.confidence:.0%}): {result.summary()}"
 
     def github_event(self, key: str, payload: dict[str, Any]) -> str:

@@ -57,5 +57,8 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     # delivery id it comes with (the id is outside the signature: a replay could change it).
     ("ALTER TABLE events ADD COLUMN body_sha256 TEXT",
      "CREATE INDEX IF NOT EXISTS events_body ON events (body_sha256, received_at)"),
+    # 3: whether the person's label decided what scopeguard asked (its needs-decision
+    # label was on the issue), for `scopeguard relabels` ("asked": "needs_decision").
+    ("ALTER TABLE issues ADD COLUMN asked INTEGER NOT NULL DEFAULT 0",),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)

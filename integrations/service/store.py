@@ -184,22 +184,25 @@ class IssueStore:
         return Seen(key, *(row or ("", "")))
 
     def record_write_back(self, key: str, comment_id: str, applied: str, human: str = "", *,
-                          predicted: str = "", human_key: str = "") -> None:
+                          predicted: str = "", human_key: str = "", asked: bool = False
+                          ) -> None:
         """What write-back left on the issue.
 
         ``human`` is a scope label a person set (the Jira label) and ``human_key`` its
         verdict label: a person's decision, next to scopeguard's ``predicted`` one, that
         ``scopeguard relabels`` exports for ``scopeguard calibrate``. The time a person's
-        label was first seen is kept while that label stands.
+        label was first seen, and whether it decided what scopeguard had asked (``asked``:
+        its needs-decision label was on the issue then), are kept while that label stands.
         """
         with self.queue._tx() as conn:
             # SET expressions read the row as it was, so `human` below is the old label.
             conn.execute(
                 "UPDATE issues SET comment_id = ?, applied = ?, predicted = ?, human_at = "
                 "CASE WHEN ? = '' THEN NULL WHEN human = ? AND human_at IS NOT NULL "
-                "THEN human_at ELSE ? END, human = ?, human_key = ? WHERE key = ?",
+                "THEN human_at ELSE ? END, asked = CASE WHEN ? = '' THEN 0 WHEN human = ? "
+                "THEN asked ELSE ? END, human = ?, human_key = ? WHERE key = ?",
                 (comment_id, applied, predicted, human, human, self.queue.clock(), human,
-                 human_key if human else "", key))
+                 human, int(asked), human, human_key if human else "", key))
 
     def resolve_human_keys(self, label_names: Mapping[str, str]) -> int:
         """Fill in ``human_key`` where only the Jira label was recorded (files from before
@@ -275,7 +278,7 @@ def read_relabels(path: str | Path) -> Relabels:
     return _relabels(found)
 
 
-_RELABELLED = ("SELECT key, request, human_key, predicted, human_at FROM issues "
+_RELABELLED = ("SELECT key, request, human_key, predicted, human_at, asked FROM issues "
                "WHERE human != '' ORDER BY human_at, key")
 
 
@@ -291,13 +294,14 @@ def _pg_relabels(url: str) -> list[tuple]:
 
 def _relabels(found: Sequence[tuple]) -> Relabels:
     rows, unresolved = [], []
-    for key, text, label, predicted, at in found:
+    for key, text, label, predicted, at, asked in found:
         if label not in LABELS:
             unresolved.append(key)
             continue
         request = json.loads(text)
         rows.append({**{f: str(request.get(f) or "") for f in RELABEL_FIELDS}, "label": label,
-                     "predicted": predicted, "recorded_at": _utc(at)})
+                     "predicted": predicted, "recorded_at": _utc(at),
+                     **({"asked": "needs_decision"} if asked else {})})
     return Relabels(rows, unresolved)
 
 

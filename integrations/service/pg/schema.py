@@ -71,6 +71,8 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL)",
         "CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at DOUBLE PRECISION)",
     ),
+    # 2: as the SQLite file's 3: whether a person's label decided what scopeguard asked
+    ("ALTER TABLE issues ADD COLUMN IF NOT EXISTS asked INTEGER NOT NULL DEFAULT 0",),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

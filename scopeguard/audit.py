@@ -99,11 +99,12 @@ class AuditReport:
 
 def leader_clusters(neighbours: Sequence[Sequence[tuple[int, float]]]) -> list[list[int]]:
     """Clusters (lists of indexes, leader first) of two or more requests."""
-    order = sorted(range(len(neighbours)), key=lambda i: (-len(neighbours[i]), i))
+    sizes = neighbours.sizes() if hasattr(neighbours, "sizes") else [len(n) for n in neighbours]
+    order = sorted(range(len(neighbours)), key=lambda i: (-sizes[i], i))
     assigned: set[int] = set()
     clusters = []
     for leader in order:
-        if leader in assigned or not neighbours[leader]:
+        if leader in assigned or not sizes[leader]:
             continue
         members = [leader] + [j for j, _ in neighbours[leader] if j not in assigned]
         if len(members) < 2:

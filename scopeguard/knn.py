@@ -129,6 +129,10 @@ class NeighbourLists(Sequence):
         """How many neighbour pairs the lists hold."""
         return int(sum(self._lengths))
 
+    def sizes(self) -> list[int]:
+        """Each row's length, without reading the rows."""
+        return list(self._lengths)
+
 
 def ordered(index: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs best first, ties by position (the order every neighbour list has)."""

@@ -236,7 +236,9 @@ def _onnx():
         raise ScopeguardError(
             "building an ONNX model needs the onnx package, which the default install "
             "leaves out (the bundled model ships built). Fix: pip install onnx (or the "
-            "train extra), or put an exported onnx/model.onnx in the model directory."
+            "train extra), or put an exported onnx/model.onnx in the model directory; in "
+            "the GitHub Action, name the model in the `model` input (its install step "
+            "adds onnx then)."
         ) from None
     return onnx
 

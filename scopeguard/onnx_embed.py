@@ -150,7 +150,7 @@ class OnnxEmbedder:
     def __init__(self, model: str | None = None, precision: str = "fp32",
                  threads: int | None = None, batch_size: int = 32) -> None:
         if precision not in PRECISIONS:
-            raise ScopeguardError(f"unknown ONNX precision {precision!r}. Fix: use fp32 or int8.")
+            raise ScopeguardError(f"unknown ONNX precision {precision!r}. Fix: use compact, fp32 or int8.")
         if precision == "compact" and (not model or model in _DEFAULT_ALIASES):
             model_id, location = f"{DEFAULT_MODEL}#compact", str(shipped_model_dir())
             if not (Path(location) / "onnx" / "model.onnx").is_file():

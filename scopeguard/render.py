@@ -163,13 +163,15 @@ def to_text(v: Verdict, label_name: str | None = None) -> str:
 
 
 def to_markdown(v: Verdict, label_name: str | None = None, product: str = "",
-                pending: bool = False, own: bool = True) -> str:
+                pending: bool = False, own: bool = True, leaning: str | None = None) -> str:
     """The explanatory comment: verdict, reasons, evidence tables, signals.
 
     Every text that is not scopeguard's own (titles, customers, quotes, URLs, and the
     positioning file's names) is escaped with :mod:`scopeguard.markup`: it shows as
     written, forms no markup or marker, and notifies nobody. ``pending``: the caller gave
-    the needs-decision label instead of ``label_name``; the headline says so.
+    the needs-decision label instead of ``label_name``; the headline says so. ``leaning``:
+    what scopeguard leaned to when it asked for the decision a person's label now settles
+    (kept in the leaning marker, so a later change of that decision is recorded as one).
     """
     title = LABEL_TITLES.get(v.label, v.label)
     label_shown = f" ({md_code(label_name)})" if label_name else ""
@@ -182,7 +184,8 @@ def to_markdown(v: Verdict, label_name: str | None = None, product: str = "",
     marked = v.label if own and not pending else PENDING
     out = [COMMENT_MARKER,
            f"<!-- scopeguard:label={marked} confidence={v.confidence:.3f} -->",
-           *([f"<!-- scopeguard:leaning={v.label} -->"] if pending else []),
+           *([f"<!-- scopeguard:leaning={v.label if pending else leaning} -->"]
+             if pending or leaning else []),
            f"### scopeguard: {headline}",
            "",
            f"{LABEL_ADVICE.get(v.label, '')} Confidence {v.confidence:.0%}"

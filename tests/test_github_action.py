@@ -945,7 +945,18 @@ def test_unsure_verdict_gets_the_needs_decision_label(github, act, workspace, ba
     run = act(issue_event(github, number, "edited"))
     assert run.code == 0 and run.outputs["needs-decision"] == "false", run.stdout
     assert github.issue_labels(REPO, number) == [NAMES[leaning]]
-    assert "Maintainer's label stands" in only_comment(github, number)["body"]
+    body = only_comment(github, number)["body"]
+    assert "Maintainer's label stands" in body and "Needs a decision:**" not in body
+    # The maintainer changes their decision: recorded as a decision again (one row per
+    # issue, replaced), and their earlier label is theirs, not scopeguard's to remove.
+    changed = other(leaning)
+    github.set_issue(REPO, number, labels=[NAMES[leaning], NAMES[changed]])
+    run = act(issue_event(github, number, "labeled", label=NAMES[changed]))
+    assert run.code == 0, run.stdout + run.stderr
+    assert github.issue_labels(REPO, number) == [NAMES[leaning], NAMES[changed]]
+    [row] = [json.loads(line) for line in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert (row["label"], row["predicted"], row["asked"]) == (changed, leaning, "needs_decision")
+    github.set_issue(REPO, number, labels=[NAMES[changed]])
     # another issue: the maintainer picks another label than the leaning
     second = new_issue(github, "Waitlist for cancelled slots", "Offer freed slots to owners.")
     act(issue_event(github, second))

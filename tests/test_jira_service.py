@@ -141,6 +141,12 @@ def test_the_service_gives_unsure_verdicts_the_needs_decision_label(tmp_path, co
             [row] = jira_store.read_relabels(service.queue).rows
             assert (row["id"], row["label"], row["predicted"], row["asked"]) == \
                 ("PAW-70", "core", "core", "needs_decision")
+            # they change their mind: still the decision scopeguard asked for
+            jira.update_issue("PAW-70", labels=["scope:one-off"])
+            third = issue_event("PAW-70", "jira:issue_updated", changed=("labels", "summary"))
+            processed(service, service.post(third, delivery="nd-4").json()["delivery"])
+            [row] = jira_store.read_relabels(service.queue).rows
+            assert (row["label"], row["asked"]) == ("one_off", "needs_decision")
         finally:
             service.stop()
 

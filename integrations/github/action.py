@@ -171,8 +171,11 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
         remove = [names[k] for k in on_issue if k != verdict.label]
     if has_pending and not gated and not below:
         remove.append(pending)  # decided: by a maintainer, or surely enough by scopeguard
-    body = compose(render.to_markdown(verdict, name, ctx.positioning.product, pending=gated),
-                   notes, human)
+    # A decision scopeguard asked for keeps its leaning (and a marker claiming no label of
+    # its own) while the person's label stands: a change of that decision is one too.
+    asked = thread.leaning if human else None
+    body = compose(render.to_markdown(verdict, name, ctx.positioning.product, pending=gated,
+                                      own=not asked, leaning=asked), notes, human)
     plan = [f"keep the maintainer's label `{names[human.key]}`"] if human else []
     plan += ["record the correction"] if correction and settings.relabels_file else []
     plan += [f"remove `{r}`" for r in remove] + ([f"add `{add}`"] if add else [])

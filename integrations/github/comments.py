@@ -26,7 +26,7 @@ from .errors import github_errors
 
 # A maintainer's scope label that stands: see render.HUMAN_MARKER.
 HUMAN_MARKER = render.HUMAN_MARKER
-NOTE_PREFIXES = ("> **Maintainer's label stands", "> **Not labelled")
+NOTE_PREFIXES = ("> **Maintainer's label stands", "> **Not labelled", "> **Needs a decision")
 
 
 class MaintainerLabel(NamedTuple):

@@ -191,18 +191,19 @@ class IssueStore:
         ``human`` is a scope label a person set (the Jira label) and ``human_key`` its
         verdict label: a person's decision, next to scopeguard's ``predicted`` one, that
         ``scopeguard relabels`` exports for ``scopeguard calibrate``. The time a person's
-        label was first seen, and whether it decided what scopeguard had asked (``asked``:
-        its needs-decision label was on the issue then), are kept while that label stands.
+        label was first seen is kept while that label stands; whether it decided what
+        scopeguard had asked (``asked``: its needs-decision label was on the issue then) is
+        kept while a person's label (that one, or the one they change it to) stands.
         """
         with self.queue._tx() as conn:
             # SET expressions read the row as it was, so `human` below is the old label.
             conn.execute(
                 "UPDATE issues SET comment_id = ?, applied = ?, predicted = ?, human_at = "
                 "CASE WHEN ? = '' THEN NULL WHEN human = ? AND human_at IS NOT NULL "
-                "THEN human_at ELSE ? END, asked = CASE WHEN ? = '' THEN 0 WHEN human = ? "
+                "THEN human_at ELSE ? END, asked = CASE WHEN ? = '' THEN 0 WHEN human != '' "
                 "THEN asked ELSE ? END, human = ?, human_key = ? WHERE key = ?",
                 (comment_id, applied, predicted, human, human, self.queue.clock(), human,
-                 human, int(asked), human, human_key if human else "", key))
+                 int(asked), human, human_key if human else "", key))
 
     def resolve_human_keys(self, label_names: Mapping[str, str]) -> int:
         """Fill in ``human_key`` where only the Jira label was recorded (files from before
@@ -263,10 +264,10 @@ def read_relabels(path: str | Path) -> Relabels:
                              f"table). {fix}")
         if version < SCHEMA_VERSION:
             raise QueueError(
-                f"{source} was written by an older scopeguard serve, which kept no record of "
-                "its verdicts next to people's labels. Fix: start scopeguard serve (this "
-                "version) on it once: it upgrades the file and fills the records in, then "
-                "export again.")
+                f"{source} was written by an older scopeguard serve (queue schema {version}), "
+                "whose records of people's labels this version cannot export as they are. "
+                "Fix: start scopeguard serve (this version) on it once: it upgrades the file "
+                "and fills the records in, then export again.")
         if version > SCHEMA_VERSION:
             raise QueueError(f"{source} was written by a newer scopeguard (queue schema "
                              f"{version}). Fix: upgrade scopeguard.")

@@ -12,7 +12,7 @@ import json
 from html import escape
 from typing import Any
 
-from .audit import AuditReport, promoted_verdict
+from .audit import AuditItem, AuditReport, promoted_verdict
 from .markup import csv_cell, md_link, md_text, plain, safe_url
 from .positioning import LABELS
 
@@ -21,7 +21,23 @@ TITLES = {"core": "core", "generalizable": "generalizable", "one_off": "one-off"
 FORMATS = ("table", "json", "csv", "markdown", "html")
 
 
-def as_dict(report: AuditReport) -> dict[str, Any]:
+def _request(i: AuditItem) -> dict[str, Any]:
+    return {
+        "id": i.request.id, "title": i.request.title, "url": i.request.url,
+        "customer": i.request.customer, "created_at": i.request.created_at,
+        "label": i.label, "classified_as": i.verdict.label, "promoted": i.promoted,
+        "confidence": i.verdict.confidence, "rule": i.verdict.rule,
+        "certainty": i.verdict.certainty, "needs_decision": i.verdict.needs_decision,
+        "step": i.verdict.step, "anchor": i.verdict.anchor,
+        "input_class": i.verdict.input_class, "cluster": i.cluster,
+        "duplicates": i.duplicates, "reasons": list(promoted_verdict(i).reasons),
+        "nearest_feature": i.verdict.features[0].name if i.verdict.features else None,
+        "signals": i.verdict.signals,
+    }
+
+
+def as_dict(report: AuditReport, requests: bool = True) -> dict[str, Any]:
+    """The report as JSON data (``requests=False``: an empty list in their place)."""
     return {
         "product": report.product,
         "summary": report.summary,
@@ -29,18 +45,7 @@ def as_dict(report: AuditReport) -> dict[str, Any]:
         "needs_decision": sum(i.verdict.needs_decision for i in report.items),
         "min_customers": report.min_customers,
         "neighbour_search": report.search,
-        "requests": [{
-            "id": i.request.id, "title": i.request.title, "url": i.request.url,
-            "customer": i.request.customer, "created_at": i.request.created_at,
-            "label": i.label, "classified_as": i.verdict.label, "promoted": i.promoted,
-            "confidence": i.verdict.confidence, "rule": i.verdict.rule,
-            "certainty": i.verdict.certainty, "needs_decision": i.verdict.needs_decision,
-            "step": i.verdict.step, "anchor": i.verdict.anchor,
-            "input_class": i.verdict.input_class, "cluster": i.cluster,
-            "duplicates": i.duplicates, "reasons": list(promoted_verdict(i).reasons),
-            "nearest_feature": i.verdict.features[0].name if i.verdict.features else None,
-            "signals": i.verdict.signals,
-        } for i in report.items],
+        "requests": [_request(i) for i in report.items] if requests else [],
         "clusters": [{"id": c.id, "leader": c.leader, "title": c.title, "members": c.members,
                       "customers": c.customers, "distinct_customers": len(c.customers),
                       "promoted": c.promoted} for c in report.clusters],
@@ -53,8 +58,29 @@ def as_dict(report: AuditReport) -> dict[str, Any]:
     }
 
 
+_SLOT = "__scopeguard_requests__"
+
+
 def to_json(report: AuditReport) -> str:
-    return json.dumps(as_dict(report), indent=2, ensure_ascii=False)
+    """``json.dumps(as_dict(report), indent=2)``, the same text, made one request at a
+    time: the whole report as one dict, then as one indented encoding's millions of small
+    pieces, was the largest transient of a big audit (14 KB a request)."""
+    data = as_dict(report, requests=False)
+    if not report.items:
+        return json.dumps(data, indent=2, ensure_ascii=False)
+    data["requests"] = [_SLOT]
+    head, *rest = json.dumps(data, indent=2, ensure_ascii=False).split(f'\n    "{_SLOT}"\n')
+    if len(rest) != 1:  # the slot's line was not where it always is: the plain way
+        return json.dumps(as_dict(report), indent=2, ensure_ascii=False)
+
+    def parts():
+        yield head + "\n"
+        for n, item in enumerate(report.items):
+            text = json.dumps(_request(item), indent=2, ensure_ascii=False)
+            yield (",\n    " if n else "    ") + text.replace("\n", "\n    ")
+        yield "\n" + rest[0]
+
+    return "".join(parts())
 
 
 def to_csv(report: AuditReport) -> str:

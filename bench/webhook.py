@@ -157,16 +157,16 @@ def wrk_burst(url: str, bodies: list[tuple[bytes, dict[str, str]]], connections:
     if wrk is None:
         return None
 
-    def lua(values: list[str]) -> str:
-        return ", ".join(json.dumps(v) for v in values)  # JSON strings are Lua strings here
+    def lua(values: list[bytes]) -> str:  # every byte as a decimal escape: exact for any
+        return ", ".join('"' + "".join(f"\\{c}" for c in v) + '"' for v in values)  # body
 
     # each connection's last request may be cut off when wrk stops: spare bodies, so no
     # body is sent twice (a replay would be answered as a duplicate, a cheaper path)
     spare = bodies[-connections:]
     script = WRK_SCRIPT % {
-        "bodies": lua([b.decode() for b, _ in bodies]),
-        "signatures": lua([h["X-Hub-Signature"] for _, h in bodies]),
-        "ids": lua([h["X-Atlassian-Webhook-Identifier"] for _, h in bodies]),
+        "bodies": lua([b for b, _ in bodies]),
+        "signatures": lua([h["X-Hub-Signature"].encode() for _, h in bodies]),
+        "ids": lua([h["X-Atlassian-Webhook-Identifier"].encode() for _, h in bodies]),
         "total": len(bodies) - len(spare)}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
@@ -175,18 +175,20 @@ def wrk_burst(url: str, bodies: list[tuple[bytes, dict[str, str]]], connections:
     started = time.perf_counter()
     try:
         with subprocess.Popen([wrk, "-t1", f"-c{connections}", "-d300s", "--timeout", "60s",
-                               "-s", handle.name, url], stdout=subprocess.PIPE, text=True,
-                              ) as process:
-            assert process.stdout is not None
+                               "-s", handle.name, url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as process:
+            assert process.stdout is not None and process.stderr is not None
             for row in process.stdout:
                 if row.startswith("BURST DONE"):
                     break
             elapsed = time.perf_counter() - started
             process.send_signal(signal.SIGINT)
-            out = process.stdout.read()
+            out, errors = process.stdout.read(), process.stderr.read()
     finally:
         os.unlink(handle.name)
-    line = next(row for row in out.splitlines() if row.startswith("WRK "))
+    line = next((row for row in out.splitlines() if row.startswith("WRK ")), None)
+    if line is None or elapsed > 250:  # the script did not run (wrk's message says why)
+        raise SystemExit(f"wrk did not run the burst: {(errors or out).strip()[-500:]}")
     _, status_errors, socket_errors, _, p50, p99, worst = line.split()[1:]
     if int(status_errors) or int(socket_errors):
         raise SystemExit(f"wrk: {status_errors} bad answers, {socket_errors} socket errors")

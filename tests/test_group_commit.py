@@ -159,3 +159,41 @@ def test_an_event_loops_failed_transaction_is_a_clear_error_and_the_group_goes_o
     assert asyncio.run(cancelled()) == "queued"
     queue.close()
     assert queue.accept("after-close", b"w", "e", "K") == "queued"  # a write restarts it
+
+
+def test_a_committer_that_cannot_start_fails_that_write_only(tmp_path, monkeypatch):
+    """A thread that cannot start (too many threads) is an error for that caller; the
+    next write starts the committer and nothing is left waiting."""
+    queue = EventQueue(tmp_path / "q.db")
+    real_start = threading.Thread.start
+
+    def refuse(self):
+        monkeypatch.setattr(threading.Thread, "start", real_start)  # once
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        queue.accept("t-1", b"x", "e", "K")
+    answered: list[str] = []  # in a thread: a stranded write would wait forever
+    caller = threading.Thread(target=lambda: answered.append(queue.accept("t-2", b"y", "e",
+                                                                         "K")), daemon=True)
+    caller.start()
+    caller.join(10)
+    assert answered == ["queued"]
+    assert queue.depth() == 1  # the refused write was not stored behind its caller's back
+
+
+def test_closing_the_queue_closes_the_committers_connection(tmp_path):
+    """After close() nothing holds the file: the committer's connection is closed too and
+    the WAL folded in, so the .db alone is complete."""
+    path = tmp_path / "q.db"
+    queue = EventQueue(path)
+    done = []
+    worker = threading.Thread(target=lambda: done.append(queue.accept("c-1", b"x", "e", "K")))
+    worker.start()
+    worker.join(10)
+    assert done == ["queued"]
+    queue.close()
+    assert queue.accepts._thread is None
+    assert not path.with_name("q.db-wal").exists()  # the last connection closed
+    assert EventQueue(path).get("c-1")["payload"] == b"x"

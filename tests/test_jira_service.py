@@ -141,12 +141,21 @@ def test_the_service_gives_unsure_verdicts_the_needs_decision_label(tmp_path, co
             [row] = jira_store.read_relabels(service.queue).rows
             assert (row["id"], row["label"], row["predicted"], row["asked"]) == \
                 ("PAW-70", "core", "core", "needs_decision")
+            # the request is edited into a stated non-goal while their label stands: the
+            # export keeps what scopeguard had leaned to when they decided, not today's
+            jira.update_issue("PAW-70", summary=LAB[0], description=LAB[1])
+            edited = issue_event("PAW-70", "jira:issue_updated", changed=("description",))
+            processed(service, service.post(edited, delivery="nd-5").json()["delivery"])
+            assert "h3. scopeguard: *One-off custom*" in jira.comments["PAW-70"][0]["body"]
+            [row] = jira_store.read_relabels(service.queue).rows
+            assert (row["label"], row["predicted"]) == ("core", "core")
             # they change their mind: still the decision scopeguard asked for
             jira.update_issue("PAW-70", labels=["scope:one-off"])
             third = issue_event("PAW-70", "jira:issue_updated", changed=("labels", "summary"))
             processed(service, service.post(third, delivery="nd-4").json()["delivery"])
             [row] = jira_store.read_relabels(service.queue).rows
-            assert (row["label"], row["asked"]) == ("one_off", "needs_decision")
+            assert (row["label"], row["predicted"], row["asked"]) == \
+                ("one_off", "core", "needs_decision")
         finally:
             service.stop()
 

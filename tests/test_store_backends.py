@@ -32,6 +32,24 @@ def test_duplicates_and_replays_are_recognised(store):
                                                                        b'{"a": 1}')
 
 
+def test_the_accepting_event_loop_awaits_accepts_on_either_store(store):
+    """accept_async (what the webhook handler awaits) answers as accept does: a burst of
+    coroutines, duplicates and a replay among them."""
+    import asyncio
+
+    queue = store.queue()
+    ids = [f"a-{i}" for i in range(30)] + ["a-1", "a-2"]
+
+    async def burst() -> list[str]:
+        states = await asyncio.gather(*(queue.accept_async(d, f"body {d}".encode(), "e", "K")
+                                        for d in ids))
+        return [*states, await queue.accept_async("r-1", b"body a-3", replay_window=60)]
+
+    states = asyncio.run(burst())
+    assert states[:30] == ["queued"] * 30 and states[30:] == ["duplicate", "duplicate", "replay"]
+    assert queue.depth() == 30 and bytes(queue.get("a-7")["payload"]) == b"body a-7"
+
+
 def test_done_events_are_pruned_and_failed_ones_queued_again(store):
     now = [1000.0]
     queue = store.queue(clock=lambda: now[0])
@@ -99,6 +117,14 @@ def test_issue_store_keeps_write_backs_and_peoples_labels(store):
     assert issues.seen("PAW-2").comment_id == ""
     issues.record_write_back("PAW-1", "10001", "core", "Scope:One-Off")
     assert issues.resolve_human_keys({"one_off": "scope:one-off"}) == 1
+    # while a person's label stands, scopeguard's verdict they answered is kept: an edit
+    # classified differently since does not change it; once the label goes, it follows
+    issues.record_write_back("PAW-1", "10001", "core", "Scope:One-Off", predicted="one_off",
+                             human_key="one_off")
+    predicted = "SELECT predicted FROM issues WHERE key = 'PAW-1'"
+    assert queue._conn().execute(predicted).fetchone()[0] == "core"
+    issues.record_write_back("PAW-1", "10001", "one_off", "", predicted="one_off")
+    assert queue._conn().execute(predicted).fetchone()[0] == "one_off"
     again = IssueStore(store.queue(), "m")  # a new process reads it back
     assert [r.id for r in again.similar(vector, 0.9)] == ["PAW-1"] and not again.stale
     assert len(IssueStore(store.queue(), "other-model").stale) == 1

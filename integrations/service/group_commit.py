@@ -55,10 +55,13 @@ def _settle(writes: list[_Write[Any]]) -> None:
         future = write.future
         if future is None or future.done():
             continue
-        if write.error is not None:
-            future.set_exception(write.error)
-        else:
-            future.set_result(write.result)
+        try:
+            if write.error is not None:
+                future.set_exception(write.error)
+            else:
+                future.set_result(write.result)
+        except (TypeError, asyncio.InvalidStateError) as exc:  # an error a future refuses
+            future.set_exception(RuntimeError(f"the write failed: {exc!r}"))
 
 
 class GroupCommit:
@@ -68,10 +71,13 @@ class GroupCommit:
         tx: opens a write transaction and yields its connection; commits on exit. It is
             called on the committer thread.
         max_batch: the most writes one transaction takes.
+        on_exit: called on the committer thread as it ends (closing its connection).
     """
 
-    def __init__(self, tx: Callable[[], AbstractContextManager[Any]], max_batch: int = 256):
+    def __init__(self, tx: Callable[[], AbstractContextManager[Any]], max_batch: int = 256,
+                 on_exit: Callable[[], None] | None = None):
         self._tx = tx
+        self._on_exit = on_exit
         self.max_batch = max_batch
         self._cv = threading.Condition()
         self._pending: list[_Write[Any]] = []
@@ -108,26 +114,39 @@ class GroupCommit:
 
     def _put(self, write: _Write[Any]) -> None:
         with self._cv:
-            self._pending.append(write)
             if self._thread is None:
-                self._closing = False
-                self._thread = threading.Thread(target=self._commit_loop, daemon=True,
-                                                name="scopeguard-group-commit")
-                self._thread.start()
+                thread = threading.Thread(target=self._commit_loop, daemon=True,
+                                          name="scopeguard-group-commit")
+                thread.start()  # if it cannot start, the caller gets the error, nothing waits
+                self._thread, self._closing = thread, False
+            self._pending.append(write)
             self._cv.notify()
 
     def _commit_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._pending and not self._closing:
-                    self._cv.wait()
-                if not self._pending:  # closing, and nothing left to commit
-                    self._thread = None
-                    return
-                batch = self._pending[:self.max_batch]
-                del self._pending[:self.max_batch]
-            self._run(batch)
-            self._answer(batch)
+        batch: list[_Write[Any]] = []
+        try:
+            while True:
+                with self._cv:
+                    while not self._pending and not self._closing:
+                        self._cv.wait()
+                    if not self._pending:  # closing, and nothing left to commit
+                        self._thread = None
+                        return
+                    batch = self._pending[:self.max_batch]
+                    del self._pending[:self.max_batch]
+                self._run(batch)
+                self._answer(batch)
+                batch = []
+        except BaseException as exc:  # noqa: BLE001 - the thread must not leave writes waiting
+            with self._cv:  # fail what it held and what waits; the next write starts anew
+                stranded, self._pending, self._thread = batch + self._pending, [], None
+            for write in stranded:
+                if not write.done or not write.done.is_set():
+                    write.error = write.error or exc
+            self._answer(stranded)
+        finally:
+            if self._on_exit is not None:
+                self._on_exit()
 
     def _run(self, batch: list[_Write[Any]]) -> None:
         results: list[Any] = []

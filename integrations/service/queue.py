@@ -90,7 +90,7 @@ class EventQueue:
         self._local = threading.local()
         self._lock_file: Any = None
         self._probed: tuple[float, str] = (-1e18, "")
-        self.accepts = GroupCommit(self._tx)
+        self.accepts = GroupCommit(self._tx, on_exit=self._close_thread_conn)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -184,16 +184,28 @@ class EventQueue:
         complete), close, release the lock."""
         self.accepts.close()  # accepts already submitted are committed first
         conn = getattr(self._local, "conn", None)
+        if conn is None and Path(self.path).is_file():  # a connection to checkpoint
+            try:
+                conn = self._conn()
+            except QueueError:
+                conn = None  # the WAL stays and is replayed on the next open
         if conn is not None:
             try:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 pass  # the WAL stays and is replayed on the next open: nothing is lost
-            conn.close()
-            self._local.conn = None
+        self._close_thread_conn()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+    def _close_thread_conn(self) -> None:
+        """Close this thread's connection, if it has one (the group commit's thread calls
+        it as it ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     # --- the queue -------------------------------------------------------------------------
 

@@ -189,21 +189,27 @@ class IssueStore:
         """What write-back left on the issue.
 
         ``human`` is a scope label a person set (the Jira label) and ``human_key`` its
-        verdict label: a person's decision, next to scopeguard's ``predicted`` one, that
-        ``scopeguard relabels`` exports for ``scopeguard calibrate``. The time a person's
+        verdict label: a person's decision, next to scopeguard's ``predicted`` one (the
+        verdict it had given when that decision came, kept while a person's label stands),
+        that ``scopeguard relabels`` exports for ``scopeguard calibrate``. The time a person's
         label was first seen is kept while that label stands; whether it decided what
         scopeguard had asked (``asked``: its needs-decision label was on the issue then) is
         kept while a person's label (that one, or the one they change it to) stands.
         """
         with self.queue._tx() as conn:
-            # SET expressions read the row as it was, so `human` below is the old label.
+            # SET expressions read the row as it was, so `human` and `predicted` below are
+            # the old ones. While a person's label stands, `predicted` stays what scopeguard
+            # had given before that label came (the verdict the person answered), even if
+            # the request is edited and classified differently since.
             conn.execute(
-                "UPDATE issues SET comment_id = ?, applied = ?, predicted = ?, human_at = "
+                "UPDATE issues SET comment_id = ?, applied = ?, predicted = CASE WHEN ? = '' "
+                "THEN ? WHEN predicted != '' THEN predicted ELSE ? END, human_at = "
                 "CASE WHEN ? = '' THEN NULL WHEN human = ? AND human_at IS NOT NULL "
                 "THEN human_at ELSE ? END, asked = CASE WHEN ? = '' THEN 0 WHEN human != '' "
                 "THEN asked ELSE ? END, human = ?, human_key = ? WHERE key = ?",
-                (comment_id, applied, predicted, human, human, self.queue.clock(), human,
-                 int(asked), human, human_key if human else "", key))
+                (comment_id, applied, human, predicted, predicted, human, human,
+                 self.queue.clock(), human, int(asked), human, human_key if human else "",
+                 key))
 
     def resolve_human_keys(self, label_names: Mapping[str, str]) -> int:
         """Fill in ``human_key`` where only the Jira label was recorded (files from before
@@ -235,8 +241,10 @@ def read_relabels(path: str | Path) -> Relabels:
 
     Each row is a labelled backlog line for ``scopeguard calibrate --labels``: the request
     as the service last classified it (customer resolved by the positioning file), the
-    person's ``label`` (core, generalizable or one_off), scopeguard's ``predicted`` one,
-    and ``recorded_at`` (UTC), when the person's label was first seen. The file is opened
+    person's ``label`` (core, generalizable or one_off), scopeguard's ``predicted`` one
+    (the verdict the person answered: if the request was edited since and scopeguard now
+    decides otherwise, its current verdict is in the comment, not here), and
+    ``recorded_at`` (UTC), when the person's label was first seen. The file is opened
     read-only, so this works while ``scopeguard serve`` runs on it. ``path`` may be the
     PostgreSQL store's URL instead (``serve --store``).
 

@@ -26,11 +26,11 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import socket
 import time
+from functools import partial
 from typing import Any
 
 from ..queue import DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, EXPIRED_FAILS, Event, EventQueue
@@ -121,9 +121,12 @@ class PgEventQueue(EventQueue):
 
     async def accept_async(self, delivery_id: str, payload: bytes, event: str = "",
                            issue_key: str = "", *, replay_window: float = 0.0) -> str:
-        """:meth:`accept` in a thread, so the accepting event loop goes on."""
-        return await asyncio.to_thread(self.accept, delivery_id, payload, event, issue_key,
-                                       replay_window=replay_window)
+        """:meth:`accept` in a thread of anyio's pool (Starlette's, 40 threads), so the
+        accepting event loop goes on; the connection pool bounds the transactions."""
+        from anyio import to_thread
+
+        return await to_thread.run_sync(partial(self.accept, delivery_id, payload, event,
+                                                issue_key, replay_window=replay_window))
 
     def claim(self, owner: str) -> Event | None:
         """The oldest due event (else one whose lease expired), leased to ``owner``."""

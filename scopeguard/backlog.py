@@ -23,7 +23,7 @@ MAX_TITLE = 1_000
 MAX_BODY = 1_000_000  # 1 MB of text: beyond this the request is refused, not cut
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     """One feature request, from a file or a tracker."""
 

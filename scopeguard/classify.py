@@ -79,7 +79,7 @@ class RequestVectors:
         return v / n if n else v
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     kind: str
     name: str
@@ -88,7 +88,7 @@ class Match:
     instead: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Neighbour:
     """Another request in the backlog that asks for much the same thing."""
 
@@ -100,7 +100,7 @@ class Neighbour:
     duplicate: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Precedent:
     """A past request the maintainers decided, close to this one (``scopeguard history``)."""
 
@@ -113,7 +113,7 @@ class Precedent:
     score: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A label with the evidence that produced it."""
 
@@ -381,4 +381,4 @@ def _with_reasons(v: Verdict, rules: Rules) -> Verdict:
         reasons.append("Possible duplicate of " + ", ".join(n.id for n in v.duplicates) + ".")
     if v.truncated:
         reasons.append("The body was very long; only its first part was read.")
-    return Verdict(**{**v.__dict__, "reasons": tuple(reasons)})
+    return replace(v, reasons=tuple(reasons))

@@ -7,7 +7,7 @@ SQLite cache), finds each request's neighbours in the backlog and calls
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -42,6 +42,10 @@ class Scopeguard:
         precedents: decided past requests (``scopeguard history``): the nearest one at or
             above ``rules.precedent`` is shown in the verdict.
     """
+
+    #: Requests an audit embeds, or classifies, at a time when its vectors are cached:
+    #: their cleaned texts and chunk vectors go once the batch is done.
+    batch = 4096
 
     def __init__(self, positioning: Positioning, embedder: Embedder,
                  head: Head | None = None, rules: Rules | None = None,
@@ -135,26 +139,50 @@ class Scopeguard:
         model = self.embedder.model_id
         stored = memo.means(model, keys)
         todo = [i for i, k in enumerate(keys) if k not in stored]
+        # With the embedding cache, a batch's cleaned texts and chunk vectors are dropped
+        # once its means are kept, and read back from the cache a batch at a time to
+        # classify: memory holds one mean vector a request, not every chunk's.
+        streamed = getattr(self.embedder, "cache", None) is not None
         docs: dict[int, Document] = {}
         vecs: dict[int, RequestVectors] = {}
-        self._embed_into(requests, todo, docs, vecs, progress)
+        means = np.zeros((len(keys), 0), np.float32)
+        for n, part in enumerate(_batches(todo, self.batch if streamed else len(todo))):
+            self._embed_into(requests, part, docs, vecs, progress)
+            if n == 0:  # the model's width is known now
+                means = np.zeros((len(keys), len(vecs[part[0]].mean)), np.float32)
+            for i in part:
+                means[i] = vecs[i].mean
+            if streamed:
+                docs.clear()
+                vecs.clear()
+        if stored:
+            if not todo:
+                means = np.zeros((len(keys), len(next(iter(stored.values())))), np.float32)
+            for i, k in enumerate(keys):
+                if k in stored:
+                    means[i] = stored[k]
         if progress and len(keys) > len(todo):
             progress(len(keys) - len(todo))
-        means = np.vstack([stored[k] if k in stored else vecs[i].mean
-                           for i, k in enumerate(keys)]).astype(np.float32)
         memo.save_means(model, {keys[i]: means[i] for i in todo})
         neighbour_lists, search = self._memo_neighbours(memo, keys, means)
         context = self.verdict_context()
         verdict_keys = [digest(context, keys[i], [(keys[j], round(s, 6)) for j, s in pairs])
                         for i, pairs in enumerate(neighbour_lists)]
         known = memo.verdicts(verdict_keys)
-        missing = [i for i, k in enumerate(verdict_keys) if k not in known and i not in docs]
-        self._embed_into(requests, missing, docs, vecs, None)  # the embedding cache has them
+        verdicts: list[Verdict | None] = [known.get(k) for k in verdict_keys]
+        missing = [i for i, v in enumerate(verdicts) if v is None]
+        for part in _batches(missing, self.batch if streamed else len(missing)):
+            # the embedding cache has them (or, not streamed, they are still here)
+            self._embed_into(requests, [i for i in part if i not in docs], docs, vecs, None)
+            for i in part:
+                verdicts[i] = self._verdict(requests, i, docs[i], vecs[i], neighbour_lists)
+            if streamed:
+                docs.clear()
+                vecs.clear()
         analysis = self._classify_all(requests, docs, vecs, means, neighbour_lists,
-                                      on_verdict, [known.get(k) for k in verdict_keys])
+                                      on_verdict, verdicts)
         analysis.search = search
-        fresh = {verdict_keys[i]: v for i, v in enumerate(analysis.verdicts)
-                 if verdict_keys[i] not in known}
+        fresh = {verdict_keys[i]: analysis.verdicts[i] for i in missing}
         memo.reused_verdicts += len(requests) - len(fresh)
         memo.computed_verdicts += len(fresh)
         memo.save_verdicts(fresh)
@@ -175,17 +203,22 @@ class Scopeguard:
         """Verdicts for every request (``known[i]`` where given); ``docs`` and ``vecs`` are
         indexed by request position (a list, or a dict of the ones needed)."""
         verdicts = []
-        for i, request in enumerate(requests):
+        for i in range(len(requests)):
             verdict = known[i] if known else None
             if verdict is None:
-                pairs = [(requests[j], s) for j, s in neighbour_lists[i]]
-                verdict = classify(request, docs[i], vecs[i], self.index, pairs, self.rules,
-                                   self.head)
-                verdict = with_precedent(verdict, self.precedent_for(request, vecs[i].mean))
+                verdict = self._verdict(requests, i, docs[i], vecs[i], neighbour_lists)
             verdicts.append(verdict)
             if on_verdict:
                 on_verdict(verdict)
         return Analysis(list(requests), means, neighbour_lists, verdicts)
+
+    def _verdict(self, requests: Sequence[Request], i: int, doc: Document,
+                 vectors: RequestVectors,
+                 neighbour_lists: Sequence[list[tuple[int, float]]]) -> Verdict:
+        """Request ``i``'s verdict against its neighbours (positions into ``requests``)."""
+        pairs = [(requests[j], s) for j, s in neighbour_lists[i]]
+        verdict = classify(requests[i], doc, vectors, self.index, pairs, self.rules, self.head)
+        return with_precedent(verdict, self.precedent_for(requests[i], vectors.mean))
 
     def report_key(self, requests: Sequence[Request], *extra: Any) -> str:
         """What an audit report of ``requests`` depends on: every request, in order, and
@@ -270,6 +303,12 @@ class Analysis:
 
 
 _KEY_FIELDS = [f.name for f in fields(Request) if f.name != "extra"]
+
+
+def _batches(rows: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    """``rows`` in consecutive slices of ``size`` (none for no rows)."""
+    for start in range(0, len(rows), max(size, 1)):
+        yield rows[start:start + max(size, 1)]
 
 
 def request_key(request: Request) -> str:

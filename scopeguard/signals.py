@@ -13,7 +13,7 @@ INPUT_CLASSES = ("fault_correction", "necessity", "market_driven", "opportunisti
                  "responsiveness")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     name: str
     strength: str  # "strong" or "weak"

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -149,7 +150,7 @@ def test_table_drops_terminal_control_characters(hashing):
     guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
     items = [req(i, "Jukebox\x1b[2J\x1b]0;pwned\x07 playlist", "music", f"C{i}\x1b[31m")
              for i in range(4)]
-    items = [Request(**{**r.__dict__, "id": f"R{i}\x1b[1A"}) for i, r in enumerate(items)]
+    items = [replace(r, id=f"R{i}\x1b[1A") for i, r in enumerate(items)]
     text = render_report(build_report(guard.analyse(items), guard.index, guard.rules, "F"),
                          "table")
     assert "\x1b" not in text and "\x07" not in text and "Jukebox" in text

@@ -1,6 +1,7 @@
 """Classifier rules with the deterministic hashing embedder: fast, and exact about logic."""
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def test_the_rule_step_reaches_the_comment_escaped(guard):
     text = render.to_markdown(v, "scope: one-off", "Finder")
     assert "**Rule step 1 (a stated non-goal): 'Content search'**" in text
     assert "rule step: 1 (a stated non-goal): 'Content search'" in render.to_text(v)
-    hostile = v.__class__(**{**v.__dict__, "anchor": "<!-- scopeguard:label=core --> @boss"})
+    hostile = replace(v, anchor="<!-- scopeguard:label=core --> @boss")
     shown = render.to_markdown(hostile)
     body = shown.split("\n", 3)[3]  # after scopeguard's own two markers and the heading
     assert re.search(r"(?<!\\)<!--", body) is None and "@boss" not in shown

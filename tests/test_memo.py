@@ -258,3 +258,30 @@ def test_a_new_request_with_more_than_fifty_hits_joins_every_short_list(tmp_path
     assert memo.computed_rows == 1
     assert all(70 in [j for j, _ in n] for n in fresh.neighbours[:70])
     same(incremental, fresh)
+
+
+def test_a_cached_audit_streams_its_batches_and_matches_one_held_in_memory(
+        hashing, example_config, tmp_path):
+    """With the embedding cache, the audit embeds and classifies a batch at a time (its
+    texts and chunk vectors dropped, read back from the cache to classify): the same
+    verdicts and neighbours as an audit that holds everything, first and after edits,
+    and each text still goes through the model once."""
+    from scopeguard.cache import EmbeddingCache
+    from scopeguard.embed import CachedEmbedder
+
+    positioning = load_positioning(example_config)
+    held = Scopeguard(positioning, hashing)  # no cache: everything stays in memory
+    cached = CachedEmbedder(hashing, EmbeddingCache(tmp_path / "vectors.db"))
+    streamed = Scopeguard(positioning, cached)
+    streamed.batch = 7  # 130 requests: 19 batches, the last one short
+    requests = backlog(130)
+    memos = AnalysisMemo(tmp_path / "held.db"), AnalysisMemo(tmp_path / "streamed.db")
+    same(held.analyse(requests, memo=memos[0]), streamed.analyse(requests, memo=memos[1]))
+    texts = len(set(cached.seen))
+    assert cached.computed == texts and cached.hits >= len(requests)  # read back, not re-run
+    edited = list(requests)
+    for i in (3, 50, 129):
+        edited[i] = replace(edited[i], title=edited[i].title + " and a waitlist", body="x")
+    edited.append(replace(requests[0], id="M-new", title="sms reminder for owners"))
+    same(held.analyse(edited, memo=memos[0]), streamed.analyse(edited, memo=memos[1]))
+    assert memos[1].computed_verdicts < len(edited) + len(requests)  # the memo still works

@@ -162,6 +162,8 @@ class HashingEmbedder:
         vec = np.zeros(self.dim, dtype=np.float32)
         words = [self._stem(w) for w in _TOKEN.findall(text.lower())]
         grams = words + [a + "_" + b for a, b in zip(words, words[1:], strict=False)]
+        if not grams and text.strip():  # no ASCII word (a title in Chinese, say): the text
+            grams = [text.strip()]      # itself, so it is not the zero vector a damaged row is
         for gram in grams:
             digest = hashlib.blake2b(gram.encode(), digest_size=8).digest()
             bucket = int.from_bytes(digest[:4], "little") % self.dim
@@ -218,8 +220,8 @@ class CachedEmbedder:
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         texts = [sound_text(t) for t in texts]  # a lone surrogate cannot be hashed or read
         self.seen.update(texts)
-        damaged = self.cache.damaged if self.cache else 0
-        found = self.cache.get_many(self.model_id, texts) if self.cache else {}
+        damaged = self.cache.damaged if self.cache is not None else 0
+        found = self.cache.get_many(self.model_id, texts) if self.cache is not None else {}
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         self.hits += len(texts) - sum(1 for t in texts if t not in found)
         if progress and len(texts) > len(missing):
@@ -228,12 +230,12 @@ class CachedEmbedder:
             vectors = self.inner.encode(missing, progress=progress)
             self.computed += len(missing)
             new = dict(zip(missing, vectors, strict=True))
-            if self.cache:
+            if self.cache is not None:
                 self.cache.put_many(self.model_id, new.items())
             found.update(new)
         if len({v.shape[0] for v in found.values()}) > 1:
             self._replace_foreign(found, missing)
-        if self.cache and self.cache.damaged > damaged:
+        if self.cache is not None and self.cache.damaged > damaged:
             log.warning("%s: %d cached vectors were damaged (wrong size, NaN or zero) and were "
                         "embedded again", self.cache.path, self.cache.damaged - damaged)
         if not texts:
@@ -249,6 +251,6 @@ class CachedEmbedder:
         vectors = self.inner.encode(wrong)
         self.computed += len(wrong)
         found.update(zip(wrong, vectors, strict=True))
-        if self.cache:
+        if self.cache is not None:
             self.cache.damaged += len(wrong)
             self.cache.put_many(self.model_id, zip(wrong, vectors, strict=True))

@@ -200,8 +200,9 @@ class Scopeguard:
                       means: np.ndarray, neighbour_lists: Sequence[list[tuple[int, float]]],
                       on_verdict: Callable[[Verdict], None] | None,
                       known: Sequence[Verdict | None] | None = None) -> Analysis:
-        """Verdicts for every request (``known[i]`` where given); ``docs`` and ``vecs`` are
-        indexed by request position (a list, or a dict of the ones needed)."""
+        """Verdicts for every request (``known[i]`` where given; the audit's memo path
+        gives them all, computed a batch at a time); ``docs`` and ``vecs`` are indexed by
+        request position (a list, or a dict of the ones needed)."""
         verdicts = []
         for i in range(len(requests)):
             verdict = known[i] if known else None

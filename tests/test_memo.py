@@ -274,11 +274,12 @@ def test_a_cached_audit_streams_its_batches_and_matches_one_held_in_memory(
     cached = CachedEmbedder(hashing, EmbeddingCache(tmp_path / "vectors.db"))
     streamed = Scopeguard(positioning, cached)
     streamed.batch = 7  # 130 requests: 19 batches, the last one short
-    requests = backlog(130)
+    requests = backlog(129) + [replace(backlog(1)[0], id="M-zh", title="日历同步", body="")]
     memos = AnalysisMemo(tmp_path / "held.db"), AnalysisMemo(tmp_path / "streamed.db")
     same(held.analyse(requests, memo=memos[0]), streamed.analyse(requests, memo=memos[1]))
     texts = len(set(cached.seen))
     assert cached.computed == texts and cached.hits >= len(requests)  # read back, not re-run
+    assert cached.cache.damaged == 0  # nothing read back was taken for a damaged row
     edited = list(requests)
     for i in (3, 50, 129):
         edited[i] = replace(edited[i], title=edited[i].title + " and a waitlist", body="x")

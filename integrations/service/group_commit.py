@@ -140,8 +140,8 @@ class GroupCommit:
         except BaseException as exc:  # noqa: BLE001 - the thread must not leave writes waiting
             with self._cv:  # fail what it held and what waits; the next write starts anew
                 stranded, self._pending, self._thread = batch + self._pending, [], None
-            for write in stranded:
-                if not write.done or not write.done.is_set():
+            for write in stranded:  # all but a thread's write already answered
+                if write.done is None or not write.done.is_set():
                     write.error = write.error or exc
             self._answer(stranded)
         finally:

@@ -13,6 +13,7 @@ over the neighbour lists the verdicts already needed.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -42,17 +43,26 @@ class Cluster:
         return len(self.members)
 
 
-@dataclass
+@dataclass(slots=True)
 class AuditItem:
+    """One request of the audit: its verdict is read from the analysis's verdicts when
+    used (``verdicts[index]``; the memo's are read back a block at a time, in order)."""
+
     request: Request
-    verdict: Verdict
+    verdicts: Sequence[Verdict] = field(repr=False)
+    index: int
     label: str  # after promotion
+    classified_as: str  # the verdict's own label
     cluster: int | None = None
-    duplicates: list[str] = field(default_factory=list)
+    duplicates: Sequence[str] = ()
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.verdicts[self.index]
 
     @property
     def promoted(self) -> bool:
-        return self.label != self.verdict.label
+        return self.label != self.classified_as
 
 
 @dataclass
@@ -72,6 +82,7 @@ class AuditReport:
     non_goals: list[NonGoalPressure]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     search: str = "exact search"  # how the demand neighbours were found, and its recall
+    pending: int = 0  # verdicts that need a maintainer's decision
 
     @property
     def counts(self) -> dict[str, int]:
@@ -88,9 +99,8 @@ class AuditReport:
         """The one line a product lead pastes into a meeting."""
         n = len(self.items)
         share = {k: (100.0 * v / n if n else 0.0) for k, v in self.counts.items()}
-        pending = sum(i.verdict.needs_decision for i in self.items)
-        unsure = (f" ({pending} of them not sure enough to decide alone: a maintainer decides)"
-                  if pending else "")
+        unsure = (f" ({self.pending} of them not sure enough to decide alone: a maintainer "
+                  f"decides)" if self.pending else "")
         return (f"of {n} open requests, {share['core']:.0f}% core, "
                 f"{share['generalizable']:.0f}% generalizable, {share['one_off']:.0f}% one-off"
                 f"{unsure}; {len(self.wanted_clusters)} clusters wanted by >= "
@@ -122,7 +132,14 @@ def build_report(analysis: Analysis, index: ProductIndex, rules: Rules, product:
                  skipped: Sequence[tuple[str, str]] = (), nearest: int = 3) -> AuditReport:
     """Cluster, promote, flag duplicates and summarise a classified backlog."""
     requests, verdicts = analysis.requests, analysis.verdicts
-    items = [AuditItem(r, v, v.label) for r, v in zip(requests, verdicts, strict=True)]
+    if len(requests) != len(verdicts):
+        raise ValueError("an analysis with as many verdicts as requests is needed")
+    items, rules_of, pending = [], [], 0
+    for n, (request, verdict) in enumerate(zip(requests, verdicts, strict=True)):
+        label = sys.intern(verdict.label)  # one string a label, not one a request
+        items.append(AuditItem(request, verdicts, n, label, label))
+        rules_of.append(sys.intern(verdict.rule))
+        pending += verdict.needs_decision
     clusters: list[Cluster] = []
     for number, members in enumerate(leader_clusters(analysis.neighbours), start=1):
         customers = _distinct(requests[i].asker for i in members)
@@ -131,18 +148,21 @@ def build_report(analysis: Analysis, index: ProductIndex, rules: Rules, product:
             items[i].cluster = number
             # Demand across distinct customers turns one customer's ask into a candidate for
             # everyone. A stated non-goal still stands: the report shows it under pressure.
-            if wanted and items[i].label == "one_off" and verdicts[i].rule != "non_goal":
+            if wanted and items[i].label == "one_off" and rules_of[i] != "non_goal":
                 items[i].label = "generalizable"
         clusters.append(Cluster(number, requests[members[0]].id, requests[members[0]].title,
                                 [requests[i].id for i in members], customers, wanted))
+    del rules_of
     for i, pairs in enumerate(analysis.neighbours):
-        items[i].duplicates = [requests[j].id for j, s in pairs if s >= rules.duplicate]
+        duplicates = [requests[j].id for j, s in pairs if s >= rules.duplicate]
+        if duplicates:
+            items[i].duplicates = duplicates
     clusters.sort(key=lambda c: (-len(c.customers), -c.size, c.id))
     return AuditReport(product=product, items=items, clusters=clusters,
                        min_customers=rules.min_customers, drift=_drift(items),
                        one_off_customers=_one_off_customers(items),
                        non_goals=_non_goal_pressure(analysis, index, nearest),
-                       skipped=list(skipped), search=analysis.search)
+                       skipped=list(skipped), search=analysis.search, pending=pending)
 
 
 def _distinct(names) -> list[str]:

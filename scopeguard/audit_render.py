@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from html import escape
 from typing import Any
 
@@ -25,12 +26,12 @@ def _request(i: AuditItem) -> dict[str, Any]:
     return {
         "id": i.request.id, "title": i.request.title, "url": i.request.url,
         "customer": i.request.customer, "created_at": i.request.created_at,
-        "label": i.label, "classified_as": i.verdict.label, "promoted": i.promoted,
+        "label": i.label, "classified_as": i.classified_as, "promoted": i.promoted,
         "confidence": i.verdict.confidence, "rule": i.verdict.rule,
         "certainty": i.verdict.certainty, "needs_decision": i.verdict.needs_decision,
         "step": i.verdict.step, "anchor": i.verdict.anchor,
         "input_class": i.verdict.input_class, "cluster": i.cluster,
-        "duplicates": i.duplicates, "reasons": list(promoted_verdict(i).reasons),
+        "duplicates": list(i.duplicates), "reasons": list(promoted_verdict(i).reasons),
         "nearest_feature": i.verdict.features[0].name if i.verdict.features else None,
         "signals": i.verdict.signals,
     }
@@ -42,7 +43,7 @@ def as_dict(report: AuditReport, requests: bool = True) -> dict[str, Any]:
         "product": report.product,
         "summary": report.summary,
         "counts": report.counts,
-        "needs_decision": sum(i.verdict.needs_decision for i in report.items),
+        "needs_decision": report.pending,
         "min_customers": report.min_customers,
         "neighbour_search": report.search,
         "requests": [_request(i) for i in report.items] if requests else [],
@@ -59,35 +60,49 @@ def as_dict(report: AuditReport, requests: bool = True) -> dict[str, Any]:
 
 
 _SLOT = "__scopeguard_requests__"
+_PART = 1 << 16  # characters a streamed part gathers before it is handed on
 
 
 def to_json(report: AuditReport) -> str:
+    return "".join(json_parts(report))
+
+
+def json_parts(report: AuditReport) -> Iterator[str]:
     """``json.dumps(as_dict(report), indent=2)``, the same text, made one request at a
     time: the whole report as one dict, then as one indented encoding's millions of small
     pieces, was the largest transient of a big audit (14 KB a request)."""
     data = as_dict(report, requests=False)
     if not report.items:
-        return json.dumps(data, indent=2, ensure_ascii=False)
+        yield json.dumps(data, indent=2, ensure_ascii=False)
+        return
     data["requests"] = [_SLOT]
     head, *rest = json.dumps(data, indent=2, ensure_ascii=False).split(f'\n    "{_SLOT}"\n')
     if len(rest) != 1:  # the slot's line was not where it always is: the plain way
-        return json.dumps(as_dict(report), indent=2, ensure_ascii=False)
-
-    def parts():
-        yield head + "\n"
-        for n, item in enumerate(report.items):
-            text = json.dumps(_request(item), indent=2, ensure_ascii=False)
-            yield (",\n    " if n else "    ") + text.replace("\n", "\n    ")
-        yield "\n" + rest[0]
-
-    return "".join(parts())
+        yield json.dumps(as_dict(report), indent=2, ensure_ascii=False)
+        return
+    yield head + "\n"
+    for n, item in enumerate(report.items):
+        text = json.dumps(_request(item), indent=2, ensure_ascii=False)
+        yield (",\n    " if n else "    ") + text.replace("\n", "\n    ")
+    yield "\n" + rest[0]
 
 
 def to_csv(report: AuditReport) -> str:
+    return "".join(csv_parts(report))
+
+
+def csv_parts(report: AuditReport) -> Iterator[str]:
     """Every cell quoted, and none that a spreadsheet would run as a formula (a title like
     ``=HYPERLINK(...)`` is written ``'=HYPERLINK(...)``: OWASP's CSV injection advice)."""
     out = io.StringIO()
     writer = csv.writer(out, quoting=csv.QUOTE_ALL)
+
+    def flush() -> str:
+        text = out.getvalue()
+        out.seek(0)
+        out.truncate()
+        return text
+
     writer.writerow(["id", "title", "customer", "created_at", "label", "classified_as",
                      "confidence", "rule", "step", "anchor", "input_class", "cluster",
                      "duplicates", "url", "certainty", "needs_decision"])
@@ -99,7 +114,9 @@ def to_csv(report: AuditReport) -> str:
             " ".join(i.duplicates), i.request.url,
             "" if i.verdict.certainty is None else f"{i.verdict.certainty:.3f}",
             "yes" if i.verdict.needs_decision else "")])
-    return out.getvalue()
+        if out.tell() >= _PART:
+            yield flush()
+    yield flush()
 
 
 def _clip(text: str, n: int) -> str:
@@ -108,22 +125,30 @@ def _clip(text: str, n: int) -> str:
 
 
 def to_table(report: AuditReport, width: int = 110) -> str:
+    return "".join(table_parts(report, width))
+
+
+def table_parts(report: AuditReport, width: int = 110) -> Iterator[str]:
     title_w = max(20, width - 60)
-    lines = [f"{'id':10s} {'label':13s} {'conf':>5s} {'rule':17s} {'cluster':>7s}  title",
-             "-" * min(width, 60 + title_w)]
+    yield (f"{'id':10s} {'label':13s} {'conf':>5s} {'rule':17s} {'cluster':>7s}  title\n"
+           + "-" * min(width, 60 + title_w))
     for i in report.items:
         mark = "*" if i.promoted else " "
-        lines.append(f"{_clip(i.request.id, 10):10s} {i.label:13s}{mark}{i.verdict.confidence:5.2f} "
-                     f"{i.verdict.rule:17s} {str(i.cluster or ''):>7s}  "
-                     f"{_clip(i.request.title, title_w)}")
-    lines.append("")
+        yield (f"\n{_clip(i.request.id, 10):10s} {i.label:13s}{mark}{i.verdict.confidence:5.2f} "
+               f"{i.verdict.rule:17s} {str(i.cluster or ''):>7s}  "
+               f"{_clip(i.request.title, title_w)}")
+    lines = [""]
     if report.wanted_clusters:
         lines.append(f"clusters wanted by >= {report.min_customers} distinct customers:")
         for c in report.wanted_clusters[:10]:
             lines.append(f"  #{c.id:<3d} {len(c.customers)} customers, {c.size} requests: "
                          f"{_clip(c.title, 60)} ({plain(', '.join(c.members[:6]))})")
         lines.append("")
-    dupes = [(i.request.id, d) for i in report.items for d in i.duplicates if i.request.id < d]
+    dupes = []
+    for i in report.items:
+        dupes += [(i.request.id, d) for d in i.duplicates if i.request.id < d]
+        if len(dupes) >= 20:
+            break
     if dupes:
         lines.append("possible duplicates: " + plain(", ".join(f"{a}~{b}" for a, b in dupes[:20])))
     if any(i.promoted for i in report.items):
@@ -132,10 +157,14 @@ def to_table(report: AuditReport, width: int = 110) -> str:
         lines.append(f"skipped {len(report.skipped)} non-feature issue(s)")
     lines.append(f"neighbours: {report.search}")
     lines.append(report.summary)
-    return "\n".join(lines)
+    yield "\n" + "\n".join(lines)
 
 
 def to_markdown(report: AuditReport) -> str:
+    return "".join(markdown_parts(report))
+
+
+def markdown_parts(report: AuditReport) -> Iterator[str]:
     """The report as Markdown; everything requesters (and the positioning file) wrote is
     escaped with :mod:`scopeguard.markup`: no markup, links other than http(s), HTML or
     @mentions can come from it."""
@@ -163,12 +192,12 @@ def to_markdown(report: AuditReport) -> str:
                                                        for i, t, s in g.requests))
     out += ["", "## Requests", "", "| id | label | confidence | cluster | duplicates | title |",
             "|---|---|---|---|---|---|"]
+    yield "\n".join(out) + "\n"
     for i in report.items:
         label = TITLES[i.label] + (" (promoted)" if i.promoted else "")
-        out.append(f"| {md_link(i.request.id, i.request.url)} | {label} | "
-                   f"{i.verdict.confidence:.2f} | {i.cluster or ''} | "
-                   f"{_md(', '.join(i.duplicates))} | {_md(i.request.title, 70)} |")
-    return "\n".join(out) + "\n"
+        yield (f"| {md_link(i.request.id, i.request.url)} | {label} | "
+               f"{i.verdict.confidence:.2f} | {i.cluster or ''} | "
+               f"{_md(', '.join(i.duplicates))} | {_md(i.request.title, 70)} |\n")
 
 
 def _md(text: str, limit: int | None = None) -> str:
@@ -241,29 +270,34 @@ text-align:left;vertical-align:top}th{background:#fafafa}
 
 
 def to_html(report: AuditReport) -> str:
+    return "".join(html_parts(report))
+
+
+def html_parts(report: AuditReport) -> Iterator[str]:
     counts = report.counts
     legend = "".join(f'<span><i style="background:{COLOURS[k]}"></i>{TITLES[k]} '
                      f'({counts[k]})</span>' for k in LABELS)
+    with_generalizable = {i.cluster for i in report.items if i.label == "generalizable"}
     generalizable = [(f"#{c.id} {c.title}", len(c.customers)) for c in report.clusters
-                     if c.promoted or any(i.label == "generalizable" and i.cluster == c.id
-                                          for i in report.items)][:10]
-    rows = []
-    for i in report.items:
+                     if c.promoted or c.id in with_generalizable][:10]
+
+    def row(i: AuditItem) -> str:
         title = escape(i.request.title)
         href = safe_url(i.request.url)  # http(s) only: no javascript: or data: links
         link = (f'<a href="{escape(href, quote=True)}">{escape(i.request.id)}</a>'
                 if href else escape(i.request.id))
         why = escape(" ".join(promoted_verdict(i).reasons[:2]))
-        rows.append(f'<tr><td>{link}</td><td class="{i.label}">{TITLES[i.label]}'
-                    f'{" ↑" if i.promoted else ""}</td><td>{i.verdict.confidence:.2f}</td>'
-                    f'<td>{escape(i.request.customer)}</td><td>{i.cluster or ""}</td>'
-                    f'<td>{escape(", ".join(i.duplicates))}</td><td>{title}'
-                    f'<br><small>{why}</small></td></tr>')
+        return (f'<tr><td>{link}</td><td class="{i.label}">{TITLES[i.label]}'
+                f'{" ↑" if i.promoted else ""}</td><td>{i.verdict.confidence:.2f}</td>'
+                f'<td>{escape(i.request.customer)}</td><td>{i.cluster or ""}</td>'
+                f'<td>{escape(", ".join(i.duplicates))}</td><td>{title}'
+                f'<br><small>{why}</small></td></tr>')
+
     non_goals = "".join(
         f"<tr><td>{escape(g.name)}</td><td>" + "<br>".join(
             f"{escape(i)} {escape(_clip(t, 70))} ({s:.2f})" for i, t, s in g.requests)
         + "</td></tr>" for g in report.non_goals) or '<tr><td colspan="2">No non-goals.</td></tr>'
-    return f"""<!DOCTYPE html>
+    yield f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Scope audit: {escape(report.product)}</title><style>{_CSS}</style></head>
@@ -284,7 +318,9 @@ def to_html(report: AuditReport) -> str:
 <h2>All requests</h2>
 <table id="requests"><tr><th>id</th><th>label</th><th>confidence</th><th>customer</th>
 <th>cluster</th><th>duplicates</th><th>title and reasons</th></tr>
-{"".join(rows)}
+"""
+    yield from (row(i) for i in report.items)
+    yield f"""
 </table>
 <p><small>↑ promoted from one-off: its cluster is wanted by at least {report.min_customers}
 distinct customers. Generated by scopeguard.</small></p>
@@ -293,12 +329,12 @@ distinct customers. Generated by scopeguard.</small></p>
 
 
 def render_report(report: AuditReport, fmt: str) -> str:
-    if fmt == "json":
-        return to_json(report)
-    if fmt == "csv":
-        return to_csv(report)
-    if fmt == "markdown":
-        return to_markdown(report)
-    if fmt == "html":
-        return to_html(report)
-    return to_table(report)
+    return "".join(report_parts(report, fmt))
+
+
+def report_parts(report: AuditReport, fmt: str) -> Iterator[str]:
+    """The report in ``fmt``, a part at a time (a million requests' report is gigabytes:
+    the audit writes the parts as they come)."""
+    parts = {"json": json_parts, "csv": csv_parts, "markdown": markdown_parts,
+             "html": html_parts}.get(fmt, table_parts)
+    return parts(report)

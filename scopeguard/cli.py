@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -628,16 +629,12 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
     key = guard.report_key(keep, fmt, skipped) if memo is not None else ""
     stored = memo.report(key) if memo is not None else None
     if stored is not None:  # nothing changed since the last audit: its report stands
-        text, summary = stored["text"], stored["summary"]
+        parts, summary = stored.parts(), stored.summary
     else:
-        text, summary = _audit_report(guard, keep, skipped, fmt, quiet, memo)
+        parts, summary = _audit_report(guard, keep, skipped, fmt, quiet, memo)
         if memo is not None:
-            memo.save_report(key, text, summary)
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text, encoding="utf-8")
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
+            parts = memo.save_report(key, parts, summary)
+    _write_parts(parts, output)
     embedded = getattr(guard.embedder, "computed", None)
     if not quiet:
         if output or fmt != "table":
@@ -656,10 +653,10 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
         memo.close()
 
 
-def _audit_report(guard, keep, skipped, fmt, quiet, memo) -> tuple[str, str]:
-    """(rendered report, summary) of a fresh analysis of ``keep``."""
+def _audit_report(guard, keep, skipped, fmt, quiet, memo) -> tuple[Iterator[str], str]:
+    """(the rendered report's parts, summary) of a fresh analysis of ``keep``."""
     from .audit import build_report
-    from .audit_render import render_report
+    from .audit_render import report_parts
 
     if quiet or not keep:
         analysis = guard.analyse(keep, memo=memo)
@@ -676,7 +673,35 @@ def _audit_report(guard, keep, skipped, fmt, quiet, memo) -> tuple[str, str]:
             analysis = guard.analyse(keep, progress=progress, memo=memo)
     report = build_report(analysis, guard.index, guard.rules, guard.positioning.product,
                           skipped=skipped)
-    return render_report(report, fmt), report.summary
+    return report_parts(report, fmt), report.summary
+
+
+def _write_parts(parts: Iterable[str], output: str | None) -> None:
+    """Write a report as its parts come: to ``output`` (through a temporary file beside
+    it, renamed into place when complete: a failed audit leaves the last report whole),
+    or to standard output, ending in a newline."""
+    if not output:
+        pending: list[str] = []
+        size, last = 0, ""
+        for part in parts:
+            pending.append(part)
+            size += len(part)
+            last = part or last
+            if size >= 1 << 20:
+                click.echo("".join(pending), nl=False)
+                pending, size = [], 0
+        click.echo("".join(pending), nl=not last.endswith("\n"))
+        return
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", buffering=1 << 20) as file:
+            for part in parts:
+                file.write(part)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # --- eval / calibrate ------------------------------------------------------------------------

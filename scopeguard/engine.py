@@ -26,7 +26,7 @@ from .classify import (
 from .clean import Document, prepare
 from .embed import Embedder, Progress
 from .knn import EXACT_NOTE, HNSW_NOTE, NeighbourLists, hnsw_neighbours, ordered, use_hnsw
-from .memo import AnalysisMemo, digest
+from .memo import AnalysisMemo, StoredVerdicts, digest
 from .positioning import Positioning
 from .rules import Head, Rules
 
@@ -161,6 +161,7 @@ class Scopeguard:
             for i, k in enumerate(keys):
                 if k in stored:
                     means[i] = stored[k]
+        del stored
         if progress and len(keys) > len(todo):
             progress(len(keys) - len(todo))
         memo.save_means(model, {keys[i]: means[i] for i in todo})
@@ -168,24 +169,35 @@ class Scopeguard:
         context = self.verdict_context()
         verdict_keys = [digest(context, keys[i], [(keys[j], round(s, 6)) for j, s in pairs])
                         for i, pairs in enumerate(neighbour_lists)]
-        known = memo.verdicts(verdict_keys)
-        verdicts: list[Verdict | None] = [known.get(k) for k in verdict_keys]
-        missing = [i for i, v in enumerate(verdicts) if v is None]
-        for part in _batches(missing, self.batch if streamed else len(missing)):
-            # the embedding cache has them (or, not streamed, they are still here)
-            self._embed_into(requests, [i for i in part if i not in docs], docs, vecs, None)
-            for i in part:
-                verdicts[i] = self._verdict(requests, i, docs[i], vecs[i], neighbour_lists)
-            if streamed:
+        if streamed:  # verdicts go to the memo as they are made, and are read back in order
+            sound = memo.sound_verdicts(verdict_keys)
+            missing = [i for i, k in enumerate(verdict_keys) if k not in sound]
+            del sound
+            for part in _batches(missing, self.batch):
+                self._embed_into(requests, part, docs, vecs, None)
+                memo.save_verdicts({verdict_keys[i]: self._verdict(
+                    requests, i, docs[i], vecs[i], neighbour_lists) for i in part},
+                    prune=False)
                 docs.clear()
                 vecs.clear()
-        analysis = self._classify_all(requests, docs, vecs, means, neighbour_lists,
-                                      on_verdict, verdicts)
-        analysis.search = search
-        fresh = {verdict_keys[i]: analysis.verdicts[i] for i in missing}
-        memo.reused_verdicts += len(requests) - len(fresh)
-        memo.computed_verdicts += len(fresh)
-        memo.save_verdicts(fresh)
+            memo.prune_verdicts()
+            kept = StoredVerdicts(memo, verdict_keys, self.batch)
+            if on_verdict:
+                for verdict in kept:
+                    on_verdict(verdict)
+            analysis = Analysis(list(requests), means, neighbour_lists, kept, search)
+        else:
+            known = memo.verdicts(verdict_keys)
+            verdicts: list[Verdict | None] = [known.get(k) for k in verdict_keys]
+            del known
+            missing = [i for i, v in enumerate(verdicts) if v is None]
+            self._embed_into(requests, [i for i in missing if i not in docs], docs, vecs, None)
+            analysis = self._classify_all(requests, docs, vecs, means, neighbour_lists,
+                                          on_verdict, verdicts)
+            analysis.search = search
+            memo.save_verdicts({verdict_keys[i]: analysis.verdicts[i] for i in missing})
+        memo.reused_verdicts += len(requests) - len(missing)
+        memo.computed_verdicts += len(missing)
         return analysis
 
     def _embed_into(self, requests: Sequence[Request], rows: Sequence[int],
@@ -299,7 +311,7 @@ class Analysis:
     requests: list[Request]
     vectors: np.ndarray
     neighbours: Sequence[list[tuple[int, float]]]  # knn.NeighbourLists: compact
-    verdicts: list[Verdict]
+    verdicts: Sequence[Verdict]  # a list, or the memo's StoredVerdicts (read back in order)
     search: str = EXACT_NOTE  # how the neighbours were found (scopeguard/knn.py)
 
 

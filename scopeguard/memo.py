@@ -11,8 +11,9 @@ requests changed, only what they touch is recomputed:
   A list that was full (``limit`` long) and lost a member is recomputed, as its next-best
   neighbour was never stored.
 - **Reports**: the last few rendered reports, per (every request's key in order, the
-  verdict context, the format). An audit of a backlog that did not change at all writes
-  the stored report again without reading a vector or a verdict.
+  verdict context, the format), stored as they are written, in compressed parts of about
+  a megabyte. An audit of a backlog that did not change at all writes the stored report
+  again, a part at a time, without reading a vector or a verdict.
 - **Verdicts** are stored per (request key, its neighbour keys and scores, verdict
   context): the positioning file, model, thresholds, head and precedents. Any change to
   one of these makes a new key; unused rows are pruned after ``KEEP_DAYS``.
@@ -27,7 +28,8 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,12 @@ import numpy as np
 
 from .cache import _database_error, connect
 from .classify import Verdict
+from .errors import ScopeguardError
 
 KEEP_DAYS = 30
 KEEP_REPORTS = 8  # rendered reports kept (the most recently used)
 _CHUNK = 500
+_REPORT_PART = 1 << 20  # characters of report text a stored part holds
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS memo_neighbours (
@@ -60,8 +64,14 @@ CREATE TABLE IF NOT EXISTS memo_means (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memo_reports (
     report_key TEXT PRIMARY KEY,       -- every request's key, the verdict context, the format
-    report TEXT NOT NULL,              -- JSON {"text": the rendered report, "summary": ...}
+    report TEXT NOT NULL,              -- JSON {"summary": ..., "parts": how many parts}
     used_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memo_report_parts (
+    report_key TEXT NOT NULL,
+    n INTEGER NOT NULL,                -- 0, 1, ...: the report's text is the parts in order
+    part BLOB NOT NULL,                -- zlib-compressed UTF-8
+    PRIMARY KEY (report_key, n)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memo_verdicts (
     verdict_key TEXT PRIMARY KEY,
@@ -181,7 +191,7 @@ class AnalysisMemo:
 
     # --- verdicts ----------------------------------------------------------------------
 
-    def verdicts(self, keys: Sequence[str]) -> dict[str, Verdict]:
+    def verdicts(self, keys: Sequence[str], touch: bool = True) -> dict[str, Verdict]:
         found: dict[str, Verdict] = {}
         for chunk in _chunks(list(dict.fromkeys(keys))):
             marks = ",".join("?" * len(chunk))
@@ -192,8 +202,17 @@ class AnalysisMemo:
                     found[key] = Verdict.from_dict(json.loads(text))
                 except (ValueError, TypeError, KeyError):
                     continue  # damaged or from an older layout: classified again
-        self._touch("memo_verdicts", "verdict_key", (), list(found))
+        if touch:
+            self._touch("memo_verdicts", "verdict_key", (), list(found))
         return found
+
+    def sound_verdicts(self, keys: Sequence[str], block: int = 4096) -> set[str]:
+        """Which of ``keys`` have a sound stored verdict, read a block at a time and not
+        kept (:class:`StoredVerdicts` reads them again when they are needed)."""
+        sound: set[str] = set()
+        for start in range(0, len(keys), block):
+            sound.update(self.verdicts(keys[start:start + block]))
+        return sound
 
     def _touch(self, table: str, where: str, fixed: tuple, keys: list[str]) -> None:
         """Mark rows used now (``where`` ends in the key column): pruning spares them."""
@@ -206,41 +225,137 @@ class AnalysisMemo:
 
     # --- whole reports --------------------------------------------------------------------
 
-    def report(self, key: str) -> dict[str, str] | None:
-        """The report stored under ``key`` ({"text", "summary"}), or None."""
+    def report(self, key: str) -> StoredReport | None:
+        """The report stored under ``key``, or None (none, or damaged: every part is read
+        and checked before the report is offered, so a damaged one is never half written)."""
         row = self.conn.execute("SELECT report FROM memo_reports WHERE report_key = ?",
                                 (key,)).fetchone()
         if row is None:
             return None
         try:
             found = json.loads(row[0])
-            if not (isinstance(found.get("text"), str) and isinstance(found.get("summary"), str)):
+            summary, parts = found["summary"], found["parts"]
+            if not (isinstance(summary, str) and isinstance(parts, int)):
                 return None
-        except (ValueError, AttributeError):
-            return None  # damaged: the audit runs and stores it again
+            stored = StoredReport(self.conn, key, summary, parts)
+            for _ in stored.parts():
+                pass
+        except (ValueError, TypeError, KeyError, zlib.error, UnicodeDecodeError):
+            return None  # damaged (or an older layout): the audit runs and stores it again
         self._touch("memo_reports", "report_key", (), [key])
         self.reused_report = True
-        return found
+        return stored
 
-    def save_report(self, key: str, text: str, summary: str) -> None:
+    def save_report(self, key: str, parts: Iterable[str], summary: str) -> Iterator[str]:
+        """Store the report made of ``parts`` under ``key`` while handing each part on
+        (the caller writes them out as they come). The report is stored when the parts
+        run out; if they stop early (an error), nothing of it is kept."""
+        count, size, pending = 0, 0, []
         now = time.time()
-        with self.conn:
+
+        def flush() -> None:
+            nonlocal count, size
+            data = zlib.compress("".join(pending).encode("utf-8", "surrogatepass"), 6)
+            self.conn.execute("INSERT OR REPLACE INTO memo_report_parts VALUES (?, ?, ?)",
+                              (key, count, data))
+            count, size = count + 1, 0
+            pending.clear()
+
+        try:
+            for part in parts:
+                yield part
+                pending.append(part)
+                size += len(part)
+                if size >= _REPORT_PART:
+                    flush()
+            if pending or not count:
+                flush()
+            self.conn.execute("DELETE FROM memo_report_parts WHERE report_key = ? AND n >= ?",
+                              (key, count))
             self.conn.execute("INSERT OR REPLACE INTO memo_reports VALUES (?, ?, ?)",
-                              (key, json.dumps({"text": text, "summary": summary},
+                              (key, json.dumps({"summary": summary, "parts": count},
                                                ensure_ascii=False), now))
             self.conn.execute(
                 "DELETE FROM memo_reports WHERE report_key NOT IN (SELECT report_key FROM "
                 "memo_reports ORDER BY used_at DESC LIMIT ?)", (KEEP_REPORTS,))
+            self.conn.execute("DELETE FROM memo_report_parts WHERE report_key NOT IN "
+                              "(SELECT report_key FROM memo_reports)")
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self.conn.commit()
 
-    def save_verdicts(self, verdicts: dict[str, Verdict]) -> None:
+    def save_verdicts(self, verdicts: dict[str, Verdict], prune: bool = True) -> None:
+        """Store ``verdicts``; ``prune``: and forget those unused for ``KEEP_DAYS`` (a scan
+        of the table: an audit saving a batch at a time prunes once, at its end)."""
         now = time.time()
         with self.conn:
             self.conn.executemany(
                 "INSERT OR REPLACE INTO memo_verdicts VALUES (?, ?, ?)",
                 ((k, json.dumps(v.to_dict(), ensure_ascii=False), now)
                  for k, v in verdicts.items()))
+        if prune:
+            self.prune_verdicts()
+
+    def prune_verdicts(self) -> None:
+        with self.conn:
             self.conn.execute("DELETE FROM memo_verdicts WHERE used_at < ?",
-                              (now - KEEP_DAYS * 86400,))
+                              (time.time() - KEEP_DAYS * 86400,))
+
+
+class StoredVerdicts(Sequence[Verdict]):
+    """An analysis's verdicts as stored in the memo, in request order, read back a block at
+    a time as they are used (a million verdicts held at once took 4 GB): fast in order, as
+    the report reads them; one block is held at a time."""
+
+    def __init__(self, memo: AnalysisMemo, keys: Sequence[str], block: int = 4096) -> None:
+        self.memo, self.keys, self.size = memo, keys, block
+        self._at, self._block = -1, []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        at = i // self.size
+        if at != self._at:
+            keys = self.keys[at * self.size:(at + 1) * self.size]
+            found = self.memo.verdicts(keys, touch=False)
+            missing = [k for k in keys if k not in found]
+            if missing:
+                raise ScopeguardError(
+                    f"{self.memo.path}: {len(missing)} verdict(s) of this audit left the "
+                    "cache file while it ran (another audit pruning it?). Fix: run the "
+                    "audit again, or give each concurrent audit its own --db.")
+            self._at, self._block = at, [found[k] for k in keys]
+        return self._block[i - at * self.size]
+
+    def __iter__(self) -> Iterator[Verdict]:
+        return (self[i] for i in range(len(self)))
+
+
+class StoredReport:
+    """A report in the memo: its summary, and its text a part at a time."""
+
+    def __init__(self, conn: sqlite3.Connection, key: str, summary: str, count: int) -> None:
+        self.conn, self.key, self.summary, self.count = conn, key, summary, count
+
+    def parts(self) -> Iterator[str]:
+        for n in range(self.count):
+            row = self.conn.execute("SELECT part FROM memo_report_parts WHERE report_key = ? "
+                                    "AND n = ?", (self.key, n)).fetchone()
+            if row is None:
+                raise KeyError(f"part {n} of a stored report is missing")
+            yield zlib.decompress(row[0]).decode("utf-8", "surrogatepass")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts())
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

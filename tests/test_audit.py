@@ -72,7 +72,7 @@ def test_demand_promotes_one_off_members_but_not_non_goals(report):
 def test_duplicates_flagged(report):
     by_id = {i.request.id: i for i in report.items}
     assert set(by_id["R5"].duplicates) == {"R6", "R7"}
-    assert by_id["R4"].duplicates == []
+    assert list(by_id["R4"].duplicates) == []
 
 
 def test_summary_drift_and_customers(report):

@@ -12,10 +12,13 @@ from dataclasses import replace
 import pytest
 
 import scopeguard.engine as engine
+from scopeguard.audit import build_report
+from scopeguard.audit_render import FORMATS, render_report
 from scopeguard.backlog import read_backlog
 from scopeguard.cli import cli
 from scopeguard.engine import Scopeguard
-from scopeguard.memo import AnalysisMemo
+from scopeguard.errors import ScopeguardError
+from scopeguard.memo import AnalysisMemo, StoredVerdicts
 from scopeguard.positioning import load_positioning
 
 WORDS = ("reminder booking export invoice calendar widget sms owners vets clinic diary "
@@ -180,6 +183,76 @@ def test_an_unchanged_audit_writes_its_stored_report_and_analyses_nothing(
     assert isinstance(damaged.exception, ZeroDivisionError)
 
 
+def test_a_stored_report_is_kept_in_parts_and_written_again_whole(
+        runner, tmp_path, example_config, example_backlog, monkeypatch):
+    import scopeguard.audit_render as audit_render
+    import scopeguard.memo as memo_module
+
+    monkeypatch.setattr(audit_render, "_PART", 500)  # many parts, even here
+    monkeypatch.setattr(memo_module, "_REPORT_PART", 2000)
+    db = tmp_path / "p.db"
+    args = ["audit", "-c", str(example_config), "--db", str(db), "--model", "hashing",
+            "--from-file", str(example_backlog), "--format", "csv"]
+    first = runner.invoke(cli, [*args, "-o", str(tmp_path / "a.csv")])
+    assert first.exit_code == 0, first.output
+    conn = sqlite3.connect(db)
+    parts = conn.execute("SELECT count(*) FROM memo_report_parts").fetchone()[0]
+    conn.close()
+    text = (tmp_path / "a.csv").read_text()
+    assert len(text) // 2600 <= parts <= -(-len(text) // 2000)  # about one a 2,000 characters
+    monkeypatch.setattr(Scopeguard, "analyse", lambda *a, **k: 1 / 0)
+    to_stdout = runner.invoke(cli, args)
+    assert to_stdout.exit_code == 0 and "nothing changed" in to_stdout.output
+    assert text in to_stdout.output  # the same text, streamed to standard output
+    # a damaged or a missing part: the stored report is not trusted, and not half written
+    for damage in ("UPDATE memo_report_parts SET part = x'789c0b' WHERE n = 2",
+                   "DELETE FROM memo_report_parts WHERE n = 1"):
+        monkeypatch.undo()
+        monkeypatch.setattr(audit_render, "_PART", 500)
+        monkeypatch.setattr(memo_module, "_REPORT_PART", 2000)
+        assert runner.invoke(cli, [*args, "-o", str(tmp_path / "b.csv")]).exit_code == 0
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.execute(damage)
+        conn.close()
+        monkeypatch.setattr(Scopeguard, "analyse", lambda *a, **k: 1 / 0)
+        again = runner.invoke(cli, [*args, "-o", str(tmp_path / "b.csv")])
+        assert isinstance(again.exception, ZeroDivisionError)  # it went on to analyse
+        assert (tmp_path / "b.csv").read_text() == text  # the last report still whole
+
+
+def test_an_audit_that_fails_while_writing_keeps_the_last_report_and_stores_none(
+        runner, tmp_path, example_config, example_backlog, monkeypatch):
+    import scopeguard.audit_render as audit_render
+
+    db = tmp_path / "f.db"
+    args = ["audit", "-c", str(example_config), "--db", str(db), "--model", "hashing",
+            "--from-file", str(example_backlog), "--format", "json", "-o",
+            str(tmp_path / "r.json")]
+    assert runner.invoke(cli, args).exit_code == 0
+    before = (tmp_path / "r.json").read_text()
+    original = audit_render._request
+    calls = [0]
+
+    def breaks_halfway(item):
+        calls[0] += 1
+        if calls[0] == 20:
+            raise RuntimeError("disk full, say")
+        return original(item)
+
+    monkeypatch.setattr(audit_render, "_request", breaks_halfway)
+    failed = runner.invoke(cli, [*args, "--min-customers", "2"])  # another report
+    assert isinstance(failed.exception, RuntimeError)
+    assert (tmp_path / "r.json").read_text() == before  # whole, not half of the new one
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT count(*) FROM memo_reports").fetchone()[0]
+    orphans = conn.execute("SELECT count(*) FROM memo_report_parts WHERE report_key NOT IN "
+                           "(SELECT report_key FROM memo_reports)").fetchone()[0]
+    conn.close()
+    assert (stored, orphans) == (1, 0)  # only the first audit's report
+
+
 def test_audit_cli_reuses_the_last_audit_with_the_real_model(runner, tmp_path, example_config,
                                                              example_backlog):
     db = tmp_path / "audit.db"  # its own file: the session cache may hold a memo already
@@ -276,7 +349,25 @@ def test_a_cached_audit_streams_its_batches_and_matches_one_held_in_memory(
     streamed.batch = 7  # 130 requests: 19 batches, the last one short
     requests = backlog(129) + [replace(backlog(1)[0], id="M-zh", title="日历同步", body="")]
     memos = AnalysisMemo(tmp_path / "held.db"), AnalysisMemo(tmp_path / "streamed.db")
-    same(held.analyse(requests, memo=memos[0]), streamed.analyse(requests, memo=memos[1]))
+    first = held.analyse(requests, memo=memos[0]), streamed.analyse(requests, memo=memos[1])
+    same(*first)
+    # the streamed verdicts stay in the memo, read back a block of 7 at a time, in order
+    kept = first[1].verdicts
+    assert isinstance(kept, StoredVerdicts) and len(kept._block) <= 7
+    assert kept[-1].request_id == "M-zh" and [v.request_id for v in kept[5:9]] == [
+        r.id for r in requests[5:9]]
+    with pytest.raises(IndexError):
+        kept[len(requests)]
+    reports = [build_report(a, held.index, held.rules, "Finder") for a in first]
+    for fmt in FORMATS:
+        assert render_report(reports[0], fmt) == render_report(reports[1], fmt), fmt
+    assert reports[1].pending == sum(v.needs_decision for v in first[0].verdicts)
+    conn = sqlite3.connect(tmp_path / "streamed.db")
+    with conn:
+        conn.execute("DELETE FROM memo_verdicts WHERE verdict_key = ?", (kept.keys[100],))
+    conn.close()
+    with pytest.raises(ScopeguardError, match="left the cache file while it ran"):
+        StoredVerdicts(memos[1], kept.keys, 7)[99]
     texts = len(set(cached.seen))
     assert cached.computed == texts and cached.hits >= len(requests)  # read back, not re-run
     assert cached.cache.damaged == 0  # nothing read back was taken for a damaged row

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -635,6 +636,9 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
         if memo is not None:
             parts = memo.save_report(key, parts, summary)
     _write_parts(parts, output)
+    if memo is not None and memo.report_error:
+        click.echo(f"warning: the report was written but not kept for the next audit "
+                   f"({memo.report_error}).", err=True)
     embedded = getattr(guard.embedder, "computed", None)
     if not quiet:
         if output or fmt != "table":
@@ -677,9 +681,11 @@ def _audit_report(guard, keep, skipped, fmt, quiet, memo) -> tuple[Iterator[str]
 
 
 def _write_parts(parts: Iterable[str], output: str | None) -> None:
-    """Write a report as its parts come: to ``output`` (through a temporary file beside
-    it, renamed into place when complete: a failed audit leaves the last report whole),
-    or to standard output, ending in a newline."""
+    """Write a report as its parts come: to standard output (ending in a newline), or to
+    ``output``. A regular file (or a new one) is written through a temporary file beside
+    it, renamed into place when complete (with the old file's permissions), so a failed
+    audit leaves the last report whole; anything else (``/dev/stdout``, a pipe) is written
+    directly. A symbolic link is followed, not replaced."""
     if not output:
         pending: list[str] = []
         size, last = 0, ""
@@ -692,14 +698,26 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
                 pending, size = [], 0
         click.echo("".join(pending), nl=not last.endswith("\n"))
         return
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    target = Path(os.path.realpath(output))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_file():  # a device, a pipe: no rename
+        with open(target, "w", encoding="utf-8") as file:
+            file.writelines(parts)
+        return
+    # One name per output file (not per process): a killed audit's leftover is overwritten.
+    temporary = target.with_name(f".{target.name}.scopeguard-partial")
     try:
-        with open(temporary, "w", encoding="utf-8", buffering=1 << 20) as file:
-            for part in parts:
-                file.write(part)
-        os.replace(temporary, path)
+        file = open(temporary, "w", encoding="utf-8", buffering=1 << 20)
+    except PermissionError:  # a directory that takes no new files: write in place
+        with open(target, "w", encoding="utf-8") as file:
+            file.writelines(parts)
+        return
+    try:
+        with file:
+            file.writelines(parts)
+        if target.exists():
+            shutil.copymode(target, temporary)
+        os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import zlib
@@ -43,6 +44,7 @@ KEEP_DAYS = 30
 KEEP_REPORTS = 8  # rendered reports kept (the most recently used)
 _CHUNK = 500
 _REPORT_PART = 1 << 20  # characters of report text a stored part holds
+_STAGING = "staging:"  # report parts being stored: staging:<pid>:<unix time>
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS memo_neighbours (
@@ -106,6 +108,7 @@ class AnalysisMemo:
         self.reused_lists = self.computed_rows = 0
         self.reused_verdicts = self.computed_verdicts = 0
         self.reused_report = False
+        self.report_error = ""  # why the last report was not kept, when it was not
         try:
             with self.conn:
                 self.conn.executescript(_SCHEMA)
@@ -235,31 +238,62 @@ class AnalysisMemo:
         try:
             found = json.loads(row[0])
             summary, parts = found["summary"], found["parts"]
-            if not (isinstance(summary, str) and isinstance(parts, int)):
+            if not (isinstance(summary, str) and type(parts) is int and parts >= 1):
                 return None
-            stored = StoredReport(self.conn, key, summary, parts)
+            stored = StoredReport(self.conn, key, summary, parts, self.path)
             for _ in stored.parts():
                 pass
-        except (ValueError, TypeError, KeyError, zlib.error, UnicodeDecodeError):
+        except (ValueError, TypeError, KeyError, ScopeguardError):
             return None  # damaged (or an older layout): the audit runs and stores it again
         self._touch("memo_reports", "report_key", (), [key])
         self.reused_report = True
         return stored
 
     def save_report(self, key: str, parts: Iterable[str], summary: str) -> Iterator[str]:
-        """Store the report made of ``parts`` under ``key`` while handing each part on
-        (the caller writes them out as they come). The report is stored when the parts
-        run out; if they stop early (an error), nothing of it is kept."""
+        """Hand on each of ``parts`` (the caller writes them out as they come) while storing
+        them under ``key``; the report is stored once the caller has taken every part and
+        asked for the next (a ``for`` loop does). Each stored part is its own short
+        transaction under a staging key, so no write lock is held while the report is
+        written out; the last transaction publishes it. If the parts stop early (an error,
+        the consumer gone), the staged parts are removed and nothing of it is kept. If the
+        memo cannot store it (a full disk, a locked file), the parts still flow and
+        ``report_error`` says why it was not kept."""
+        staging = f"{_STAGING}{os.getpid()}:{time.time():.0f}"
         count, size, pending = 0, 0, []
-        now = time.time()
+        storing = True
+
+        def attempt(step) -> None:
+            nonlocal storing
+            if storing:
+                try:
+                    with self.conn:
+                        step()
+                except sqlite3.Error as exc:
+                    storing, self.report_error = False, str(exc)
+                    self._drop_staged(staging)
 
         def flush() -> None:
             nonlocal count, size
-            data = zlib.compress("".join(pending).encode("utf-8", "surrogatepass"), 6)
-            self.conn.execute("INSERT OR REPLACE INTO memo_report_parts VALUES (?, ?, ?)",
-                              (key, count, data))
+            if storing:
+                data = zlib.compress("".join(pending).encode("utf-8", "surrogatepass"), 6)
+                attempt(lambda: self.conn.execute(
+                    "INSERT INTO memo_report_parts VALUES (?, ?, ?)", (staging, count, data)))
             count, size = count + 1, 0
             pending.clear()
+
+        def publish() -> None:
+            self.conn.execute("DELETE FROM memo_report_parts WHERE report_key = ?", (key,))
+            self.conn.execute("UPDATE memo_report_parts SET report_key = ? WHERE report_key = ?",
+                              (key, staging))
+            self.conn.execute("INSERT OR REPLACE INTO memo_reports VALUES (?, ?, ?)",
+                              (key, json.dumps({"summary": summary, "parts": count},
+                                               ensure_ascii=False), time.time()))
+            self.conn.execute(
+                "DELETE FROM memo_reports WHERE report_key NOT IN (SELECT report_key FROM "
+                "memo_reports ORDER BY used_at DESC LIMIT ?)", (KEEP_REPORTS,))
+            self.conn.execute(f"DELETE FROM memo_report_parts WHERE report_key NOT LIKE "
+                              f"'{_STAGING}%' AND report_key NOT IN "
+                              f"(SELECT report_key FROM memo_reports)")
 
         try:
             for part in parts:
@@ -270,20 +304,30 @@ class AnalysisMemo:
                     flush()
             if pending or not count:
                 flush()
-            self.conn.execute("DELETE FROM memo_report_parts WHERE report_key = ? AND n >= ?",
-                              (key, count))
-            self.conn.execute("INSERT OR REPLACE INTO memo_reports VALUES (?, ?, ?)",
-                              (key, json.dumps({"summary": summary, "parts": count},
-                                               ensure_ascii=False), now))
-            self.conn.execute(
-                "DELETE FROM memo_reports WHERE report_key NOT IN (SELECT report_key FROM "
-                "memo_reports ORDER BY used_at DESC LIMIT ?)", (KEEP_REPORTS,))
-            self.conn.execute("DELETE FROM memo_report_parts WHERE report_key NOT IN "
-                              "(SELECT report_key FROM memo_reports)")
+            attempt(publish)
         except BaseException:
-            self.conn.rollback()
+            self._drop_staged(staging)
             raise
-        self.conn.commit()
+        self._drop_stale_staging()
+
+    def _drop_staged(self, staging: str) -> None:
+        try:
+            with self.conn:
+                self.conn.execute("DELETE FROM memo_report_parts WHERE report_key = ?",
+                                  (staging,))
+        except sqlite3.Error:
+            pass  # left for the next audit's clean-up of stale staging
+
+    def _drop_stale_staging(self, older: float = 86400) -> None:
+        """Remove parts staged more than ``older`` seconds ago by an audit that was killed."""
+        try:
+            stale = [k for (k,) in self.conn.execute(
+                f"SELECT DISTINCT report_key FROM memo_report_parts WHERE report_key LIKE "
+                f"'{_STAGING}%'") if _staged_at(k) < time.time() - older]
+            for k in stale:
+                self._drop_staged(k)
+        except sqlite3.Error:
+            pass
 
     def save_verdicts(self, verdicts: dict[str, Verdict], prune: bool = True) -> None:
         """Store ``verdicts``; ``prune``: and forget those unused for ``KEEP_DAYS`` (a scan
@@ -342,20 +386,35 @@ class StoredVerdicts(Sequence[Verdict]):
 class StoredReport:
     """A report in the memo: its summary, and its text a part at a time."""
 
-    def __init__(self, conn: sqlite3.Connection, key: str, summary: str, count: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, key: str, summary: str, count: int,
+                 path: str = "") -> None:
         self.conn, self.key, self.summary, self.count = conn, key, summary, count
+        self.path = path
 
     def parts(self) -> Iterator[str]:
         for n in range(self.count):
             row = self.conn.execute("SELECT part FROM memo_report_parts WHERE report_key = ? "
                                     "AND n = ?", (self.key, n)).fetchone()
-            if row is None:
-                raise KeyError(f"part {n} of a stored report is missing")
-            yield zlib.decompress(row[0]).decode("utf-8", "surrogatepass")
+            try:
+                if row is None:
+                    raise KeyError(n)
+                yield zlib.decompress(row[0]).decode("utf-8", "surrogatepass")
+            except (KeyError, zlib.error, UnicodeDecodeError):
+                raise ScopeguardError(
+                    f"{self.path}: part {n} of the stored report changed while it was written "
+                    "(another audit on the same file?). Fix: run the audit again, with "
+                    "--recompute to leave the stored report aside.") from None
 
     @property
     def text(self) -> str:
         return "".join(self.parts())
+
+
+def _staged_at(key: str) -> float:
+    try:
+        return float(key.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0.0
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

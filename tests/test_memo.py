@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import time
 from dataclasses import replace
 
 import pytest
@@ -203,7 +204,7 @@ def test_a_stored_report_is_kept_in_parts_and_written_again_whole(
     monkeypatch.setattr(Scopeguard, "analyse", lambda *a, **k: 1 / 0)
     to_stdout = runner.invoke(cli, args)
     assert to_stdout.exit_code == 0 and "nothing changed" in to_stdout.output
-    assert text in to_stdout.output  # the same text, streamed to standard output
+    assert to_stdout.stdout == text  # the same text, streamed to standard output
     # a damaged or a missing part: the stored report is not trusted, and not half written
     for damage in ("UPDATE memo_report_parts SET part = x'789c0b' WHERE n = 2",
                    "DELETE FROM memo_report_parts WHERE n = 1"):
@@ -224,7 +225,9 @@ def test_a_stored_report_is_kept_in_parts_and_written_again_whole(
 def test_an_audit_that_fails_while_writing_keeps_the_last_report_and_stores_none(
         runner, tmp_path, example_config, example_backlog, monkeypatch):
     import scopeguard.audit_render as audit_render
+    import scopeguard.memo as memo_module
 
+    monkeypatch.setattr(memo_module, "_REPORT_PART", 500)  # parts are stored before it fails
     db = tmp_path / "f.db"
     args = ["audit", "-c", str(example_config), "--db", str(db), "--model", "hashing",
             "--from-file", str(example_backlog), "--format", "json", "-o",
@@ -244,13 +247,61 @@ def test_an_audit_that_fails_while_writing_keeps_the_last_report_and_stores_none
     failed = runner.invoke(cli, [*args, "--min-customers", "2"])  # another report
     assert isinstance(failed.exception, RuntimeError)
     assert (tmp_path / "r.json").read_text() == before  # whole, not half of the new one
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
     conn = sqlite3.connect(db)
     stored = conn.execute("SELECT count(*) FROM memo_reports").fetchone()[0]
-    orphans = conn.execute("SELECT count(*) FROM memo_report_parts WHERE report_key NOT IN "
-                           "(SELECT report_key FROM memo_reports)").fetchone()[0]
+    parts = conn.execute("SELECT DISTINCT report_key FROM memo_report_parts").fetchall()
     conn.close()
-    assert (stored, orphans) == (1, 0)  # only the first audit's report
+    assert stored == 1 and len(parts) == 1  # only the first audit's report, no staged parts
+
+
+def test_the_memo_stores_a_report_only_when_every_part_was_taken(tmp_path):
+    memo = AnalysisMemo(tmp_path / "s.db")
+    parts = ["x" * 700, "y" * 900, "z" * 2_000_000, "end\n"]
+    flow = memo.save_report("k1", iter(parts), "summary")
+    assert next(flow) == parts[0] and next(flow) == parts[1] and next(flow) == parts[2]
+    # a part is stored in its own transaction: no write lock is held between parts
+    other = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
+    with other:
+        other.execute("INSERT INTO memo_reports VALUES ('other', '{}', 0)")
+    flow.close()  # the consumer went away: nothing of it is kept
+    assert memo.report("k1") is None
+    assert other.execute("SELECT count(*) FROM memo_report_parts").fetchone()[0] == 0
+    # taken whole: kept, in parts, and read back the same
+    assert list(memo.save_report("k1", iter(parts), "summary")) == parts
+    stored = memo.report("k1")
+    assert stored.summary == "summary" and stored.count == 2 and stored.text == "".join(parts)
+    # a killed audit's staged parts are removed by a later one once a day old
+    running = f"staging:2:{time.time():.0f}"  # another audit's, running now
+    with other:
+        other.execute("INSERT INTO memo_report_parts VALUES ('staging:1:1000', 0, x'00')")
+        other.execute("INSERT INTO memo_report_parts VALUES (?, 0, x'00')", (running,))
+    list(memo.save_report("k2", iter(["a"]), "s"))
+    keys = {k for (k,) in other.execute("SELECT DISTINCT report_key FROM memo_report_parts")}
+    assert keys == {"k1", "k2", running}
+    # a memo that cannot store it: the parts still flow, and it says why
+    with other:
+        other.execute("DROP TABLE memo_report_parts")
+    assert list(memo.save_report("k3", iter(parts), "s")) == parts
+    assert "no such table" in memo.report_error
+    other.close()
+
+
+def test_an_audit_written_to_a_link_follows_it_and_keeps_the_file_mode(
+        runner, tmp_path, example_config, example_backlog):
+    real = tmp_path / "reports" / "audit.csv"
+    real.parent.mkdir()
+    real.write_text("old")
+    real.chmod(0o640)
+    link = tmp_path / "latest.csv"
+    link.symlink_to(real)
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--db",
+                                 str(tmp_path / "l.db"), "--model", "hashing", "--from-file",
+                                 str(example_backlog), "--format", "csv", "-o", str(link)])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and real.read_text().startswith('"id","title"')
+    assert real.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in real.parent.iterdir()) == ["audit.csv"]
 
 
 def test_audit_cli_reuses_the_last_audit_with_the_real_model(runner, tmp_path, example_config,

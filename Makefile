@@ -9,7 +9,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
-.PHONY: venv venv-train browser postgres demo test test-train lint unit fuzz bench model calibration certainty \
+.PHONY: venv venv-train browser postgres demo test test-train lint unit fuzz bench bench-million model calibration certainty \
 	evaluate evaluate-dev clean
 
 # The labelled corpus (models/data/DATASHEET.md): request-time labels, products as of each
@@ -93,6 +93,10 @@ bench: $(TRAIN_STAMP) postgres
 	$(BIN)/python bench/knn.py
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/replicas.py
+
+# A million-request audit of real request texts (over an hour on 2 cores; not in `bench`).
+bench-million: $(STAMP)
+	$(BIN)/python bench/million.py
 
 # Every accuracy figure in README.md and models/MODEL_CARD.md: leave one training product
 # out, and the held-out products (fitted on the training ones), against the request-time

@@ -8,7 +8,7 @@ For each size, in a fresh process (so peak memory is that size's own):
 - a second audit of the same backlog (embeddings, neighbour lists and verdicts from the
   memo: only the report is made), and a third after 1% of the requests changed;
 - ``scopeguard audit`` itself, twice on the same backlog and cache: the second run finds
-  nothing changed and writes the stored report (the memo's whole-report row).
+  nothing changed and writes the stored report (the memo's stored report parts).
 
 Usage: .venv/bin/python bench/audit.py [--sizes 1000,10000,100000] [--model hashing]
 """

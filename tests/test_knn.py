@@ -55,7 +55,7 @@ def test_the_audit_report_says_how_neighbours_were_found(runner, tmp_path, examp
     assert indexed.exit_code == 0, indexed.output
     a, b = json.loads(exact.output), json.loads(indexed.output)
     assert a["neighbour_search"] == "exact search"
-    assert b["neighbour_search"].startswith("HNSW index") and "recall 0.9999" in b["neighbour_search"]
+    assert b["neighbour_search"].startswith("HNSW index") and "0.9999 at 100,000" in b["neighbour_search"]
     assert [(r["id"], r["cluster"], r["label"]) for r in a["requests"]] == \
         [(r["id"], r["cluster"], r["label"]) for r in b["requests"]]
     table = runner.invoke(cli, args[:-2] + ["--recompute", "--quiet"])

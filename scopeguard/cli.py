@@ -8,7 +8,9 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -684,8 +686,8 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
     """Write a report as its parts come: to standard output (ending in a newline), or to
     ``output``. A regular file (or a new one) is written through a temporary file beside
     it, renamed into place when complete (with the old file's permissions), so a failed
-    audit leaves the last report whole; anything else (``/dev/stdout``, a pipe) is written
-    directly. A symbolic link is followed, not replaced."""
+    audit leaves the last report whole; anything else (``/dev/stdout``, a pipe, a device)
+    is written directly. A symbolic link is followed, not replaced."""
     if not output:
         pending: list[str] = []
         size, last = 0, ""
@@ -698,25 +700,35 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
                 pending, size = [], 0
         click.echo("".join(pending), nl=not last.endswith("\n"))
         return
-    target = Path(os.path.realpath(output))
+    try:
+        mode = os.stat(output).st_mode
+    except FileNotFoundError:
+        mode = None
+    if (mode is not None and not stat.S_ISREG(mode)) or output.startswith(("/dev/", "/proc/")):
+        with open(output, "w", encoding="utf-8") as file:  # a device, a pipe: no rename
+            file.writelines(parts)
+        return
+    target = Path(os.path.realpath(output))  # a link is followed, not replaced
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not target.is_file():  # a device, a pipe: no rename
-        with open(target, "w", encoding="utf-8") as file:
-            file.writelines(parts)
-        return
-    # One name per output file (not per process): a killed audit's leftover is overwritten.
-    temporary = target.with_name(f".{target.name}.scopeguard-partial")
-    try:
-        file = open(temporary, "w", encoding="utf-8", buffering=1 << 20)
+    try:  # a name of its own: two audits writing the same file never share one
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                        suffix=".scopeguard-partial")
     except PermissionError:  # a directory that takes no new files: write in place
+        click.echo(f"warning: {target.parent} takes no new files: the report is written "
+                   f"over {target} directly.", err=True)
         with open(target, "w", encoding="utf-8") as file:
             file.writelines(parts)
         return
+    temporary = Path(name)
     try:
-        with file:
+        with open(handle, "w", encoding="utf-8", buffering=1 << 20) as file:
             file.writelines(parts)
         if target.exists():
             shutil.copymode(target, temporary)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,7 +44,7 @@ KEEP_DAYS = 30
 KEEP_REPORTS = 8  # rendered reports kept (the most recently used)
 _CHUNK = 500
 _REPORT_PART = 1 << 20  # characters of report text a stored part holds
-_STAGING = "staging:"  # report parts being stored: staging:<pid>:<unix time>
+_STAGING = "staging:"  # report parts being stored: staging:<uuid>:<unix time>
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS memo_neighbours (
@@ -258,8 +258,9 @@ class AnalysisMemo:
         the consumer gone), the staged parts are removed and nothing of it is kept. If the
         memo cannot store it (a full disk, a locked file), the parts still flow and
         ``report_error`` says why it was not kept."""
-        staging = f"{_STAGING}{os.getpid()}:{time.time():.0f}"
+        staging = f"{_STAGING}{uuid.uuid4().hex}:{time.time():.0f}"
         count, size, pending = 0, 0, []
+        self.report_error = ""
         storing = True
 
         def attempt(step) -> None:
@@ -282,6 +283,10 @@ class AnalysisMemo:
             pending.clear()
 
         def publish() -> None:
+            (staged,) = self.conn.execute("SELECT count(*) FROM memo_report_parts WHERE "
+                                          "report_key = ?", (staging,)).fetchone()
+            if staged != count:  # never replace a sound report with an incomplete one
+                raise sqlite3.IntegrityError(f"{count - staged} staged part(s) went missing")
             self.conn.execute("DELETE FROM memo_report_parts WHERE report_key = ?", (key,))
             self.conn.execute("UPDATE memo_report_parts SET report_key = ? WHERE report_key = ?",
                               (key, staging))

@@ -259,9 +259,11 @@ def test_the_memo_stores_a_report_only_when_every_part_was_taken(tmp_path):
     memo = AnalysisMemo(tmp_path / "s.db")
     parts = ["x" * 700, "y" * 900, "z" * 2_000_000, "end\n"]
     flow = memo.save_report("k1", iter(parts), "summary")
-    assert next(flow) == parts[0] and next(flow) == parts[1] and next(flow) == parts[2]
-    # a part is stored in its own transaction: no write lock is held between parts
+    assert [next(flow) for _ in range(4)] == parts  # the third part was stored on the fourth
     other = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
+    staged = other.execute("SELECT report_key FROM memo_report_parts").fetchall()
+    assert len(staged) == 1 and staged[0][0].startswith("staging:")
+    # a part is stored in its own transaction: no write lock is held between parts
     with other:
         other.execute("INSERT INTO memo_reports VALUES ('other', '{}', 0)")
     flow.close()  # the consumer went away: nothing of it is kept
@@ -271,6 +273,14 @@ def test_the_memo_stores_a_report_only_when_every_part_was_taken(tmp_path):
     assert list(memo.save_report("k1", iter(parts), "summary")) == parts
     stored = memo.report("k1")
     assert stored.summary == "summary" and stored.count == 2 and stored.text == "".join(parts)
+    # a staged part that goes missing before the report is published: the sound report
+    # stored before stays, and the memo says why the new one was not kept
+    flow = memo.save_report("k1", iter(["new" * 400_000, "tail"]), "newer")
+    next(flow), next(flow)
+    with other:
+        other.execute("DELETE FROM memo_report_parts WHERE report_key LIKE 'staging:%'")
+    list(flow)
+    assert "went missing" in memo.report_error and memo.report("k1").text == "".join(parts)
     # a killed audit's staged parts are removed by a later one once a day old
     running = f"staging:2:{time.time():.0f}"  # another audit's, running now
     with other:
@@ -292,7 +302,7 @@ def test_an_audit_written_to_a_link_follows_it_and_keeps_the_file_mode(
     real = tmp_path / "reports" / "audit.csv"
     real.parent.mkdir()
     real.write_text("old")
-    real.chmod(0o640)
+    real.chmod(0o750)  # an execute bit: a new file never gets one
     link = tmp_path / "latest.csv"
     link.symlink_to(real)
     result = runner.invoke(cli, ["audit", "-c", str(example_config), "--db",
@@ -300,8 +310,27 @@ def test_an_audit_written_to_a_link_follows_it_and_keeps_the_file_mode(
                                  str(example_backlog), "--format", "csv", "-o", str(link)])
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and real.read_text().startswith('"id","title"')
-    assert real.stat().st_mode & 0o777 == 0o640
+    assert real.stat().st_mode & 0o777 == 0o750
     assert sorted(p.name for p in real.parent.iterdir()) == ["audit.csv"]
+
+
+def test_an_audit_written_to_a_pipe_is_written_to_it_directly(
+        runner, tmp_path, example_config, example_backlog):
+    import os
+    import threading
+
+    fifo = tmp_path / "report.pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--db",
+                                 str(tmp_path / "p.db"), "--model", "hashing", "--from-file",
+                                 str(example_backlog), "--format", "csv", "-o", str(fifo)])
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert received and received[0].startswith('"id","title"') and received[0].count("\n") > 60
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]  # no rename
 
 
 def test_audit_cli_reuses_the_last_audit_with_the_real_model(runner, tmp_path, example_config,

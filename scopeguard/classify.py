@@ -18,6 +18,7 @@ import numpy as np
 from .backlog import Request
 from .certainty import Certainty, needs_decision
 from .clean import Document
+from .knn import rank
 from .positioning import Positioning
 from .rules import Decision, Head, Rules
 from .signals import Signal, custom_signals, input_class, is_question
@@ -248,7 +249,7 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
     text = doc.text
     custom = custom_signals(text, request.customer)
     similar = sorted(((r, s) for r, s in neighbours if s >= rules.similar and r.id != request.id),
-                     key=lambda pair: -pair[1])
+                     key=lambda pair: -rank(pair[1]))  # ties (one rank) keep their order
     customers = _distinct([request.asker] + [r.asker for r, _ in similar])
     signals = measure(doc, vectors, index, customers, custom, rules)
     decision = rules.decide(signals, head)

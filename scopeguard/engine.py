@@ -25,7 +25,7 @@ from .classify import (
 )
 from .clean import Document, prepare
 from .embed import Embedder, Progress
-from .knn import EXACT_NOTE, HNSW_NOTE, NeighbourLists, hnsw_neighbours, ordered, use_hnsw
+from .knn import EXACT_NOTE, HNSW_NOTE, NeighbourLists, hnsw_neighbours, ordered, rank, use_hnsw
 from .memo import AnalysisMemo, StoredVerdicts, digest
 from .positioning import Positioning
 from .rules import Head, Rules
@@ -295,7 +295,7 @@ class Scopeguard:
             for i in range(len(keys)):
                 found = lists[i]
                 if found is not None:  # the order a fresh run gives, ties by position
-                    full[i] = sorted(found, key=lambda p: (-p[1], p[0]))[:limit]
+                    full[i] = sorted(found, key=lambda p: (-rank(p[1]), p[0]))[:limit]
             del lists
             full = NeighbourLists.of(full)
         # one list at a time: the rows of a whole backlog at once were a third of the peak
@@ -359,7 +359,7 @@ def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block
             sims[r, i] = -1.0
             hits = np.flatnonzero(sims[r] >= threshold)
             if limit is not None and len(hits) > limit:
-                hits = np.sort(hits[np.argsort(-sims[r, hits], kind="stable")[:limit]])
+                hits = ordered(hits, sims[r, hits])[0][:limit]
             out.append(*ordered(hits, sims[r, hits]))
     return out
 

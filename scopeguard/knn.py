@@ -14,6 +14,7 @@ recall: a missed neighbour is a customer not counted.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -136,9 +137,26 @@ class NeighbourLists(Sequence):
         return list(self._lengths)
 
 
+RANK_STEP = 1e-4  # scores this close rank as a tie (the report shows 4 decimals)
+
+
+def rank(score: float) -> int:
+    """A score's rank bucket: scores within :data:`RANK_STEP` share one, so a tie is a tie
+    however the pair's product was computed. One pair's cosine taken from either row, in
+    another matrix product, can differ in its last bit; ranking on the raw float would
+    then order two identical requests differently in a re-audit than in a fresh run."""
+    return math.floor(float(score) / RANK_STEP + 0.5)
+
+
+def ranks(score: np.ndarray) -> np.ndarray:
+    """:func:`rank` of every score (the same float64 arithmetic, so the same buckets)."""
+    return np.floor(np.asarray(score, dtype=np.float64) / RANK_STEP + 0.5)
+
+
 def ordered(index: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs best first, ties by position (the order every neighbour list has)."""
-    order = np.lexsort((index, -score))
+    """Pairs best first, ties (scores in one :func:`rank`) by position: the order every
+    neighbour list has."""
+    order = np.lexsort((index, -ranks(score)))
     return index[order], score[order]
 
 

@@ -104,3 +104,20 @@ def test_neighbour_lists_read_as_the_lists_they_hold():
         compact[len(lists)]
     compact.append(np.array([4], np.int32), np.array([0.25], np.float32))
     assert compact[-1] == [(4, 0.25)] and len(compact) == len(lists) + 1
+
+
+def test_scores_a_last_bit_apart_are_a_tie_ordered_by_position():
+    """One pair's cosine from either row's matrix product can differ in its last bit: a
+    re-audit must still order two identical requests as a fresh run does."""
+    import numpy as np
+
+    from scopeguard.knn import ordered, rank
+
+    score = np.float32(0.9493381)
+    above = np.nextafter(score, np.float32(1))  # the same cosine, one bit higher
+    index, scores = ordered(np.array([29, 398, 5]), np.array([score, above, 0.9473], np.float32))
+    assert index.tolist() == [29, 398, 5]  # the tie by position, then the lower score
+    index, _ = ordered(np.array([398, 29]), np.array([above, score], np.float32))
+    assert index.tolist() == [29, 398]
+    assert rank(float(score)) == rank(float(above)) and rank(0.9493) != rank(0.9495)
+    assert ordered(np.array([1, 2]), np.array([0.5, 0.6], np.float32))[0].tolist() == [2, 1]

@@ -649,3 +649,31 @@ def test_surrogates_in_requests_and_positioning_files_are_repaired(tmp_path, exa
     from scopeguard.positioning import load_positioning
 
     assert any("\U0001f44b" in s for s in load_positioning(config).statements)
+
+
+def test_a_bug_before_queueing_is_a_503_to_retry_never_a_500(tmp_path, jira, example_config,
+                                                              monkeypatch):
+    """The webhook routes are served without a framework around them: an exception nobody
+    expected still answers 503 with Retry-After (Jira sends the delivery again, nothing
+    is lost), is logged and counted; other methods on the routes get 405."""
+    import scopeguard.integrations.service.app as service_app
+
+    jira.add_issue("PAW-904", *LAB)
+    with InProcess(tmp_path, jira, example_config) as app:
+        def broken(*args, **kwargs):
+            raise KeyError("a bug")
+
+        monkeypatch.setattr(service_app, "ignore_reason", broken)
+        answer = app.post(issue_event("PAW-904"), "d-bug")
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "30"
+        assert "sent again" in answer.json()["error"] and "KeyError" not in answer.text
+        assert "d-bug" not in {row[0] for row in app.service.queue._conn().execute(
+            "SELECT delivery_id FROM events")}
+        metrics = app.http.get("/metrics").text
+        assert 'scopeguard_webhooks_rejected_total{reason="unavailable"} 1' in metrics
+        monkeypatch.undo()
+        assert app.post(issue_event("PAW-904"), "d-bug").status_code == 202  # the retry
+        wrong = app.http.get("/webhooks/jira")
+        assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+        assert app.http.put("/webhooks/github", content=b"{}").status_code == 405
+        assert app.http.post("/webhooks/nowhere", content=b"{}").status_code == 404

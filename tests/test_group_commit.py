@@ -3,6 +3,7 @@ fsyncs), each still gets its own answer, and a failed transaction fails only its
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -197,3 +198,54 @@ def test_closing_the_queue_closes_the_committers_connection(tmp_path):
     assert queue.accepts._thread is None
     assert not path.with_name("q.db-wal").exists()  # the last connection closed
     assert EventQueue(path).get("c-1")["payload"] == b"x"
+
+
+def test_a_batch_of_accepts_answers_as_the_accepts_one_by_one(tmp_path):
+    """The committer stores a batch in three statements (accepts.accept_batch): for random
+    batches over a stored history (replays inside and outside their windows, duplicates of
+    stored ids and of ids earlier in the batch, token deliveries with no window) its answers
+    and the rows it stores are those of each accept run in turn."""
+    import random
+
+    from scopeguard.integrations.service.accepts import Accept, accept_batch
+
+    rng = random.Random(5)
+    kinds: set[str] = set()
+    for round_ in range(40):
+        history = [(f"d-{rng.randrange(30)}", f"body {rng.randrange(12)}".encode(),
+                    rng.choice([0.0, 100.0, 990.0])) for _ in range(rng.randrange(15))]
+        batch = []
+        for _ in range(rng.randrange(1, 60)):
+            body = f"body {rng.randrange(12)}".encode()
+            batch.append(Accept(f"d-{rng.randrange(30)}", body, "e", "K-1",
+                                rng.choice([0.0, 60.0, 3600.0]), 1000.0,
+                                hashlib.sha256(body).hexdigest()))
+        answers, rows = [], []
+        for batched in (True, False):
+            queue = EventQueue(tmp_path / f"q-{round_}-{batched}.db")
+            for delivery, body, at in history:  # stored before, at various times
+                with queue._tx() as conn:
+                    Accept(delivery, body, "e", "K-0", 0.0, at,
+                           hashlib.sha256(body).hexdigest())(conn)
+            with queue._tx() as conn:
+                answers.append(accept_batch(conn, batch) if batched
+                               else [write(conn) for write in batch])
+            rows.append(queue._conn().execute(
+                "SELECT delivery_id, issue_key, payload, received_at, body_sha256 FROM events "
+                "ORDER BY seq").fetchall())
+            queue.close()
+        assert answers[0] == answers[1], (round_, batch)
+        assert rows[0] == rows[1]
+        kinds.update(answers[0])
+    assert kinds == {"queued", "duplicate", "replay"}  # every answer was exercised
+
+
+def test_a_batch_with_other_writes_runs_them_in_order(tmp_path):
+    """Anything but accepts in a batch (none today) runs one by one, as before."""
+    from scopeguard.integrations.service.accepts import accept_batch
+
+    queue = EventQueue(tmp_path / "q.db")
+    with queue._tx() as conn:
+        out = accept_batch(conn, [lambda c: c.execute("SELECT 41 + 1").fetchone()[0],
+                                         queue._accept_write("x", b"b", "e", "K", 0.0)])
+    assert out == [42, "queued"] and queue.depth() == 1

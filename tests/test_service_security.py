@@ -55,6 +55,17 @@ def service(tmp_path_factory, jira, github, example_config):
     process.stop()
 
 
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def guarded(request, tmp_path_factory, jira, example_config):
+    """A 2 s request deadline on each HTTP parser the service can run (the slow-client
+    tests run against both)."""
+    process = ServiceProcess(tmp_path_factory.mktemp("guarded"), jira, example_config, {
+        "SCOPEGUARD_MODEL": "hashing", "SCOPEGUARD_WEBHOOK_SECRET": SECRET,
+        "SCOPEGUARD_REQUEST_TIMEOUT": "2", "SCOPEGUARD_HTTP": request.param})
+    yield process.start()
+    process.stop()
+
+
 def github_event(github: FakeGitHub, number: int, action: str = "opened") -> dict:
     return {"action": action, "issue": github.issue_payload(REPO, number),
             "repository": {"full_name": REPO}, "sender": {"login": "octocat", "type": "User"}}
@@ -124,9 +135,9 @@ def slow_headers(port: int, stop: threading.Event, received: list[bytes]) -> Non
             received.append(b"")
 
 
-def test_slow_clients_are_cut_off_while_healthz_answers(service):
+def test_slow_clients_are_cut_off_while_healthz_answers(guarded):
     stop, received = threading.Event(), []
-    threads = [threading.Thread(target=slow_headers, args=(service.port, stop, received))
+    threads = [threading.Thread(target=slow_headers, args=(guarded.port, stop, received))
                for _ in range(200)]
     started = time.monotonic()
     for thread in threads:
@@ -135,7 +146,7 @@ def test_slow_clients_are_cut_off_while_healthz_answers(service):
     try:
         for _ in range(5):  # the service keeps answering others meanwhile
             began = time.monotonic()
-            assert service.get("/healthz").status_code == 200
+            assert guarded.get("/healthz").status_code == 200
             assert time.monotonic() - began < 1.0
             time.sleep(0.2)
         for thread in threads:
@@ -145,13 +156,13 @@ def test_slow_clients_are_cut_off_while_healthz_answers(service):
     took = time.monotonic() - started
     assert len(received) == 200 and took < 12  # cut off at ~2 s, not after 20 s
     assert all(r.startswith(b"HTTP/1.1 408") for r in received)
-    cut = service.metrics()['scopeguard_webhooks_rejected_total{reason="too_slow"}']
+    cut = guarded.metrics()['scopeguard_webhooks_rejected_total{reason="too_slow"}']
     assert cut >= 200
 
 
-def test_a_body_trickled_a_byte_a_second_gets_408(service):
+def test_a_body_trickled_a_byte_a_second_gets_408(guarded):
     body = json.dumps(issue_event("PAW-71")).encode()
-    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
         sock.sendall(b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\nContent-Type: "
                      b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
         began = time.monotonic()
@@ -167,7 +178,7 @@ def test_a_body_trickled_a_byte_a_second_gets_408(service):
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert time.monotonic() - began < 6
-    assert not [d for d, e in service.events().items() if e["issue_key"] == "PAW-71"]
+    assert not [d for d, e in guarded.events().items() if e["issue_key"] == "PAW-71"]
 
 
 def trickle(port: int, first: bytes, seconds: float = 15) -> tuple[bytes, float]:
@@ -201,18 +212,18 @@ def trickle(port: int, first: bytes, seconds: float = 15) -> tuple[bytes, float]
     return received, time.monotonic() - began
 
 
-def test_a_pipelined_request_trickled_after_a_quick_one_is_cut_off(service):
+def test_a_pipelined_request_trickled_after_a_quick_one_is_cut_off(guarded):
     """The second of two pipelined requests gets its own deadline: a quick GET, then a POST
     whose body trickles in, on one connection."""
-    answer, lasted = trickle(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer, lasted = trickle(guarded.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
                              b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\nContent-Type: "
                              b"application/json\r\nContent-Length: 100000\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408" in answer, answer[:300]
     assert lasted < 6
 
 
-def test_an_idle_kept_alive_connection_is_closed_quietly(service):
-    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+def test_an_idle_kept_alive_connection_is_closed_quietly(guarded):
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         received, began = b"", time.monotonic()
         while chunk := sock.recv(65536):
@@ -223,16 +234,31 @@ def test_an_idle_kept_alive_connection_is_closed_quietly(service):
 
 
 def test_the_deadline_protocol_still_fits_uvicorn():
-    """http_guard subclasses uvicorn's h11 protocol: the hooks it uses must still exist."""
-    from scopeguard.integrations.service.http_guard import TIMEOUT_RESPONSE
-    from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+    """http_guard subclasses uvicorn's protocols: the hooks it uses must still exist."""
+    from scopeguard.integrations.service import http_guard
+    from uvicorn.protocols.http import h11_impl, httptools_impl
 
     for name in ("connection_made", "data_received", "handle_events", "on_response_complete",
                  "connection_lost"):
-        assert callable(getattr(H11Protocol, name))
-    cycle_fields = RequestResponseCycle.__init__.__code__.co_names
-    assert {"response_started", "disconnected", "message_event"} <= set(cycle_fields)
-    assert TIMEOUT_RESPONSE.startswith(b"HTTP/1.1 408 ")
+        assert callable(getattr(h11_impl.H11Protocol, name))
+    for name in ("connection_made", "on_message_begin", "on_message_complete",
+                 "on_response_complete", "connection_lost"):
+        assert callable(getattr(httptools_impl.HttpToolsProtocol, name))
+    for module in (h11_impl, httptools_impl):
+        cycle_fields = module.RequestResponseCycle.__init__.__code__.co_names
+        assert {"response_started", "disconnected", "message_event",
+                "response_complete"} <= set(cycle_fields)
+    assert {"cycle", "pipeline", "transport", "loop"} <= set(
+        httptools_impl.HttpToolsProtocol.__init__.__code__.co_names)
+    assert http_guard.TIMEOUT_RESPONSE.startswith(b"HTTP/1.1 408 ")
+    assert http_guard.parser() == "httptools"  # a dependency here: the faster parser
+    assert issubclass(http_guard.deadline_protocol(1.0), httptools_impl.HttpToolsProtocol)
+    assert issubclass(http_guard.deadline_protocol(1.0, http="h11"), h11_impl.H11Protocol)
+
+
+def test_an_unknown_http_parser_is_refused_with_the_fix():
+    with pytest.raises(ScopeguardError, match="SCOPEGUARD_HTTP='nginx'.*auto, httptools or h11"):
+        ServiceSettings.from_env({"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_HTTP": "nginx"})
 
 
 # --- credentials and secrets ------------------------------------------------------------------

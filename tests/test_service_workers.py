@@ -36,6 +36,10 @@ def maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
+def nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -77,6 +81,8 @@ def test_the_model_runs_in_worker_processes_never_in_the_accepting_one(tmp_path,
         service.wait(lambda: all("onnxruntime" in maps(p) for p in workers), 60,
                      "both workers to load the model")
         assert "onnxruntime" not in maps(service.proc.pid)  # the accepting process: none
+        # acceptance first: the workers run 10 nice levels below the accepting process
+        assert {nice(p) - nice(service.proc.pid) for p in workers} == {10}
         metrics = service.metrics()
         assert metrics["scopeguard_worker_processes"] == 2
         for n in range(6):

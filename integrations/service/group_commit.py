@@ -72,12 +72,18 @@ class GroupCommit:
             called on the committer thread.
         max_batch: the most writes one transaction takes.
         on_exit: called on the committer thread as it ends (closing its connection).
+        run: runs a batch's works in its transaction, ``run(conn, works)`` -> their results
+            in order; by default each ``work(conn)`` in turn. A batch run in a few
+            statements holds the interpreter lock far less: every SQLite call releases
+            it and must win it back from the busy event loop (bench/webhook.py).
     """
 
     def __init__(self, tx: Callable[[], AbstractContextManager[Any]], max_batch: int = 256,
-                 on_exit: Callable[[], None] | None = None):
+                 on_exit: Callable[[], None] | None = None,
+                 run: Callable[[Any, list[Callable[[Any], Any]]], list[Any]] | None = None):
         self._tx = tx
         self._on_exit = on_exit
+        self._run_works = run or (lambda conn, works: [work(conn) for work in works])
         self.max_batch = max_batch
         self._cv = threading.Condition()
         self._pending: list[_Write[Any]] = []
@@ -152,8 +158,10 @@ class GroupCommit:
         results: list[Any] = []
         try:
             with self._tx() as conn:
-                for write in batch:
-                    results.append(write.work(conn))
+                results = self._run_works(conn, [write.work for write in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a batch of {len(batch)} writes gave {len(results)} "
+                                       "results")
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
             for write in batch:
                 write.error = exc

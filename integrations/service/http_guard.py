@@ -1,19 +1,20 @@
-"""A deadline for slow clients: uvicorn's h11 protocol, closing requests not read in time.
+"""A deadline for slow clients: uvicorn's HTTP protocols, closing requests not read in time.
 
 uvicorn holds a connection as long as its client keeps sending, however slowly: a client
 that sends one header line a second, or a body at a byte a second, is never cut off,
 and a few thousand of them hold the service (slowloris). :func:`deadline_protocol` makes
-an ``H11Protocol`` whose connections must deliver each whole request (headers and body)
+a protocol class whose connections must deliver each whole request (headers and body)
 within ``request_timeout`` seconds of the connection opening or of the previous answer.
 Past the deadline the client gets ``408 Request Timeout`` (or, if an answer has begun,
 just the close). ``scopeguard serve`` runs uvicorn with it and with ``limit_concurrency``
 (beyond that many connections, new requests get 503 so senders retry).
 
-It subclasses uvicorn's own protocol (``uvicorn.protocols.http.h11_impl``), which has
-no public hook for this: pyproject.toml bounds uvicorn's version, and
-``tests/test_service_security.py`` fails if the hooks used here change (``connection_made``,
-``data_received``, ``handle_events``, ``on_response_complete``, ``connection_lost``,
-``conn``, ``cycle``, ``loop``, ``transport``).
+Two parsers, the same rule: uvicorn's httptools protocol (a C parser; the default when
+``httptools`` is installed, as the package requires on Linux and macOS: it accepts a
+burst of webhooks about a third faster, bench/webhook.py) and its h11 protocol (pure
+Python; the fallback). Each subclasses uvicorn's own class, which has no public hook for
+this: pyproject.toml bounds uvicorn's version, and ``tests/test_service_security.py``
+fails if the hooks used here change and runs every slow-client test against both.
 
 Example::
 
@@ -26,28 +27,128 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
 _BODY = json.dumps({"error": "the request was not complete in time. Fix: send the whole "
                              "request at once (webhook senders do)."}).encode()
 TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                     b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode()
                     + b"\r\n\r\n" + _BODY)
-_RECEIVED = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
 
 
-def deadline_protocol(request_timeout: float,
-                      on_timeout: Callable[[], None] | None = None) -> type[H11Protocol]:
-    """An h11 protocol class for ``uvicorn.Config(http=...)`` with a whole-request deadline.
+class _Deadline:
+    """What both protocols share: the pending deadline, cancelled when the connection
+    goes."""
+
+    _deadline: Any = None
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+def _cut_off(transport: Any, pending: Any, on_timeout: Callable[[], None] | None) -> None:
+    """End a connection whose request was not whole in time: 408 unless its answer has
+    begun; the app reading the request (``pending``, its cycle, if its headers are in)
+    sees a disconnect, and anything it sends is dropped."""
+    if pending is None or not pending.response_started:
+        transport.write(TIMEOUT_RESPONSE)
+    if pending is not None:
+        pending.disconnected = True
+        pending.message_event.set()
+    transport.close()
+    if on_timeout is not None:
+        on_timeout()
+
+
+def parser() -> str:
+    """The HTTP parser :func:`deadline_protocol` uses by default: ``httptools`` when it is
+    installed, else ``h11``."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+def deadline_protocol(request_timeout: float, on_timeout: Callable[[], None] | None = None,
+                      http: str = "auto") -> type[Any]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with a whole-request deadline.
 
     Args:
         request_timeout: seconds a client has to send each whole request.
         on_timeout: called (on the event loop) each time a connection is cut off.
+        http: ``httptools``, ``h11``, or ``auto`` (:func:`parser`).
     """
+    if (parser() if http == "auto" else http) == "httptools":
+        return _httptools_protocol(request_timeout, on_timeout)
+    return _h11_protocol(request_timeout, on_timeout)
 
-    class DeadlineH11Protocol(H11Protocol):
-        _deadline: Any = None
+
+def _httptools_protocol(request_timeout: float,
+                        on_timeout: Callable[[], None] | None) -> type[Any]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class DeadlineHttpToolsProtocol(_Deadline, HttpToolsProtocol):
+        _armed_cycle: Any = None  # the cycle (request) that was current when armed
+        _reading = False  # the parser is inside a request (begun, not yet complete)
+
+        # The deadline runs while a request is expected or being read: armed when a
+        # connection opens, when a request begins (a kept-alive or pipelined one), and
+        # when an answer completes with no whole request waiting; cleared once the
+        # request is whole. httptools calls on_message_begin at a request's first byte.
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._reading = True
+            if self._deadline is None:
+                self._arm()
+            self._armed_cycle = self.cycle
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._reading = False
+            self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # may start a pipelined request
+            idle = self.cycle is None or self.cycle.response_complete  # no app running
+            if not self.transport.is_closing() and not self._reading and idle:
+                self._arm()  # nothing waits: the next request has its deadline from now
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_cycle = self.cycle
+            self._deadline = self.loop.call_later(request_timeout, self._expired)
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            if not self._reading:  # an idle kept-alive connection: nothing to answer
+                self.transport.close()
+                return
+            # The request being read: its cycle once its headers are in, else none.
+            pending = self.cycle if self.cycle is not self._armed_cycle else None
+            _cut_off(self.transport, pending, on_timeout)
+
+    return DeadlineHttpToolsProtocol
+
+
+def _h11_protocol(request_timeout: float, on_timeout: Callable[[], None] | None) -> type[Any]:
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    received = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
+
+    class DeadlineH11Protocol(_Deadline, H11Protocol):
         _armed_cycle: Any = None  # the cycle (request) that was current when armed
         _got_bytes = False  # bytes arrived since the deadline was armed
 
@@ -72,25 +173,16 @@ def deadline_protocol(request_timeout: float,
             super().on_response_complete()  # may start a pipelined request
             self._sync()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
         def _sync(self) -> None:
-            if self.transport.is_closing() or self.conn.their_state in _RECEIVED:
+            if self.transport.is_closing() or self.conn.their_state in received:
                 self._disarm()
             elif self._deadline is None:
                 self._armed_cycle, self._got_bytes = self.cycle, False
                 self._deadline = self.loop.call_later(request_timeout, self._expired)
 
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
         def _expired(self) -> None:
             self._deadline = None
-            if self.transport.is_closing() or self.conn.their_state in _RECEIVED:
+            if self.transport.is_closing() or self.conn.their_state in received:
                 return
             # The request being read: a cycle started since the deadline was armed (its
             # headers are in), or none yet (headers still coming, or nothing at all).
@@ -98,13 +190,6 @@ def deadline_protocol(request_timeout: float,
             if pending is None and self.conn.their_state is h11.IDLE and not self._got_bytes:
                 self.transport.close()  # an idle kept-alive connection: nothing to answer
                 return
-            if pending is None or not pending.response_started:
-                self.transport.write(TIMEOUT_RESPONSE)
-            if pending is not None:  # the app's read ends now; anything it sends is dropped
-                pending.disconnected = True
-                pending.message_event.set()
-            self.transport.close()
-            if on_timeout is not None:
-                on_timeout()
+            _cut_off(self.transport, pending, on_timeout)
 
     return DeadlineH11Protocol

@@ -296,6 +296,11 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
     stopping, wake = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (stopping.set(), wake.set()))
     setup_logging(log_level, secrets)
+    if settings.worker_nice:  # acceptance first: a busy worker yields the cores to it
+        try:
+            os.nice(settings.worker_nice)
+        except OSError as exc:  # not allowed here: the worker runs at the parent's priority
+            log.warning("worker %d could not lower its priority: %s", number, exc)
     channel = Channel(conn)
 
     def listen() -> None:

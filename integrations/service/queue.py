@@ -31,12 +31,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .accepts import Accept, accept_batch
 from .group_commit import GroupCommit
 from .queue_errors import QueueError, QueueUnavailable, describe
 from .queue_schema import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION
@@ -90,7 +91,8 @@ class EventQueue:
         self._local = threading.local()
         self._lock_file: Any = None
         self._probed: tuple[float, str] = (-1e18, "")
-        self.accepts = GroupCommit(self._tx, on_exit=self._close_thread_conn)
+        self.accepts = GroupCommit(self._tx, on_exit=self._close_thread_conn,
+                                   run=accept_batch)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -236,22 +238,10 @@ class EventQueue:
             raise QueueUnavailable(describe(self.path, exc)) from None
 
     def _accept_write(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
-                      replay_window: float) -> Callable[[sqlite3.Connection], str]:
+                      replay_window: float) -> Accept:
         """The accept's write, run in a shared transaction (group_commit.py)."""
-        now, digest = self.clock(), hashlib.sha256(payload).hexdigest()
-
-        def write(conn: sqlite3.Connection) -> str:
-            if replay_window > 0 and conn.execute(
-                    "SELECT 1 FROM events WHERE body_sha256 = ? AND received_at >= ? AND "
-                    "delivery_id != ? LIMIT 1", (digest, now - replay_window, delivery_id)
-            ).fetchone():
-                return "replay"
-            return "queued" if conn.execute(
-                "INSERT OR IGNORE INTO events (delivery_id, event, issue_key, payload, "
-                "received_at, available_at, body_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (delivery_id, event, issue_key, payload, now, now, digest)).rowcount == 1 \
-                else "duplicate"
-        return write
+        return Accept(delivery_id, payload, event, issue_key, replay_window, self.clock(),
+                      hashlib.sha256(payload).hexdigest())
 
     def claim(self, owner: str) -> Event | None:
         """The oldest event that is due, leased to ``owner``; None when there is none.

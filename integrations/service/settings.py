@@ -36,6 +36,9 @@ class ServiceSettings:
     # SQLite files, for several replicas (its password is a secret: never in repr or logs).
     store: str = field(default="", repr=False)
     workers: int = 1  # worker processes (threads with in_process)
+    # Added to each worker process's nice value: under load the cores go to the process
+    # that accepts webhooks first (0: the workers run at its priority).
+    worker_nice: int = 10
     # Classify in the accepting process (threads), as before worker processes: for
     # embedding the service in another app, or a machine where spawning is not allowed.
     in_process: bool = False
@@ -66,6 +69,9 @@ class ServiceSettings:
     # connections served at once; beyond it new requests get 503 (the sender retries).
     request_timeout: float = 10.0
     max_connections: int = 1000
+    # The HTTP parser: httptools (C, the faster; installed with the package on Linux and
+    # macOS), h11 (pure Python), or auto (httptools when it is installed).
+    http: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> ServiceSettings:
@@ -112,6 +118,16 @@ class ServiceSettings:
         if settings.max_connections < 1 or settings.workers < 1:
             raise ScopeguardError("SCOPEGUARD_MAX_CONNECTIONS and SCOPEGUARD_WORKERS must be "
                                   "at least 1. Fix: set a positive whole number, or unset it.")
+        if settings.http not in ("auto", "httptools", "h11"):
+            raise ScopeguardError(f"SCOPEGUARD_HTTP={settings.http!r} is not an HTTP parser "
+                                  "scopeguard serve knows. Fix: set auto, httptools or h11, "
+                                  "or unset it.")
+        if settings.http == "httptools":
+            from .http_guard import parser
+
+            if parser() != "httptools":
+                raise ScopeguardError("SCOPEGUARD_HTTP=httptools, but httptools is not "
+                                      "installed. Fix: pip install httptools, or unset it.")
         if settings.github_relabels_branch:  # checked at start, not at the first relabel
             from ..github.runner import branch_name
 

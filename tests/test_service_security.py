@@ -251,7 +251,7 @@ def test_the_deadline_protocol_still_fits_uvicorn():
     assert {"cycle", "pipeline", "transport", "loop"} <= set(
         httptools_impl.HttpToolsProtocol.__init__.__code__.co_names)
     assert http_guard.TIMEOUT_RESPONSE.startswith(b"HTTP/1.1 408 ")
-    assert http_guard.parser() == "httptools"  # a dependency here: the faster parser
+    assert http_guard.parser() == "httptools"  # the serve extra, which the tests install
     assert issubclass(http_guard.deadline_protocol(1.0), httptools_impl.HttpToolsProtocol)
     assert issubclass(http_guard.deadline_protocol(1.0, http="h11"), h11_impl.H11Protocol)
 

@@ -10,9 +10,9 @@ just the close). ``scopeguard serve`` runs uvicorn with it and with ``limit_conc
 (beyond that many connections, new requests get 503 so senders retry).
 
 Two parsers, the same rule: uvicorn's httptools protocol (a C parser; the default when
-``httptools`` is installed, as the package requires on Linux and macOS: it accepts a
-burst of webhooks about a third faster, bench/webhook.py) and its h11 protocol (pure
-Python; the fallback). Each subclasses uvicorn's own class, which has no public hook for
+``httptools`` is installed, as the ``serve`` extra does: with uvloop it accepts a burst of
+webhooks about twice as fast, bench/webhook.py) and its h11 protocol (pure Python; the
+fallback). Each subclasses uvicorn's own class, which has no public hook for
 this: pyproject.toml bounds uvicorn's version, and ``tests/test_service_security.py``
 fails if the hooks used here change and runs every slow-client test against both.
 

@@ -69,8 +69,8 @@ class ServiceSettings:
     # connections served at once; beyond it new requests get 503 (the sender retries).
     request_timeout: float = 10.0
     max_connections: int = 1000
-    # The HTTP parser: httptools (C, the faster; installed with the package on Linux and
-    # macOS), h11 (pure Python), or auto (httptools when it is installed).
+    # The HTTP parser: httptools (C, the faster; the serve extra installs it), h11 (pure
+    # Python), or auto (httptools when it is installed).
     http: str = "auto"
 
     @classmethod
@@ -127,7 +127,8 @@ class ServiceSettings:
 
             if parser() != "httptools":
                 raise ScopeguardError("SCOPEGUARD_HTTP=httptools, but httptools is not "
-                                      "installed. Fix: pip install httptools, or unset it.")
+                                      "installed. Fix: pip install 'scopeguard-issues[serve]', or "
+                                      "unset it.")
         if settings.github_relabels_branch:  # checked at start, not at the first relabel
             from ..github.runner import branch_name
 

@@ -710,6 +710,7 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
         return
     target = Path(os.path.realpath(output))  # a link is followed, not replaced
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target)
     try:  # a name of its own: two audits writing the same file never share one
         handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
                                         suffix=".scopeguard-partial")
@@ -732,6 +733,21 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _remove_stale_partials(target: Path, age: float = 86400.0) -> None:
+    """Temporary reports of ``target`` left by a killed audit (untouched for a day: a
+    running audit writes its own all the time) are removed before a new one is written."""
+    import glob
+    import time
+
+    cutoff = time.time() - age
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.scopeguard-partial"):
+        try:
+            if stale.is_file() and not stale.is_symlink() and stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove: left alone
+            pass
 
 
 # --- eval / calibrate ------------------------------------------------------------------------

@@ -314,6 +314,30 @@ def test_an_audit_written_to_a_link_follows_it_and_keeps_the_file_mode(
     assert sorted(p.name for p in real.parent.iterdir()) == ["audit.csv"]
 
 
+def test_a_killed_audits_temporary_report_is_removed_a_day_later(
+        runner, tmp_path, example_config, example_backlog):
+    """A SIGKILLed audit leaves its temporary file beside the report; the next audit to
+    that report removes it once it is a day old (a running audit's, fresh, stays)."""
+    import os
+
+    target = tmp_path / "out" / "audit[1].csv"  # glob characters in the name
+    target.parent.mkdir()
+    stale = target.parent / ".audit[1].csv.k1ll3d.scopeguard-partial"
+    fresh = target.parent / ".audit[1].csv.running.scopeguard-partial"
+    other = target.parent / ".other.csv.k1ll3d.scopeguard-partial"
+    for path in (stale, fresh, other):
+        path.write_text("half a report")
+    two_days_ago = time.time() - 2 * 86400
+    for path in (stale, other):
+        os.utime(path, (two_days_ago, two_days_ago))
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--db",
+                                 str(tmp_path / "k.db"), "--model", "hashing", "--from-file",
+                                 str(example_backlog), "--format", "csv", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert target.read_text().startswith('"id","title"')
+    assert not stale.exists() and fresh.exists() and other.exists()  # only its own, old
+
+
 def test_an_audit_written_to_a_pipe_is_written_to_it_directly(
         runner, tmp_path, example_config, example_backlog):
     import os

@@ -184,7 +184,7 @@ def test_a_damaged_queue_file_is_refused_at_start_with_the_real_cause(tmp_path, 
 class InProcess:
     """The real app under uvicorn in a thread, so a test can reach its queue connections."""
 
-    def __init__(self, tmp: Path, jira: FakeJira, config: Path) -> None:
+    def __init__(self, tmp: Path, jira: FakeJira, config: Path, root_path: str = "") -> None:
         from scopeguard.integrations.service.app import create_app
         from scopeguard.integrations.service.lifecycle import Service
 
@@ -206,7 +206,8 @@ class InProcess:
 
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(create_app(self.service), host="127.0.0.1",
-                                                    port=self.port, log_config=None))
+                                                    port=self.port, log_config=None,
+                                                    root_path=root_path))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
 
@@ -677,3 +678,21 @@ def test_a_bug_before_queueing_is_a_503_to_retry_never_a_500(tmp_path, jira, exa
         assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
         assert app.http.put("/webhooks/github", content=b"{}").status_code == 405
         assert app.http.post("/webhooks/nowhere", content=b"{}").status_code == 404
+
+
+def test_the_webhook_routes_answer_under_a_root_path(tmp_path, jira, example_config):
+    """``uvicorn --factory --root-path /sg`` behind a proxy that strips the prefix: uvicorn
+    puts it back in the scope's path, and the webhook routes are found as Starlette finds
+    /healthz."""
+    from scopeguard.integrations.service.auth import sign
+
+    jira.add_issue("PAW-905", *LAB)
+    with InProcess(tmp_path, jira, example_config, root_path="/sg") as app:
+        assert app.http.get("/healthz").status_code == 200
+        body = json.dumps(issue_event("PAW-905")).encode()
+        unsigned = app.http.post("/webhooks/jira", content=body)
+        assert unsigned.status_code == 401, unsigned.text  # the route, not a 404/405
+        signed = app.http.post("/webhooks/jira", content=body, headers={
+            "Content-Type": "application/json", "X-Atlassian-Webhook-Identifier": "d-root",
+            "X-Hub-Signature": sign(SECRET, body)})
+        assert signed.status_code == 202, signed.text

@@ -249,3 +249,19 @@ def test_a_batch_with_other_writes_runs_them_in_order(tmp_path):
         out = accept_batch(conn, [lambda c: c.execute("SELECT 41 + 1").fetchone()[0],
                                          queue._accept_write("x", b"b", "e", "K", 0.0)])
     assert out == [42, "queued"] and queue.depth() == 1
+
+
+def test_a_batch_fits_an_old_sqlites_limit_of_999_variables(tmp_path):
+    """SQLite before 3.32 allows 999 variables a statement: a batch of 300 new events (2,100
+    values) is inserted in several statements, with the answers of one by one."""
+    from scopeguard.integrations.service.accepts import Accept, accept_batch
+
+    queue = EventQueue(tmp_path / "q.db")
+    conn = queue._conn()
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    batch = [Accept(f"v-{i % 1100}", f"body {i}".encode(), "e", "K", 60.0, 1000.0,
+                    hashlib.sha256(f"body {i}".encode()).hexdigest()) for i in range(1200)]
+    with queue._tx() as tx:
+        answers = accept_batch(tx, batch)
+    assert answers.count("queued") == 1100 and answers.count("duplicate") == 100
+    assert queue.depth() == 1100

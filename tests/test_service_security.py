@@ -233,6 +233,103 @@ def test_an_idle_kept_alive_connection_is_closed_quietly(guarded):
     assert time.monotonic() - began < 8
 
 
+def test_a_connection_answered_early_still_has_its_deadline(guarded):
+    """An answer sent before the request's body is in (a 413 from Content-Length,
+    /healthz with a body): the rest of the body, then silence, must not hold the
+    connection for ever (uvicorn's own keep-alive timer was cancelled by that data)."""
+    for first in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n",
+                  b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                  b"application/json\r\nContent-Length: 99999999\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
+            sock.sendall(first)
+            answer = sock.recv(65536)
+            assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 413")), answer[:200]
+            began = time.monotonic()
+            try:
+                sock.sendall(b"x")  # the rest of the body (or some of it), then nothing
+                while sock.recv(65536):
+                    pass
+            except OSError:  # reset: closed as well
+                pass
+            assert time.monotonic() - began < 8, first  # closed, not held
+
+
+class SlowApp:
+    """An ASGI app whose /slow answers after 2.5 s (a worker busy on a whole request)."""
+
+    async def __call__(self, scope, receive, send):
+        import asyncio
+
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        if scope["path"] == "/slow":
+            await asyncio.sleep(2.5)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def slow_server(request):
+    """The slow app under uvicorn with a 1 s request deadline, on each parser."""
+    import uvicorn
+    from fake_jira import free_port
+    from scopeguard.integrations.service.http_guard import deadline_protocol
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(SlowApp(), host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="off",
+                                           http=deadline_protocol(1.0, http=request.param)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_a_request_piped_behind_a_working_app_is_not_cut_off(slow_server):
+    """The clock stops while an app works on a whole request: a second request sent
+    whole behind it (pipelined) waits, and both are answered in order."""
+    body = b"x" * 300_000  # more than one read: uvicorn pauses reading behind the app
+    with socket.create_connection(("127.0.0.1", slow_server), timeout=30) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        sock.sendall(b"POST /fast HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 2:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    assert received.count(b"HTTP/1.1 200") == 2 and b"408" not in received, received[:300]
+
+
+def test_a_request_half_sent_behind_a_working_app_is_cut_off_after_its_answer(slow_server):
+    """The next request's clock starts when the previous answer ends: the slow app's 200
+    comes first, then the half-sent request is cut off (with a 408 on httptools; h11,
+    holding the half request unparsed, closes the connection quietly)."""
+    with socket.create_connection(("127.0.0.1", slow_server), timeout=30) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        began = time.monotonic()
+        sock.sendall(b"POST /fast HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+        lasted = time.monotonic() - began
+    assert received.startswith(b"HTTP/1.1 200"), received[:300]
+    assert received.count(b"HTTP/1.1 200") == 1 and 2.5 < lasted < 8
+
+
 def test_the_deadline_protocol_still_fits_uvicorn():
     """http_guard subclasses uvicorn's protocols: the hooks it uses must still exist."""
     from scopeguard.integrations.service import http_guard

@@ -309,7 +309,10 @@ def create_app(service: Service) -> Any:
 
     async def app(scope: dict[str, Any], receive: Callable[[], Any],
                   send: Callable[[dict[str, Any]], Any]) -> None:
-        route = hooks.get(scope.get("path", "")) if scope["type"] == "http" else None
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a prefix: as Starlette routes
+            path = path[len(root):]
+        route = hooks.get(path) if scope["type"] == "http" else None
         if route is None or scope["method"] != "POST":
             await rest(scope, receive, send)
             return

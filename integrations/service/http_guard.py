@@ -93,51 +93,66 @@ def _httptools_protocol(request_timeout: float,
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class DeadlineHttpToolsProtocol(_Deadline, HttpToolsProtocol):
-        _armed_cycle: Any = None  # the cycle (request) that was current when armed
         _reading = False  # the parser is inside a request (begun, not yet complete)
+        _begun_after: Any = None  # the cycle that was current when that request began
 
-        # The deadline runs while a request is expected or being read: armed when a
-        # connection opens, when a request begins (a kept-alive or pipelined one), and
-        # when an answer completes with no whole request waiting; cleared once the
-        # request is whole. httptools calls on_message_begin at a request's first byte.
+        # As with h11, the deadline runs exactly while the service waits on the client:
+        # from a connection's opening or an answer's end until the next request is whole,
+        # but never while an app works on a whole request, or while a pipelined request
+        # waits behind it (uvicorn stops reading then; the clock starts at that answer).
+        # httptools calls on_message_begin at a request's first byte; the request's cycle
+        # (its app) starts at on_headers_complete, before its body has arrived.
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm()
+            self._sync()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._reading = True
-            if self._deadline is None:
-                self._arm()
-            self._armed_cycle = self.cycle
+            self._reading, self._begun_after = True, self.cycle
+            self._sync()
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._sync()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._reading = False
-            self._disarm()
+            self._sync()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()  # may start a pipelined request
-            idle = self.cycle is None or self.cycle.response_complete  # no app running
-            if not self.transport.is_closing() and not self._reading and idle:
-                self._arm()  # nothing waits: the next request has its deadline from now
+            self._sync(restart=True)  # from this answer, if the client is owed a request
 
-        def _arm(self) -> None:
-            self._disarm()
-            self._armed_cycle = self.cycle
-            self._deadline = self.loop.call_later(request_timeout, self._expired)
+        def _pending(self) -> Any:
+            """The cycle of the request being read, once its headers are in."""
+            return self.cycle if self._reading and self.cycle is not self._begun_after \
+                else None
+
+        def _waiting_on_client(self) -> bool:
+            if self.pipeline:  # a request waits behind a running app: reading is paused
+                return False
+            running = self.cycle is not None and not self.cycle.response_complete
+            # nothing running: an idle connection or a request arriving; else only the
+            # running app's own request, still arriving (its body)
+            return not running or self._pending() is not None
+
+        def _sync(self, restart: bool = False) -> None:
+            if self.transport.is_closing() or not self._waiting_on_client():
+                self._disarm()
+            elif self._deadline is None or restart:
+                self._disarm()
+                self._deadline = self.loop.call_later(request_timeout, self._expired)
 
         def _expired(self) -> None:
             self._deadline = None
-            if self.transport.is_closing():
+            if self.transport.is_closing() or not self._waiting_on_client():
                 return
             if not self._reading:  # an idle kept-alive connection: nothing to answer
                 self.transport.close()
                 return
-            # The request being read: its cycle once its headers are in, else none.
-            pending = self.cycle if self.cycle is not self._armed_cycle else None
-            _cut_off(self.transport, pending, on_timeout)
+            _cut_off(self.transport, self._pending(), on_timeout)
 
     return DeadlineHttpToolsProtocol
 

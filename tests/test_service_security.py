@@ -10,6 +10,7 @@ import select
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -255,20 +256,24 @@ def test_a_connection_answered_early_still_has_its_deadline(guarded):
 
 
 class SlowApp:
-    """An ASGI app whose /slow answers after 2.5 s (a worker busy on a whole request)."""
+    """An ASGI app whose /slow answers after 2.5 s (a worker busy on a whole request),
+    whose /late reads its body only after 2 s, and whose /big answers 1 MB."""
 
     async def __call__(self, scope, receive, send):
         import asyncio
 
         if scope["type"] != "http":
             return
+        if scope["path"] == "/late":
+            await asyncio.sleep(2.0)
         while (await receive()).get("more_body"):
             pass
         if scope["path"] == "/slow":
             await asyncio.sleep(2.5)
+        body = b"x" * 1_000_000 if scope["path"] == "/big" else b"ok"
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture(params=["httptools", "h11"])
@@ -287,7 +292,7 @@ def slow_server(request):
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    yield port
+    yield SimpleNamespace(port=port, server=server)
     server.should_exit = True
     thread.join(10)
 
@@ -296,7 +301,7 @@ def test_a_request_piped_behind_a_working_app_is_not_cut_off(slow_server):
     """The clock stops while an app works on a whole request: a second request sent
     whole behind it (pipelined) waits, and both are answered in order."""
     body = b"x" * 300_000  # more than one read: uvicorn pauses reading behind the app
-    with socket.create_connection(("127.0.0.1", slow_server), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=30) as sock:
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(0.2)
         sock.sendall(b"POST /fast HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
@@ -314,7 +319,7 @@ def test_a_request_half_sent_behind_a_working_app_is_cut_off_after_its_answer(sl
     """The next request's clock starts when the previous answer ends: the slow app's 200
     comes first, then the half-sent request is cut off (with a 408 on httptools; h11,
     holding the half request unparsed, closes the connection quietly)."""
-    with socket.create_connection(("127.0.0.1", slow_server), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=30) as sock:
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(0.2)
         began = time.monotonic()
@@ -328,6 +333,46 @@ def test_a_request_half_sent_behind_a_working_app_is_cut_off_after_its_answer(sl
         lasted = time.monotonic() - began
     assert received.startswith(b"HTTP/1.1 200"), received[:300]
     assert received.count(b"HTTP/1.1 200") == 1 and 2.5 < lasted < 8
+
+
+def test_the_service_s_own_waits_are_not_charged_to_the_client(slow_server):
+    """A large body sent at once to an app that reads it late (uvicorn stops reading past
+    64 KB until the app reads), and a client waiting for 100 Continue (sent when the app
+    first reads): both are answered, not cut off at the 1 s deadline."""
+    body = b"x" * 300_000
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=30) as sock:
+        sock.sendall(b"POST /late HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=30) as sock:
+        sock.sendall(b"POST /late HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: 2\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100")
+        sock.sendall(b"{}")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_a_client_that_never_reads_its_answers_is_dropped(slow_server):
+    """Requests sent, answers never read: the write buffer fills and uvicorn would wait for
+    room for ever (holding the connection and its task). Past the deadline the connection
+    is dropped."""
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=30) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 20)  # 20 MB of answers
+        began = time.monotonic()
+        while not slow_server.server.server_state.connections and time.monotonic() - began < 5:
+            time.sleep(0.01)  # until the service holds it
+        began = time.monotonic()
+        while slow_server.server.server_state.connections and time.monotonic() - began < 15:
+            time.sleep(0.1)
+        assert not slow_server.server.server_state.connections, "still held"
+        assert time.monotonic() - began < 8
+        received = b""
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+        except OSError:
+            pass
+    assert len(received) < 20_000_000  # its answers were dropped, not waited for
 
 
 def test_the_deadline_protocol_still_fits_uvicorn():

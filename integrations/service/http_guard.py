@@ -6,8 +6,12 @@ and a few thousand of them hold the service (slowloris). :func:`deadline_protoco
 a protocol class whose connections must deliver each whole request (headers and body)
 within ``request_timeout`` seconds of the connection opening or of the previous answer.
 Past the deadline the client gets ``408 Request Timeout`` (or, if an answer has begun,
-just the close). ``scopeguard serve`` runs uvicorn with it and with ``limit_concurrency``
-(beyond that many connections, new requests get 503 so senders retry).
+just the close). The clock stops while the service, not the client, holds the request
+(an app at work on a whole one, a body uvicorn stopped reading until the app reads it,
+a client waiting for ``100 Continue``). A client that stops reading its answers (the
+write buffer full) is dropped after the same time. ``scopeguard serve`` runs uvicorn
+with it and with ``limit_concurrency`` (beyond that many connections, new requests get
+503 so senders retry).
 
 Two parsers, the same rule: uvicorn's httptools protocol (a C parser; the default when
 ``httptools`` is installed, as the ``serve`` extra does: with uvloop it accepts a burst of
@@ -36,9 +40,16 @@ TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/
 
 class _Deadline:
     """What both protocols share: the pending deadline, cancelled when the connection
-    goes."""
+    goes; the checks that keep it from blaming the client for the service's own waits;
+    and a second deadline for a client that stops reading its answers."""
 
     _deadline: Any = None
+    _unread_deadline: Any = None  # armed while the client reads none of what is sent
+    _timeout = 10.0
+    _on_timeout: Callable[[], None] | None = None
+    loop: Any  # the protocol's own (uvicorn's classes set them)
+    transport: Any
+    flow: Any
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -47,7 +58,61 @@ class _Deadline:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._unread_deadline is not None:
+            self._unread_deadline.cancel()
+            self._unread_deadline = None
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def _not_ours(self) -> bool:
+        """The connection is closing, or another protocol took it (an upgrade)."""
+        return self.transport is None or self.transport.is_closing() or \
+            self.transport.get_protocol() is not self
+
+    def _service_holds(self, pending: Any) -> bool:
+        """The request waits on the service, not on its client: uvicorn stopped reading
+        until the app reads (a large body), or the client waits for ``100 Continue``,
+        which uvicorn sends when the app first reads. The deadline starts again."""
+        if (self.flow is not None and self.flow.read_paused) or (
+                pending is not None and pending.waiting_for_100_continue):
+            self._deadline = self.loop.call_later(self._timeout, self._expired)
+            return True
+        return False
+
+    def _expired(self) -> None:  # each protocol's own
+        raise NotImplementedError
+
+    # A client that sends requests but never reads the answers fills the connection's
+    # write buffer; uvicorn then waits, without a limit, for room to write (and a
+    # pipelining client can queue requests meanwhile). Past the deadline it is dropped.
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        if self._unread_deadline is None:
+            self._unread_deadline = self.loop.call_later(self._timeout, self._unread)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        if self._unread_deadline is not None:
+            self._unread_deadline.cancel()
+            self._unread_deadline = None
+
+    def _unread(self) -> None:
+        self._unread_deadline = None
+        if self._not_ours():
+            return
+        cycle: Any = getattr(self, "cycle", None)
+        if cycle is not None:  # the app's sends end quietly, as for a client gone
+            cycle.disconnected = True
+            cycle.message_event.set()
+        getattr(self, "pipeline", []).clear()  # httptools: requests queued behind it
+        self.transport.abort()  # its answers are dropped; connection_lost follows
+        if self._on_timeout is not None:
+            self._on_timeout()
+
+
+def _static(function: Callable[[], None] | None) -> Any:
+    """A callback kept on a class without becoming a method of its instances."""
+    return staticmethod(function) if function is not None else None
 
 
 def _cut_off(transport: Any, pending: Any, on_timeout: Callable[[], None] | None) -> None:
@@ -93,6 +158,7 @@ def _httptools_protocol(request_timeout: float,
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class DeadlineHttpToolsProtocol(_Deadline, HttpToolsProtocol):
+        _timeout, _on_timeout = request_timeout, _static(on_timeout)
         _reading = False  # the parser is inside a request (begun, not yet complete)
         _begun_after: Any = None  # the cycle that was current when that request began
 
@@ -147,7 +213,9 @@ def _httptools_protocol(request_timeout: float,
 
         def _expired(self) -> None:
             self._deadline = None
-            if self.transport.is_closing() or not self._waiting_on_client():
+            if self._not_ours() or not self._waiting_on_client():
+                return
+            if self._service_holds(self._pending()):
                 return
             if not self._reading:  # an idle kept-alive connection: nothing to answer
                 self.transport.close()
@@ -164,6 +232,7 @@ def _h11_protocol(request_timeout: float, on_timeout: Callable[[], None] | None)
     received = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
 
     class DeadlineH11Protocol(_Deadline, H11Protocol):
+        _timeout, _on_timeout = request_timeout, _static(on_timeout)
         _armed_cycle: Any = None  # the cycle (request) that was current when armed
         _got_bytes = False  # bytes arrived since the deadline was armed
 
@@ -197,11 +266,13 @@ def _h11_protocol(request_timeout: float, on_timeout: Callable[[], None] | None)
 
         def _expired(self) -> None:
             self._deadline = None
-            if self.transport.is_closing() or self.conn.their_state in received:
+            if self._not_ours() or self.conn.their_state in received:
                 return
             # The request being read: a cycle started since the deadline was armed (its
             # headers are in), or none yet (headers still coming, or nothing at all).
             pending = self.cycle if self.cycle is not self._armed_cycle else None
+            if self._service_holds(pending):
+                return
             if pending is None and self.conn.their_state is h11.IDLE and not self._got_bytes:
                 self.transport.close()  # an idle kept-alive connection: nothing to answer
                 return

@@ -358,9 +358,8 @@ def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block
         for r, i in enumerate(chunk):
             sims[r, i] = -1.0
             hits = np.flatnonzero(sims[r] >= threshold)
-            if limit is not None and len(hits) > limit:
-                hits = ordered(hits, sims[r, hits])[0][:limit]
-            out.append(*ordered(hits, sims[r, hits]))
+            found, scores = ordered(hits, sims[r, hits])
+            out.append(found[:limit], scores[:limit])  # limit None: every hit
     return out
 
 

@@ -100,10 +100,14 @@ class _Deadline:
         self._unread_deadline = None
         if self._not_ours():
             return
-        cycle: Any = getattr(self, "cycle", None)
-        if cycle is not None:  # the app's sends end quietly, as for a client gone
-            cycle.disconnected = True
-            cycle.message_event.set()
+        # the app's sends end quietly, as for a client gone: the cycle last parsed and, on
+        # httptools, the one running (an earlier pipelined request, still answering);
+        # uvloop raises on a write to the aborted transport, which uvicorn would log as
+        # an error in the application
+        for cycle in (getattr(self, "cycle", None), getattr(self, "_running", None)):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.message_event.set()
         getattr(self, "pipeline", []).clear()  # httptools: requests queued behind it
         self.transport.abort()  # its answers are dropped; connection_lost follows
         if self._on_timeout is not None:
@@ -161,6 +165,7 @@ def _httptools_protocol(request_timeout: float,
         _timeout, _on_timeout = request_timeout, _static(on_timeout)
         _reading = False  # the parser is inside a request (begun, not yet complete)
         _begun_after: Any = None  # the cycle that was current when that request began
+        _running: Any = None  # the cycle whose app was started last
 
         # As with h11, the deadline runs exactly while the service waits on the client:
         # from a connection's opening or an answer's end until the next request is whole,
@@ -186,6 +191,10 @@ def _httptools_protocol(request_timeout: float,
             super().on_message_complete()
             self._reading = False
             self._sync()
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            self._running = cycle  # self.cycle is the request parsed last, maybe queued
+            super()._start_asgi_task(cycle, app)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()  # may start a pipelined request

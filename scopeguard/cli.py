@@ -21,6 +21,7 @@ from . import DIST_NAME, render
 from .backlog import Request, decode, read_backlog, request_from_dict
 from .errors import ScopeguardError
 from .markup import plain
+from .settings import BACKENDS
 
 CONFIG_HELP = ("Positioning file, or a directory holding scopeguard.yml or "
                ".github/scopeguard.yml. [env: SCOPEGUARD_CONFIG; default: .]")
@@ -48,7 +49,7 @@ def cache_options(f):
                      callback=_to_environment("SCOPEGUARD_THREADS"),
                      help="Inference threads. [env: SCOPEGUARD_THREADS; default: one per "
                           "core, up to 8; serve's workers: 1 each]")(f)
-    f = click.option("--backend", type=click.Choice(["onnx", "onnx-fp32", "onnx-int8", "torch"]),
+    f = click.option("--backend", type=click.Choice(BACKENDS),
                      expose_value=False, callback=_to_environment("SCOPEGUARD_BACKEND"),
                      help="What runs the model: ONNX Runtime (no torch) with the model as "
                           "shipped (compact), built from its weights (fp32: torch's vectors "

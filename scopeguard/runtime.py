@@ -22,14 +22,13 @@ from .embed import CachedEmbedder, Embedder, HashingEmbedder, SentenceTransforme
 from .engine import Scopeguard
 from .errors import ScopeguardError
 from .positioning import Positioning, find_positioning, load_positioning
+from .settings import BACKENDS, PRECISION
 
 
 def db_path(db: str | None = None) -> str:
     return db or os.environ.get("SCOPEGUARD_DB") or DEFAULT_DB
 
 
-BACKENDS = ("onnx", "onnx-fp32", "onnx-int8", "torch")
-PRECISION = {"onnx": "compact", "onnx-fp32": "fp32", "onnx-int8": "int8"}
 
 
 def backend_name(backend: str | None = None) -> str:

@@ -16,6 +16,12 @@ from collections.abc import Mapping
 
 from .errors import ScopeguardError
 
+# What runs the model (``SCOPEGUARD_BACKEND``, ``--backend``; scopeguard.runtime) and the
+# ONNX build each reads. Here, not in runtime, so the command line names them without
+# importing the engine.
+BACKENDS = ("onnx", "onnx-fp32", "onnx-int8", "torch")
+PRECISION = {"onnx": "compact", "onnx-fp32": "fp32", "onnx-int8": "int8"}
+
 TRUE = ("true", "yes", "1", "on")
 FALSE = ("false", "no", "0", "off")
 

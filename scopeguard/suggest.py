@@ -107,18 +107,35 @@ def suggest_non_goals(declined: Sequence[Decided], vectors: np.ndarray,
     return sorted(out, key=lambda s: (-len(s.members), s.name))
 
 
+# What must not reach a YAML comment raw: YAML's line breaks beside \n and \r (NEL, LS, PS:
+# a requester's text would end the comment and become live settings), the characters YAML
+# refuses in a stream, and lone surrogates (the file could not be written).
+_UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\ufeff\\ud800-\\udfff\\ufffe\\uffff]")
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a YAML double-quoted string (JSON's syntax is YAML's) that stays on
+    one line: every unsafe character escaped."""
+    import json
+
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
+
+
+def _plain(value: str) -> str:
+    """``value`` inside a comment line: unsafe characters become spaces."""
+    return _UNSAFE.sub(" ", value)
+
+
 def insert_commented(text: str, suggestions: Sequence[Suggestion], when: str) -> str:
     """The positioning file ``text`` with ``suggestions`` as commented-out entries under
     ``non_goals:`` (created at the end when absent): uncomment one to enable it."""
-    import json
-
     block = []
     for s in suggestions:
-        ids = ", ".join(m[0] for m in s.members[:8])
+        ids = ", ".join(_plain(m[0]) for m in s.members[:8])
         block += [f"  # Suggested by scopeguard suggest non-goals ({when}): asked "
                   f"{len(s.members)} times by {len(s.requesters)} requester(s): {ids}.",
-                  f"  # - name: {json.dumps(s.name, ensure_ascii=False)}",
-                  f"  #   description: {json.dumps(s.description, ensure_ascii=False)}",
+                  f"  # - name: {_quoted(s.name)}",
+                  f"  #   description: {_quoted(s.description)}",
                   "  #   instead: \"\"  # where to point people instead"]
     lines = text.rstrip("\n").split("\n")
     for i, line in enumerate(lines):

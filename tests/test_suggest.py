@@ -88,6 +88,31 @@ def test_insert_commented_keeps_the_file_loadable_and_enables_by_uncommenting(
             ["Salesforce crm sync", *[n.name for n in before.non_goals]]
 
 
+def test_requester_text_never_leaves_the_comment(tmp_path, example_config):
+    """A title with YAML's other line breaks (LS, PS, NEL) or an id with newlines stays
+    inside the commented-out block: the file loads with the same non-goals as before and
+    the block keeps its four lines."""
+    from scopeguard.suggest import Suggestion
+
+    original = example_config.read_text()
+    path = tmp_path / "p.yml"
+    path.write_text(original)
+    before = [n.name for n in load_positioning(path).non_goals]
+    for breaker in ("\u2028", "\u2029", "\x85", "\r", "\n"):
+        s = Suggestion(f"Bespoke report{breaker}  - {{name: Injected, description: x}} #",
+                       f"Asked{breaker}calibration: none",
+                       ((f"Y0{breaker}  - name: Reminders by SMS{breaker}    description: all"
+                         f"{breaker}  #", "t", "u"), ("Y\ud800", "t", "u")),
+                       ("ana",), ("bespoke",))
+        text = insert_commented(original, [s], "2026-12-01")
+        path.write_text(text, encoding="utf-8")
+        assert [n.name for n in load_positioning(path).non_goals] == before, repr(breaker)
+        lines = text.split("\n")
+        added = lines[lines.index("non_goals:") + 1:][:4]
+        assert [line.lstrip()[:1] for line in added] == ["#"] * 4, added
+        assert "Injected" in text  # kept, in the comment, for the owner to read
+
+
 def test_suggest_non_goals_cli_reads_the_store_and_writes_the_file(runner, example_config,
                                                                   tmp_path):
     db = tmp_path / "c.db"

@@ -169,6 +169,22 @@ def test_urls_are_checked_and_passwords_never_shown():
         assert "s3cret" not in str(err.value) and "Fix:" in str(err.value)
 
 
+@pytest.mark.parametrize("store", [
+    "postgresql://user:s3cretpw@[::1:1/db",         # urlsplit refuses it; the driver quotes it
+    "postgresql://user:s3c@retpw@127.0.0.1:1/db",   # libpq reads 'retpw@127.0.0.1' as a host
+    "host=127.0.0.1 port=1 password=s3cretpw",      # a key=value connection string
+])
+def test_a_malformed_store_never_shows_its_password(runner, store):
+    """The commands that open a store (relabels --queue, store migrate --store) name it
+    with the password masked, even where the driver quotes the URL or parts of it back."""
+    for args in (["relabels", "--queue", store], ["store", "migrate", "--store", store]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert "Fix:" in result.output and "Traceback" not in result.output
+        for piece in ("s3cretpw", "s3c@retpw", "retpw"):
+            assert piece not in result.output, (args, result.output)
+
+
 def test_the_store_setting_keeps_its_password_secret():
     from scopeguard.integrations.service.settings import ServiceSettings
 

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -64,36 +65,54 @@ def is_postgres(location: str | None) -> bool:
     return bool(location) and str(location).split(":", 1)[0].lower() in SCHEMES
 
 
+# A password as libpq reads it beside the URL form: ``password=...`` in a URL's query or in
+# a key=value connection string ("host=db password=s3cret").
+_PASSWORD_PARAM = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)")
+# user:password@host, for URLs urlsplit refuses (a bad IPv6 host, a bad port): the password
+# runs to the last @ (as urlsplit reads it).
+_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://[^:/?#@]*):(.*)@")
+
+
 def redact(url: str) -> str:
-    """The URL with its password (and any ``password=`` parameter) masked: for logs, errors
-    and /healthz."""
+    """The URL (or key=value connection string) with its password masked: for logs,
+    errors and /healthz."""
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
-        return "postgresql://***"
+        return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\1:***@", url))
     netloc = parts.netloc
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    query = "&".join("password=***" if q.lower().startswith("password=") else q
-                     for q in parts.query.split("&")) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return _PASSWORD_PARAM.sub(r"\1***", urlunsplit((parts.scheme, netloc, parts.path,
+                                                     parts.query, parts.fragment)))
 
 
 def password(url: str) -> str:
-    """The password in the URL, after the user or as a ``password=`` parameter ("" if none):
-    the log scrubber masks it too."""
+    """The password in the URL, after the user or as a ``password=`` parameter, or in a
+    key=value connection string ("" if none): the log scrubber masks it too."""
     try:
         parts = urlsplit(url)
         if parts.password:
             return parts.password
-        for item in parts.query.split("&"):
-            key, _, value = item.partition("=")
-            if key.lower() == "password" and value:
-                return value
-        return ""
     except ValueError:
-        return ""
+        found = _USERINFO.match(url)
+        if found and found.group(2):
+            return found.group(2)
+    found = _PASSWORD_PARAM.search(url)
+    return found.group(2).strip("'") if found else ""
+
+
+def secret_pieces(secret: str) -> set[str]:
+    """``secret`` and the parts a driver may repeat on their own: libpq, splitting a URL at
+    another @ or :, quotes the rest as a host name ("failed to resolve host 'pw@db'")."""
+    from urllib.parse import unquote
+
+    pieces = {secret, unquote(secret)}
+    for form in list(pieces):
+        pieces.update(p for p in re.split(r"[@:/]", form) if len(p) >= 3)
+    return pieces - {""}
 
 
 def check_url(url: str, flag: str = "--store") -> str:

@@ -25,7 +25,7 @@ from scopeguard.backlog import Request
 from scopeguard.positioning import LABELS
 
 from .queue import SCHEMA_VERSION, EventQueue, QueueError
-from .storage import is_postgres
+from .storage import is_postgres, redact
 
 
 def request_to_json(request: Request) -> str:
@@ -259,7 +259,7 @@ def read_relabels(path: str | Path) -> Relabels:
     fix = ("Fix: pass the --queue file that scopeguard serve uses (SCOPEGUARD_QUEUE; default "
            "scopeguard-queue.db).")
     if not source.is_file():
-        raise QueueError(f"{source}: no such queue file. {fix}")
+        raise QueueError(f"{redact(str(source))}: no such queue file. {fix}")
     try:
         conn = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
     except sqlite3.Error as exc:

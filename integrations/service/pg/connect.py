@@ -20,10 +20,9 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote
 
 from ..queue_errors import QueueError, QueueUnavailable
-from ..storage import password, redact
+from ..storage import password, redact, secret_pieces
 
 POOL_TIMEOUT = 5.0  # seconds a caller waits for a connection before the 503
 DOWN_TIMEOUT = 1.0  # the same while the last attempt found the server unreachable
@@ -77,10 +76,9 @@ class Tx:
 def describe(url: str, exc: BaseException) -> str:
     """What is wrong with the database, and what to do (the password never shown)."""
     where = redact(url)
-    secret = password(url)
-    text = str(exc)
-    for form in {secret, unquote(secret)} - {""}:
-        text = text.replace(form, "***")
+    text = redact(str(exc))  # a driver may quote the URL back, or parts of it
+    for piece in sorted(secret_pieces(password(url)), key=len, reverse=True):
+        text = text.replace(piece, "***")
     kind = type(exc).__name__
     if kind in ("PoolTimeout", "OperationalError") or "connect" in text.lower():
         return (f"{where}: PostgreSQL cannot be reached ({text.strip()}). Fix: check that the "

@@ -215,7 +215,10 @@ def read_backlog(path: str | Path, encoding: str | None = None) -> list[Request]
         for n, item in enumerate(data, start=1):
             requests.append(request_from_dict(item, f"{path} item {n}"))
     else:
-        for n, line in enumerate(text.splitlines(), start=1):
+        # Lines end at \n (or \r\n) only: str.splitlines() also splits on U+2028, U+2029
+        # and U+0085, which a JSON string may hold raw (an issue's text does).
+        for n, line in enumerate(text.split("\n"), start=1):
+            line = line.removesuffix("\r")
             if not line.strip():
                 continue
             try:

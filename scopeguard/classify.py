@@ -19,6 +19,7 @@ from .backlog import Request
 from .certainty import Certainty, needs_decision
 from .clean import Document
 from .knn import rank
+from .markup import clip
 from .positioning import Positioning
 from .rules import Decision, Head, Rules
 from .signals import Signal, custom_signals, input_class, is_question
@@ -351,7 +352,9 @@ def _with_reasons(v: Verdict, rules: Rules) -> Verdict:
         reasons.append(f"Outside the product on its own, but {len(v.customers)} distinct "
                        f"customers asked for the same thing (>= {rules.min_customers}).")
     elif v.rule == "custom":
-        words = ", ".join(f"'{c.evidence}'" for c in v.custom_signals if c.strength == "strong")
+        # the requester's words, cut as customers are: they can be as long as the issue
+        words = ", ".join(f"'{clip(c.evidence, 60)}'" for c in v.custom_signals
+                          if c.strength == "strong")
         reasons.append(f"Custom-work language ({words}) and only {len(v.customers)} customer(s) "
                        "behind it.")
     elif v.rule == "fit_core":

@@ -31,6 +31,8 @@ HUMAN_MARKER = re.compile(r"<!-- scopeguard:human-label=(\w+)(?: by=(\S+))? -->"
 # maintainer's decision can be recorded next to it.
 LEANING_MARKER = re.compile(r"<!-- scopeguard:leaning=(\w+) -->")
 _ANY_MARKER = re.compile(r"<!-- scopeguard:[^<>]*? -->")
+COMMENT_LIMIT = 65_536  # characters: GitHub refuses a longer comment
+CUT_NOTE = "*(cut: longer than GitHub's limit of 65,536 characters.)*"
 _FOOTER_WRAP = re.compile(r"^\{color(?::[^}]*)?\}|\{color\}$")
 
 
@@ -127,6 +129,25 @@ def step_line(v: Verdict, escape: Any) -> str:
     return line + (f": '{escape(v.anchor, 160)}'" if v.anchor else "")
 
 
+def fit_markdown(text: str, limit: int = COMMENT_LIMIT) -> str:
+    """``text``, or when longer than ``limit`` characters its start cut at a line end, a
+    code fence left open closed, and a note. The marker lines open a comment, so they stay."""
+    if len(text) <= limit:
+        return text
+    cut = text[:max(0, limit - len(CUT_NOTE) - 2)]
+    cut = cut[:cut.rfind("\n")] if "\n" in cut else ""
+    fence = ""
+    for line in cut.split("\n"):
+        found = re.match(r"`{3,}", line)
+        if found and not fence:
+            fence = found.group(0)
+        elif found and line.strip() == fence:
+            fence = ""
+    if fence:
+        cut = cut[:max(0, limit - len(CUT_NOTE) - len(fence) - 3)] + "\n" + fence
+    return (cut + "\n\n" + CUT_NOTE)[:limit]
+
+
 def to_json(verdict: Verdict) -> str:
     return json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False)
 
@@ -194,7 +215,7 @@ def to_markdown(v: Verdict, label_name: str | None = None, product: str = "",
            ""]
     if v.step:
         out += [f"**Rule step {step_line(v, md_text)}**", ""]
-    out += [f"- {md_text(r)}" for r in v.reasons]
+    out += [f"- {md_text(r, 600)}" for r in v.reasons]  # a reason may quote a requester
     out += ["", "| evidence | name | score |", "|---|---|---|"]
     for m in v.positioning[:2]:
         out.append(f"| positioning | {md_text(m.name, 100)}: {md_text(m.text, 80)} | "

@@ -36,6 +36,22 @@ def test_jsonl_errors_name_the_line(tmp_path):
         read_backlog(path)
 
 
+def test_jsonl_lines_end_at_newline_only(tmp_path):
+    """JSON keeps U+2028, U+2029 and NEL raw inside strings (a relabels row written by an
+    older scopeguard does): they are not line ends, and \\r\\n is one."""
+    path = tmp_path / "b.jsonl"
+    rows = [{"id": "1", "title": "a", "body": "one\u2028two\u2029three\x85four"},
+            {"id": "2", "title": "b"}]
+    path.write_bytes("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+                     .encode("utf-8") + b"\r\n")
+    items = read_backlog(path)
+    assert [r.id for r in items] == ["1", "2"]
+    assert items[0].body == "one\u2028two\u2029three\x85four"
+    path.write_text('{"id": "1", "title": "ok"}\r\n{"id": "2", "title": \r\n')
+    with pytest.raises(InputError, match=r"b.jsonl line 2: not valid JSON"):
+        read_backlog(path)
+
+
 def test_csv_backlog_with_labels_column(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("id,title,body,customer,labels\n7,Dark mode,please,Acme,\"enhancement, ui\"\n")

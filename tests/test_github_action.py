@@ -108,19 +108,22 @@ def issue_event(github: FakeGitHub, number: int, action: str = "opened", *, labe
     return event
 
 
-def run_action(tmp_path: Path, github: FakeGitHub, workspace: Path, event: dict, *,
+def run_action(tmp_path: Path, github: FakeGitHub, workspace: Path, event: dict | bytes, *,
                event_name: str = "issues", model: str | None = "hashing", db: Path | None = None,
-               token: str = TOKEN, workflow_token: str | None = None, **inputs: str) -> Run:
+               token: str = TOKEN, workflow_token: str | None = None,
+               env_extra: dict[str, str] | None = None, **inputs: str) -> Run:
     """Run ``python -m scopeguard.integrations.github`` as Actions would.
 
     ``workflow_token`` is the job's own ``github.token`` (action.yml passes it as
     SCOPEGUARD_WORKFLOW_TOKEN); by default the token input is that token, as when the
-    input keeps its default."""
+    input keeps its default. ``event`` as bytes is the event file as it is (a broken
+    one); ``env_extra`` overrides the job's variables."""
     import os
 
     here = tmp_path / f"run{next(_runs)}"
     here.mkdir()
-    (here / "event.json").write_text(json.dumps(event))
+    (here / "event.json").write_bytes(event if isinstance(event, bytes)
+                                      else json.dumps(event).encode())
     env = {**os.environ,
            "GITHUB_EVENT_PATH": str(here / "event.json"), "GITHUB_EVENT_NAME": event_name,
            "GITHUB_REPOSITORY": REPO, "GITHUB_API_URL": github.base_url,
@@ -133,6 +136,7 @@ def run_action(tmp_path: Path, github: FakeGitHub, workspace: Path, event: dict,
     if model:
         env["SCOPEGUARD_MODEL"] = model
     env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
+    env.update(env_extra or {})
     before = len(github.requests)
     proc = subprocess.run([sys.executable, "-m", "scopeguard.integrations.github"],
                           env=env, cwd=workspace, capture_output=True, text=True, timeout=300)
@@ -773,7 +777,7 @@ def test_an_app_token_needs_the_bot_login(tmp_path, workspace):
         app = functools.partial(run_action, tmp_path, github, workspace,
                                 workflow_token="ghs_the_jobs_own_token_0123456")
         refused = app(issue_event(github, number))
-        assert refused.code == 1 and "bot-login" in refused.stdout
+        assert refused.code == 2 and "bot-login" in refused.stdout
         assert not writes(refused)
         github.add_comment(REPO, number, FORGED.format("core"), user="github-actions[bot]")
         run = app(issue_event(github, number), **{"bot-login": "acme-triage[bot]"})
@@ -854,7 +858,7 @@ def test_missing_positioning_file_fails_before_calling_github(github, tmp_path):
     empty.mkdir()
     number = new_issue(github)
     run = run_action(tmp_path, github, empty, issue_event(github, number))
-    assert run.code == 1
+    assert run.code == 2
     [error] = [x for x in run.stdout.splitlines() if x.startswith("::error::")]
     assert "scopeguard.yml" in error and "actions/checkout" in error
     assert run.requests == []
@@ -863,7 +867,7 @@ def test_missing_positioning_file_fails_before_calling_github(github, tmp_path):
 def test_bad_input_is_named(github, act):
     number = new_issue(github)
     run = act(issue_event(github, number), min_confidence="high")
-    assert run.code == 1
+    assert run.code == 2
     assert "::error::input min-confidence" in run.stdout
 
 
@@ -1005,7 +1009,7 @@ def test_sure_verdict_and_switch_off_give_the_scope_label(github, act, workspace
     run = act(issue_event(github, number, "edited"))
     assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
     run = act(issue_event(github, number, "edited"), label_needs_decision="scope: core")
-    assert run.code == 1 and "label-needs-decision" in run.stdout
+    assert run.code == 2 and "label-needs-decision" in run.stdout
 
 
 # --- the client on its own ---------------------------------------------------------------------
@@ -1182,3 +1186,163 @@ def test_actionlint_catches_an_unknown_input(tmp_path):
     proc = subprocess.run([_actionlint(), str(workflow)], cwd=tmp_path, capture_output=True,
                           text=True)
     assert proc.returncode == 1 and 'input "dryrun" is not defined' in proc.stdout
+
+
+# --- bad input, leaks, limits, odd text ---------------------------------------------------------
+
+
+def _error(run: Run) -> str:
+    [error] = [x for x in run.stdout.splitlines() if x.startswith("::error::")]
+    return error
+
+
+@pytest.mark.parametrize("inputs, env, named", [
+    ({"min_confidence": "high"}, {}, "input min-confidence"),
+    ({"dry_run": "maybe"}, {}, "input dry-run"),
+    ({"backlog_limit": "²"}, {}, "input backlog-limit"),
+    ({"issue_number": "²"}, {}, "input issue-number"),
+    ({"issue_number": "#³"}, {}, "input issue-number"),
+    ({}, {"GITHUB_API_URL": "not a url"}, "GITHUB_API_URL"),
+])
+def test_bad_input_exits_2_naming_the_input(github, act, inputs, env, named):
+    """Bad input is the user's to fix: exit 2 (1 is GitHub or the network failing), the
+    input named with the fix, no traceback, and nothing asked of GitHub."""
+    number = new_issue(github)
+    run = act(issue_event(github, number), env_extra=env, **inputs)
+    assert run.code == 2, run.stdout + run.stderr
+    assert named in _error(run) and "Fix:" in _error(run)
+    assert "Traceback" not in run.stderr and "bug in scopeguard" not in run.stdout
+    assert run.requests == []
+
+
+@pytest.mark.parametrize("case", ["array", "null", "string", "issue-string", "number-string",
+                                  "number-object", "number-huge", "number-float",
+                                  "label-string", "sender-string", "deep", "empty", "not-utf8"])
+def test_a_malformed_event_file_is_named_and_exits_2(github, act, case):
+    number = new_issue(github)  # #1: "number": 1.5 must not be taken for it
+    assert number == 1
+    good = issue_event(github, number, "labeled", label=NAMES["core"], sender="alice")
+    raw = {
+        "array": b"[1, 2]", "null": b"null", "string": b'"hello"',
+        "issue-string": json.dumps({"action": "opened", "issue": "abc"}).encode(),
+        "number-string": json.dumps({"action": "opened", "issue": {"number": "abc"}}).encode(),
+        "number-object": json.dumps({"action": "opened", "issue": {"number": {"a": 1}}}).encode(),
+        "number-huge": b'{"action": "opened", "issue": {"number": 1e400}}',
+        "number-float": json.dumps({"action": "opened", "issue": {"number": 1.5}}).encode(),
+        "label-string": json.dumps({**good, "label": NAMES["core"]}).encode(),
+        "sender-string": json.dumps({**good, "sender": "alice"}).encode(),
+        "deep": b"[" * 100_000 + b"]" * 100_000, "empty": b"", "not-utf8": b"\xff\xfe{}",
+    }[case]
+    run = act(raw)
+    assert run.code == 2, run.stdout + run.stderr
+    assert "GITHUB_EVENT_PATH" in _error(run) and "Fix:" in _error(run)
+    assert "Traceback" not in run.stderr and "bug in scopeguard" not in run.stdout
+    assert run.requests == [] and not github.comments(REPO, number)
+
+
+def test_a_token_in_an_error_body_is_not_cut_into_the_log(github, act):
+    """GitHub's answer without a message is quoted clipped: scrubbed of the token first,
+    so no piece of it is left where the clip went through it."""
+    number = new_issue(github)
+    github.fail(422, method="POST", path=ISSUES + r"/\d+/comments",
+                body={"errors": "x" * 170 + TOKEN})
+    run = act(issue_event(github, number))
+    assert run.code == 1 and "422" in _error(run)
+    for text in (run.stdout, run.stderr, run.summary):
+        assert TOKEN[:8] not in text
+
+
+def test_an_error_body_is_clipped_before_a_word_never_through_one():
+    """A token scopeguard was not told of (say another one GitHub echoes) is whole, then
+    scrubbed, or gone: never cut to a piece a scrub cannot recognise."""
+    from github import GithubException
+    from scopeguard.integrations.github.errors import translate
+
+    other = "ghp_NotRegistered0123456789abcdef"
+    error = translate(GithubException(422, "<html>" + "y" * 170 + " token " + other, None),
+                      "commenting on #1")
+    assert "422" in str(error) and other[:5] not in str(error)
+
+
+def test_a_lone_surrogate_in_the_issue_is_repaired_wherever_it_is_written(github, act):
+    """GitHub's JSON can carry half an emoji ("\\ud83d"): the summary, the log and the
+    relabels row get U+FFFD, as the classifier does, instead of failing to write it."""
+    number = new_issue(github, FEATURE[0] + " \ud83d", FEATURE[1] + " \udc00 cats")
+    first = act(issue_event(github, number))
+    assert first.code == 0, first.stdout + first.stderr
+    assert FEATURE[0] + " \ufffd" in first.summary
+    human = NAMES[other(first.outputs["label"])]
+    github.set_issue(REPO, number, labels=[human], actor="alice")
+    run = act(issue_event(github, number, "labeled", label=human, sender="alice"))
+    assert run.code == 0, run.stdout + run.stderr
+    [row] = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert row["title"] == FEATURE[0] + " \ufffd" and "\ufffd cats" in row["body"]
+    assert "\ufffd" in run.summary
+
+
+def test_a_requesters_long_text_cannot_make_the_comment_too_long(github, act):
+    """A custom-work reason quotes the requester: a customer name of 80,000 characters
+    is clipped in it, and the comment stays under GitHub's 65,536 characters."""
+    customer = "Riverside " + "<@x>" * 20_000
+    number = new_issue(github, "Integrate with our lab system",
+                       f"{customer} needs a bespoke integration with our in-house lab system, "
+                       "just for us, custom work for our clinic only.\n\nClinic: " + customer)
+    run = act(issue_event(github, number))
+    assert run.code == 0, run.stdout + run.stderr
+    body = only_comment(github, number)["body"]
+    assert len(body) <= 65_536 and body.startswith(render.COMMENT_MARKER)
+    assert max(len(line) for line in body.splitlines()) < 1_000
+    assert len(run.summary) < 2 * 65_536
+
+
+def test_comment_and_summary_are_cut_to_githubs_limits_with_a_note(tmp_path):
+    """GitHub refuses a comment over 65,536 characters and drops a job summary over 1 MiB."""
+    from scopeguard.integrations.github.comments import compose
+
+    head = f"{render.COMMENT_MARKER}\n<!-- scopeguard:label=core confidence=0.900 -->\n"
+    body = compose(head + "```\n" + "long line\n" * 20_000 + "```\nend", [], None)
+    assert len(body) <= 65_536 and render.marked_label(body) == "core"
+    assert body.endswith(render.CUT_NOTE) and body.count("```") == 2  # the fence is closed
+    report = Report({"GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")})
+    for _ in range(40):
+        report.summary("é" * 100_000)
+    report.fail("the error, after all that")
+    assert len((tmp_path / "summary.md").read_bytes()) <= 1024 * 1024
+
+
+def test_line_separators_in_an_issue_do_not_break_the_relabels_file(github, act, tmp_path):
+    """U+2028, U+2029 and NEL are raw in JSON but line ends to str.splitlines(): the row
+    escapes them, so a later commit and calibrate read every row whole."""
+    odd = new_issue(github, body=FEATURE[1] + "\u2028second\u2029third\x85fourth")
+    plain_issue = new_issue(github, "Send appointment reminders by WhatsApp",
+                            "Owners do not read SMS. Send reminders by WhatsApp.")
+    for number in (odd, plain_issue):
+        first = act(issue_event(github, number))
+        human = NAMES[other(first.outputs["label"])]
+        github.set_issue(REPO, number, labels=[human], actor="alice")
+        run = act(issue_event(github, number, "labeled", label=human, sender="alice"))
+        assert run.code == 0, run.stdout + run.stderr
+    text = github.file(REPO, RELABELS_FILE)
+    assert text.count("\n") == 2 and len(text.splitlines()) == 2
+    rows = [json.loads(x) for x in text.splitlines()]
+    assert [r["id"] for r in rows] == [f"#{odd}", f"#{plain_issue}"]
+    assert rows[0]["body"].endswith("\u2028second\u2029third\x85fourth")
+    path = tmp_path / "relabels.jsonl"
+    path.write_text(text, encoding="utf-8")
+    from scopeguard.backlog import read_backlog
+    assert [r.id for r in read_backlog(path)] == [f"#{odd}", f"#{plain_issue}"]
+
+
+@pytest.mark.parametrize("path", ["../../other/contents/stolen.jsonl", "../up.jsonl",
+                                  "/abs.jsonl", "a//b.jsonl", "./x.jsonl"])
+def test_a_relabels_file_outside_the_repository_is_refused(github, act, path):
+    github.add_repo("acme/other")
+    number = new_issue(github)
+    first = act(issue_event(github, number))
+    human = NAMES[other(first.outputs["label"])]
+    github.set_issue(REPO, number, labels=[human], actor="alice")
+    run = act(issue_event(github, number, "labeled", label=human, sender="alice"),
+              relabels_file=path)
+    assert run.code == 2, run.stdout + run.stderr
+    assert "input relabels-file" in _error(run) and "Fix:" in _error(run)
+    assert not writes(run) and not github.repos["acme/other"].files

@@ -20,8 +20,9 @@ sets (``INPUT_DRY_RUN`` or GitHub's own ``INPUT_DRY-RUN`` spelling), then:
 
 Outputs (``GITHUB_OUTPUT``): label, confidence, input-class, skipped. The verdict goes to
 the job summary before anything is written, so a failed write never loses it. Failures
-print ``::error::`` with the fix, add it to the summary, and exit with status 1
-(:mod:`.runner` reads the inputs and writes the outputs, the summary and the log).
+print ``::error::`` with the fix, add it to the summary, and exit with status 2 for bad
+input (the inputs, the event file, the positioning file) or 1 when GitHub or the network
+failed (:mod:`.runner` reads the inputs and writes the outputs, the summary and the log).
 
 One run goes down these modules and never back: :mod:`.runner` (settings, event) ->
 :mod:`.client` (the repository, the account scopeguard writes as) -> :mod:`.issues`
@@ -47,6 +48,7 @@ from scopeguard.backlog import (
     is_feature_request,
     skipped_author,
 )
+from scopeguard.clean import sound_text
 from scopeguard.errors import ConfigError, InputError, ScopeguardError
 from scopeguard.markup import md_code, md_text
 from scopeguard.positioning import DEFAULT_FILENAMES, Positioning, find_positioning, load_positioning
@@ -352,7 +354,7 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
     login = login or own_login(client, settings.token, configured=settings.bot_login,
                                workflow_token=settings.workflow_token)
     ctx = Context(settings, report, positioning, names, repo, relabels, login, guard)
-    request = issue_to_request(data)
+    request = sound_request(issue_to_request(data))
     ok, why = is_feature_request(request, positioning.filters)
     if not ok:
         return report.skip(f"#{number} is not a feature request: it {why} (the "
@@ -366,12 +368,22 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
     return classify_issue(ctx, issue, request)
 
 
+def sound_request(request: Request) -> Request:
+    """``request`` with text UTF-8 can carry (a lone surrogate, "\\ud83d" in GitHub's JSON,
+    becomes U+FFFD, as ``check_request`` repairs it): the summary, the log and the relabels
+    row repeat the title and body, and writing a surrogate fails."""
+    fixed = {k: sound_text(getattr(request, k)) for k in ("title", "body", "author")}
+    return replace(request, **fixed)
+
+
 def main(environ: Mapping[str, str] | None = None) -> int:
-    """Run the Action; returns the exit status (0 done or skipped, 1 failed)."""
+    """Run the Action; returns the exit status (0 done or skipped, 2 bad input, 1 failed)."""
     env = os.environ if environ is None else environ
     report = Report(env)  # scrubs the token from everything it writes
     try:
         return run(Settings.from_env(env), report, env)
+    except (InputError, ConfigError) as exc:  # the inputs, event or positioning file: 2
+        return report.fail(str(exc), 2)
     except ScopeguardError as exc:
         return report.fail(str(exc))
     except Exception as exc:  # a bug: still fail clearly, with the token scrubbed

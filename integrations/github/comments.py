@@ -99,7 +99,9 @@ def read_thread(issue: Any, login: str) -> Thread:
 
 
 def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) -> str:
-    """The comment: ``markdown`` with earlier notes dropped and ``notes`` after the markers."""
+    """The comment: ``markdown`` with earlier notes dropped and ``notes`` after the markers,
+    cut to GitHub's limit on a comment (``render.fit_markdown``: a requester's text must
+    not make it refuse the comment)."""
     lines = markdown.split("\n")
     head = render.marker_lines(lines)
     lines = [line for n, line in enumerate(lines)
@@ -114,7 +116,7 @@ def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) 
         by = f" by={human.by}" if re.fullmatch(r"[\w.\[\]-]+", human.by or "") else ""
         extra.append(f"<!-- scopeguard:human-label={human.key}{by} -->")
     extra += [*notes, ""] if notes else []
-    return "\n".join(lines[:head] + extra + rest)
+    return render.fit_markdown("\n".join(lines[:head] + extra + rest))
 
 
 def human_note(name: str, by: str) -> str:

@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from github import GithubException
@@ -22,6 +22,53 @@ from github.GithubException import RateLimitExceededExceedsMaxWait
 from scopeguard.errors import ScopeguardError
 
 DEFAULT_MAX_WAIT = 60.0  # seconds: the cap on any single wait (SCOPEGUARD_GITHUB_MAX_WAIT)
+DETAIL_LIMIT = 200  # characters of an error body without a message that a message quotes
+# The tokens in use (the Action's Report registers those it scrubs): GitHub's answers are
+# scrubbed of them *before* being clipped, as a clip could cut a token and keep a piece of it
+# that no later scrub of the whole token would find.
+_SECRETS: dict[str, None] = {}
+_PIECE = 8  # characters: a token's first characters this long are taken for a cut token
+
+
+def keep_secret(*secrets: str) -> None:
+    """Register tokens that no error message may carry (the newest 64 are kept: a
+    long-running service sees a new installation token every hour)."""
+    for secret in secrets:
+        if secret:
+            _SECRETS.pop(secret, None)
+            _SECRETS[secret] = None
+    for old in list(_SECRETS)[:-64]:
+        del _SECRETS[old]
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with each of ``secrets`` (and the registered ones) replaced by ``***``, and
+    so is a cut one: any run of a token's first 8 or more characters, as a text clipped
+    elsewhere can end in."""
+    for secret in sorted({*secrets, *_SECRETS}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+        head = secret[:_PIECE]
+        start = text.find(head) if len(secret) > _PIECE else -1
+        while start != -1:
+            end = start + len(head)
+            while end - start < len(secret) and end < len(text) \
+                    and text[end] == secret[end - start]:
+                end += 1
+            text = text[:start] + "***" + text[end:]
+            start = text.find(head, start + 3)
+    return text
+
+
+def clip_detail(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """``text`` scrubbed, then cut to ``limit`` characters before a word the cut would go
+    through: a token (one word) in it is whole or gone, never cut."""
+    text = scrub(text)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    if re.match(r"[\w.~+/=-]", text[limit]):
+        cut = re.sub(r"[\w.~+/=-]+$", "", cut)
+    return cut.rstrip() + "…"
 
 
 class GitHubError(ScopeguardError):
@@ -55,10 +102,12 @@ class GitHubUnavailableError(GitHubError):
 
 
 def _message(exc: GithubException) -> str:
+    """GitHub's message, else the start of its answer: scrubbed of the tokens before it is
+    clipped (a token GitHub echoes must not survive as a piece)."""
     data = exc.data
     if isinstance(data, dict) and data.get("message"):
-        return str(data["message"])
-    return str(data or "")[:200]
+        return scrub(str(data["message"]))
+    return clip_detail(str(data or ""))
 
 
 def translate(exc: BaseException, action: str, needs: str = "issues: write") -> GitHubError:

@@ -218,7 +218,7 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str,
     branch (created from it when missing). Raises :class:`RelabelsRefused` when GitHub
     refuses the commit itself (push protection, a protected branch).
     """
-    line = json.dumps(row, ensure_ascii=False)
+    line = jsonl_line(row)
     decision = {k: v for k, v in row.items() if k != "recorded_at"}
     on = {"branch": branch} if branch else {}
 
@@ -240,11 +240,11 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str,
                 if exc.status != 404:
                     raise
                 text, sha = "", None
-            rows = [(x, parsed(x)) for x in text.splitlines() if x.strip()]
+            rows = [(x, parsed(x)) for x in jsonl_lines(text) if x.strip()]
             if any({k: v for k, v in r.items() if k != "recorded_at"} == decision
                    for _, r in rows):
                 return ""
-            kept = [x for x, r in rows if r.get("id") != row["id"]]
+            kept = [_escape_separators(x) for x, r in rows if r.get("id") != row["id"]]
             new = "\n".join([*kept, line]) + "\n"
             try:
                 if sha:
@@ -269,6 +269,24 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str,
                         "protected") from None
     raise GitHubError(f"{path} kept changing while scopeguard recorded a relabel: other runs "
                       "committed to it each time. Fix: re-run the job.")
+
+
+def jsonl_line(row: Mapping[str, Any]) -> str:
+    """``row`` as one JSONL line: U+2028, U+2029 and U+0085 (NEL), which JSON leaves raw
+    and ``str.splitlines`` splits on, are escaped, so only ``\\n`` ends a line."""
+    return _escape_separators(json.dumps(row, ensure_ascii=False))
+
+
+def _escape_separators(line: str) -> str:
+    """A JSON line with U+2028, U+2029 and U+0085 escaped (raw, they can only be in strings,
+    where the escape means the same)."""
+    return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace(
+        "\x85", "\\u0085")
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split on ``\\n`` (and ``\\r\\n``) only, as JSONL is."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def ensure_branch(repo: Any, branch: str) -> None:

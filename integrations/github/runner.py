@@ -26,12 +26,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from scopeguard.errors import InputError
 from scopeguard.positioning import LABELS
+from scopeguard.render import COMMENT_LIMIT, fit_markdown
 from scopeguard.settings import parse_flag
 
 from .client import DEFAULT_API_URL
+from .errors import keep_secret, scrub
 from .relabels import RELABELS_FILE
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -57,6 +60,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 NEEDS_DECISION_LABEL = "scope: needs-decision"
+SUMMARY_BYTES = 1024 * 1024  # GitHub's limit on one step's job summary
 
 
 @dataclass(frozen=True)
@@ -101,10 +105,12 @@ class Settings:
             raise InputError(f"input min-confidence: {raw!r} is not a number from 0 to 1. "
                              "Fix: e.g. `min-confidence: 0.6` (or 60%); 0 labels everything.")
         limit, number = _input(env, "backlog-limit", "500"), _input(env, "issue-number")
-        if not limit.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²" and "٣", which int() refuses.
+        if not re.fullmatch(r"[0-9]+", limit):
             raise InputError(f"input backlog-limit: {limit!r} is not a whole number. Fix: "
                              "e.g. `backlog-limit: 500`; 0 ignores the other issues.")
-        if number and (not number.lstrip("#").isdigit() or int(number.lstrip("#")) == 0):
+        if number and (not re.fullmatch(r"#?[0-9]{1,18}", number)
+                       or int(number.lstrip("#")) == 0):
             raise InputError(f"input issue-number: {number!r} is not an issue number. "
                              "Fix: e.g. `issue-number: 12`, or leave it empty.")
         overrides = tuple((key, _input(env, f"label-{key.replace('_', '-')}")) for key in LABELS)
@@ -115,7 +121,7 @@ class Settings:
         excluded = tuple(a for a in re.split(r"[\s,]+", _input(env, "exclude-authors")) if a)
         return cls(
             token=token, repository=env.get("GITHUB_REPOSITORY", ""),
-            api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
+            api_url=api_url(env.get("GITHUB_API_URL", "").strip() or DEFAULT_API_URL),
             event_name=env.get("GITHUB_EVENT_NAME", ""),
             event_path=env.get("GITHUB_EVENT_PATH", ""),
             workspace=Path(env.get("GITHUB_WORKSPACE") or os.getcwd()), db=db,
@@ -125,12 +131,41 @@ class Settings:
             needs_decision_label=(_input(env, "label-needs-decision") or NEEDS_DECISION_LABEL)
             if _bool(env, "needs-decision", True) else "",
             comment=_bool(env, "comment", True),
-            relabels_file=RELABELS_FILE if relabels_file is None else relabels_file,
+            relabels_file=RELABELS_FILE if relabels_file is None
+            else relabels_path(relabels_file),
             relabels_branch=branch_name(_input(env, "relabels-branch")),
-            backlog_limit=int(limit), issue_number=int(number.lstrip("#")) if number else None,
+            backlog_limit=int(limit) if len(limit) < 19 else 10**18,  # int() stops at 4300
+            issue_number=int(number.lstrip("#")) if number else None,
             bot_login=_input(env, "bot-login") or env.get("SCOPEGUARD_GITHUB_LOGIN", "").strip(),
             workflow_token=env.get("SCOPEGUARD_WORKFLOW_TOKEN", "").strip(),
             exclude_authors=excluded)
+
+
+def api_url(url: str) -> str:
+    """``GITHUB_API_URL`` checked: an http(s) URL, so a wrong one fails before any call."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InputError(f"GITHUB_API_URL: {url[:80]!r} is not an http(s) URL. Fix: leave it "
+                         "to Actions (it sets https://api.github.com, or "
+                         "https://HOST/api/v3 on GitHub Enterprise Server).")
+    return url
+
+
+def relabels_path(path: str) -> str:
+    """``relabels-file`` checked: a path inside the repository (the contents API would
+    take ``../`` out of it, even into another repository); "" turns recording off."""
+    parts = path.replace("\\", "/").split("/")
+    if path and (path.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", path)
+                 or any(part in ("", ".", "..") for part in parts)):
+        raise InputError(f"input relabels-file: {path[:80]!r} is not a path inside the "
+                         "repository (no leading /, no empty, . or .. parts). Fix: a path from "
+                         "the repository root, e.g. `relabels-file: "
+                         f"{RELABELS_FILE}`, or '' to stop recording.")
+    return path
 
 
 def branch_name(name: str) -> str:
@@ -153,12 +188,56 @@ def read_event(settings: Settings) -> dict[str, Any]:
             return {}
         raise InputError("GITHUB_EVENT_PATH is not set. Fix: run scopeguard as a step of a "
                          "workflow triggered by `issues` events, or set the issue-number input.")
+    where = f"GITHUB_EVENT_PATH ({settings.event_path})"
+    fix = ("Fix: run scopeguard inside GitHub Actions, or point GITHUB_EVENT_PATH at the "
+           "event's JSON file (an object, as GitHub writes it).")
     try:
-        return json.loads(Path(settings.event_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the event file {settings.event_path} "
-                         f"({type(exc).__name__}). Fix: run scopeguard inside GitHub Actions, "
-                         "or point GITHUB_EVENT_PATH at an event JSON file.") from None
+        raw = Path(settings.event_path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read the event file ({type(exc).__name__}). "
+                         + fix) from None
+    if not raw.strip():
+        raise InputError(f"{where}: the event file is empty. {fix}")
+    try:
+        event = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: the event file is not UTF-8 text. {fix}") from None
+    except RecursionError:
+        raise InputError(f"{where}: the event JSON nests too deeply. {fix}") from None
+    except ValueError as exc:
+        raise InputError(f"{where}: the event file is not valid JSON ({exc}). {fix}") from None
+    return check_event(event, where, fix)
+
+
+def check_event(event: Any, where: str, fix: str) -> dict[str, Any]:
+    """``event`` if the parts scopeguard reads have the types GitHub gives them; else an
+    :class:`InputError` naming the part (a forged or broken file must not crash the run,
+    nor turn ``"number": 1.5`` into issue #1)."""
+    if not isinstance(event, dict):
+        raise InputError(f"{where}: the event is a JSON {_kind(event)}, not an object. {fix}")
+    for key in ("issue", "label", "sender"):
+        if event.get(key) is not None and not isinstance(event[key], dict):
+            raise InputError(f"{where}: \"{key}\" is a JSON {_kind(event[key])}, not an "
+                             f"object. {fix}")
+    if event.get("action") is not None and not isinstance(event["action"], str):
+        raise InputError(f"{where}: \"action\" is a JSON {_kind(event['action'])}, not a "
+                         f"string. {fix}")
+    label = event.get("label") or {}
+    if label.get("name") is not None and not isinstance(label["name"], str):
+        raise InputError(f"{where}: the label's \"name\" is a JSON {_kind(label['name'])}, "
+                         f"not a string. {fix}")
+    issue = event.get("issue") or {}
+    number = issue.get("number")
+    if "number" in issue and (type(number) is not int or number <= 0):
+        raise InputError(f"{where}: the issue's \"number\" is {json.dumps(number)[:40]}, not an "
+                         f"issue number (a whole number from 1). {fix}")
+    return event
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's type, as JSON names it."""
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 # --- outputs, summary, annotations ------------------------------------------------------------
@@ -179,13 +258,23 @@ class Report:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.output_path = env.get("GITHUB_OUTPUT", "")
         self.summary_path = env.get("GITHUB_STEP_SUMMARY", "")
-        self.secrets = [s for s in (_input(env, "token"), env.get("GITHUB_TOKEN", "").strip(),
-                                    env.get("SCOPEGUARD_WORKFLOW_TOKEN", "").strip()) if s]
+        self.summary_size = 0  # bytes written to the summary by this run
+        self.secrets = [_input(env, "token"), env.get("GITHUB_TOKEN", "").strip(),
+                        env.get("SCOPEGUARD_WORKFLOW_TOKEN", "").strip()]
+
+    @property
+    def secrets(self) -> list[str]:
+        return self._secrets
+
+    @secrets.setter
+    def secrets(self, values: Iterable[str]) -> None:
+        """The tokens to scrub, registered with :mod:`.errors` too: it scrubs GitHub's
+        answers of them before it clips them."""
+        self._secrets = [s for s in values if s]
+        keep_secret(*self._secrets)
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self.secrets)
 
     def log(self, text: str) -> None:
         """One log line: a line break in ``text`` (from anything a requester wrote) could
@@ -203,15 +292,27 @@ class Report:
         """Step outputs; ``input_class`` is written as ``input-class``."""
         if not self.output_path:
             return
-        with open(self.output_path, "a", encoding="utf-8") as out:
+        with open(self.output_path, "a", encoding="utf-8", errors="replace") as out:
             for key, value in values.items():
                 value = self.scrub(str(value)).replace("\n", " ")
                 out.write(f"{key.replace('_', '-')}={value}\n")
 
     def summary(self, markdown: str) -> None:
-        if self.summary_path:
-            with open(self.summary_path, "a", encoding="utf-8") as out:
-                out.write(self.scrub(markdown).rstrip("\n") + "\n\n")
+        """Append to the job summary: each part clipped to a comment's limit, and the
+        whole kept under GitHub's 1 MiB for a step's summary (GitHub drops a larger one,
+        failure and all)."""
+        if not self.summary_path:
+            return
+        text = fit_markdown(self.scrub(markdown).rstrip("\n"), COMMENT_LIMIT) + "\n\n"
+        size = len(text.encode("utf-8", "replace"))
+        if self.summary_size + size > SUMMARY_BYTES:
+            text = "*(the job summary is full: the rest is in the log)*\n\n"
+            size = len(text)
+            if self.summary_size + size > SUMMARY_BYTES:
+                return
+        self.summary_size += size
+        with open(self.summary_path, "a", encoding="utf-8", errors="replace") as out:
+            out.write(text)
 
     def done(self, done: Iterable[str]) -> int:
         """The summary's account of the writes made; the run's exit status (0)."""
@@ -225,9 +326,10 @@ class Report:
         self.summary(f"### scopeguard skipped\n\n{reason}")
         return 0
 
-    def fail(self, message: str) -> int:
-        """A failed run: the error in the summary and as ``::error::``, exit status 1."""
+    def fail(self, message: str, status: int = 1) -> int:
+        """A failed run: the error in the summary and as ``::error::``; returns ``status``
+        (2: bad input, which the user fixes; 1: GitHub or the network failed)."""
         message = self.scrub(message)
         self.summary(f"### scopeguard failed\n\n**Error:** {message}")
         self.log(f"::error::{_escape(message)}")
-        return 1
+        return status

@@ -263,6 +263,61 @@ def test_a_full_disk_gets_503_and_health_says_why_then_recovers(tmp_path, jira, 
         assert app.http.get("/healthz").json()["status"] == "ready"
 
 
+def test_a_worker_remembers_when_no_event_can_be_written_back(tmp_path):
+    """The real client against the fake Jira: rejected credentials and an unreachable
+    Jira are remembered for /healthz (secrets never in it) until an event succeeds; a
+    per-issue failure (an issue gone) neither sets nor clears it."""
+    queue = EventQueue(tmp_path / "q.db")
+    with FakeJira(flavour="server", pat=PAT) as jira:
+        jira.add_issue("PAW-910", *LAB)
+        client = jc.make_jira(jira.url, pat=PAT, environ={}, retry=jc.RetryPolicy(retries=0))
+        gone = jc.make_jira(f"http://127.0.0.1:{free_port()}", pat=PAT, environ={},
+                            retry=jc.RetryPolicy(retries=0))
+        use = [client]
+        worker = Worker(queue, lambda event: use[0].get_issue(event.issue_key)["key"],
+                        Metrics(), ServiceSettings(retry_base=60, retry_max=60),
+                        threading.Event(), threading.Event(), keep_seconds=60)
+
+        def run(delivery: str, key: str = "PAW-910") -> str:
+            assert queue.accept(delivery, b"{}", "jira:issue_updated", key) == "queued"
+            worker._run(queue.claim("me"), "me")
+            return worker.reach[1]
+
+        assert run("r-1") == ""
+        jira.pat = "pat-rotated-elsewhere-0000"
+        rejected = run("r-2", "PAW-911")
+        assert "rejected the credentials (401)" in rejected and "JIRA_PAT" in rejected
+        assert PAT not in rejected and "rotated" not in rejected
+        jira.pat = PAT
+        assert run("r-3", "PAW-404") == rejected  # an issue gone says nothing of Jira
+        assert run("r-4", "PAW-912") == rejected  # (PAW-912 does not exist either)
+        assert run("r-5") == ""
+        use[0] = gone
+        assert "cannot reach Jira" in run("r-6", "PAW-913")
+        use[0] = client
+        assert run("r-7") == ""
+    queue.close()
+
+
+def test_health_is_503_while_jira_rejects_the_credentials(service, jira):
+    """Through the worker processes' pipe: /healthz names the cause until an event
+    succeeds again."""
+    jira.add_issue("PAW-914", *LAB)
+    jira.pat = "pat-rotated-elsewhere-0000"
+    try:
+        assert service.post(issue_event("PAW-914"), delivery="reach-1").status_code == 202
+        service.wait(lambda: service.get("/healthz").status_code == 503, 30, "a 503 health")
+        health = service.get("/healthz")
+        assert health.json()["status"] == "error", health.text
+        assert "rejected the credentials" in health.json()["error"]
+        assert PAT not in health.text and "rotated" not in health.text
+    finally:
+        jira.pat = PAT
+    service.post(issue_event("PAW-914"), delivery="reach-2")
+    service.wait(lambda: service.get("/healthz").status_code == 200, 30, "a 200 health")
+    assert service.get("/healthz").json()["status"] == "ready"
+
+
 # --- odd JSON: 400, counted, nothing queued -----------------------------------------------------
 
 
@@ -304,6 +359,18 @@ def test_json_nested_100000_deep_is_a_400_on_both_routes(service, route):
     assert "nest" in answer.json()["error"]
     assert not {"deep-jira", "github:deep-github"} & set(service.events())
     assert service.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH",
+                                    "PURGE"])
+@pytest.mark.parametrize("route", ["jira", "github"])
+def test_every_method_but_post_on_a_webhook_route_is_a_json_405(service, route, method):
+    with httpx.Client(timeout=10) as client:
+        answer = client.request(method, f"{service.url}/webhooks/{route}", content=b"{}")
+    assert answer.status_code == 405 and answer.headers["Allow"] == "POST", answer.headers
+    assert answer.headers["Content-Type"] == "application/json"
+    if method != "HEAD":
+        assert "POST" in answer.json()["error"] and "Fix:" in answer.json()["error"]
 
 
 def test_jira_automation_issue_data_body_is_accepted(service, jira):
@@ -380,6 +447,34 @@ def test_sigterm_folds_the_write_ahead_logs_into_the_files(tmp_path, jira, examp
         table = "events" if name == "queue.db" else "embeddings"
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] >= 5
         conn.close()
+
+
+@pytest.mark.parametrize("removed", [("",), (".lock",), ("", "-wal", "-shm", ".lock")])
+def test_a_queue_file_deleted_while_serving_is_a_503_not_a_lost_202(tmp_path, removed):
+    """Deleted (or replaced) while the service runs, the queue file would take events
+    into an inode nobody can open again: the accept after the commit and /healthz's
+    probe see the path no longer holds the file opened, and say to restart."""
+    import asyncio
+    import os
+
+    from scopeguard.integrations.service.queue import QueueUnavailable
+
+    path = tmp_path / "queue.db"
+    queue = EventQueue(path)
+    queue.lock()
+    assert queue.accept("d-1", b"{}", "jira:issue_created", "PAW-1") == "queued"
+    assert queue.probe(every=0) == ""
+    for suffix in removed:
+        if os.path.exists(f"{path}{suffix}"):
+            os.remove(f"{path}{suffix}")
+    with pytest.raises(QueueUnavailable) as caught:
+        queue.accept("d-2", b"{}", "jira:issue_created", "PAW-2")
+    assert str(path) in str(caught.value) and "Fix: restart scopeguard serve" in str(
+        caught.value)
+    with pytest.raises(QueueUnavailable):
+        asyncio.run(queue.accept_async("d-3", b"{}", "jira:issue_created", "PAW-3"))
+    assert "deleted or replaced" in queue.probe(every=0)
+    queue.close()
 
 
 def test_queue_errors_name_the_real_cause(tmp_path):

@@ -338,7 +338,7 @@ def test_a_label_set_by_a_person_stands(server, server_jira):
 @pytest.mark.model
 def test_healthz_and_metrics(server):
     health = server.get("/healthz")
-    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert health.status_code == 200 and health.json()["status"] == "ready", health.text
     assert health.json()["jira"] == "server"
     response = server.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -567,6 +567,59 @@ def test_client_errors_name_the_fix_and_hide_credentials():
             jc.fetch_issues(client, "project = PAW", customer_field="Region")
 
 
+class OddJira(FakeJira):
+    """A fake Jira whose answers to chosen (method, path part) are replaced."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.odd: dict[tuple[str, str], tuple] = {}
+
+    def route(self, method, path, query, body):
+        for (m, part), answer in self.odd.items():
+            if m == method and part in path:
+                return answer
+        return super().route(method, path, query, body)
+
+
+ODD_ANSWERS = {
+    "issue is a list": (("GET", "issue/PAW-1"), (200, [1, 2], {}), "the issue is a list"),
+    "issue is text": (("GET", "issue/PAW-1"), (200, "hello", {}), "the issue is text"),
+    "issue is null": (("GET", "issue/PAW-1"), (200, None, {}), "the issue is null"),
+    "reporter is text": (("GET", "issue/PAW-1"), (200, {"key": "PAW-1", "fields": {
+        "reporter": "bob"}}, {}), "'fields.reporter' is text"),
+    "project is text": (("GET", "issue/PAW-1"), (200, {"key": "PAW-1", "fields": {
+        "project": "PAW"}}, {}), "'fields.project' is text"),
+    "comments is an object": (("GET", "PAW-1/comment"), (200, {"comments": {"a": 1},
+                                                               "total": 1}, {}),
+                              "'comments' is an object"),
+    "total is text": (("GET", "PAW-1/comment"), (200, {"comments": [{"id": "1"}],
+                                                       "total": "x"}, {}), "'total' is text"),
+    "author is text": (("GET", "PAW-1/comment"), (200, {"comments": [
+        {"id": "1", "author": "bob"}], "total": 1}, {}), "'author' is text"),
+    "comment POST answers a list": (("POST", "PAW-1/comment"), (201, [], {}),
+                                    "the comment is a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_ANSWERS))
+def test_jira_answers_of_the_wrong_shape_are_errors_naming_the_fix(case):
+    """JSON of another shape than Jira's (a proxy, another service at JIRA_URL) is checked
+    where the client reads it: a JiraError naming the fix, never AttributeError/TypeError
+    (which the worker would log with a traceback, naming no fix)."""
+    where, answer, words = ODD_ANSWERS[case]
+    with OddJira(flavour="server", pat=PAT) as jira:
+        jira.add_issue("PAW-1", *LAB)
+        client = jc.make_jira(environ=jira.env, retry=jc.RetryPolicy(retries=0))
+        jira.odd[where] = answer
+        with pytest.raises(jc.JiraError) as caught:  # not AttributeError/TypeError
+            client.get_issue("PAW-1")
+            jc.write_back(client, "PAW-1", "core", verdict_markdown("core"), JIRA_LABELS, [])
+    message = str(caught.value)
+    assert words in message and "unexpected shape" in message, message
+    assert "Fix: check that JIRA_URL points at Jira's REST API" in message
+    assert isinstance(caught.value, jc.JiraAnswerError)
+
+
 def test_retries_honour_retry_after_then_give_up():
     with FakeJira(flavour="server", pat=PAT) as jira:
         jira.add_issue("PAW-1", "A request")
@@ -645,6 +698,29 @@ def test_adf_document_is_valid_and_keeps_the_markers():
                               "attrs": {"href": "https://jira.example.com/browse/PAW-3"}}]
 
 
+def test_a_description_nested_hundreds_of_lists_deep_is_read():
+    """Jira Cloud keeps whatever ADF an editor or the API gave it: 300 nested bullet lists
+    (plus the ancestors of the frames that read them) exhausted a recursive walk."""
+    deep = {"type": "doc", "version": 1, "content": []}
+    node = deep
+    for _ in range(300):
+        inner = {"type": "bulletList", "content": []}
+        node["content"].append(inner)
+        node = inner
+    node["content"].append({"type": "paragraph", "content": [
+        {"type": "text", "text": "lab results in Pawtrack"}]})
+    with FakeJira(flavour="cloud", email="bot@x.example", token=API_TOKEN) as jira:
+        jira.add_issue("PAW-41", LAB[0])
+        jira.issues["PAW-41"]["fields"]["description"] = deep
+        client = jc.make_jira(environ=jira.env)
+        request = jc.issue_to_request(client.get_issue("PAW-41"), client.server)
+    assert request.body == "lab results in Pawtrack"
+    assert jf.adf_text({"type": "doc", "content": [
+        {"type": "tableRow", "content": [{"type": "tableCell", "content": [
+            {"type": "paragraph", "content": [{"type": "text", "text": "a"}]}]},
+            {"type": "tableHeader", "content": [{"type": "hardBreak"}]}]}]}) == "a |  | \n"
+
+
 # --- security: only scopeguard's own comment is its own (issue 10) --------------------------------
 
 
@@ -717,6 +793,27 @@ def test_a_forged_label_marker_does_not_take_a_persons_label(flavour):
         assert jira.labels("PAW-51") == ["scope:core"]
         assert (result.human_label, result.human_key) == ("scope:core", "core")
         assert not result.added and not result.removed
+
+
+@pytest.mark.parametrize("flavour", ["server", "cloud"])
+def test_every_scope_label_a_person_set_stands(flavour):
+    """Two scope labels a person set, none of them scopeguard's: both stay (scopeguard
+    removes only a scope label it set itself); scopeguard's own gives way to theirs."""
+    creds = {"pat": PAT} if flavour == "server" else {"email": "bot@x.example",
+                                                       "token": API_TOKEN}
+    with FakeJira(flavour=flavour, **creds) as jira:
+        jira.add_issue("PAW-52", *LAB, labels=("scope:core", "scope:one-off", "customer-x"))
+        client = jc.make_jira(environ=jira.env)
+        result = jc.write_back(client, "PAW-52", "one_off", verdict_markdown("one_off"),
+                               JIRA_LABELS, jira.labels("PAW-52"))
+        assert jira.labels("PAW-52") == ["scope:core", "scope:one-off", "customer-x"]
+        assert result.human_label == "scope:core" and not result.removed
+        # scopeguard's own label (applied) still goes when a person sets another one
+        jira.add_issue("PAW-53", *LAB, labels=("scope:generalizable", "scope:core"))
+        result = jc.write_back(client, "PAW-53", "core", verdict_markdown("core"),
+                               JIRA_LABELS, jira.labels("PAW-53"), applied="core")
+        assert jira.labels("PAW-53") == ["scope:generalizable"]
+        assert result.removed == ["scope:core"]
 
 
 def gated_markdown(label: str):
@@ -808,6 +905,19 @@ def test_delivery_id_comes_from_jira_or_the_body():
     assert parse_webhook(body, {}).delivery_id == by_hash  # a resent body is recognised
     with pytest.raises(jira_webhook.BadWebhook, match="GitHub's"):  # the queue is shared
         parse_webhook(body, {"x-scopeguard-delivery": "github:abc"})
+
+
+@pytest.mark.parametrize("key", ["PAW-1\n", "PAW-1\r\n", "PAW-1\nPAW-2", "\nPAW-1"])
+def test_an_issue_key_with_a_line_break_is_a_400_naming_issue_key(key):
+    """'$' matches before a final newline: the key is matched whole, or 'PAW-1\n' would be
+    queued (202) and skipped later, and split the log line that names it."""
+    body = json.dumps(issue_event("PAW-1", issue={"key": key, "fields": {}})).encode()
+    with pytest.raises(jira_webhook.BadWebhook, match="'issue.key'.*Fix:"):
+        parse_webhook(body, {"x-atlassian-webhook-identifier": "nl-key"})
+    # An event not watched is acknowledged, but its odd key is not kept (nor logged).
+    ignored = json.dumps({"webhookEvent": "jira:worklog_updated", "issue": {"key": key}})
+    assert parse_webhook(ignored.encode(), {}).key == ""
+    assert parse_webhook(json.dumps(issue_event("PAW-1")).encode(), {}).key == "PAW-1"
 
 
 def test_queue_leases_redeliver_and_retries_give_up(store):

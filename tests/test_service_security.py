@@ -266,6 +266,8 @@ class SlowApp:
             return
         if scope["path"] == "/late":
             await asyncio.sleep(2.0)
+        if scope["path"] == "/just-before":  # reads just before the 1 s deadline's 2nd round
+            await asyncio.sleep(1.9)
         while (await receive()).get("more_body"):
             pass
         if scope["path"] == "/slow":
@@ -348,6 +350,19 @@ def test_the_service_s_own_waits_are_not_charged_to_the_client(slow_server):
         sock.sendall(b"POST /late HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                      b"Content-Length: 2\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 100")
+        sock.sendall(b"{}")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_the_body_s_clock_starts_at_the_100_continue(slow_server):
+    """The client sends its body only once 100 Continue came: it gets a whole deadline
+    from there, even when the 100 went out just before the deadline's next round (it was
+    cut off at that round, 0.1 s after the 100)."""
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=30) as sock:
+        sock.sendall(b"POST /just-before HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: 2\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100")
+        time.sleep(0.6)  # well within 1 s of the 100
         sock.sendall(b"{}")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
 
@@ -445,6 +460,78 @@ def test_log_lines_never_carry_credentials_in_urls(url, shown):
                                (url, SECRET), None)
     scrub.filter(record)
     assert record.getMessage() == f"calling {shown} with ***"
+
+
+@pytest.mark.parametrize("flavour", ["server", "cloud"])
+def test_credentials_with_stray_whitespace_are_masked_as_sent(flavour):
+    """make_jira strips JIRA_TOKEN, JIRA_PAT and JIRA_EMAIL; the log mask must hold what
+    goes on the wire (the stripped token, base64 of the stripped email:token), not only
+    the variable's raw value with its newline."""
+    creds = {"pat": PAT} if flavour == "server" else {"email": "bot@x.example",
+                                                       "token": "atl-token-5a6b7c8d"}
+    with FakeJira(flavour=flavour, **creds) as server:
+        server.add_issue("PAW-1", *LAB)
+        env = {k: (f" {v}\n" if k != "JIRA_URL" else v) for k, v in server.env.items()}
+        env["GITHUB_TOKEN"] = GH_TOKEN + "\r\n"
+        jc.make_jira(environ=env).get_issue("PAW-1")
+        [sent] = [c.headers["authorization"] for c in server.calls("GET", "/issue/PAW-1")]
+    scrub = logs.Scrub(logs.client_secrets(env))
+    record = logging.LogRecord("x", logging.INFO, "", 0, "sent %r and %s, token %s %s",
+                               (sent, sent, sent.split()[1], GH_TOKEN), None)
+    scrub.filter(record)
+    message = record.getMessage()
+    assert sent.split()[1] not in message and GH_TOKEN not in message
+    assert "***" in message and not any(v.strip() in message for v in creds.values())
+
+
+def test_webhook_fields_cannot_forge_log_lines():
+    """An event name, key or delivery id holding a line break (or any control character)
+    is logged escaped: one record stays one line; a traceback keeps its lines."""
+    scrub = logs.Scrub([SECRET])
+    forged = "jira:worklog_updated\n2026-12-02 14:00:00,000 ERROR scopeguard.serve: FORGED"
+    record = logging.LogRecord("scopeguard.serve", logging.INFO, "", 0,
+                               "ignored %s %s (delivery %s): %s",
+                               (forged, "X\r\nY\u2028Z", "d\x1b[2J" + SECRET, "why"), None)
+    scrub.filter(record)
+    line = record.getMessage()
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert "\u2028" not in line and "\\n2026-12-02" in line and "***" in line
+    assert SECRET not in line
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, "", 0, "failed: %s", ("a\nb",),
+                                   sys.exc_info())
+    scrub.filter(record)
+    head, *trace = record.getMessage().split("\n")
+    assert head == "failed: a\\nb" and trace[0].startswith("Traceback")
+
+
+def test_a_token_with_plus_signs_is_accepted_unencoded_in_the_query():
+    """'?token=a+b' reads as 'a b' (form encoding): a token holding '+' matches sent as it
+    is, or URL-encoded; a wrong one gets a 401 that says to URL-encode ?token=."""
+    from urllib.parse import quote
+
+    from scopeguard.integrations.service.app import Incoming
+    from scopeguard.integrations.service.auth import authenticate
+
+    token = "Zm9v+YmFy/YmF6=cXV4LXRva2Vu+123"
+
+    def check(query: str, headers: dict | None = None) -> tuple[str, str]:
+        scope = {"headers": [(k.encode(), v.encode()) for k, v in (headers or {}).items()],
+                 "query_string": query.encode("latin-1")}
+        request = Incoming(scope, lambda: None)
+        return authenticate(request.headers, request.query_params, b"{}", secret="",
+                            token=token)
+
+    assert check(f"token={token}") == ("token", "")
+    assert check(f"token={quote(token, safe='')}") == ("token", "")
+    assert check("", {"Authorization": f"Bearer {token}"}) == ("token", "")
+    assert check("", {"Authorization": f"Bearer {token.replace('+', ' ')}"})[0] == ""
+    how, why = check(f"token={token.replace('+', '-')}")
+    assert how == "" and "URL-encode" in why and "%2B" in why and token not in why
 
 
 @pytest.mark.parametrize("value, words", [("short-secret", "12 characters"),

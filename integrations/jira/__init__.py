@@ -5,6 +5,7 @@ The names below are the package's API (``from scopeguard.integrations import jir
 
 from .client import ISSUE_FIELDS, JiraClient, make_jira
 from .errors import (
+    JiraAnswerError,
     JiraAuthError,
     JiraConfigError,
     JiraError,
@@ -19,6 +20,7 @@ from .writeback import WriteBack, find_comment, jira_label, write_back
 
 __all__ = [
     "ISSUE_FIELDS",
+    "JiraAnswerError",
     "JiraAuthError",
     "JiraClient",
     "JiraConfigError",

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from .errors import CREDENTIALS_FIX, JiraConfigError, JiraError, JiraNotFoundError
+from .errors import CREDENTIALS_FIX, JiraConfigError, JiraError, JiraNotFoundError, expect
 from .transport import RetryPolicy, Transport, whole_request_adapter
 
 FLAVOURS = ("cloud", "server")
@@ -91,7 +91,10 @@ class JiraClient:
         if not name or name.startswith("customfield_") or name in ISSUE_FIELDS:
             return name
         if not self._field_ids:
-            for f in self.request("GET", "field", action="listing fields") or []:
+            action = "listing fields"
+            for f in expect(self.request("GET", "field", action=action), list, "the answer",
+                            action):
+                expect(f, dict, "a field", action)
                 self._field_ids[str(f.get("name", "")).lower()] = str(f.get("id", ""))
                 self._field_ids[str(f.get("id", "")).lower()] = str(f.get("id", ""))
         found = self._field_ids.get(name.lower())
@@ -106,8 +109,9 @@ class JiraClient:
         """The account scopeguard's credentials belong to (``/myself``, asked once): only
         comments this account wrote are scopeguard's own."""
         if not self._myself:
-            found = self.request("GET", "myself", action="reading the scopeguard user "
-                                 "(/myself)") or {}
+            action = "reading the scopeguard user (/myself)"
+            found = expect(self.request("GET", "myself", action=action), dict, "the answer",
+                           action)
             if not any(found.get(k) for k in USER_IDS):
                 raise JiraError("Jira's /myself names no account id, key or name, so "
                                 "scopeguard cannot tell its own comments from others'. Fix: "
@@ -117,8 +121,9 @@ class JiraClient:
         return self._myself
 
     def get_issue(self, key: str, fields: Sequence[str] = ISSUE_FIELDS) -> dict[str, Any]:
-        return self.request("GET", f"issue/{quote(key)}", params={"fields": ",".join(fields)},
-                            action=f"reading issue {key}")
+        action = f"reading issue {key}"
+        return checked_issue(self.request("GET", f"issue/{quote(key)}", action=action,
+                                          params={"fields": ",".join(fields)}), action)
 
     def search(self, jql: str, fields: Sequence[str] = ISSUE_FIELDS, page_size: int = 100,
                limit: int | None = None) -> list[dict[str, Any]]:
@@ -141,15 +146,16 @@ class JiraClient:
             else:
                 page = self.request("GET", "search", action=action,
                                     params={**params, "startAt": start, "maxResults": size})
-            issues = (page or {}).get("issues") or []
-            out.extend(issues)
+            page = expect(page, dict, "a page", action)
+            issues = expect(page.get("issues") or [], list, "'issues'", action)
+            out.extend(checked_issue(issue, action) for issue in issues)
             if self.cloud:
                 token = page.get("nextPageToken")
                 if not token or page.get("isLast") or not issues:
                     break
             else:
                 start += len(issues)
-                if not issues or start >= int(page.get("total", 0)):
+                if not issues or start >= expect(page.get("total", 0), int, "'total'", action):
                     break
         return out if limit is None else out[:limit]
 
@@ -161,23 +167,29 @@ class JiraClient:
 
     def comments(self, key: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        action = f"reading the comments of {key}"
         while True:
-            page = self.request("GET", f"issue/{quote(key)}/comment", api=self.comment_api,
-                                params={"startAt": len(out), "maxResults": 100,
-                                        "orderBy": "created"},
-                                action=f"reading the comments of {key}") or {}
-            got = page.get("comments") or []
-            out.extend(got)
-            if not got or len(out) >= int(page.get("total", len(out))):
+            page = expect(self.request("GET", f"issue/{quote(key)}/comment", action=action,
+                                       api=self.comment_api, params={
+                                           "startAt": len(out), "maxResults": 100,
+                                           "orderBy": "created"}), dict, "a page", action)
+            got = expect(page.get("comments") or [], list, "'comments'", action)
+            out.extend(checked_comment(c, action) for c in got)
+            if not got or len(out) >= expect(page.get("total", len(out)), int, "'total'",
+                                             action):
                 return out
 
     def get_comment(self, key: str, comment_id: str) -> dict[str, Any]:
-        return self.request("GET", f"issue/{quote(key)}/comment/{quote(comment_id)}",
-                            api=self.comment_api, action=f"reading comment {comment_id} of {key}")
+        action = f"reading comment {comment_id} of {key}"
+        return checked_comment(self.request(
+            "GET", f"issue/{quote(key)}/comment/{quote(comment_id)}", api=self.comment_api,
+            action=action), action)
 
     def add_comment(self, key: str, body: Any) -> dict[str, Any]:
-        return self.request("POST", f"issue/{quote(key)}/comment", api=self.comment_api,
-                            body={"body": body}, action=f"commenting on {key}")
+        action = f"commenting on {key}"
+        return checked_comment(self.request("POST", f"issue/{quote(key)}/comment",
+                                            api=self.comment_api, body={"body": body},
+                                            action=action), action)
 
     def update_comment(self, key: str, comment_id: str, body: Any) -> dict[str, Any]:
         return self.request("PUT", f"issue/{quote(key)}/comment/{quote(comment_id)}",
@@ -199,6 +211,25 @@ class JiraClient:
             # No notifyUsers=false: on Cloud it needs admin rights, and a 403 would lose the label.
             self.request("PUT", f"issue/{quote(key)}", body={"update": {"labels": ops}},
                          action=f"labelling {key}")
+
+
+def checked_issue(issue: Any, action: str) -> dict[str, Any]:
+    """An issue as Jira sends it: the objects and lists scopeguard reads are objects and
+    lists (or absent), else :class:`.errors.JiraAnswerError`."""
+    expect(issue, dict, "the issue", action)
+    fields = expect(issue.get("fields") or {}, dict, "'fields'", action)
+    for name in ("reporter", "project", "issuetype", "status"):
+        expect(fields.get(name) or {}, dict, f"'fields.{name}'", action)
+    expect(fields.get("labels") or [], list, "'fields.labels'", action)
+    return issue
+
+
+def checked_comment(comment: Any, action: str) -> dict[str, Any]:
+    """A comment as Jira sends it: an object with an id, its author an object (or absent)."""
+    expect(comment, dict, "the comment", action)
+    expect(comment.get("id"), (str, int), "the comment's 'id'", action)
+    expect(comment.get("author") or {}, dict, "the comment's 'author'", action)
+    return comment
 
 
 def guess_flavour(url: str) -> str | None:
@@ -287,7 +318,9 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
     client = JiraClient(jira, flavour or guess_flavour(server) or ("server" if pat else ""),
                         retry or RetryPolicy.from_env(env))
     if not client.flavour:
-        info = client.request("GET", "serverInfo", action="reading Jira's server info") or {}
+        action = "reading Jira's server info"
+        info = expect(client.request("GET", "serverInfo", action=action), dict, "the answer",
+                      action)
         client.flavour = "cloud" if info.get("deploymentType") == "Cloud" else "server"
     jira.deploymentType = "Cloud" if client.cloud else "Server"  # what the library checks
     return client

@@ -57,6 +57,29 @@ class JiraUnavailableError(JiraError):
     """Jira kept answering 429/5xx, or could not be reached, after every retry."""
 
 
+class JiraAnswerError(JiraError):
+    """Jira answered 2xx with something its REST API does not send (not JSON, or JSON of
+    another shape): a proxy, a login page or another service at JIRA_URL."""
+
+
+ANSWER_FIX = ("Fix: check that JIRA_URL points at Jira's REST API (the address you open "
+              "Jira at, with any context path), not at a proxy, login page or other service.")
+_SHAPES = {dict: "an object", list: "a list", str: "text", type(None): "null", bool: "a boolean",
+           int: "a number", float: "a number"}
+
+
+def expect(value: Any, kind: type | tuple[type, ...], what: str, action: str) -> Any:
+    """``value`` if it is a ``kind``, else :class:`JiraAnswerError`: Jira's answers are
+    checked where they are read, so a wrong shape is a message, never a traceback."""
+    if isinstance(value, kind) and not isinstance(value, bool):  # no answer holds a bool
+        return value
+    wanted = " or ".join(dict.fromkeys(_SHAPES.get(k, k.__name__) for k in (
+        kind if isinstance(kind, tuple) else (kind,))))
+    raise JiraAnswerError(f"Jira answered {action} with an unexpected shape ({what} is "
+                          f"{_SHAPES.get(type(value), type(value).__name__)}, where Jira sends "
+                          f"{wanted}). {ANSWER_FIX}")
+
+
 def _detail(response: Any) -> str:
     """Jira's own error text from a response, short; never request headers."""
     try:

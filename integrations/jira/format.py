@@ -224,22 +224,33 @@ def to_adf(markdown: str) -> dict[str, Any]:
 # --- ADF back to text ------------------------------------------------------------------------
 
 
+_BLOCKS = ("paragraph", "heading", "listItem", "tableRow", "codeBlock", "blockquote", "rule")
+_CELLS = ("tableCell", "tableHeader")
+
+
 def adf_text(node: Any) -> str:
-    """The plain text of an Atlassian Document Format node (blocks on their own lines)."""
-    if isinstance(node, str):
-        return node
-    if isinstance(node, list):
-        return "".join(adf_text(n) for n in node)
-    if not isinstance(node, dict):
-        return ""
-    if node.get("type") == "text":
-        return str(node.get("text", ""))
-    if node.get("type") == "hardBreak":
-        return "\n"
-    inner = adf_text(node.get("content") or [])
-    if node.get("type") in ("paragraph", "heading", "listItem", "tableRow", "codeBlock",
-                            "blockquote", "rule"):
-        return inner + "\n"
-    if node.get("type") in ("tableCell", "tableHeader"):
-        return inner.rstrip("\n") + " | "
-    return inner
+    """The plain text of an Atlassian Document Format node (blocks on their own lines).
+
+    Walked with a stack of its own, not recursion: a description nested hundreds of lists
+    deep (Jira Cloud stores what an editor or the API gave it) is read like any other.
+    """
+    pieces: list[list[str]] = [[]]  # the text so far of each node still open
+    todo: list[tuple[bool, Any]] = [(False, node)]  # (True, type): close that node
+    while todo:
+        closing, item = todo.pop()
+        if closing:
+            inner = "".join(pieces.pop())
+            pieces[-1].append(inner + "\n" if item in _BLOCKS else
+                              inner.rstrip("\n") + " | " if item in _CELLS else inner)
+        elif isinstance(item, str):
+            pieces[-1].append(item)
+        elif isinstance(item, list):
+            todo.extend((False, n) for n in reversed(item))
+        elif isinstance(item, dict) and item.get("type") == "text":
+            pieces[-1].append(str(item.get("text", "")))
+        elif isinstance(item, dict) and item.get("type") == "hardBreak":
+            pieces[-1].append("\n")
+        elif isinstance(item, dict):
+            pieces.append([])
+            todo += [(True, item.get("type")), (False, item.get("content") or [])]
+    return "".join(pieces[0])

@@ -28,8 +28,8 @@ from scopeguard.settings import env_number
 
 from .errors import (
     RETRY_STATUSES,
+    JiraAnswerError,
     JiraConfigError,
-    JiraError,
     JiraUnavailableError,
     _detail,
     retry_after,
@@ -118,10 +118,11 @@ class Transport:
                         return None
                     try:
                         return response.json()
-                    except ValueError:
-                        raise JiraError(f"Jira answered {action} with something that is not "
-                                        "JSON. Fix: check that JIRA_URL is the Jira base URL, "
-                                        "not a login or proxy page.", status) from None
+                    except (ValueError, RecursionError):
+                        raise JiraAnswerError(
+                            f"Jira answered {action} with something that is not JSON (or "
+                            "nested too deeply to read). Fix: check that JIRA_URL is the Jira "
+                            "base URL, not a login or proxy page.", status) from None
                 wait = retry_after(response.headers)
                 retriable = status in RETRY_STATUSES and (idempotent or status == 429)
                 if not retriable or attempt > self.retry.retries:

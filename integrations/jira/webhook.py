@@ -24,8 +24,9 @@ WATCHED_EVENTS = ("jira:issue_created", "jira:issue_updated")
 # trigger another round (issue_event_type_name, Jira's name for what happened).
 COMMENT_EVENT_TYPES = ("issue_commented", "issue_comment_edited", "issue_comment_deleted")
 RELEVANT_FIELDS = {"summary", "description", "issuetype", "labels", "project", "key"}
-_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*-\d+$")
-_DELIVERY = re.compile(r"^[\x21-\x7e]{1,200}$")
+# Matched whole (fullmatch): "$" would let a trailing newline through.
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*-\d+")
+_DELIVERY = re.compile(r"[\x21-\x7e]{1,200}")
 # The service's queue is shared with GitHub's deliveries, whose ids start with this.
 GITHUB_PREFIX = "github:"
 
@@ -62,7 +63,7 @@ def parse_webhook(body: bytes, headers: Mapping[str, str]) -> Webhook:
     issue = payload.get("issue")
     key = issue.get("key") if isinstance(issue, dict) else None
     if (event is None or event in WATCHED_EVENTS) and not (isinstance(key, str)
-                                                          and _KEY.match(key)):
+                                                          and _KEY.fullmatch(key)):
         problem = ("has no 'issue'" if not isinstance(issue, dict) else "has no 'issue.key'"
                    if key is None else f"has {str(key)[:40]!r} as 'issue.key', not an issue "
                    "key like PAW-12")
@@ -73,13 +74,15 @@ def parse_webhook(body: bytes, headers: Mapping[str, str]) -> Webhook:
     delivery = (headers.get("x-atlassian-webhook-identifier") or
                 headers.get("x-scopeguard-delivery") or
                 "sha256:" + hashlib.sha256(body).hexdigest()).strip()
-    if not _DELIVERY.match(delivery):
+    if not _DELIVERY.fullmatch(delivery):
         raise BadWebhook("the delivery id header is longer than 200 characters or not "
                          "printable ASCII. Fix: send a short X-Scopeguard-Delivery id.")
     if delivery.startswith(GITHUB_PREFIX):
         raise BadWebhook(f"delivery ids starting {GITHUB_PREFIX!r} are GitHub's (the queue is "
                          "shared). Fix: send another X-Scopeguard-Delivery id.")
-    return Webhook(delivery, event or "automation", key or "", payload)
+    # An event not watched may carry anything as its key: only a real key is kept (logged).
+    key = key if isinstance(key, str) and _KEY.fullmatch(key) else ""
+    return Webhook(delivery, event or "automation", key, payload)
 
 
 _OBJECTS = (("issue", "fields"), ("issue", "fields", "project"),

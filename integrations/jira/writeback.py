@@ -165,7 +165,8 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     gated = bool(pending) and needs_decision and not human
     if human:
         result.human_label, result.human_key = names[human], human
-        remove = [present[names[k].lower()] for k in on_issue if k != human]
+        # Only scopeguard's own scope label gives way: any other a person set stays too.
+        remove = [present[names[k].lower()] for k in on_issue if k in ours]
         note = HUMAN_NOTE.format(label=names[human])
     elif gated:
         result.label = pending

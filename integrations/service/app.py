@@ -288,9 +288,12 @@ def create_app(service: Service) -> Any:
         return PlainTextResponse(metrics.render(gauges),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def not_allowed(request: Request) -> JSONResponse:
-        return JSONResponse({"error": "webhooks are POSTed."}, status_code=405,
-                            headers={"Allow": "POST"})
+    def not_allowed(method: str) -> Reply:
+        """Every method but POST on a webhook route (PUT, OPTIONS, any name at all)."""
+        reply = Reply({"error": f"{method[:20]!r} is not allowed here: webhooks are POSTed. "
+                                "Fix: send the webhook with POST."}, 405)
+        reply.headers["Allow"] = "POST"
+        return reply
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -300,9 +303,7 @@ def create_app(service: Service) -> Any:
         finally:
             await run_in_threadpool(service.stop)
 
-    rest = Starlette(routes=[Route("/webhooks/jira", not_allowed),
-                             Route("/webhooks/github", not_allowed),
-                             Route("/healthz", healthz, methods=["GET"]),
+    rest = Starlette(routes=[Route("/healthz", healthz, methods=["GET"]),
                              Route("/metrics", metrics_route, methods=["GET"])],
                      lifespan=lifespan)
     hooks = {"/webhooks/jira": jira_webhook, "/webhooks/github": github_webhook_route}
@@ -313,8 +314,11 @@ def create_app(service: Service) -> Any:
         if root and path.startswith(root):  # mounted under a prefix: as Starlette routes
             path = path[len(root):]
         route = hooks.get(path) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
+        if route is None:
             await rest(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await not_allowed(scope["method"])(send)
             return
         try:
             reply = await route(Incoming(scope, receive))

@@ -52,12 +52,18 @@ def authenticate(headers: Mapping[str, str], query: Mapping[str, str], body: byt
                     "secret to the value of SCOPEGUARD_WEBHOOK_SECRET.")
     auth = headers.get("authorization", "")
     given = (auth[7:].strip() if auth.lower().startswith("bearer ") else
-             headers.get("x-scopeguard-token", "").strip() or query.get("token", ""))
-    if given and token:
-        if hmac.compare_digest(given.encode(), token.encode()):
+             headers.get("x-scopeguard-token", "").strip())
+    # A '+' sent unencoded in ?token= reads as a space (form encoding): the value with
+    # '+' kept is tried too. Both compared, in constant time.
+    tried = [given] if given else [query.get("token", "")]
+    tried += [tried[0].replace(" ", "+")] if not given and " " in tried[0] else []
+    if tried[0] and token:
+        matches = [hmac.compare_digest(t.encode(), token.encode()) for t in tried]
+        if any(matches):
             return "token", ""
         return "", ("the token does not match. Fix: send the value of "
-                    "SCOPEGUARD_WEBHOOK_TOKEN in 'Authorization: Bearer <token>'.")
+                    "SCOPEGUARD_WEBHOOK_TOKEN in 'Authorization: Bearer <token>' (in ?token= "
+                    "URL-encode it: '+' as %2B, '/' as %2F, '=' as %3D).")
     return "", ("the webhook is not signed and carries no token. Fix: give the Jira webhook "
                 "the secret in SCOPEGUARD_WEBHOOK_SECRET (Jira then sends X-Hub-Signature), or "
                 "send 'Authorization: Bearer <SCOPEGUARD_WEBHOOK_TOKEN>' from Jira Automation.")

@@ -30,9 +30,15 @@ from scopeguard.positioning import Positioning
 
 from ..github import webhook as github_webhook
 from ..github.app import GitHubAccess
-from ..github.errors import GitHubError
+from ..github.errors import GitHubAuthError, GitHubError
 from ..jira.client import ISSUE_FIELDS, JiraClient
-from ..jira.errors import JiraConfigError, JiraNotFoundError, JiraRequestError
+from ..jira.errors import (
+    JiraAuthError,
+    JiraConfigError,
+    JiraNotFoundError,
+    JiraRequestError,
+    JiraUnavailableError,
+)
 from ..jira.issues import issue_to_request
 from ..jira.webhook import watch_reason
 from ..jira.writeback import jira_label, write_back
@@ -72,6 +78,12 @@ def permanent(exc: Exception) -> bool:
         return exc.status in (400, 404, 410, 422)
     return isinstance(exc, (InputError, ConfigError, JiraRequestError, JiraConfigError,
                             ValueError, KeyError))
+
+
+def unreachable(exc: Exception) -> bool:
+    """Whether ``exc`` stops every event, not only this one: the tracker rejected the
+    credentials, or could not be reached. ``/healthz`` says so until an event succeeds."""
+    return isinstance(exc, (JiraAuthError, JiraUnavailableError, GitHubAuthError))
 
 
 class SerialGuard:

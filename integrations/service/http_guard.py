@@ -51,7 +51,10 @@ class _Deadline:
     transport: Any
     flow: Any
 
+    _held_for_continue = False  # the deadline was held while the client awaited 100 Continue
+
     def _disarm(self) -> None:
+        self._held_for_continue = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -72,8 +75,12 @@ class _Deadline:
         """The request waits on the service, not on its client: uvicorn stopped reading
         until the app reads (a large body), or the client waits for ``100 Continue``,
         which uvicorn sends when the app first reads. The deadline starts again."""
-        if (self.flow is not None and self.flow.read_paused) or (
-                pending is not None and pending.waiting_for_100_continue):
+        continuing = pending is not None and pending.waiting_for_100_continue
+        # ``100 Continue`` sent since the deadline was held for it: the client's clock for
+        # the body starts again (at least a full timeout after the 100, whenever it went)
+        continued = pending is not None and self._held_for_continue and not continuing
+        if (self.flow is not None and self.flow.read_paused) or continuing or continued:
+            self._held_for_continue = continuing
             self._deadline = self.loop.call_later(self._timeout, self._expired)
             return True
         return False

@@ -241,7 +241,8 @@ class Service:
     def health(self) -> tuple[int, dict[str, Any]]:
         """(status code, body) of ``GET /healthz``: 200 only when events are being taken,
         stored and processed; 503 with the cause otherwise (loading, a failed start, a
-        queue that cannot be written or read, workers that stopped)."""
+        queue that cannot be written or read, workers that stopped, the newest write-back
+        failed because Jira or GitHub rejected the credentials or could not be reached)."""
         problems = [self.error, self.pool.queue_error if self.pool else self.worker.queue_error]
         try:
             counts = self.queue.counts()
@@ -252,6 +253,8 @@ class Service:
         if self.accept_error and not probe and time.monotonic() - self.accept_error_at > 60:
             self.accept_error = ""  # no webhook since, and the file takes writes again
         problems.append(self.accept_error)
+        # The tracker rejects the credentials or cannot be reached: every event fails.
+        problems.append(self.pool.reach_error if self.pool else self.worker.reach[1])
         workers = self.threads[1:]  # [0] is the loader
         if self.ready.is_set() and workers and not any(t.is_alive() for t in workers):
             problems.append("the worker threads stopped. Fix: see the log; restart scopeguard "

@@ -15,26 +15,38 @@ from collections.abc import Mapping, Sequence
 
 # Any user:password@ in a URL, up to its last '@' (a password may hold one).
 _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+# Control characters (all but tab) and Unicode line breaks: a webhook's event name, key
+# or delivery id holding "\n2026-... ERROR ..." must not start a forged log line.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
 
 
 class Scrub(logging.Filter):
-    """Replaces any configured secret in a log record with ``***`` (defence in depth)."""
+    """Replaces any configured secret in a log record with ``***`` (defence in depth), and
+    writes control characters in the message escaped (``\\n``): one record, one line
+    (a traceback, appended after, keeps its lines)."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        message = _CONTROL.sub(_escape, self.mask(record.getMessage()))
         if record.exc_info:
-            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            message += "\n" + self.mask(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
             record.exc_text = None
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
         message = _USERINFO.sub(r"\1***@", message)  # credentials written into any URL
         record.msg, record.args = message, ()
         return True
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 def setup_logging(level: str, secrets: Sequence[str]) -> None:
@@ -50,12 +62,20 @@ def setup_logging(level: str, secrets: Sequence[str]) -> None:
 
 
 def client_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The Jira and GitHub credentials in the environment, and their basic-auth encoding."""
+    """The Jira and GitHub credentials in the environment, and their basic-auth encoding.
+
+    Each is masked as the clients send it (stripped, as ``make_jira`` and the GitHub
+    client strip it) and as the variable holds it: a token with a stray newline is still
+    the token on the wire.
+    """
     env = os.environ if environ is None else environ
-    email = env.get("JIRA_EMAIL") or env.get("JIRA_USER") or ""
-    token, pat = env.get("JIRA_TOKEN", ""), env.get("JIRA_PAT", "")
-    out = [s for s in (token, pat, env.get("GITHUB_TOKEN", "").strip(),
-                       env.get("GITHUB_APP_PRIVATE_KEY", "").strip()) if s]
-    if email and token:
-        out.append(base64.b64encode(f"{email}:{token}".encode()).decode())
-    return out
+    raw_email = env.get("JIRA_EMAIL") or env.get("JIRA_USER") or ""
+    names = ("JIRA_TOKEN", "JIRA_PAT", "GITHUB_TOKEN", "GITHUB_APP_PRIVATE_KEY")
+    out: list[str] = []
+    for value in (env.get(name, "") for name in names):
+        out += [value, value.strip()]
+    token = env.get("JIRA_TOKEN", "")
+    for email, tok in {(raw_email.strip(), token.strip()), (raw_email, token)}:
+        if email and tok:
+            out.append(base64.b64encode(f"{email}:{tok}".encode()).decode())
+    return [s for s in dict.fromkeys(out) if s.strip()]

@@ -10,8 +10,10 @@ keeps only the HTTP side, the queue's writes and the health.
 
 Each worker has a pipe to the parent (no shared semaphores to leak). Down it go ``wake``
 (an event was queued) and ``stop``; up it the worker reports ``ready``, a start ``error`` (shown
-on ``/healthz`` and refusing webhooks with 503 as before), its queue state, the issues it
-knows and every metric it counts (the accepting process serves ``/metrics``). A worker
+on ``/healthz`` and refusing webhooks with 503 as before), its queue state, whether its
+last write-back failed for a cause every event meets (``reach``: credentials rejected,
+Jira unreachable; on ``/healthz``), the issues it knows and every metric it counts (the
+accepting process serves ``/metrics``). A worker
 that dies is started again (after 1 s, doubling to 30 s while it keeps dying), and the
 events it held are queued again at once (their leases name its pid). A worker whose
 parent dies stops after its current event: no orphan keeps working a queue that a new
@@ -112,6 +114,7 @@ class WorkerPool:
         self.errors: dict[int, str] = {}
         self.queue_errors: dict[int, str] = {}
         self.known: dict[int, int] = {}
+        self.reach: tuple[float, str] = (0.0, "")  # the newest of the workers' (see Worker)
         self.restarts = 0
         self._backoff: dict[int, tuple[float, float]] = {}  # number: (delay, died at)
         self._lock = threading.Lock()  # the liveness check and a restart's spawn
@@ -149,6 +152,12 @@ class WorkerPool:
     @property
     def queue_error(self) -> str:
         return next((e for e in self.queue_errors.values() if e), "")
+
+    @property
+    def reach_error(self) -> str:
+        """Why the newest write-back of any worker failed (credentials rejected, tracker
+        unreachable); "" once one succeeded."""
+        return self.reach[1]
 
     def alive(self) -> int:
         return sum(p.is_alive() for p in self.processes.values())
@@ -194,6 +203,9 @@ class WorkerPool:
             self.errors[number] = data
         elif kind == "queue":
             self.queue_errors[number] = data
+        elif kind == "reach":  # the newest outcome wins, whichever worker had it
+            if data[0] >= self.reach[0]:
+                self.reach = (float(data[0]), str(data[1]))
         elif kind == "known":
             self.known[number] = int(data)
 
@@ -323,6 +335,7 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which shows it
         channel.send(("error", number, f"worker {number} could not start: {exc}"))
         raise SystemExit(3) from None  # the pool starts it again in 30 s (a file fixed...)
+    service.worker.on_reach = lambda reach: channel.send(("reach", number, reach))
     service.start_worker()
     if service.error:  # the model did not load: shown on /healthz, tried again in 30 s
         channel.send(("error", number, service.error))

@@ -39,7 +39,7 @@ from typing import Any
 
 from .accepts import Accept, accept_batch
 from .group_commit import GroupCommit
-from .queue_errors import QueueError, QueueUnavailable, describe
+from .queue_errors import QueueError, QueueUnavailable, describe, file_id, replaced
 from .queue_schema import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION
 
 # An event whose lease ran out max_attempts times (its worker died or hung each time) is
@@ -79,6 +79,9 @@ class EventQueue:
     """
 
     issue_order, shared = "rowid", False  # the issues' insertion order; one process per file
+    # The file's (device, inode) as opened, and its lock (none for a store without a file).
+    _opened: tuple[int, int] | None = None
+    _lock_file: Any = None
 
     def __init__(self, path: str | Path, *, lease: float = DEFAULT_LEASE,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, durable: bool = True,
@@ -100,6 +103,7 @@ class EventQueue:
             self._migrate()
         except sqlite3.Error as exc:
             raise QueueError(describe(self.path, exc)) from None
+        self._opened = file_id(self.path) if self.path != ":memory:" else None
 
     def check(self) -> None:
         """Refuse a damaged file before any event is accepted into it (``quick_check``)."""
@@ -223,8 +227,8 @@ class EventQueue:
         body replayed with a new id). Nothing is stored unless ``queued``. The check and the
         insert are in one transaction (shared with concurrent accepts: group_commit.py)."""
         try:
-            return self.accepts.submit(self._accept_write(delivery_id, payload, event,
-                                                          issue_key, replay_window))
+            return self._kept(self.accepts.submit(self._accept_write(
+                delivery_id, payload, event, issue_key, replay_window)))
         except sqlite3.Error as exc:
             raise QueueUnavailable(describe(self.path, exc)) from None
 
@@ -232,10 +236,18 @@ class EventQueue:
                            issue_key: str = "", *, replay_window: float = 0.0) -> str:
         """:meth:`accept` for the accepting event loop: it goes on while the write commits."""
         try:
-            return await self.accepts.submit_async(self._accept_write(
-                delivery_id, payload, event, issue_key, replay_window))
+            return self._kept(await self.accepts.submit_async(self._accept_write(
+                delivery_id, payload, event, issue_key, replay_window)))
         except sqlite3.Error as exc:
             raise QueueUnavailable(describe(self.path, exc)) from None
+
+    def _kept(self, state: str) -> str:
+        """``state``, once the commit is known to be in the file at the path (not one
+        deleted meanwhile): else 503, and the sender sends it again."""
+        gone = replaced(self.path, self._opened, self._lock_file and self._lock_file.fileno())
+        if gone:
+            raise QueueUnavailable(gone)
+        return state
 
     def _accept_write(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
                       replay_window: float) -> Accept:
@@ -369,8 +381,9 @@ class EventQueue:
         """"" when a write to the file succeeds, else why not (a full disk, a damaged or
         read-only file); tried at most every ``every`` seconds, for /healthz."""
         now = time.monotonic()
-        if now - self._probed[0] < every:
-            return self._probed[1]
+        gone = replaced(self.path, self._opened, self._lock_file and self._lock_file.fileno())
+        if gone or now - self._probed[0] < every:
+            return gone or self._probed[1]
         try:
             with self._tx() as conn:
                 conn.execute("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, "

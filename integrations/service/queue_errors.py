@@ -3,11 +3,12 @@ service turns into 503 (the sender retries) and /healthz reports."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from scopeguard.errors import ScopeguardError
 
-__all__ = ["QueueError", "QueueUnavailable", "describe"]
+__all__ = ["QueueError", "QueueUnavailable", "describe", "file_id", "replaced"]
 
 
 class QueueError(ScopeguardError):
@@ -36,3 +37,24 @@ def describe(path: str, exc: sqlite3.Error) -> str:
         return (f"{path}: the queue file stayed locked ({exc}). Fix: check that no other "
                 "program holds it; the sender retries.")
     return f"{path}: the queue file failed ({exc}). Fix: check the file and its disk."
+
+
+def file_id(path: str, fd: int | None = None) -> tuple[int, int] | None:
+    """The (device, inode) of ``path`` (or of the open ``fd``); None when it is gone."""
+    try:
+        found = os.fstat(fd) if fd is not None else os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def replaced(path: str, opened: tuple[int, int] | None, lock_fd: int | None) -> str:
+    """Why the queue file (or its lock) at ``path`` is no longer the one this process
+    opened, or "": deleted or replaced while serving, an event accepted now would go into
+    a file nobody can open again, and another serve could start on the path."""
+    lock_lost = lock_fd is not None and file_id(path + ".lock") != file_id("", lock_fd)
+    if opened is None or (file_id(path) == opened and not lock_lost):
+        return ""
+    return (f"{path}: the queue file (or its .lock) was deleted or replaced while scopeguard "
+            "serve ran; events accepted now would be lost. Fix: restart scopeguard serve: "
+            "it opens the file anew (webhooks get 503 meanwhile, and their senders retry).")

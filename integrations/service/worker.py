@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from scopeguard.errors import ScopeguardError
 
 from ..jira.errors import JiraError
-from .handlers import permanent
+from .handlers import permanent, unreachable
 from .metrics import Metrics
 from .queue import Event, EventQueue, QueueError, describe
 from .settings import ServiceSettings
@@ -53,6 +53,10 @@ class Worker:
         self.settings, self.stopping, self.wake = settings, stopping, wake
         self.keep_seconds = keep_seconds
         self.queue_error = ""  # why the last claim failed (for /healthz); "" once one works
+        # (when, why) the last event failed for a cause every event meets (credentials
+        # rejected, tracker unreachable); why is "" once an event succeeds (for /healthz)
+        self.reach: tuple[float, str] = (0.0, "")
+        self.on_reach: Callable[[tuple[float, str]], object] | None = None  # told at once
 
     def run(self, name: str) -> None:
         """Work until ``stopping`` is set: the target of one worker thread."""
@@ -92,6 +96,8 @@ class Worker:
             with self._heartbeat(event, owner):
                 outcome = self.handle(event)
         except Exception as exc:  # noqa: BLE001 - failed for good, or retried later
+            if unreachable(exc):
+                self._reached(f"events cannot be written back: {exc}")
             if permanent(exc):
                 self.queue.fail(event.delivery_id, owner, str(exc))
                 self.metrics.inc("scopeguard_events_failed_total")
@@ -99,12 +105,18 @@ class Worker:
             else:
                 self._retry(event, owner, where, exc)
             return
+        self._reached("")  # before the ack: once the event shows done, /healthz knows
         if self._ack(event, owner, outcome):
             self.metrics.inc("scopeguard_events_processed_total",
                              outcome=outcome.split(":", 1)[0].split(" ", 1)[0])
             self.metrics.observe("scopeguard_event_latency_seconds",
                                  time.time() - event.received_at)
         log.info("%s: %s", where, outcome)
+
+    def _reached(self, error: str) -> None:
+        self.reach = (time.time(), error)
+        if self.on_reach is not None:
+            self.on_reach(self.reach)
 
     @contextmanager
     def _heartbeat(self, event: Event, owner: str) -> Iterator[None]:

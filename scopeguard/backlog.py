@@ -53,7 +53,7 @@ class Request:
 def check_request(request: Request, where: str = "request") -> Request:
     """Refuse requests that cannot be classified, saying why and what to do; text that
     UTF-8 cannot carry (lone surrogates from a cut emoji) is repaired, not refused."""
-    fixed = {k: sound_text(getattr(request, k)) for k in ("title", "body", "author", "customer")}
+    fixed = {k: sound_text(getattr(request, k)) for k in _FIELDS}
     if any(fixed[k] != getattr(request, k) for k in fixed):
         request = replace(request, **fixed)
     rid = request.id.strip()
@@ -182,32 +182,29 @@ def request_from_dict(data: dict, where: str) -> Request:
     return check_request(Request(**values, labels=tuple(labels), extra=extra), where)
 
 
-def read_backlog(path: str | Path, encoding: str | None = None) -> list[Request]:
+def read_backlog(path: str | Path, encoding: str | None = None,
+                 option: str = "--encoding") -> list[Request]:
     """Load requests from a ``.jsonl``/``.json``/``.csv`` file, with errors naming the line.
 
     The text is UTF-8 (a BOM is fine), or UTF-16/32 with a BOM (Excel's "Unicode text"),
-    or ``encoding`` when given (e.g. ``latin-1`` for an old export).
+    or ``encoding`` when given (e.g. ``latin-1`` for an old export). ``option``: how the
+    command takes an encoding, for the error's fix ("" when it takes none).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: backlog file not found. Fix: check the path.")
     suffix = path.suffix.lower()
-    text = decode(path.read_bytes(), str(path), encoding)
+    text = decode(path.read_bytes(), str(path), encoding, option)
     requests: list[Request] = []
     if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames or not {"title", "body"} & set(reader.fieldnames):
-            raise InputError(f"{path}: CSV header needs a 'title' or 'body' column "
-                             f"(found {reader.fieldnames}). Fix: add a header row.")
-        for n, row in enumerate(reader, start=2):
-            requests.append(request_from_dict(row, f"{path} line {n}"))
+        requests = _read_csv(text, path)
     elif suffix == ".json":
         try:
             data = json.loads(text)
         except RecursionError:
             raise InputError(f"{path}: the JSON nests too deeply to be a backlog. Fix: a JSON "
                              "list of flat request objects.") from None
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # not JSON, or a number of thousands of digits
             raise InputError(f"{path}: not valid JSON ({exc}). Fix: a JSON list of "
                              "request objects, or use .jsonl with one object per line.") from None
         if not isinstance(data, list):
@@ -226,8 +223,9 @@ def read_backlog(path: str | Path, encoding: str | None = None) -> list[Request]
             except RecursionError:
                 raise InputError(f"{path} line {n}: the JSON nests too deeply to be a request. "
                                  "Fix: one flat JSON object per line.") from None
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path} line {n}: not valid JSON ({exc.msg}). "
+            except ValueError as exc:  # not JSON, or a number of thousands of digits
+                raise InputError(f"{path} line {n}: not valid JSON "
+                                 f"({getattr(exc, 'msg', exc)}). "
                                  "Fix: one JSON object per line (JSONL).") from None
             requests.append(request_from_dict(item, f"{path} line {n}"))
     seen: set[str] = set()
@@ -238,13 +236,38 @@ def read_backlog(path: str | Path, encoding: str | None = None) -> list[Request]
     return requests
 
 
+def _read_csv(text: str, path: Path) -> list[Request]:
+    """The requests of a CSV text: quoted fields may hold line breaks (any of them), a
+    body up to the body limit, and a quote left open is an error, not rows swallowed."""
+    import io
+
+    csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_BODY + 1024))
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    requests = []
+    try:
+        if not reader.fieldnames or not {"title", "body"} & set(reader.fieldnames):
+            raise InputError(f"{path}: CSV header needs a 'title' or 'body' column "
+                             f"(found {reader.fieldnames}). Fix: add a header row.")
+        row_line = reader.line_num + 1
+        for row in reader:
+            requests.append(request_from_dict(row, f"{path} line {row_line}"))
+            row_line = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"{path} line {reader.line_num}: not valid CSV ({exc}). Fix: close "
+                         "every quoted field with a quote (a quote inside one is written "
+                         "twice: \"\"), or save the file again from the spreadsheet.") from None
+    return requests
+
+
 _BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
          (b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 
 
-def decode(raw: bytes, where: str, encoding: str | None = None) -> str:
+def decode(raw: bytes, where: str, encoding: str | None = None,
+           option: str = "--encoding") -> str:
     """Text of a file: by its byte-order mark, else ``encoding``, else UTF-8; an error that
-    says which byte is wrong and how to re-save the file otherwise."""
+    says which byte is wrong and how to re-save the file otherwise (or to pass ``option``,
+    when the command has one)."""
     for bom, name in _BOMS:
         if raw.startswith(bom):
             encoding = name
@@ -256,9 +279,10 @@ def decode(raw: bytes, where: str, encoding: str | None = None) -> str:
                          "a Python codec name, e.g. latin-1 or cp1252.") from None
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
+        other = (f", or pass {option} with its encoding, e.g. {option} latin-1" if option
+                 else "")
         raise InputError(f"{where} line {line}: not {exc.encoding} (byte 0x{raw[exc.start]:02x}). "
-                         "Fix: save the file as UTF-8 (Excel: 'CSV UTF-8'), or pass --encoding "
-                         "with its encoding, e.g. --encoding latin-1.") from None
+                         f"Fix: save the file as UTF-8 (Excel: 'CSV UTF-8'){other}.") from None
 
 
 def with_customers(requests: Iterable[Request], rule: CustomerRule) -> list[Request]:

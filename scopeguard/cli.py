@@ -208,8 +208,9 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
             except RecursionError:
                 raise ScopeguardError(f"{file}: the JSON nests too deeply to be a request. "
                                       "Fix: a flat JSON object with title and body.") from None
-            except json.JSONDecodeError as exc:
-                raise ScopeguardError(f"{file}: looks like JSON but is not valid ({exc.msg}). "
+            except ValueError as exc:  # not JSON, or a number of thousands of digits
+                raise ScopeguardError(f"{file}: looks like JSON but is not valid "
+                                      f"({getattr(exc, 'msg', exc)}). "
                                       "Fix: a JSON object with title and body, or plain text "
                                       "whose first line is the title.") from None
             data.setdefault("id", request_id)
@@ -231,7 +232,7 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
 
 def _read_file(path: str) -> str:
     try:
-        return decode(Path(path).read_bytes(), path)
+        return decode(Path(path).read_bytes(), path, option="")
     except FileNotFoundError:
         raise ScopeguardError(f"{path}: file not found. Fix: check the path.") from None
     except OSError as exc:
@@ -273,7 +274,7 @@ def classify(config, db, model, title, body, file, backlog, request_id, author, 
     """Label one request core, generalizable or one_off, with its explanation."""
     from .runtime import open_scopeguard
 
-    items = read_backlog(backlog) if backlog else []
+    items = read_backlog(backlog, option="") if backlog else []
     request = _read_request(title, body, file, request_id, author, customer, items)
     guard = open_scopeguard(config, db, model)
     verdict = guard.classify(request, items)
@@ -502,8 +503,9 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, backlog,
     if backlog:  # the open requests scopeguard itself would call one-off
         from .history import Decided
 
-        open_ones = [v for v in guard.classify_all(read_backlog(backlog)) if v.label == "one_off"]
-        by_id = {r.id: r for r in guard.prepare(read_backlog(backlog))}
+        asked = read_backlog(backlog, option="")
+        open_ones = [v for v in guard.classify_all(asked) if v.label == "one_off"]
+        by_id = {r.id: r for r in guard.prepare(asked)}
         declined += [Decided(f"backlog:{backlog}", by_id[v.request_id], "one_off",
                              "open; scopeguard labels it one_off", "", "")
                      for v in open_ones]

@@ -97,7 +97,7 @@ class Labelled:
 
 def load_labelled(path: str | Path, products: dict[str, Product]) -> list[Labelled]:
     """The labelled requests in ``path`` for the given products."""
-    requests = read_backlog(path)
+    requests = read_backlog(path, option="")
     out = []
     for r in requests:
         slug = str(r.extra.get("product") or "")

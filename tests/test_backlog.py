@@ -62,6 +62,37 @@ def test_csv_backlog_with_labels_column(tmp_path):
         read_backlog(path)
 
 
+def test_csv_fields_keep_their_line_breaks_and_an_open_quote_is_an_error(tmp_path):
+    """Quoted fields hold line breaks (\\n, U+2028...) and bodies past csv's 128 KB default;
+    a quote left open is an error naming its line, not the rows after it swallowed."""
+    p = tmp_path / "b.csv"
+    body = "word " * 40_000  # 200 KB: under the body limit
+    p.write_text('id,title,body\n1,multi,"line one\nline two\n\nline four"\n'
+                 f'2,sep,"a\u2028b\x85c"\n3,big,{body}\n4,x,y\n', encoding="utf-8")
+    rows = read_backlog(p)
+    assert [r.id for r in rows] == ["1", "2", "3", "4"]
+    assert rows[0].body == "line one\nline two\n\nline four"
+    assert rows[1].body == "a\u2028b\x85c" and rows[2].body == body
+    p.write_text('id,title,body\n1,"unterminated,body\n2,x,y\n', encoding="utf-8")
+    with pytest.raises(InputError, match="not valid CSV.*Fix: close every quoted field"):
+        read_backlog(p)
+
+
+def test_numbers_too_long_for_python_and_lone_surrogates_anywhere(tmp_path):
+    """A 5,000-digit number is a JSON error naming the line; a lone surrogate in any text
+    field (id, url, date too) is repaired, as in the title and body."""
+    p = tmp_path / "b.jsonl"
+    p.write_text('{"id": "1", "title": "ok"}\n{"id": "2", "title": ' + "1" * 5000 + '}\n')
+    with pytest.raises(InputError, match="line 2: not valid JSON"):
+        read_backlog(p)
+    p.write_text(json.dumps({"id": "S\ud800", "title": "t", "url": "http://x/\udc00",
+                             "created_at": "2024-01-01\udc00"}) + "\n")
+    [r] = read_backlog(p)
+    for value in (r.id, r.url, r.created_at):
+        value.encode("utf-8")  # no lone surrogate left
+    assert r.id.startswith("S") and r.created_at.startswith("2024-01-01")
+
+
 def test_json_list_backlog(tmp_path):
     path = tmp_path / "b.json"
     path.write_text(json.dumps([{"id": "x", "title": "t", "label": "core"}]))

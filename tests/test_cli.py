@@ -98,3 +98,14 @@ def test_classify_bad_input_errors(runner, tmp_path, example_config):
     assert result.exit_code == 2 and "title is 2,000 characters" in result.stderr
     result = runner.invoke(cli, ["classify", "-c", str(tmp_path / "nope.yml"), *FAST, "-t", "x"])
     assert result.exit_code == 2 and "nope.yml: file not found" in result.stderr
+    bad.write_text('{"title": ' + "1" * 5000 + "}")  # past Python's 4,300 digits
+    result = runner.invoke(cli, [*base, "-f", str(bad)])
+    assert result.exit_code == 2 and "not valid" in result.stderr, result.output
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Caf\xe9 reminders".encode("latin-1"))
+    for args in (["-f", str(latin)], ["-t", "x", "--backlog", str(latin.with_suffix(".csv"))]):
+        latin.with_suffix(".csv").write_bytes(b"id,title\n1,caf\xe9\n")
+        result = runner.invoke(cli, [*base, *args])
+        # classify takes no --encoding: its fix does not name one
+        assert result.exit_code == 2 and "save the file as UTF-8" in result.stderr
+        assert "--encoding" not in result.stderr, result.stderr

@@ -100,7 +100,11 @@ class Calibration:
             assert len(cal.bias) == n_c and len(cal.mean) == n_f and len(cal.scale) == n_f
             assert isinstance(cal.certainty, dict) and all(
                 _certainty_rows(rows) for rows in cal.certainty.values()), "certainty rows"
-        except (TypeError, AssertionError) as exc:
+            numbers = np.array([*np.ravel(cal.weights), *cal.bias, *cal.mean, *cal.scale],
+                               dtype=float)
+            assert np.isfinite(numbers).all(), "a weight, bias, mean or scale is not finite"
+            assert all(x > 0 for x in cal.scale), "a scale is not positive"
+        except (TypeError, ValueError, AssertionError) as exc:
             raise ConfigError(str(path), f"has the wrong shape ({exc}).",
                               "write it again with 'scopeguard calibrate'.") from None
         cal.name = f"calibration:{path.name}"

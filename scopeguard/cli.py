@@ -230,6 +230,13 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
                    customer=customer)
 
 
+def _number(param: click.Parameter, value: float) -> float:
+    """A float option's value, refused when it is not a number (click's ranges let NaN by)."""
+    if value != value:
+        raise click.BadParameter("nan is not a number. Fix: e.g. 30.", param=param)
+    return value
+
+
 def _read_file(path: str) -> str:
     try:
         return decode(Path(path).read_bytes(), path, option="")
@@ -930,7 +937,8 @@ def _given_head(calibration: str, model_id: str):
 @config_option
 @click.option("--out", "out_path", default="calibration.json", show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the calibration.")
-@click.option("--l2", default=30.0, show_default=True, type=float,
+@click.option("--l2", default=30.0, show_default=True,
+              type=click.FloatRange(min=0, max=1e9), callback=lambda c, p, v: _number(p, v),
               help="L2 penalty: larger is more cautious, for little history.")
 @click.option("--class-weight", type=click.Choice(["balanced", "sqrt", "none"]),
               default="balanced", show_default=True,

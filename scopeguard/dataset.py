@@ -19,7 +19,7 @@ from typing import Any
 
 from .backlog import Request, read_backlog
 from .errors import ConfigError, InputError
-from .positioning import Item, Positioning, parse_positioning
+from .positioning import Item, Positioning, parse_positioning, read_yaml
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,6 @@ def _research_format(data: dict, source: str) -> Positioning:
 
 def load_products(directory: str | Path) -> dict[str, Product]:
     """Every ``*.yml``/``*.yaml`` product file in ``directory``, by slug."""
-    import yaml
-
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{directory}: products directory not found. Fix: pass --products "
@@ -56,11 +54,15 @@ def load_products(directory: str | Path) -> dict[str, Product]:
     products: dict[str, Product] = {}
     for path in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(str(path), f"is not valid YAML ({exc}).", "fix the YAML.") from None
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(path), f"cannot be read ({exc}).",
+                              "make it a readable UTF-8 YAML file.") from None
+        data = read_yaml(text, str(path))  # the positioning file's checks: no key twice...
         if not isinstance(data, dict):
-            continue
+            raise ConfigError(str(path), f"is {type(data).__name__}, not a product file "
+                              "(a YAML mapping).", "move other files out of the products "
+                              "directory, or write the product's positioning in it.")
         if "positioning" in data and "slug" in data:
             positioning = _research_format(data, str(path))
             slug = str(data["slug"])
@@ -70,7 +72,8 @@ def load_products(directory: str | Path) -> dict[str, Product]:
                 positioning.product.lower()
         products[slug] = Product(slug, positioning)
     if not products:
-        raise InputError(f"{directory}: no product YAML files found.")
+        raise InputError(f"{directory}: no product YAML files found. Fix: pass --products "
+                         "with a directory of product YAML files (NAME.yml).")
     return products
 
 

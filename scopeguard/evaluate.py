@@ -29,6 +29,7 @@ from .corpus import positioning_for
 from .dataset import Labelled, Product
 from .embed import Embedder, Progress
 from .engine import Scopeguard
+from .errors import InputError
 from .positioning import LABELS
 from .rules import Decision, Rules
 
@@ -180,8 +181,8 @@ def folds(items: Sequence[Labelled], protocol: str,
         test = [k for k in everything if items[k].product in set(heldout)]
         train = [k for k in everything if items[k].product not in set(heldout)]
         if not test or not train:
-            raise ValueError("the held-out protocol needs requests of held-out and of other "
-                             "products")
+            raise InputError("the held-out protocol needs requests of held-out and of other "
+                             "products. Fix: label requests of both, or use --protocol lopo.")
         return [("heldout", train, test)]
     if protocol == "kfold":  # one product's own history: 5 interleaved folds
         k = min(5, len(items))
@@ -189,8 +190,8 @@ def folds(items: Sequence[Labelled], protocol: str,
                  [i for i in everything if i % k == f]) for f in range(k)]
     products = sorted({i.product for i in items})
     if len(products) < 2:
-        raise ValueError("leave-one-product-out needs labelled requests of two or more products;"
-                         " use --protocol none")
+        raise InputError("leave-one-product-out needs labelled requests of two or more "
+                         "products. Fix: use --protocol kfold (one product's own history).")
     return [(p, [k for k in everything if items[k].product != p],
              [k for k in everything if items[k].product == p]) for p in products]
 
@@ -342,6 +343,10 @@ def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: 
     has them already (``score``). ``heldout`` and ``target``: see :func:`run`."""
     from .embed import TfidfEmbedder
 
+    if len({i.label for i in items}) < 2:
+        raise InputError(f"all {len(items)} labelled requests carry one label (or none): "
+                         "nothing to tell apart. Fix: label requests of at least two of "
+                         f"{', '.join(LABELS)}.")
     model = scored or score(items, products, embedder, progress=progress)
     methods: dict[str, tuple[Scored, Predictor]] = {"majority class": (model, predict_majority)}
     try:

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from scopeguard.cli import cli
 
 FAST = ["--model", "hashing"]
@@ -109,3 +111,17 @@ def test_classify_bad_input_errors(runner, tmp_path, example_config):
         # classify takes no --encoding: its fix does not name one
         assert result.exit_code == 2 and "save the file as UTF-8" in result.stderr
         assert "--encoding" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("url", ["not a url", "http://[::1", "ftp://127.0.0.1:1"])
+def test_a_bad_github_api_url_is_named_not_a_traceback(runner, tmp_path, example_config, url):
+    """history and audit --github build the same client as the Action: a GITHUB_API_URL it
+    cannot use is refused before any call (PyGithub failed on it with a traceback)."""
+    env = {"GITHUB_API_URL": url, "GITHUB_TOKEN": "ghp_" + "x" * 36}
+    for args in (["history", "--github", "acme/pawtrack"],
+                 ["audit", "--github", "acme/pawtrack", *FAST]):
+        result = runner.invoke(cli, [*args, "-c", str(example_config), "--db",
+                                     str(tmp_path / "c.db")], env=env)
+        assert result.exit_code == 2, result.output
+        assert "GITHUB_API_URL" in result.output and "Fix:" in result.output
+        assert "x" * 36 not in result.output

@@ -5,7 +5,7 @@ import pytest
 
 from scopeguard.calibration import Calibration, fit, head_for
 from scopeguard.cli import cli
-from scopeguard.errors import ConfigError
+from scopeguard.errors import ConfigError, InputError
 from scopeguard.evaluate import folds, metrics
 from scopeguard.positioning import load_positioning
 
@@ -32,7 +32,7 @@ def test_folds():
     assert all(not set(tr) & set(te) for _, tr, te in lopo)
     k = folds(items * 3, "kfold")
     assert sorted(i for _, _, te in k for i in te) == list(range(12))
-    with pytest.raises(ValueError, match="two or more products"):
+    with pytest.raises(InputError, match="two or more products.*Fix: use --protocol kfold"):
         folds([Item("a")], "lopo")
 
 
@@ -136,6 +136,48 @@ def test_calibrated_predictions_keep_the_products_own_rules(runner, tmp_path, ex
     predictions = json.loads(out.read_text())["predictions"]
     for method in ("model + rules", "model + calibrated head", "tfidf + calibrated head"):
         assert set(predictions[method].values()) == {"one_off"}, method
+
+
+def test_bad_evaluation_input_exits_2_naming_the_fix(runner, tmp_path, example_config):
+    """One label only, leave-products-out over one product, a product file that is not
+    UTF-8, a key given twice or not a mapping, a NaN or infinite L2, a head of NaNs: each
+    a clear error (exit 2), never a traceback."""
+    common = ["--model", "hashing", "--db", str(tmp_path / "c.db")]
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"id": "1", "title": "a", "label": "core"}\n'
+                   '{"id": "2", "title": "b", "label": "core"}\n')
+    two = tmp_path / "two.jsonl"
+    two.write_text('{"id": "1", "title": "a", "label": "core"}\n'
+                   '{"id": "2", "title": "b", "label": "one_off"}\n')
+    products = tmp_path / "products"
+    products.mkdir()
+    cases = [(["eval", "--requests", str(one), "-c", str(example_config)], "one label"),
+             (["eval", "--requests", str(two), "-c", str(example_config), "--protocol",
+               "lopo"], "two or more products"),
+             (["eval", "--requests", str(two), "--products", str(products)], "not UTF-8"),
+             (["calibrate", "--labels", str(two), "-c", str(example_config), "--l2", "nan"],
+              "not a number"),
+             (["calibrate", "--labels", str(two), "-c", str(example_config), "--l2", "inf"],
+              "range")]
+    for args, says in cases:
+        (products / "p.yml").write_bytes(b"product: caf\xe9\n")
+        result = runner.invoke(cli, [*args, *common])
+        assert result.exit_code == 2, (args, result.output)
+        assert says.lower() in result.output.lower() or "utf-8" in result.output.lower(), \
+            (args, result.output)
+        assert "Traceback" not in result.output
+    for text, says in (("features: [a]\nfeatures: [b]\n", "appears twice"),
+                       ("- a list\n", "not a product file")):
+        (products / "p.yml").write_text(text)
+        result = runner.invoke(cli, ["eval", "--requests", str(two), "--products",
+                                     str(products), *common])
+        assert result.exit_code == 2 and says in result.output, result.output
+    head = tmp_path / "nan.json"
+    head.write_text(json.dumps({"weights": [[float("nan")]] * 2, "bias": [0, 0], "mean": [0],
+                                "scale": [1], "features": ["fit"],
+                                "classes": ["core", "one_off"]}))
+    with pytest.raises(ConfigError, match="not finite"):
+        Calibration.load(head)
 
 
 def test_calibrate_refuses_a_single_label(runner, tmp_path, example_config):

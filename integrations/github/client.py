@@ -33,7 +33,7 @@ from github.GithubException import RateLimitExceededExceedsMaxWait
 from github.Repository import Repository
 from urllib3 import Retry
 
-from scopeguard.errors import ConfigError
+from scopeguard.errors import ConfigError, InputError
 from scopeguard.settings import env_flag, env_number
 
 from .errors import (
@@ -114,6 +114,24 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
             "throttle": env_flag(env, "SCOPEGUARD_GITHUB_THROTTLE", True)}
 
 
+def check_api_url(url: str) -> str:
+    """``GITHUB_API_URL`` checked: an http(s) URL with a host, so a wrong one fails before
+    any call (PyGithub would fail on it with an AttributeError or an assertion)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InputError(f"GITHUB_API_URL: {url[:80]!r} is not an http(s) URL. Fix: leave it "
+                         "unset for github.com (Actions sets it), or set "
+                         "https://HOST/api/v3 for GitHub Enterprise Server.")
+    return url
+
+
 def make_client(token: str, base_url: str | None = None, *, max_wait: float = DEFAULT_MAX_WAIT,
                 retries: int = DEFAULT_RETRIES, throttle: bool = True, timeout: int = 30,
                 per_page: int = PER_PAGE) -> Github:
@@ -143,7 +161,8 @@ def make_client(token: str, base_url: str | None = None, *, max_wait: float = DE
     pacing: dict[str, Any] = {} if throttle else {"seconds_between_requests": None,
                                                   "seconds_between_writes": None}
     return Github(auth=Auth.Token(token.strip()),
-                  base_url=(base_url or DEFAULT_API_URL).rstrip("/"), timeout=timeout,
+                  base_url=check_api_url((base_url or DEFAULT_API_URL).strip()).rstrip("/"),
+                  timeout=timeout,
                   per_page=per_page, retry=retry, user_agent="scopeguard", **pacing)
 
 

@@ -26,14 +26,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from scopeguard.errors import InputError
 from scopeguard.positioning import LABELS
 from scopeguard.render import COMMENT_LIMIT, fit_markdown
 from scopeguard.settings import parse_flag
 
-from .client import DEFAULT_API_URL
+from .client import DEFAULT_API_URL, check_api_url
 from .errors import keep_secret, scrub
 from .relabels import RELABELS_FILE
 
@@ -121,7 +120,7 @@ class Settings:
         excluded = tuple(a for a in re.split(r"[\s,]+", _input(env, "exclude-authors")) if a)
         return cls(
             token=token, repository=env.get("GITHUB_REPOSITORY", ""),
-            api_url=api_url(env.get("GITHUB_API_URL", "").strip() or DEFAULT_API_URL),
+            api_url=check_api_url(env.get("GITHUB_API_URL", "").strip() or DEFAULT_API_URL),
             event_name=env.get("GITHUB_EVENT_NAME", ""),
             event_path=env.get("GITHUB_EVENT_PATH", ""),
             workspace=Path(env.get("GITHUB_WORKSPACE") or os.getcwd()), db=db,
@@ -139,20 +138,6 @@ class Settings:
             bot_login=_input(env, "bot-login") or env.get("SCOPEGUARD_GITHUB_LOGIN", "").strip(),
             workflow_token=env.get("SCOPEGUARD_WORKFLOW_TOKEN", "").strip(),
             exclude_authors=excluded)
-
-
-def api_url(url: str) -> str:
-    """``GITHUB_API_URL`` checked: an http(s) URL, so a wrong one fails before any call."""
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise InputError(f"GITHUB_API_URL: {url[:80]!r} is not an http(s) URL. Fix: leave it "
-                         "to Actions (it sets https://api.github.com, or "
-                         "https://HOST/api/v3 on GitHub Enterprise Server).")
-    return url
 
 
 def relabels_path(path: str) -> str:

@@ -180,7 +180,7 @@ def init(path: str, force: bool, docs: tuple[str, ...], product: str | None) -> 
 
     target = Path(path)
     if target.exists() and not force:
-        raise click.ClickException(f"{path} exists. Fix: pass --force to overwrite it.")
+        raise ScopeguardError(f"{path} exists. Fix: pass --force to overwrite it.")
     if docs:
         from .draft import Doc, draft, render
 
@@ -812,7 +812,8 @@ def _corpus_options(f):
                              "request, requests.jsonl, split.json), e.g. models/data/corpus.")(f)
 
 
-def _dataset(requests, products_dir, config, corpus_dir, split, target, texts=None):
+def _dataset(requests, products_dir, config, corpus_dir, split, target, texts=None,
+             option="--requests"):
     """(products, items, held-out products, protocol) from --corpus or --requests."""
     if corpus_dir and requests:
         raise click.UsageError("give --corpus or --requests, not both.")
@@ -831,7 +832,7 @@ def _dataset(requests, products_dir, config, corpus_dir, split, target, texts=No
         protocol = "heldout" if split == "heldout" else "lopo"
         return chosen.products, chosen.items, corpus.heldout, protocol
     if not requests:
-        raise click.UsageError("give --corpus DIR, or --requests FILE (with --products).")
+        raise click.UsageError(f"give --corpus DIR, or {option} FILE (with --products).")
     if split or target != "label" or texts:
         raise click.UsageError("--split, --target and --texts go with --corpus.")
     products, items = _labelled(requests, products_dir, config)
@@ -967,7 +968,7 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
         raise click.UsageError("calibrate fits on the corpus's training products only: the "
                                "held-out ones are never used to fit (drop --split).")
     products, items, _, protocol = _dataset(labels_path, products_dir, config, corpus_dir,
-                                            split, target, texts_path)
+                                            split, target, texts_path, option="--labels")
     if len({i.label for i in items}) < 2:
         raise ScopeguardError(f"{', '.join(labels_path) or corpus_dir}: all requests carry the "
                               "same label. Fix: calibration needs decided requests of at least "

@@ -47,6 +47,7 @@ _MENTION = re.compile(r"(@|#(?=\d)|(?<![A-Za-z0-9])GH-(?=\d))")
 _AUTOLINK = re.compile(r"(?i)\b(?:https?|ftp)://|\bwww\.")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CSV_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def one_line(text: str) -> str:
@@ -119,9 +120,12 @@ def md_fence(content: str, info: str = "") -> str:
 
 def csv_cell(value: object) -> object:
     """A CSV cell that a spreadsheet shows as text: a string starting (after spaces) with
-    ``= + - @``, a tab or a carriage return gets a leading ``'``. Numbers pass."""
+    ``= + - @``, a tab or a carriage return gets a leading ``'``; control characters and
+    bidirectional overrides (a terminal escape in a title, printed with the CSV) are
+    dropped, line breaks and tabs kept. Numbers pass."""
     if not isinstance(value, str):
         return value
+    value = _CSV_CONTROL.sub("", value)
     if value.startswith(_FORMULA_START) or value.lstrip(" ").startswith(_FORMULA_START):
         return "'" + value
     return value

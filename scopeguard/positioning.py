@@ -323,7 +323,10 @@ def _describe(value: Any) -> str:
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int | float):
         return f"the number {value}"
-    return f"the text {str(value)[:40]!r}"
+    text = str(value)
+    # a short value is quoted to help; a long one may be a whole other file (a .env with
+    # a token in it): its length only
+    return f"the text {text!r}" if len(text) <= 40 else f"a text of {len(text):,} characters"
 
 
 def _is_type(value: Any, name: str) -> bool:

@@ -48,7 +48,7 @@ def test_schema_is_json(runner):
 def test_init_writes_a_template_that_loads_but_fails_check(runner, tmp_path):
     path = tmp_path / "scopeguard.yml"
     assert runner.invoke(cli, ["init", str(path)]).exit_code == 0
-    assert runner.invoke(cli, ["init", str(path)]).exit_code == 1  # no overwrite
+    assert runner.invoke(cli, ["init", str(path)]).exit_code == 2  # no overwrite: bad input
     result = runner.invoke(cli, ["check", str(path), "--fast"])
     assert result.exit_code == 0 and "warning" in result.output
 
@@ -125,3 +125,11 @@ def test_a_bad_github_api_url_is_named_not_a_traceback(runner, tmp_path, example
         assert result.exit_code == 2, result.output
         assert "GITHUB_API_URL" in result.output and "Fix:" in result.output
         assert "x" * 36 not in result.output
+
+
+def test_init_over_a_file_and_calibrate_without_labels_name_the_fix(runner, tmp_path,
+                                                                     example_config):
+    result = runner.invoke(cli, ["init", str(example_config)])
+    assert result.exit_code == 2 and "exists. Fix: pass --force" in result.output
+    result = runner.invoke(cli, ["calibrate", "-c", str(example_config), *FAST])
+    assert result.exit_code == 2 and "--labels FILE" in result.output, result.output

@@ -89,7 +89,7 @@ def test_code_spans_and_fences_cannot_be_closed_from_inside():
 @pytest.mark.parametrize("value, cell", [
     ("=1+1", "'=1+1"), ("+SUM(A1)", "'+SUM(A1)"), ("-2", "'-2"), ("@cmd", "'@cmd"),
     ("\tx", "'\tx"), ("\rx", "'\rx"), ("  =1", "'  =1"), ("safe", "safe"), ("", ""),
-    (0.5, 0.5),
+    (0.5, 0.5), ("t\x1b]0;owned\x07 \u202eevil\u202c\nnext", "t]0;owned evil\nnext"),
 ])
 def test_csv_cells_are_neutralised(value, cell):
     assert csv_cell(value) == cell

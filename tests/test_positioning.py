@@ -127,3 +127,16 @@ def test_published_schema_agrees_with_loader(example_config):
     with pytest.raises(ConfigError):
         parse_positioning(bad)
     json.dumps(schema())  # serialisable as published
+
+
+def test_a_long_text_given_for_the_file_is_not_quoted_back(tmp_path):
+    """A wrong file passed as the positioning file (a .env with a token) is described by
+    its length: only a short value is quoted."""
+    path = tmp_path / "dotenv"
+    path.write_text("GITHUB_TOKEN=ghp_1234567890abcdefghijklmnopqrstuvwxyzAB\n")
+    with pytest.raises(ConfigError) as err:
+        load_positioning(path)
+    assert "ghp_" not in str(err.value) and "a text of 55 characters" in str(err.value)
+    path.write_text("product: [1]\ncategory: dark\n")
+    with pytest.raises(ConfigError):
+        load_positioning(path)

@@ -1203,6 +1203,9 @@ def _error(run: Run) -> str:
     ({"issue_number": "²"}, {}, "input issue-number"),
     ({"issue_number": "#³"}, {}, "input issue-number"),
     ({}, {"GITHUB_API_URL": "not a url"}, "GITHUB_API_URL"),
+    ({}, {"GITHUB_REPOSITORY": "not-a-repository"}, "GITHUB_REPOSITORY"),
+    ({}, {"SCOPEGUARD_GITHUB_MAX_WAIT": "soon"}, "SCOPEGUARD_GITHUB_MAX_WAIT"),
+    ({}, {"SCOPEGUARD_GITHUB_RETRIES": "many"}, "SCOPEGUARD_GITHUB_RETRIES"),
 ])
 def test_bad_input_exits_2_naming_the_input(github, act, inputs, env, named):
     """Bad input is the user's to fix: exit 2 (1 is GitHub or the network failing), the

@@ -108,10 +108,11 @@ class CappedRetry(GithubRetry):
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``max_wait``, ``retries`` and ``throttle`` from ``SCOPEGUARD_GITHUB_*`` variables."""
     env = os.environ if environ is None else environ
-    return {"max_wait": env_number(env, "SCOPEGUARD_GITHUB_MAX_WAIT", DEFAULT_MAX_WAIT),
+    return {"max_wait": env_number(env, "SCOPEGUARD_GITHUB_MAX_WAIT", DEFAULT_MAX_WAIT,
+                                   InputError),
             "retries": int(env_number(env, "SCOPEGUARD_GITHUB_RETRIES", DEFAULT_RETRIES,
-                                      integer=True)),
-            "throttle": env_flag(env, "SCOPEGUARD_GITHUB_THROTTLE", True)}
+                                      InputError, integer=True)),
+            "throttle": env_flag(env, "SCOPEGUARD_GITHUB_THROTTLE", True, InputError)}
 
 
 def check_api_url(url: str) -> str:
@@ -177,8 +178,8 @@ def client_from_env(token: str | None = None, environ: Mapping[str, str] | None 
 def get_repository(client: Github, full_name: str) -> Repository:
     """The repository ``owner/name``, or a :class:`GitHubError` saying what to fix."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", full_name or ""):
-        raise GitHubNotFoundError(f"repository {full_name!r} is not of the form owner/name. "
-                                  "Fix: set GITHUB_REPOSITORY (Actions sets it for you).")
+        raise InputError(f"repository {full_name!r} is not of the form owner/name. "
+                         "Fix: set GITHUB_REPOSITORY (Actions sets it for you).")
     with github_errors(f"reading repository {full_name}", needs="issues: read"):
         return client.get_repo(full_name)
 

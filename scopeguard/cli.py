@@ -715,8 +715,12 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
     except FileNotFoundError:
         mode = None
     if (mode is not None and not stat.S_ISREG(mode)) or output.startswith(("/dev/", "/proc/")):
-        with open(output, "w", encoding="utf-8") as file:  # a device, a pipe: no rename
-            file.writelines(parts)
+        try:
+            with open(output, "w", encoding="utf-8") as file:  # a device, a pipe: no rename
+                file.writelines(parts)
+        except OSError as exc:  # a write's error names no file: this one is the output
+            exc.filename = exc.filename or output
+            raise
         return
     target = Path(os.path.realpath(output))  # a link is followed, not replaced
     target.parent.mkdir(parents=True, exist_ok=True)

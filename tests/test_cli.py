@@ -133,3 +133,11 @@ def test_init_over_a_file_and_calibrate_without_labels_name_the_fix(runner, tmp_
     assert result.exit_code == 2 and "exists. Fix: pass --force" in result.output
     result = runner.invoke(cli, ["calibrate", "-c", str(example_config), *FAST])
     assert result.exit_code == 2 and "--labels FILE" in result.output, result.output
+
+
+def test_an_output_the_system_refuses_is_named(runner, tmp_path, example_config,
+                                               example_backlog):
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--from-file",
+                                 str(example_backlog), "--db", str(tmp_path / "c.db"), *FAST,
+                                 "-o", "/proc/self/status"])
+    assert result.exit_code == 2 and "(/proc/self/status)" in result.output, result.output

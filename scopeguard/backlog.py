@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -175,6 +176,12 @@ def request_from_dict(data: dict, where: str) -> Request:
                          "expected a list of label names. Fix: write \"labels\": [\"a\", "
                          "\"b\"] or \"labels\": \"a, b\".")
     labels = tuple(str(x) for x in labels)
+    for k in _FIELDS:  # text, or a number (an id): not an object, a list, NaN or infinity
+        value = data.get(k)
+        if isinstance(value, dict | list) or (isinstance(value, float)
+                                              and not math.isfinite(value)):
+            raise InputError(f"{where}: '{k}' is {type(value).__name__} {str(value)[:40]}; "
+                             f"expected text. Fix: write \"{k}\" as a string.")
     values = {k: "" if data.get(k) is None else str(data.get(k)) for k in _FIELDS}
     if not values["id"]:
         values["id"] = where.rsplit(" ", 1)[-1]

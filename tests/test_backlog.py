@@ -93,6 +93,16 @@ def test_numbers_too_long_for_python_and_lone_surrogates_anywhere(tmp_path):
     assert r.id.startswith("S") and r.created_at.startswith("2024-01-01")
 
 
+@pytest.mark.parametrize("field, value", [("id", {"a": 1}), ("title", ["x"]),
+                                          ("id", float("nan")), ("title", float("inf"))])
+def test_a_field_that_is_not_text_is_named(field, value):
+    from scopeguard.backlog import request_from_dict
+
+    data = {"id": "1", "title": "t", "body": "b", field: value}
+    with pytest.raises(InputError, match=f"'{field}' is .*expected text"):
+        request_from_dict(data, "req.jsonl line 1")
+
+
 def test_json_list_backlog(tmp_path):
     path = tmp_path / "b.json"
     path.write_text(json.dumps([{"id": "x", "title": "t", "label": "core"}]))

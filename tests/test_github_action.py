@@ -805,7 +805,6 @@ def test_retries_after_502(github, act, backlog):
 @pytest.mark.parametrize("retry_after, low, high", [
     (1, 0.9, 2.5),      # Retry-After: 1 is waited out
     (None, 0.9, 3.5),   # x-ratelimit-remaining: 0 waits until x-ratelimit-reset
-    (30, 2.5, 4.5),     # Retry-After: 30 is capped by SCOPEGUARD_GITHUB_MAX_WAIT=3
 ])
 def test_retries_after_a_secondary_rate_limit(github, act, retry_after, low, high):
     number = new_issue(github)
@@ -818,6 +817,22 @@ def test_retries_after_a_secondary_rate_limit(github, act, retry_after, low, hig
     assert [r.status for r in attempts] == [403, 200]
     assert low <= attempts[1].at - attempts[0].at <= high
     assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+
+
+def test_a_retry_after_longer_than_the_longest_wait_fails_at_once(github, act):
+    """GitHub asks to wait 30 s, longer than SCOPEGUARD_GITHUB_MAX_WAIT (3 s in these
+    tests): retrying sooner would not honour it (and GitHub may block an integration
+    that keeps asking), so the run fails now, saying so, after one request."""
+    number = new_issue(github)
+    labels_path = ISSUES + r"/\d+/labels"
+    github.rate_limit(1, retry_after=30, reset_in=1, method="POST", path=labels_path)
+    started = time.monotonic()
+    run = act(issue_event(github, number))
+    assert run.code == 1 and time.monotonic() - started < 25, run.stdout + run.stderr
+    attempts = [r for r in run.requests if r.method == "POST" and re.fullmatch(labels_path,
+                                                                                 r.path)]
+    assert [r.status for r in attempts] == [403]
+    assert "SCOPEGUARD_GITHUB_MAX_WAIT" in _error(run)
 
 
 def test_bad_token_fails_with_a_clear_error(github, act):

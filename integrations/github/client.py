@@ -93,6 +93,12 @@ class CappedRetry(GithubRetry):
             retry = Retry.increment(self, method, url, response, error, _pool, _stacktrace)
             retry._rate_wait = wait
             return retry
+        if response is not None and response.status in (403, 429):
+            asked = Retry.get_retry_after(self, response)  # GitHub's own Retry-After
+            if asked is not None and asked > self.max_wait:  # an hour away: fail at once
+                raise RateLimitExceededExceedsMaxWait(response.status, {
+                    "message": f"GitHub asks to retry in {asked:.0f}s"}, dict(headers),
+                    wait=asked)
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def get_backoff_time(self) -> float:

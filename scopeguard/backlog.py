@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -244,25 +244,64 @@ def read_backlog(path: str | Path, encoding: str | None = None,
 
 
 def _read_csv(text: str, path: Path) -> list[Request]:
-    """The requests of a CSV text: quoted fields may hold line breaks (any of them), a
-    body up to the body limit, and a quote left open is an error, not rows swallowed."""
+    """The requests of a CSV text: quoted fields may hold line breaks (any of them) and a
+    body up to the body limit; a quote left open is an error naming the line where its
+    field began, not the rows after it swallowed. Otherwise as lenient as csv is (a space
+    after a closing quote is kept)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_BODY + 1024))
+    try:
+        return _csv_rows(text, path, strict=True)
+    except csv.Error as exc:
+        if "unexpected end of data" not in str(exc):  # a quirk csv reads leniently
+            return _csv_rows(text, path, strict=False)
+        raise
+
+
+def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
     import io
 
-    csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_BODY + 1024))
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    consumed = 0  # physical lines read so far
+
+    def lines() -> Iterator[str]:
+        nonlocal consumed
+        for line in io.StringIO(text, newline=""):
+            consumed += 1
+            yield line
+
+    reader = csv.reader(lines(), strict=strict)
+    header: list[str] | None = None
     requests = []
-    try:
-        if not reader.fieldnames or not {"title", "body"} & set(reader.fieldnames):
-            raise InputError(f"{path}: CSV header needs a 'title' or 'body' column "
-                             f"(found {reader.fieldnames}). Fix: add a header row.")
-        row_line = reader.line_num + 1
-        for row in reader:
-            requests.append(request_from_dict(row, f"{path} line {row_line}"))
-            row_line = reader.line_num + 1
-    except csv.Error as exc:
-        raise InputError(f"{path} line {reader.line_num}: not valid CSV ({exc}). Fix: close "
-                         "every quoted field with a quote (a quote inside one is written "
-                         "twice: \"\"), or save the file again from the spreadsheet.") from None
+    while True:
+        began = consumed + 1
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc) and strict:
+                raise InputError(f"{path} line {began}: a quoted field that begins here is "
+                                 "never closed. Fix: close it with a quote (a quote inside "
+                                 "a field is written twice: \"\").") from None
+            if "field larger than field limit" in str(exc):
+                raise InputError(f"{path} line {began}: a field is larger than "
+                                 f"{csv.field_size_limit():,} characters. Fix: move logs and "
+                                 "attachments out of the request.") from None
+            raise
+        if row is None:
+            break
+        if not row:  # a blank line
+            continue
+        if header is None:
+            header = row
+            if not {"title", "body"} & set(header):
+                raise InputError(f"{path}: CSV header needs a 'title' or 'body' column "
+                                 f"(found {header}). Fix: add a header row.")
+            continue
+        values: dict[str | None, Any] = dict(zip(header, row, strict=False))
+        if len(row) > len(header):
+            values[None] = row[len(header):]
+        requests.append(request_from_dict(values, f"{path} line {began}"))
+    if header is None:
+        raise InputError(f"{path}: CSV header needs a 'title' or 'body' column (found "
+                         "None). Fix: add a header row.")
     return requests
 
 

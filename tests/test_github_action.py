@@ -1282,6 +1282,21 @@ def test_an_error_body_is_clipped_before_a_word_never_through_one():
     assert "422" in str(error) and other[:5] not in str(error)
 
 
+def test_a_cut_token_is_masked_but_not_the_public_prefix_every_token_shares():
+    """A cut token is recognised by its public prefix and 8 characters of its own: a text
+    holding only the prefix ("github_pages", a certificate's PEM header) is left alone."""
+    from scopeguard.integrations.github.errors import scrub
+
+    pat = "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ"
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAxyzxyzxyz\n-----END RSA PRIVATE KEY-----"
+    text = ("See github_pages, a github_pat_ token and -----BEGIN CERTIFICATE-----; "
+            f"cut: {pat[:30]}… and {pem[:45]}")
+    scrubbed = scrub(text, [pat, pem])
+    assert scrubbed.startswith("See github_pages, a github_pat_ token and -----BEGIN "
+                               "CERTIFICATE-----; cut: ")
+    assert pat[:20] not in scrubbed and "MIIEowIBAAKC" not in scrubbed
+
+
 def test_a_lone_surrogate_in_the_issue_is_repaired_wherever_it_is_written(github, act):
     """GitHub's JSON can carry half an emoji ("\\ud83d"): the summary, the log and the
     relabels row get U+FFFD, as the classifier does, instead of failing to write it."""

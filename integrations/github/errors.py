@@ -27,7 +27,11 @@ DETAIL_LIMIT = 200  # characters of an error body without a message that a messa
 # scrubbed of them *before* being clipped, as a clip could cut a token and keep a piece of it
 # that no later scrub of the whole token would find.
 _SECRETS: dict[str, None] = {}
-_PIECE = 8  # characters: a token's first characters this long are taken for a cut token
+_PIECE = 8  # characters of a token's own (after its public prefix) that mark a cut token
+# What every token of a kind starts with (GitHub's token prefixes, a PEM key's header):
+# public, so a text holding it alone ("github_pages", "-----BEGIN CERTIFICATE-----") is
+# no piece of a token; a cut token is recognised by the characters after it.
+_PUBLIC_PREFIX = re.compile(r"github_pat_|gh[opusr]_|-----BEGIN [A-Z0-9 ]*-----\s*")
 
 
 def keep_secret(*secrets: str) -> None:
@@ -43,12 +47,13 @@ def keep_secret(*secrets: str) -> None:
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with each of ``secrets`` (and the registered ones) replaced by ``***``, and
-    so is a cut one: any run of a token's first 8 or more characters, as a text clipped
-    elsewhere can end in."""
+    so is a cut one: any run of a token's start, its public prefix and 8 characters more,
+    as a text clipped elsewhere can end in."""
     for secret in sorted({*secrets, *_SECRETS}, key=len, reverse=True):
         text = text.replace(secret, "***")
-        head = secret[:_PIECE]
-        start = text.find(head) if len(secret) > _PIECE else -1
+        public = _PUBLIC_PREFIX.match(secret)
+        head = secret[:(public.end() if public else 0) + _PIECE]
+        start = text.find(head) if len(secret) > len(head) else -1
         while start != -1:
             end = start + len(head)
             while end - start < len(secret) and end < len(text) \

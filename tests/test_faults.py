@@ -22,7 +22,9 @@ from fake_github import FakeGitHub
 from fake_jira import FakeJira, ServiceProcess, free_port, issue_event
 from samples import LAB
 from scopeguard.integrations import jira as jc
+from scopeguard.integrations.github.app import GitHubAccess
 from scopeguard.integrations.jira.errors import retry_after
+from scopeguard.integrations.service.handlers import Handlers
 from scopeguard.integrations.service.metrics import Metrics
 from scopeguard.integrations.service.queue import EventQueue, QueueError
 from scopeguard.integrations.service.settings import ServiceSettings
@@ -184,13 +186,15 @@ def test_a_damaged_queue_file_is_refused_at_start_with_the_real_cause(tmp_path, 
 class InProcess:
     """The real app under uvicorn in a thread, so a test can reach its queue connections."""
 
-    def __init__(self, tmp: Path, jira: FakeJira, config: Path, root_path: str = "") -> None:
+    def __init__(self, tmp: Path, jira: FakeJira, config: Path, root_path: str = "",
+                 **settings: object) -> None:
         from scopeguard.integrations.service.app import create_app
         from scopeguard.integrations.service.lifecycle import Service
 
-        settings = ServiceSettings(config=str(config), db=str(tmp / "cache.db"), model="hashing",
-                                   queue=str(tmp / "queue.db"), webhook_secret=SECRET,
-                                   retry_base=0.05)
+        settings = ServiceSettings(**{
+            "config": str(config), "db": str(tmp / "cache.db"), "model": "hashing",
+            "queue": str(tmp / "queue.db"), "webhook_secret": SECRET, "retry_base": 0.05,
+            **settings})
         client = jc.make_jira(jira.url, pat=PAT, environ={})
         self.service = Service(settings, client=client)
         self.pages: list[int | None] = [None]  # a page limit for every queue connection
@@ -263,39 +267,81 @@ def test_a_full_disk_gets_503_and_health_says_why_then_recovers(tmp_path, jira, 
         assert app.http.get("/healthz").json()["status"] == "ready"
 
 
-def test_a_worker_remembers_when_no_event_can_be_written_back(tmp_path):
-    """The real client against the fake Jira: rejected credentials and an unreachable
-    Jira are remembered for /healthz (secrets never in it) until an event succeeds; a
-    per-issue failure (an issue gone) neither sets nor clears it."""
+def test_a_worker_remembers_when_no_event_can_be_written_back(tmp_path, positioning, github,
+                                                             monkeypatch):
+    """The real worker and handlers, the real clients against the fake Jira: rejected
+    credentials and an unreachable tracker are remembered for /healthz, per tracker
+    (secrets never in it), until an event of that tracker succeeds or the worker's own
+    check of it does. An issue that is gone is skipped as production skips it (Jira
+    answered: the mark clears); a 5xx on one issue marks Jira only if /myself fails too."""
+    monkeypatch.setenv("SCOPEGUARD_GITHUB_RETRIES", "0")
     queue = EventQueue(tmp_path / "q.db")
     with FakeJira(flavour="server", pat=PAT) as jira:
-        jira.add_issue("PAW-910", *LAB)
+        jira.add_issue("PAW-910", *LAB, issuetype="Bug")  # skipped: no model needed
         client = jc.make_jira(jira.url, pat=PAT, environ={}, retry=jc.RetryPolicy(retries=0))
         gone = jc.make_jira(f"http://127.0.0.1:{free_port()}", pat=PAT, environ={},
                             retry=jc.RetryPolicy(retries=0))
-        use = [client]
-        worker = Worker(queue, lambda event: use[0].get_issue(event.issue_key)["key"],
-                        Metrics(), ServiceSettings(retry_base=60, retry_max=60),
-                        threading.Event(), threading.Event(), keep_seconds=60)
+        access = GitHubAccess(api_url=f"http://127.0.0.1:{free_port()}", token=GH_TOKEN)
+        handlers = Handlers(ServiceSettings(), positioning, client, access)
+        worker = Worker(queue, handlers.handle, Metrics(),
+                        ServiceSettings(retry_base=60, retry_max=60), threading.Event(),
+                        threading.Event(), keep_seconds=60, check=handlers.check)
+        worker.recheck_every = 0.0  # each suspect failure is checked at once
 
-        def run(delivery: str, key: str = "PAW-910") -> str:
-            assert queue.accept(delivery, b"{}", "jira:issue_updated", key) == "queued"
+        def run(delivery: str, key: str = "PAW-910", event: str = "jira:issue_updated",
+                payload: bytes = b"{}") -> str:
+            assert queue.accept(delivery, payload, event, key) == "queued"
             worker._run(queue.claim("me"), "me")
-            return worker.reach[1]
+            return worker.reach.get("jira", (0.0, ""))[1]
 
         assert run("r-1") == ""
         jira.pat = "pat-rotated-elsewhere-0000"
         rejected = run("r-2", "PAW-911")
         assert "rejected the credentials (401)" in rejected and "JIRA_PAT" in rejected
         assert PAT not in rejected and "rotated" not in rejected
+        assert abs(worker.reach["jira"][0] - time.monotonic()) < 60  # the monotonic clock
         jira.pat = PAT
-        assert run("r-3", "PAW-404") == rejected  # an issue gone says nothing of Jira
-        assert run("r-4", "PAW-912") == rejected  # (PAW-912 does not exist either)
-        assert run("r-5") == ""
-        use[0] = gone
-        assert "cannot reach Jira" in run("r-6", "PAW-913")
-        use[0] = client
-        assert run("r-7") == ""
+        # Gone: production's handler skips it (a success, and Jira answered): it clears.
+        assert run("r-3", "PAW-404") == ""
+        assert queue.get("r-3")["outcome"].startswith("skipped: the issue is gone")
+        # 503s on one issue's read, /myself answers: that issue's event fails, Jira is fine.
+        myself = len(jira.calls("GET", "/myself"))
+        jira.fail(503, times=1, path="/issue/PAW-910")
+        assert run("r-4") == ""
+        assert queue.get("r-4")["state"] == "queued"  # retried later
+        assert len(jira.calls("GET", "/myself")) == myself + 1  # the check decided
+        jira.fail(503, times=2)  # the issue and /myself: Jira itself answers 503
+        assert "503 while checking that Jira takes the credentials" in run("r-5")
+        assert run("r-6") == ""  # an event that succeeds clears it
+        handlers.client = gone
+        assert "cannot reach Jira" in run("r-7", "PAW-913")
+        # A GitHub event GitHub cannot be reached for marks GitHub, and only GitHub.
+        gh = {"action": "opened", "issue": {"number": 5, "title": "t", "user": {"login": "a"}},
+              "repository": {"full_name": REPO}}
+        run("g-1", f"{REPO}#5", "github:issues.opened", json.dumps(gh).encode())
+        assert "cannot reach the GitHub API" in worker.reach["github"][1]
+        assert "cannot reach Jira" in worker.reach["jira"][1]
+        # No event comes: the worker's own checks clear each once the tracker answers.
+        handlers.client = client
+        worker.recheck()
+        assert worker.reach["jira"][1] == "" and worker.reach["github"][1]
+        access.api_url = github.base_url
+        worker.recheck()
+        assert worker.reach["github"][1] == ""
+    queue.close()
+
+
+def test_the_newest_reach_report_wins_not_the_last_written(tmp_path):
+    """Worker threads (and worker processes) report out of order: a failure seen before
+    a success but written after it must not mark the tracker."""
+    queue = EventQueue(tmp_path / "q.db")
+    worker = Worker(queue, lambda event: "", Metrics(), ServiceSettings(), threading.Event(),
+                    threading.Event(), keep_seconds=60)
+    now = time.monotonic()
+    worker.reached("jira", "", now)
+    worker.reached("jira", "Jira rejected the credentials (401)", now - 1)  # older: dropped
+    worker.reached("github", "cannot reach the GitHub API", now)
+    assert worker.reach["jira"] == (now, "") and worker.reach["github"][1]
     queue.close()
 
 
@@ -310,12 +356,70 @@ def test_health_is_503_while_jira_rejects_the_credentials(service, jira):
         health = service.get("/healthz")
         assert health.json()["status"] == "error", health.text
         assert "rejected the credentials" in health.json()["error"]
+        assert health.json()["unreachable"] == ["jira"]
         assert PAT not in health.text and "rotated" not in health.text
     finally:
         jira.pat = PAT
     service.post(issue_event("PAW-914"), delivery="reach-2")
     service.wait(lambda: service.get("/healthz").status_code == 200, 30, "a 200 health")
     assert service.get("/healthz").json()["status"] == "ready"
+    assert "unreachable" not in service.get("/healthz").json()
+
+
+def test_github_events_that_succeed_leave_jira_marked_on_health(service, jira, github):
+    """Per tracker: while Jira rejects the credentials, a GitHub event written back does
+    not turn /healthz to 200 (no Jira event succeeded); it keeps naming Jira."""
+    jira.add_issue("PAW-915", *LAB)
+    jira.pat = "pat-rotated-elsewhere-0000"
+    try:
+        assert service.post(issue_event("PAW-915"), delivery="tracker-1").status_code == 202
+        service.wait(lambda: service.get("/healthz").status_code == 503, 30, "a 503 health")
+        number = github.add_issue(REPO, *LAB, user="harbourlane-tom")
+        event = {"action": "opened", "issue": github.issue_payload(REPO, number),
+                 "repository": {"full_name": REPO},
+                 "sender": {"login": "octocat", "type": "User"}}
+        assert service.post_github(event, delivery=f"tracker-{number}").status_code == 202
+        service.wait(lambda: service.events()[f"github:tracker-{number}"]["state"] == "done",
+                     60, "the GitHub event")
+        until = time.monotonic() + 2  # the workers' reports reach the front within 0.5 s
+        while time.monotonic() < until:
+            health = service.get("/healthz")
+            assert health.status_code == 503, health.text
+            assert health.json()["unreachable"] == ["jira"], health.text
+            assert health.json()["error"].startswith("Jira write-backs fail: Jira rejected")
+            time.sleep(0.2)
+    finally:
+        jira.pat = PAT
+    service.post(issue_event("PAW-915"), delivery="tracker-2")
+    service.wait(lambda: service.get("/healthz").status_code == 200, 30, "a 200 health")
+
+
+def test_health_recovers_after_an_outage_without_a_webhook(tmp_path, jira, example_config):
+    """The event gave up while Jira rejected the credentials; once Jira takes them again,
+    the worker's own check (/myself, at most every recheck_every seconds) clears /healthz:
+    no webhook has to come (a load balancer going by /healthz would never send one)."""
+    jira.add_issue("PAW-916", *LAB)
+    with InProcess(tmp_path, jira, example_config, max_attempts=1) as app:
+        app.service.worker.recheck_every = 0.5
+        jira.pat = "pat-rotated-elsewhere-0000"
+        try:
+            assert app.post(issue_event("PAW-916"), "outage-1").status_code == 202
+            deadline = time.monotonic() + 30
+            while app.service.queue.get("outage-1")["state"] != "failed":
+                assert time.monotonic() < deadline, "the event did not fail"
+                time.sleep(0.05)
+            assert app.http.get("/healthz").status_code == 503
+            checks = len(jira.calls("GET", "/myself"))
+            time.sleep(2)  # marked: checked, but not more often than every 0.5 s
+            assert 1 <= len(jira.calls("GET", "/myself")) - checks <= 5
+            assert app.http.get("/healthz").status_code == 503  # still rejected
+        finally:
+            jira.pat = PAT
+        deadline = time.monotonic() + 10
+        while app.http.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline, app.http.get("/healthz").text
+            time.sleep(0.1)
+        assert app.service.queue.get("outage-1")["state"] == "failed"  # nothing ran again
 
 
 # --- odd JSON: 400, counted, nothing queued -----------------------------------------------------

@@ -326,6 +326,24 @@ def test_settings_and_access_errors_name_the_fix(tmp_path):
         GitHubAccess.from_env({}).token_for({"installation": {"id": 1}})
 
 
+@pytest.mark.parametrize("url", ["api.github.example.com", "https://", "ftp://ghe.example.com",
+                                 "https://ghe.example.com:v3/api"])
+def test_a_bad_github_api_url_stops_serve_at_start(url, runner, example_config, tmp_path):
+    """Like the other settings: exit 2 naming GITHUB_API_URL and the fix, before anything
+    starts (it used to fail every GitHub event instead)."""
+    with pytest.raises(InputError, match="GITHUB_API_URL"):
+        GitHubAccess.from_env({"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": url})
+    from scopeguard.cli import cli
+
+    result = runner.invoke(cli, ["serve", "-c", str(example_config), "--queue",
+                                 str(tmp_path / "q.db")],
+                           env={"SCOPEGUARD_GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_TOKEN": TOKEN,
+                                "GITHUB_API_URL": url, "JIRA_URL": None})
+    assert result.exit_code == 2, result.output
+    assert "GITHUB_API_URL" in result.output and "https://HOST/api/v3" in result.output
+    assert TOKEN not in result.output and not (tmp_path / "q.db").exists()
+
+
 # --- a GitHub App: installation tokens ---------------------------------------------------------
 
 

@@ -303,3 +303,25 @@ def test_a_worker_that_cannot_start_says_why_and_is_tried_again(tmp_path, jira, 
         assert "restarting it in 30s" in service.log.read_text()
     finally:
         service.stop()
+
+
+def test_the_pool_keeps_each_trackers_newest_report():
+    """Worker processes report each tracker's write-back outcome with time.monotonic()
+    (one clock for the machine): the newest wins per tracker, whichever worker sent it,
+    and one tracker's success never clears another's failure."""
+    from scopeguard.integrations.service.metrics import Metrics
+    from scopeguard.integrations.service.pool import WorkerPool
+    from scopeguard.integrations.service.settings import ServiceSettings
+
+    pool = WorkerPool(ServiceSettings(), 2, Metrics(), lambda pid: 0, "info", [])
+    try:
+        rejected = "Jira rejected the credentials (401) while reading issue PAW-1."
+        pool._apply("reach", 1, ("jira", 20.0, rejected))
+        pool._apply("reach", 2, ("jira", 10.0, ""))  # older, read after: dropped
+        pool._apply("reach", 2, ("github", 30.0, ""))  # GitHub's success: Jira's stays
+        assert pool.reach == {"jira": (20.0, rejected), "github": (30.0, "")}
+        pool._apply("reach", 2, ("jira", 25.0, ""))  # a newer Jira success clears it
+        assert pool.reach["jira"] == (25.0, "")
+    finally:
+        pool.stopping.set()
+        pool.wake.pending.set()

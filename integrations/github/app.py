@@ -26,7 +26,7 @@ from typing import Any
 
 from scopeguard.errors import ConfigError
 
-from .client import DEFAULT_API_URL, make_client, own_login, settings_from_env
+from .client import DEFAULT_API_URL, check_api_url, make_client, own_login, settings_from_env
 from .errors import github_errors
 
 
@@ -64,7 +64,9 @@ class GitHubAccess:
                                   "key.", "use the .pem file GitHub generated for the App "
                                   "(Settings > Developer settings > GitHub Apps > Private "
                                   "keys).") from None
-        access = cls(api_url=(env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
+        # A wrong URL refuses the start (exit 2), rather than fail every GitHub event.
+        api_url = check_api_url((env.get("GITHUB_API_URL") or DEFAULT_API_URL).strip())
+        access = cls(api_url=api_url.rstrip("/"),
                      token=env.get("GITHUB_TOKEN", "").strip(),
                      app_id=env.get("GITHUB_APP_ID", "").strip(), private_key=key,
                      login=env.get("SCOPEGUARD_GITHUB_LOGIN", "").strip())
@@ -115,6 +117,26 @@ class GitHubAccess:
         with self._lock:
             self._logins[kind] = login
         return login
+
+    def check(self) -> None:
+        """One cheap authenticated call, not retried: ``GET /app`` with the App's key, else
+        ``GET /user`` with GITHUB_TOKEN (a 403 there, an installation token's, still means
+        GitHub took it). Raises :class:`.errors.GitHubError` when it fails."""
+        from .errors import GitHubPermissionError
+
+        if self.app_id:
+            from github import Auth, GithubIntegration
+
+            with github_errors("checking the GitHub App's key (GET /app)", needs="the App"):
+                GithubIntegration(auth=Auth.AppAuth(self.app_id, self.private_key),
+                                  base_url=self.api_url, retry=0, timeout=15).get_app()
+            return
+        client = make_client(self.token, self.api_url, retries=0, throttle=False, timeout=15)
+        try:
+            with github_errors("checking that GitHub takes GITHUB_TOKEN (GET /user)"):
+                client.get_user().login  # noqa: B018 - the call is the check
+        except GitHubPermissionError:
+            pass
 
     def token_for(self, payload: Mapping[str, Any]) -> str:
         """A token for the event: the App installation's it came from, else GITHUB_TOKEN."""

@@ -30,7 +30,12 @@ from scopeguard.positioning import Positioning
 
 from ..github import webhook as github_webhook
 from ..github.app import GitHubAccess
-from ..github.errors import GitHubAuthError, GitHubError
+from ..github.errors import (
+    GitHubAuthError,
+    GitHubError,
+    GitHubRateLimitError,
+    GitHubUnavailableError,
+)
 from ..jira.client import ISSUE_FIELDS, JiraClient
 from ..jira.errors import (
     JiraAuthError,
@@ -40,6 +45,7 @@ from ..jira.errors import (
     JiraUnavailableError,
 )
 from ..jira.issues import issue_to_request
+from ..jira.transport import Transport
 from ..jira.webhook import watch_reason
 from ..jira.writeback import jira_label, write_back
 from .queue import Event
@@ -80,10 +86,21 @@ def permanent(exc: Exception) -> bool:
                             ValueError, KeyError))
 
 
-def unreachable(exc: Exception) -> bool:
-    """Whether ``exc`` stops every event, not only this one: the tracker rejected the
-    credentials, or could not be reached. ``/healthz`` says so until an event succeeds."""
-    return isinstance(exc, (JiraAuthError, JiraUnavailableError, GitHubAuthError))
+def tracker_of(event: Event) -> str:
+    """The tracker an event is written back to: ``jira`` or ``github``."""
+    return "github" if event.event.startswith(github_webhook.EVENT_PREFIX) else "jira"
+
+
+def reach(exc: Exception) -> str:
+    """What ``exc`` says of the tracker as a whole, for ``/healthz``: ``down`` when it
+    rejected the credentials or could not be reached at all (cannot connect, DNS, a
+    timeout): every event meets that; ``suspect`` when it kept answering 5xx or 429 for
+    one call (maybe only that issue's: :meth:`Handlers.check` decides); else ""."""
+    if isinstance(exc, (JiraAuthError, GitHubAuthError)):
+        return "down"
+    if isinstance(exc, (JiraUnavailableError, GitHubUnavailableError)):
+        return "down" if exc.status is None else "suspect"  # no status: no answer at all
+    return "suspect" if isinstance(exc, GitHubRateLimitError) else ""
 
 
 class SerialGuard:
@@ -123,6 +140,17 @@ class Handlers:
             raise ScopeguardError(
                 f"SCOPEGUARD_JIRA_NEEDS_DECISION {settings.jira_needs_decision!r} is also a "
                 "scope label. Fix: give it a name of its own, e.g. scope: needs-decision.")
+
+    def check(self, tracker: str) -> None:
+        """One cheap authenticated call to ``tracker`` (``jira``: ``/myself``; ``github``:
+        ``GET /user``, or ``GET /app`` for an App), not retried; raises when it fails."""
+        if tracker == "github":
+            if self.github.configured:
+                self.github.check()
+        elif self.client is not None:  # through the client's session, without its retries
+            once = Transport(self.client.jira, replace(self.client.retry, retries=0))
+            once.request("GET", "myself", action="checking that Jira takes the credentials "
+                                                 "(/myself)")
 
     def customer_field(self) -> str:
         """The customer field's id (the client remembers it), or "" without Jira."""

@@ -47,7 +47,7 @@ from .queue import QueueError, describe
 from .settings import ServiceSettings
 from .storage import open_queue
 from .store import IssueStore
-from .worker import Worker
+from .worker import Worker, describe_reach
 
 log = logging.getLogger("scopeguard.serve")
 
@@ -102,7 +102,8 @@ class Service:
         self.store: IssueStore | None = None
         self.handlers = Handlers(settings, self.positioning, self.client, self.github)
         self.worker = Worker(self.queue, self.handlers.handle, self.metrics, settings,
-                             self.stopping, self.wake, self.keep_seconds)
+                             self.stopping, self.wake, self.keep_seconds,
+                             check=self.handlers.check)
         self.threads: list[threading.Thread] = []
 
     @property
@@ -242,7 +243,8 @@ class Service:
         """(status code, body) of ``GET /healthz``: 200 only when events are being taken,
         stored and processed; 503 with the cause otherwise (loading, a failed start, a
         queue that cannot be written or read, workers that stopped, the newest write-back
-        failed because Jira or GitHub rejected the credentials or could not be reached)."""
+        to Jira or to GitHub failed because it rejected the credentials or could not be
+        reached: each tracker on its own, named)."""
         problems = [self.error, self.pool.queue_error if self.pool else self.worker.queue_error]
         try:
             counts = self.queue.counts()
@@ -253,8 +255,9 @@ class Service:
         if self.accept_error and not probe and time.monotonic() - self.accept_error_at > 60:
             self.accept_error = ""  # no webhook since, and the file takes writes again
         problems.append(self.accept_error)
-        # The tracker rejects the credentials or cannot be reached: every event fails.
-        problems.append(self.pool.reach_error if self.pool else self.worker.reach[1])
+        # A tracker rejects the credentials or cannot be reached: each of its events fails.
+        reach = dict(self.pool.reach) if self.pool else self.worker.reach_snapshot()
+        problems.append(describe_reach(reach))
         workers = self.threads[1:]  # [0] is the loader
         if self.ready.is_set() and workers and not any(t.is_alive() for t in workers):
             problems.append("the worker threads stopped. Fix: see the log; restart scopeguard "
@@ -271,6 +274,9 @@ class Service:
                                 "github": bool(self.settings.github_webhook_secret)}
         if problem:
             body["error"] = problem
+        down = sorted(t for t, (_, why) in reach.items() if why)
+        if down:  # which trackers' write-backs fail (the error says why)
+            body["unreachable"] = down
         return (200 if state == "ready" else 503), body
 
     def _remember_all(self, requests: Sequence[Any]) -> None:

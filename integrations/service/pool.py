@@ -10,10 +10,13 @@ keeps only the HTTP side, the queue's writes and the health.
 
 Each worker has a pipe to the parent (no shared semaphores to leak). Down it go ``wake``
 (an event was queued) and ``stop``; up it the worker reports ``ready``, a start ``error`` (shown
-on ``/healthz`` and refusing webhooks with 503 as before), its queue state, whether its
-last write-back failed for a cause every event meets (``reach``: credentials rejected,
-Jira unreachable; on ``/healthz``), the issues it knows and every metric it counts (the
-accepting process serves ``/metrics``). A worker
+on ``/healthz`` and refusing webhooks with 503 as before), its queue state, whether a
+tracker's write-back failed for a cause each of its events meets (``reach``, per
+tracker: credentials rejected, Jira or GitHub unreachable; on ``/healthz``; the newest
+report of any worker wins, by ``time.monotonic()``, one clock for the machine), the
+issues it knows and every metric it counts (the accepting process serves
+``/metrics``). Down the pipe also goes ``check`` to a worker that starts while a tracker
+is marked: it checks that tracker itself (:meth:`.worker.Worker.recheck`). A worker
 that dies is started again (after 1 s, doubling to 30 s while it keeps dying), and the
 events it held are queued again at once (their leases name its pid). A worker whose
 parent dies stops after its current event: no orphan keeps working a queue that a new
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -114,7 +118,8 @@ class WorkerPool:
         self.errors: dict[int, str] = {}
         self.queue_errors: dict[int, str] = {}
         self.known: dict[int, int] = {}
-        self.reach: tuple[float, str] = (0.0, "")  # the newest of the workers' (see Worker)
+        # tracker: (when, why) of the newest report of any worker (see Worker.reach)
+        self.reach: dict[str, tuple[float, str]] = {}
         self.restarts = 0
         self._backoff: dict[int, tuple[float, float]] = {}  # number: (delay, died at)
         self._lock = threading.Lock()  # the liveness check and a restart's spawn
@@ -152,12 +157,6 @@ class WorkerPool:
     @property
     def queue_error(self) -> str:
         return next((e for e in self.queue_errors.values() if e), "")
-
-    @property
-    def reach_error(self) -> str:
-        """Why the newest write-back of any worker failed (credentials rejected, tracker
-        unreachable); "" once one succeeded."""
-        return self.reach[1]
 
     def alive(self) -> int:
         return sum(p.is_alive() for p in self.processes.values())
@@ -198,14 +197,18 @@ class WorkerPool:
         elif kind == "ready":
             self.ready.add(number)
             self.errors.pop(number, None)
+            for tracker, (_, why) in list(self.reach.items()):  # (a mark whose worker died)
+                if why and number in self.channels:
+                    self.channels[number].send(("check", tracker))
         elif kind == "error":
             self.ready.discard(number)
             self.errors[number] = data
         elif kind == "queue":
             self.queue_errors[number] = data
         elif kind == "reach":  # the newest outcome wins, whichever worker had it
-            if data[0] >= self.reach[0]:
-                self.reach = (float(data[0]), str(data[1]))
+            tracker, when, why = str(data[0]), float(data[1]), str(data[2])
+            if when >= self.reach.get(tracker, (-math.inf, ""))[0]:
+                self.reach[tracker] = (when, why)
         elif kind == "known":
             self.known[number] = int(data)
 
@@ -315,16 +318,21 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
             log.warning("worker %d could not lower its priority: %s", number, exc)
     channel = Channel(conn)
 
+    checks: list[str] = []  # trackers the parent asks this worker to check
+
     def listen() -> None:
-        """The parent's words: wake (an event was queued), stop; its death (even by kill
-        -9) reads as end of file: finish the event in hand, then stop."""
+        """The parent's words: wake (an event was queued), stop, check (a tracker marked
+        unreachable); its death (even by kill -9) reads as end of file: finish the event
+        in hand, then stop."""
         while not stopping.is_set():
             try:
-                word = conn.recv()[0]
+                message = conn.recv()
             except (OSError, EOFError):
-                word = "stop"
-            if word == "stop":
+                message = ("stop",)
+            if message[0] == "stop":
                 stopping.set()
+            elif message[0] == "check":
+                checks.append(str(message[1]))
             wake.set()
 
     threading.Thread(target=listen, daemon=True).start()
@@ -335,7 +343,7 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which shows it
         channel.send(("error", number, f"worker {number} could not start: {exc}"))
         raise SystemExit(3) from None  # the pool starts it again in 30 s (a file fixed...)
-    service.worker.on_reach = lambda reach: channel.send(("reach", number, reach))
+    service.worker.on_reach = lambda *reach: channel.send(("reach", number, reach))
     service.start_worker()
     if service.error:  # the model did not load: shown on /healthz, tried again in 30 s
         channel.send(("error", number, service.error))
@@ -343,6 +351,8 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
         raise SystemExit(3)
     channel.send(("ready", number, None))
     while not stopping.wait(1.0):
+        while checks:  # the worker thread checks it (it runs recheck between events)
+            service.worker.suspect(checks.pop())
         channel.send(("queue", number, service.worker.queue_error))
         if service.store is not None:
             try:

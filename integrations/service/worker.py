@@ -5,6 +5,15 @@ to change: :func:`.handlers.permanent`), else queued again after a backoff that 
 from ``--retry-base`` up to ``--retry-max`` (or what ``Retry-After`` asked), and failed
 after ``--max-attempts``. Every outcome is counted in the metrics and logged.
 
+``reach`` keeps, per tracker (``jira``, ``github``), whether its newest write-back failed
+because it rejected the credentials or could not be reached (``/healthz`` is 503 while
+one did): set by such a failure, cleared by an event of that tracker that succeeds or
+by the worker's own check of it (:meth:`.handlers.Handlers.check`, at most every
+``RECHECK_EVERY`` seconds while it is marked: no webhook has to come). A 5xx or 429 that
+outlasted the retries may be one issue's: the check decides. Times are
+``time.monotonic()`` (one clock for every process of the machine), and the newest
+outcome wins, whichever thread or process had it.
+
 Example::
 
     worker = Worker(queue, handlers.handle, metrics, settings, stopping, wake, keep_seconds)
@@ -14,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -23,12 +33,14 @@ from contextlib import contextmanager
 from scopeguard.errors import ScopeguardError
 
 from ..jira.errors import JiraError
-from .handlers import permanent, unreachable
+from .handlers import permanent, reach, tracker_of
 from .metrics import Metrics
 from .queue import Event, EventQueue, QueueError, describe
 from .settings import ServiceSettings
 
 HEARTBEAT_MAX = 1800.0  # seconds an event's lease is renewed while it is handled, at most
+RECHECK_EVERY = 30.0  # seconds between checks of a tracker marked unreachable, at least
+TRACKERS = {"jira": "Jira", "github": "GitHub"}
 
 log = logging.getLogger("scopeguard.serve")
 
@@ -44,25 +56,33 @@ class Worker:
         stopping: set to stop the loop.
         wake: set when an event is queued, so an idle worker takes it at once.
         keep_seconds: how long done deliveries are remembered (pruned hourly).
+        check: one cheap authenticated call to a tracker (``jira``, ``github``), raising
+            when it fails (:meth:`.handlers.Handlers.check`); None: never checked.
     """
+
+    recheck_every = RECHECK_EVERY
 
     def __init__(self, queue: EventQueue, handle: Callable[[Event], str], metrics: Metrics,
                  settings: ServiceSettings, stopping: threading.Event, wake: threading.Event,
-                 keep_seconds: float) -> None:
+                 keep_seconds: float, check: Callable[[str], object] | None = None) -> None:
         self.queue, self.handle, self.metrics = queue, handle, metrics
         self.settings, self.stopping, self.wake = settings, stopping, wake
-        self.keep_seconds = keep_seconds
+        self.keep_seconds, self.check = keep_seconds, check
         self.queue_error = ""  # why the last claim failed (for /healthz); "" once one works
-        # (when, why) the last event failed for a cause every event meets (credentials
-        # rejected, tracker unreachable); why is "" once an event succeeds (for /healthz)
-        self.reach: tuple[float, str] = (0.0, "")
-        self.on_reach: Callable[[tuple[float, str]], object] | None = None  # told at once
+        # tracker: (when, why) its newest write-back failed for a cause every event meets
+        # (credentials rejected, tracker unreachable); why is "" once one succeeded
+        self.reach: dict[str, tuple[float, str]] = {}
+        self.on_reach: Callable[[str, float, str], object] | None = None  # told at once
+        self._checked: dict[str, float] = {}  # tracker: when its last check started
+        self._suspects: set[str] = set()  # trackers to check at once (a 5xx, a new process)
+        self._reach_lock = threading.Lock()
 
     def run(self, name: str) -> None:
         """Work until ``stopping`` is set: the target of one worker thread."""
         owner = self.queue.owner(name)
         pruned = time.monotonic()
         while not self.stopping.is_set():
+            self.recheck()
             if name == "worker-1" and time.monotonic() - pruned > 3600:
                 pruned = time.monotonic()
                 self.queue.prune(self.keep_seconds)
@@ -92,12 +112,17 @@ class Worker:
 
     def _run(self, event: Event, owner: str) -> None:
         where = f"{event.issue_key or '?'} (delivery {event.delivery_id[:60]})"
+        tracker = tracker_of(event)
         try:
             with self._heartbeat(event, owner):
                 outcome = self.handle(event)
         except Exception as exc:  # noqa: BLE001 - failed for good, or retried later
-            if unreachable(exc):
-                self._reached(f"events cannot be written back: {exc}")
+            cause = reach(exc)
+            if cause == "down":
+                self.reached(tracker, str(exc), time.monotonic())
+            elif cause == "suspect":  # one issue's, or the tracker's: its check says
+                self.suspect(tracker)
+                self.recheck()
             if permanent(exc):
                 self.queue.fail(event.delivery_id, owner, str(exc))
                 self.metrics.inc("scopeguard_events_failed_total")
@@ -105,7 +130,8 @@ class Worker:
             else:
                 self._retry(event, owner, where, exc)
             return
-        self._reached("")  # before the ack: once the event shows done, /healthz knows
+        # before the ack: once the event shows done, /healthz knows
+        self.reached(tracker, "", time.monotonic())
         if self._ack(event, owner, outcome):
             self.metrics.inc("scopeguard_events_processed_total",
                              outcome=outcome.split(":", 1)[0].split(" ", 1)[0])
@@ -113,10 +139,59 @@ class Worker:
                                  time.time() - event.received_at)
         log.info("%s: %s", where, outcome)
 
-    def _reached(self, error: str) -> None:
-        self.reach = (time.time(), error)
+    # --- reach: whether each tracker takes write-backs (for /healthz) --------------------
+
+    def reached(self, tracker: str, error: str, when: float) -> None:
+        """``tracker``'s outcome at ``when`` (monotonic): "" (it answered), else why no
+        event can be written back to it. An outcome older than the one kept is dropped."""
+        with self._reach_lock:
+            before = self.reach.get(tracker, (-math.inf, ""))
+            if when < before[0]:
+                return
+            self.reach[tracker] = (when, error)
+            if error and not before[1]:  # newly marked: its first check in recheck_every
+                self._checked[tracker] = when
+        if error and not before[1]:
+            log.error("%s write-backs fail: %s (checked again every %.0fs)",
+                      TRACKERS.get(tracker, tracker), error, self.recheck_every)
+        elif before[1] and not error:
+            log.info("%s takes write-backs again", TRACKERS.get(tracker, tracker))
         if self.on_reach is not None:
-            self.on_reach(self.reach)
+            self.on_reach(tracker, when, error)
+
+    def reach_snapshot(self) -> dict[str, tuple[float, str]]:
+        """A copy of :attr:`reach` (other threads write it)."""
+        with self._reach_lock:
+            return dict(self.reach)
+
+    def suspect(self, tracker: str) -> None:
+        """Check ``tracker`` at the next :meth:`recheck` (its last check's answer holds
+        for ``recheck_every`` seconds)."""
+        with self._reach_lock:
+            self._suspects.add(tracker)
+
+    def recheck(self) -> None:
+        """Check each tracker marked unreachable (or suspected) whose last check is
+        ``recheck_every`` seconds old; one thread at a time checks a tracker."""
+        if self.check is None:
+            return
+        now = time.monotonic()
+        with self._reach_lock:
+            due = [t for t in sorted({*self._suspects, *(t for t, (_, why) in self.reach.items()
+                                                         if why)})
+                   if now - self._checked.get(t, -math.inf) >= self.recheck_every]
+            self._suspects.clear()
+            for tracker in due:
+                self._checked[tracker] = now
+        for tracker in due:
+            try:
+                self.check(tracker)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, no event gets through
+                error = str(exc) if isinstance(exc, ScopeguardError) else (
+                    f"{type(exc).__name__} while checking {TRACKERS.get(tracker, tracker)}")
+                self.reached(tracker, error, time.monotonic())
+            else:
+                self.reached(tracker, "", time.monotonic())
 
     @contextmanager
     def _heartbeat(self, event: Event, owner: str) -> Iterator[None]:
@@ -175,3 +250,9 @@ class Worker:
             log.warning("%s: attempt %d failed, retrying in %.1fs: %s", where,
                         event.attempts, delay, message,
                         exc_info=not isinstance(exc, ScopeguardError))
+
+
+def describe_reach(reach: dict[str, tuple[float, str]]) -> str:
+    """The ``/healthz`` error for the trackers whose newest write-back failed."""
+    return " ".join(f"{TRACKERS.get(t, t)} write-backs fail: {why}"
+                    for t, (_, why) in sorted(reach.items()) if why)

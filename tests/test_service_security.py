@@ -498,7 +498,7 @@ def test_webhook_fields_cannot_forge_log_lines():
     assert "\u2028" not in line and "\\n2026-12-02" in line and "***" in line
     assert SECRET not in line
     try:
-        raise ValueError("boom")
+        raise ValueError("boom " + forged)  # an exception repeating what a sender wrote
     except ValueError:
         import sys
 
@@ -506,7 +506,10 @@ def test_webhook_fields_cannot_forge_log_lines():
                                    sys.exc_info())
     scrub.filter(record)
     head, *trace = record.getMessage().split("\n")
-    assert head == "failed: a\\nb" and trace[0].startswith("Traceback")
+    assert head == "failed: a\\nb" and trace[0].strip().startswith("Traceback")
+    assert all(line.startswith("  ") for line in trace), trace  # none reads as a record
+    assert trace[-2:] == ["  ValueError: boom jira:worklog_updated",
+                          "  2026-12-02 14:00:00,000 ERROR scopeguard.serve: FORGED"]
 
 
 def test_a_token_with_plus_signs_is_accepted_unencoded_in_the_query():

@@ -27,7 +27,7 @@ def _escape(match: re.Match[str]) -> str:
 class Scrub(logging.Filter):
     """Replaces any configured secret in a log record with ``***`` (defence in depth), and
     writes control characters in the message escaped (``\\n``): one record, one line
-    (a traceback, appended after, keeps its lines)."""
+    (a traceback, appended after, keeps its lines, each indented)."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
@@ -36,7 +36,11 @@ class Scrub(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = _CONTROL.sub(_escape, self.mask(record.getMessage()))
         if record.exc_info:
-            message += "\n" + self.mask(logging.Formatter().formatException(record.exc_info))
+            trace = self.mask(logging.Formatter().formatException(record.exc_info))
+            # indented, each line escaped: an exception's text (its last lines) may repeat
+            # what a sender wrote, and must not start a line that reads as a record
+            message += "".join("\n  " + _CONTROL.sub(_escape, line)
+                               for line in trace.split("\n"))
             record.exc_info = None
             record.exc_text = None
         message = _USERINFO.sub(r"\1***@", message)  # credentials written into any URL

@@ -202,6 +202,9 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
     if file:
         text = _read_stdin() if file == "-" else _read_file(file)
         stripped = text.strip()
+        if stripped.startswith("{") and (title or body is not None):
+            raise click.UsageError(f"{file} is a JSON request: its title and body are used, "
+                                   "not --title/--body. Fix: pass one or the other.")
         if stripped.startswith("{"):
             try:
                 data = json.loads(stripped)
@@ -627,6 +630,9 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
     from .memo import AnalysisMemo
     from .runtime import db_path, open_scopeguard
 
+    if as_json and fmt not in ("table", "json"):  # table: the default, not a choice
+        raise click.UsageError(f"--json is --format json: it cannot go with --format {fmt}. "
+                               "Fix: pass one of them.")
     if as_json:
         fmt, quiet = "json", True
     guard = open_scopeguard(config, db, model)

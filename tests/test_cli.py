@@ -141,3 +141,16 @@ def test_an_output_the_system_refuses_is_named(runner, tmp_path, example_config,
                                  str(example_backlog), "--db", str(tmp_path / "c.db"), *FAST,
                                  "-o", "/proc/self/status"])
     assert result.exit_code == 2 and "(/proc/self/status)" in result.output, result.output
+
+
+def test_options_that_contradict_each_other_are_refused(runner, tmp_path, example_config,
+                                                        example_backlog):
+    request = tmp_path / "r.json"
+    request.write_text('{"title": "Reminders by WhatsApp", "body": "please"}')
+    result = runner.invoke(cli, ["classify", "-c", str(example_config), *FAST, "--db",
+                                 str(tmp_path / "c.db"), "-t", "other", "-f", str(request)])
+    assert result.exit_code == 2 and "not --title/--body" in result.output, result.output
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), *FAST, "--db",
+                                 str(tmp_path / "c.db"), "--from-file", str(example_backlog),
+                                 "--json", "--format", "html"])
+    assert result.exit_code == 2 and "--json is --format json" in result.output, result.output

@@ -13,6 +13,7 @@ over the neighbour lists the verdicts already needed.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -125,7 +126,9 @@ def leader_clusters(neighbours: Sequence[Sequence[tuple[int, float]]]) -> list[l
 
 
 def _month(created_at: str) -> str:
-    return created_at[:7] if len(created_at) >= 7 and created_at[4] == "-" else "unknown"
+    """``YYYY-MM`` of an ISO date (or timestamp), else "unknown" (a month 13 is no month)."""
+    found = re.match(r"(\d{4})-(\d{2})(?:\D|$)", created_at)
+    return found.group(0)[:7] if found and 1 <= int(found.group(2)) <= 12 else "unknown"
 
 
 def build_report(analysis: Analysis, index: ProductIndex, rules: Rules, product: str,

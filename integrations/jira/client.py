@@ -272,7 +272,7 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
     server = (server or env.get("JIRA_URL", "")).strip().rstrip("/")
     if not server:
         raise JiraConfigError("no Jira URL. Fix: set JIRA_URL (e.g. https://your-site."
-                              "atlassian.net) or pass --jira-url.")
+                              "atlassian.net).")
     parts = urlparse(server)
     authority = server.split("://", 1)[-1].split("/", 1)[0]
     if "@" in authority or parts.username is not None or parts.password is not None:

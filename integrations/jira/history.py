@@ -23,13 +23,17 @@ HISTORY_FIELDS = (*ISSUE_FIELDS, "resolution", "resolutiondate", "updated")
 def history_jql(project: str = "", jql: str = "", since: str = "") -> str:
     """The query: ``jql`` as given, else the project's resolved issues; with ``since``,
     everything updated since then (oldest first)."""
+    from datetime import datetime, timedelta
+
     base = jql or f'project = "{project}"'
-    if since:
+    try:  # the mark is the newest 'updated' Jira gave: one it cannot have meant is no mark
+        start = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+    except ValueError:
+        start = None  # read everything again (what was imported is replaced, not doubled)
+    if start is not None:
         # JQL reads a date in the Jira user's time zone, which may be up to 14 hours from
         # UTC: start a day early (what was imported already is replaced, not doubled).
-        from datetime import datetime, timedelta
-
-        start = datetime.fromisoformat(since.replace("Z", "+00:00")) - timedelta(days=1)
+        start -= timedelta(days=1)
         return f'({base}) AND updated >= "{start:%Y-%m-%d %H:%M}" ORDER BY updated ASC'
     return f"({base}) AND resolution is not EMPTY ORDER BY updated ASC"
 

@@ -361,3 +361,33 @@ def test_a_slow_event_keeps_its_lease_and_an_expired_one_fails_after_max_attempt
     assert queue.retry("r-1", first, "late", 0) == "lost-lease"
     assert queue.get("r-1")["lease_owner"] == second
     assert queue.ack("r-1", second, "done")
+
+
+@pytest.mark.postgres
+def test_a_database_of_someone_elses_tables_is_never_changed(runner, pg_cluster):
+    """A database scopeguard never migrated, holding an application's own 'issues' table:
+    store migrate refuses it naming the tables (it added a column and an index to them),
+    and relabels, a read-only export, refuses an unmigrated database instead of migrating
+    it. Nothing of scopeguard's is left behind either."""
+    import psycopg
+
+    url = pg_cluster.create_database("someone_else")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE issues (id serial PRIMARY KEY, title text)")
+    result = runner.invoke(cli, ["store", "migrate", "--store", url])
+    assert result.exit_code == 2 and "tables scopeguard did not create (issues)" in \
+        result.output and "Fix:" in result.output, result.output
+    empty = pg_cluster.create_database("empty_one")
+    for target in (url, empty):
+        result = runner.invoke(cli, ["relabels", "--queue", target])
+        assert result.exit_code == 2 and "not a scopeguard store" in result.output, \
+            result.output
+    for target in (url, empty):
+        with psycopg.connect(target) as conn:
+            tables = {r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+            columns = {r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'issues'")}
+        assert tables == ({"issues"} if target == url else set()), tables
+        assert columns <= {"id", "title"}, columns

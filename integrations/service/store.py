@@ -292,13 +292,19 @@ _RELABELLED = ("SELECT key, request, human_key, predicted, human_at, asked FROM 
 
 
 def _pg_relabels(url: str) -> list[tuple]:
-    from .pg.queue import PgEventQueue
+    """The relabelled issues of a PostgreSQL store, read only: a database scopeguard never
+    migrated is refused, not migrated (an export changes nothing)."""
+    from .pg.connect import Database
+    from .pg.schema import version
 
-    queue = PgEventQueue(url, pool=1)
+    db = Database(url, size=1)
     try:
-        return list(queue._conn().execute(_RELABELLED).fetchall())
+        if version(db) == 0:
+            raise QueueError(f"{redact(url)} is not a scopeguard store (no scopeguard_schema "
+                             "table). Fix: pass the --store URL that scopeguard serve uses.")
+        return list(db.execute(_RELABELLED).fetchall())
     finally:
-        queue.close()
+        db.close()
 
 
 def _relabels(found: Sequence[tuple]) -> Relabels:

@@ -75,6 +75,7 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     ("ALTER TABLE issues ADD COLUMN IF NOT EXISTS asked INTEGER NOT NULL DEFAULT 0",),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+TABLES = ("events", "issues", "embeddings", "models", "health")  # what the steps create
 
 
 def version(db: Database) -> int:
@@ -98,6 +99,15 @@ def migrate(db: Database) -> tuple[int, int]:
                    "KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         before = int(tx.execute("SELECT coalesce(max(version), 0) FROM scopeguard_schema")
                      .fetchone()[0])
+        if before == 0:  # scopeguard never migrated it: tables of these names are another's
+            taken = [name for name in TABLES if tx.execute(
+                "SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]]
+            if taken:  # raising rolls back: nothing of scopeguard's is left in it either
+                raise QueueError(
+                    f"{redact(db.url)} already has tables scopeguard did not create "
+                    f"({', '.join(taken)}): migrating would change them. Fix: give "
+                    "scopeguard a database of its own (or a schema of its own, "
+                    "?options=-csearch_path%3Dscopeguard).")
         if before > SCHEMA_VERSION:
             raise QueueError(f"{redact(db.url)} was written by a newer scopeguard (store schema "
                              f"{before}, this one knows {SCHEMA_VERSION}). Fix: upgrade "

@@ -106,8 +106,7 @@ def migrate(db: Database) -> tuple[int, int]:
                 raise QueueError(
                     f"{redact(db.url)} already has tables scopeguard did not create "
                     f"({', '.join(taken)}): migrating would change them. Fix: give "
-                    "scopeguard a database of its own (or a schema of its own, "
-                    "?options=-csearch_path%3Dscopeguard).")
+                    "scopeguard a database of its own (CREATE DATABASE scopeguard).")
         if before > SCHEMA_VERSION:
             raise QueueError(f"{redact(db.url)} was written by a newer scopeguard (store schema "
                              f"{before}, this one knows {SCHEMA_VERSION}). Fix: upgrade "

@@ -391,3 +391,32 @@ def test_a_database_of_someone_elses_tables_is_never_changed(runner, pg_cluster)
                 "WHERE table_name = 'issues'")}
         assert tables == ({"issues"} if target == url else set()), tables
         assert columns <= {"id", "title"}, columns
+
+
+@pytest.mark.postgres
+def test_a_user_without_rights_and_a_nul_in_a_text_get_answers_not_driver_errors(
+        runner, pg_cluster, pg_url):
+    """A user that may not create the tables gets a fix that names the owner (it got
+    "Fix: see its log" with libpq's lines run together); a NUL in an error or a label,
+    which SQLite stores, is stored as U+FFFD (PostgreSQL's text refuses NUL)."""
+    import psycopg
+    from scopeguard.integrations.service.pg.queue import PgEventQueue
+
+    url = pg_cluster.create_database("not_mine")
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS visitor")
+        conn.execute("CREATE ROLE visitor LOGIN")
+    result = runner.invoke(cli, ["store", "migrate", "--store",
+                                 url.replace("postgres@", "visitor@")])
+    assert result.exit_code == 2, result.output
+    assert "may not do this" in result.output and "tables' owner" in result.output
+    assert "publicLINE" not in result.output
+    queue = PgEventQueue(pg_url)
+    try:
+        assert queue.accept("d-nul", b'{"issue": {"key": "PAW-1"}}', "jira:issue_created",
+                            "PAW-1") == "queued"
+        event = queue.claim(queue.owner("t"))
+        queue.fail(event.delivery_id, queue.owner("t"), "Jira said: bad\x00label")
+        assert queue.counts()["failed"] == 1
+    finally:
+        queue.close()

@@ -66,20 +66,33 @@ class Tx:
         self.conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        return Result(self.conn.execute(to_psycopg(sql), tuple(params)))
+        return Result(self.conn.execute(to_psycopg(sql), storable(params)))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self.conn.cursor() as cursor:
-            cursor.executemany(to_psycopg(sql), [tuple(r) for r in rows])
+            cursor.executemany(to_psycopg(sql), [storable(r) for r in rows])
+
+
+def storable(params: Sequence[Any]) -> tuple[Any, ...]:
+    """``params`` as PostgreSQL takes them: its text holds no NUL character (SQLite's does;
+    an error message or a label may carry one), so NUL becomes U+FFFD."""
+    return tuple(p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p
+                 for p in params)
 
 
 def describe(url: str, exc: BaseException) -> str:
     """What is wrong with the database, and what to do (the password never shown)."""
     where = redact(url)
-    text = redact(str(exc))  # a driver may quote the URL back, or parts of it
+    # libpq's lines ("...public\nLINE 1: ...") on one, before redact (which, as urlsplit,
+    # drops line breaks); a driver may quote the URL back, or parts of it
+    text = redact(" ".join(str(exc).split()))
     for piece in sorted(secret_pieces(password(url)), key=len, reverse=True):
         text = text.replace(piece, "***")
     kind = type(exc).__name__
+    if kind == "InsufficientPrivilege":
+        return (f"{where}: the PostgreSQL user may not do this ({text}). Fix: run scopeguard "
+                "store migrate as the tables' owner, and give serve a user that owns them "
+                "(docs/postgresql.md, Migrations).")
     if kind in ("PoolTimeout", "OperationalError") or "connect" in text.lower():
         return (f"{where}: PostgreSQL cannot be reached ({text.strip()}). Fix: check that the "
                 "server runs and that the URL (--store, SCOPEGUARD_STORE) names its host, "

@@ -94,7 +94,7 @@ class EventQueue:
         self._local = threading.local()
         self._lock_file: Any = None
         self._probed: tuple[float, str] = (-1e18, "")
-        self.accepts = GroupCommit(self._tx, on_exit=self._close_thread_conn,
+        self.accepts = GroupCommit(self._accept_tx, on_exit=self._close_thread_conn,
                                    run=accept_batch)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -227,8 +227,8 @@ class EventQueue:
         body replayed with a new id). Nothing is stored unless ``queued``. The check and the
         insert are in one transaction (shared with concurrent accepts: group_commit.py)."""
         try:
-            return self._kept(self.accepts.submit(self._accept_write(
-                delivery_id, payload, event, issue_key, replay_window)))
+            return self.accepts.submit(self._accept_write(delivery_id, payload, event,
+                                                          issue_key, replay_window))
         except sqlite3.Error as exc:
             raise QueueUnavailable(describe(self.path, exc)) from None
 
@@ -236,18 +236,25 @@ class EventQueue:
                            issue_key: str = "", *, replay_window: float = 0.0) -> str:
         """:meth:`accept` for the accepting event loop: it goes on while the write commits."""
         try:
-            return self._kept(await self.accepts.submit_async(self._accept_write(
-                delivery_id, payload, event, issue_key, replay_window)))
+            return await self.accepts.submit_async(self._accept_write(
+                delivery_id, payload, event, issue_key, replay_window))
         except sqlite3.Error as exc:
             raise QueueUnavailable(describe(self.path, exc)) from None
 
-    def _kept(self, state: str) -> str:
-        """``state``, once the commit is known to be in the file at the path (not one
-        deleted meanwhile): else 503, and the sender sends it again."""
-        gone = replaced(self.path, self._opened, self._lock_file and self._lock_file.fileno())
+    @contextmanager
+    def _accept_tx(self) -> Iterator[sqlite3.Connection]:
+        """A batch of accepts' transaction; once committed, the check that it went into
+        the file at the path (not one deleted meanwhile): else every accept of the batch
+        is a 503 and its sender sends it again. Once a batch, in the committer thread."""
+        with self._tx() as conn:
+            yield conn
+        gone = self._gone()
         if gone:
             raise QueueUnavailable(gone)
-        return state
+
+    def _gone(self) -> str:
+        """Why the file (or its lock) at the path is not the one opened, or ""."""
+        return replaced(self.path, self._opened, self._lock_file and self._lock_file.fileno())
 
     def _accept_write(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
                       replay_window: float) -> Accept:
@@ -381,7 +388,7 @@ class EventQueue:
         """"" when a write to the file succeeds, else why not (a full disk, a damaged or
         read-only file); tried at most every ``every`` seconds, for /healthz."""
         now = time.monotonic()
-        gone = replaced(self.path, self._opened, self._lock_file and self._lock_file.fileno())
+        gone = self._gone()
         if gone or now - self._probed[0] < every:
             return gone or self._probed[1]
         try:

@@ -51,12 +51,25 @@ class Request:
         return self.customer or self.author or self.id
 
 
-def check_request(request: Request, where: str = "request") -> Request:
-    """Refuse requests that cannot be classified, saying why and what to do; text that
-    UTF-8 cannot carry (lone surrogates from a cut emoji) is repaired, not refused."""
+def sound_request(request: Request) -> Request:
+    """``request`` with text UTF-8 can carry in every field: a lone surrogate (a cut emoji,
+    "\\ud83d" in a tracker's JSON) becomes U+FFFD, so the request can be written anywhere."""
     fixed = {k: sound_text(getattr(request, k)) for k in _FIELDS}
     if any(fixed[k] != getattr(request, k) for k in fixed):
         request = replace(request, **fixed)
+    return request
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split at ``\\n`` (and ``\\r\\n``) only. ``str.splitlines``
+    also splits at U+2028, U+2029 and U+0085, which a JSON string may hold raw."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def check_request(request: Request, where: str = "request") -> Request:
+    """Refuse requests that cannot be classified, saying why and what to do; text that
+    UTF-8 cannot carry (lone surrogates from a cut emoji) is repaired, not refused."""
+    request = sound_request(request)
     rid = request.id.strip()
     who = where if not rid or where.split()[-1] in (rid, f"#{rid}") else f"{where} {rid}"
     if not request.title.strip() and not request.body.strip():
@@ -219,10 +232,7 @@ def read_backlog(path: str | Path, encoding: str | None = None,
         for n, item in enumerate(data, start=1):
             requests.append(request_from_dict(item, f"{path} item {n}"))
     else:
-        # Lines end at \n (or \r\n) only: str.splitlines() also splits on U+2028, U+2029
-        # and U+0085, which a JSON string may hold raw (an issue's text does).
-        for n, line in enumerate(text.split("\n"), start=1):
-            line = line.removesuffix("\r")
+        for n, line in enumerate(jsonl_lines(text), start=1):
             if not line.strip():
                 continue
             try:
@@ -251,10 +261,8 @@ def _read_csv(text: str, path: Path) -> list[Request]:
     csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_BODY + 1024))
     try:
         return _csv_rows(text, path, strict=True)
-    except csv.Error as exc:
-        if "unexpected end of data" not in str(exc):  # a quirk csv reads leniently
-            return _csv_rows(text, path, strict=False)
-        raise
+    except csv.Error:  # a quirk the strict reader refuses and csv reads leniently
+        return _csv_rows(text, path, strict=False)
 
 
 def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
@@ -276,7 +284,7 @@ def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
         try:
             row = next(reader, None)
         except csv.Error as exc:
-            if "unexpected end of data" in str(exc) and strict:
+            if "unexpected end of data" in str(exc):
                 raise InputError(f"{path} line {began}: a quoted field that begins here is "
                                  "never closed. Fix: close it with a quote (a quote inside "
                                  "a field is written twice: \"\").") from None
@@ -284,7 +292,10 @@ def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
                 raise InputError(f"{path} line {began}: a field is larger than "
                                  f"{csv.field_size_limit():,} characters. Fix: move logs and "
                                  "attachments out of the request.") from None
-            raise
+            if strict:
+                raise  # the lenient reader tries it
+            raise InputError(f"{path} line {began}: not valid CSV ({exc}). Fix: save the "
+                             "file again from the spreadsheet, as CSV UTF-8.") from None
         if row is None:
             break
         if not row:  # a blank line

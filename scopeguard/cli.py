@@ -202,10 +202,10 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
     if file:
         text = _read_stdin() if file == "-" else _read_file(file)
         stripped = text.strip()
-        if stripped.startswith("{") and (title or body is not None):
-            raise click.UsageError(f"{file} is a JSON request: its title and body are used, "
-                                   "not --title/--body. Fix: pass one or the other.")
         if stripped.startswith("{"):
+            if title or body is not None:
+                raise click.UsageError(f"{file} is a JSON request: its title and body are "
+                                       "used, not --title/--body. Fix: pass one or the other.")
             try:
                 data = json.loads(stripped)
             except RecursionError:
@@ -243,7 +243,7 @@ def _is_date(text: str) -> bool:
         return False
 
 
-def _number(param: click.Parameter, value: float) -> float:
+def _number(ctx: click.Context, param: click.Parameter, value: float) -> float:
     """A float option's value, refused when it is not a number (click's ranges let NaN by)."""
     if value != value:
         raise click.BadParameter("nan is not a number. Fix: e.g. 30.", param=param)
@@ -959,7 +959,7 @@ def _given_head(calibration: str, model_id: str):
 @click.option("--out", "out_path", default="calibration.json", show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the calibration.")
 @click.option("--l2", default=30.0, show_default=True,
-              type=click.FloatRange(min=0, max=1e9), callback=lambda c, p, v: _number(p, v),
+              type=click.FloatRange(min=0, max=1e9), callback=_number,
               help="L2 penalty: larger is more cautious, for little history.")
 @click.option("--class-weight", type=click.Choice(["balanced", "sqrt", "none"]),
               default="balanced", show_default=True,

@@ -29,8 +29,6 @@ def db_path(db: str | None = None) -> str:
     return db or os.environ.get("SCOPEGUARD_DB") or DEFAULT_DB
 
 
-
-
 def backend_name(backend: str | None = None) -> str:
     name = (backend or os.environ.get("SCOPEGUARD_BACKEND") or "onnx").strip().lower()
     if name not in BACKENDS:

@@ -47,8 +47,8 @@ from scopeguard.backlog import (
     is_bot,
     is_feature_request,
     skipped_author,
+    sound_request,
 )
-from scopeguard.clean import sound_text
 from scopeguard.errors import ConfigError, InputError, ScopeguardError
 from scopeguard.markup import md_code, md_text
 from scopeguard.positioning import DEFAULT_FILENAMES, Positioning, find_positioning, load_positioning
@@ -366,14 +366,6 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
     if action == "labeled" and key_of(label, names):
         return record_relabel(ctx, issue, request, label, event.get("sender") or {})
     return classify_issue(ctx, issue, request)
-
-
-def sound_request(request: Request) -> Request:
-    """``request`` with text UTF-8 can carry (a lone surrogate, "\\ud83d" in GitHub's JSON,
-    becomes U+FFFD, as ``check_request`` repairs it): the summary, the log and the relabels
-    row repeat the title and body, and writing a surrogate fails."""
-    fixed = {k: sound_text(getattr(request, k)) for k in ("title", "body", "author")}
-    return replace(request, **fixed)
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

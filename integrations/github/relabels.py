@@ -31,7 +31,7 @@ from typing import Any
 
 from github import GithubException
 
-from scopeguard.backlog import Request, is_bot, resolve_customer
+from scopeguard.backlog import Request, is_bot, jsonl_lines, resolve_customer
 from scopeguard.markup import md_code, md_fence, md_text
 from scopeguard.positioning import Positioning
 
@@ -282,11 +282,6 @@ def _escape_separators(line: str) -> str:
     where the escape means the same)."""
     return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace(
         "\x85", "\\u0085")
-
-
-def jsonl_lines(text: str) -> list[str]:
-    """The lines of a JSONL text: split on ``\\n`` (and ``\\r\\n``) only, as JSONL is."""
-    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def ensure_branch(repo: Any, branch: str) -> None:

@@ -338,8 +338,9 @@ def decode(raw: bytes, where: str, encoding: str | None = None,
         line = raw[:exc.start].count(b"\n") + 1
         other = (f", or pass {option} with its encoding, e.g. {option} latin-1" if option
                  else "")
+        excel = " (Excel: 'CSV UTF-8')" if str(where).lower().endswith(".csv") else ""
         raise InputError(f"{where} line {line}: not {exc.encoding} (byte 0x{raw[exc.start]:02x}). "
-                         f"Fix: save the file as UTF-8 (Excel: 'CSV UTF-8'){other}.") from None
+                         f"Fix: save the file as UTF-8{excel}{other}.") from None
 
 
 def with_customers(requests: Iterable[Request], rule: CustomerRule) -> list[Request]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import DIST_NAME, render
 from .backlog import Request, decode, read_backlog, request_from_dict
-from .errors import ScopeguardError
+from .errors import InputError, ScopeguardError
 from .markup import plain
 from .settings import BACKENDS
 
@@ -184,11 +184,20 @@ def init(path: str, force: bool, docs: tuple[str, ...], product: str | None) -> 
     if docs:
         from .draft import Doc, draft, render
 
-        drafted = draft([Doc(d, _read_file(d)) for d in docs], product or "")
+        read = [Doc(d, _read_file(d)) for d in docs]
+        if not any(doc.text.strip() for doc in read):
+            raise InputError(f"{', '.join(docs)}: empty, nothing to draft from. Fix: pass the "
+                             "product's README or docs (Markdown or text), or run 'scopeguard "
+                             "init' without --from-docs for the commented template.")
+        drafted = draft(read, product or "")
         target.write_text(render(drafted, docs), encoding="utf-8")
         click.echo(f"drafted {path} from {', '.join(docs)}: {len(drafted.features)} features, "
                    f"{len(drafted.non_goals)} non-goals, {len(drafted.statements)} statements. "
                    f"Reword it, fill the TODO fields, then run 'scopeguard check {path}'.")
+        if not drafted.features:
+            click.echo(f"warning: found no features in {', '.join(docs)} (a list under a "
+                       "heading such as Features): write them into the draft yourself, or "
+                       "pass the docs page that lists them.", err=True)
         return
     target.write_text(TEMPLATE, encoding="utf-8")
     click.echo(f"wrote {path}: fill it in, then run 'scopeguard check {path}'.")

@@ -183,3 +183,30 @@ def test_a_drafted_file_round_trips_hostile_text():
     text = render(draft([Doc("R.md", hostile)]), ["R.md"])
     data = read_yaml(text, "draft")
     assert data["features"][0]["name"] == "Quotes \" and \\\\ back"
+
+
+def test_init_from_empty_docs_is_refused_and_a_draft_without_features_warns(runner, tmp_path):
+    empty, blank = tmp_path / "empty.md", tmp_path / "blank.md"
+    empty.write_bytes(b"")
+    blank.write_text("\n  \n\t\n")
+    out = tmp_path / "scopeguard.yml"
+    result = runner.invoke(cli, ["init", str(out), "--from-docs", str(empty), "--from-docs",
+                                 str(blank)])
+    assert result.exit_code == 2
+    assert "empty.md" in result.output and "without --from-docs" in result.output
+    assert not out.exists()  # nothing written from nothing
+    headings = tmp_path / "headings.md"
+    headings.write_text("# Tasklet\n\nTasklet is a small task list for teams.\n")
+    drafted = runner.invoke(cli, ["init", str(out), "--from-docs", str(headings)])
+    assert drafted.exit_code == 0 and out.exists()
+    assert "0 features" in drafted.output
+    assert "warning: found no features in" in drafted.stderr
+
+
+def test_an_undecodable_doc_names_the_file_without_a_spreadsheet_hint(runner, tmp_path):
+    doc = tmp_path / "README.md"
+    doc.write_bytes(b"# Tasklet\n\x81\x82 broken\n")
+    result = runner.invoke(cli, ["init", str(tmp_path / "s.yml"), "--from-docs", str(doc)])
+    assert result.exit_code == 2
+    assert "README.md line 2" in result.output and "UTF-8" in result.output
+    assert "Excel" not in result.output

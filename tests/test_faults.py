@@ -612,7 +612,7 @@ BAD_BACKLOGS = {
     "deep.jsonl": ('{"id": "1", "title": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
                    "nests too deeply"),
     "latin1.csv": ("id,title,body\n1,Caf\xe9 export,na\xefve\n".encode("latin-1"),
-                   "not utf-8 (byte 0xe9)"),
+                   "not utf-8 (byte 0xe9). Fix: save the file as UTF-8 (Excel: 'CSV UTF-8')"),
 }
 
 

@@ -895,3 +895,72 @@ def test_the_webhook_routes_answer_under_a_root_path(tmp_path, jira, example_con
             "Content-Type": "application/json", "X-Atlassian-Webhook-Identifier": "d-root",
             "X-Hub-Signature": sign(SECRET, body)})
         assert signed.status_code == 202, signed.text
+
+
+def test_a_queue_write_that_fails_after_an_event_does_not_end_the_worker(tmp_path):
+    """SQLite's own errors (a full disk, a file locked past the busy timeout) raised by
+    the write that records an event's outcome ended the worker thread, while /healthz
+    stayed 200 and the queue stood still. Now the failure is said (queue_error, for
+    /healthz), the event stays leased until its lease expires, and then it is done."""
+    now = [1_000_000.0]
+    queue = EventQueue(tmp_path / "q.db", lease=30, clock=lambda: now[0])
+    calls, errors = [], []
+    real_retry = queue.retry
+
+    def handle(event):
+        calls.append(event.attempts)
+        if len(calls) == 1:
+            raise RuntimeError("Jira answered 502")
+        return "labelled"
+
+    def retry(*args):
+        if not errors:
+            errors.append(1)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_retry(*args)
+
+    queue.retry = retry
+    stopping, wake = threading.Event(), threading.Event()
+    worker = Worker(queue, handle, Metrics(), ServiceSettings(), stopping, wake, keep_seconds=60)
+    assert queue.accept("d-1", b"{}", "jira:issue_created", "PAW-1") == "queued"
+    thread = threading.Thread(target=worker.run, args=("worker-1",), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "full" not in worker.queue_error and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "disk is full" in worker.queue_error and "Fix:" in worker.queue_error
+        assert thread.is_alive()
+        assert queue.get("d-1")["state"] == "leased"  # kept, not lost
+        now[0] += 31  # the lease expires: the event is claimed again
+        wake.set()
+        deadline = time.monotonic() + 10
+        while queue.get("d-1")["state"] != "done" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert queue.get("d-1")["state"] == "done" and calls == [1, 2]
+        assert worker.queue_error == "" and thread.is_alive()
+    finally:
+        stopping.set()
+        wake.set()
+        thread.join(5)
+        queue.close()
+
+
+def test_the_github_flow_confirms_the_lease_between_classifying_and_writing_back():
+    """The GitHub flow writes back right after it classifies: the classification returns
+    only while the worker still holds the event (a worker that stalled past its lease
+    must not write a stale verdict over the other worker's)."""
+    from scopeguard.integrations.service.handlers import LeaseLost, SerialGuard, leased
+
+    class Guard:
+        def classify(self, request, backlog):
+            return f"verdict of {request}"
+
+    guard = SerialGuard(Guard(), threading.Lock())
+    assert guard.classify("r1", []) == "verdict of r1"  # outside a worker: nothing to confirm
+    renewals = []
+    with leased(lambda: renewals.append(1) or True):
+        assert guard.classify("r2", []) == "verdict of r2"
+    with leased(lambda: False), pytest.raises(LeaseLost, match="nothing written back"):
+        guard.classify("r3", [])
+    assert renewals == [1] and guard.classify("r4", []) == "verdict of r4"

@@ -277,6 +277,18 @@ def test_automation_token_and_minimal_payload(server, server_jira):
                            headers={"X-Scopeguard-Token": TOKEN})
     assert response.status_code == 202 and response.json()["delivery"].startswith("sha256:")
     processed(server, response.json()["delivery"])
+    # The documented custom body, without a delivery header, on two runs of the rule (the
+    # issue edited between them): both are classified, the second against the new text.
+    runs = []
+    for title in ("Book recurring booster visits", "Book recurring booster visits by SMS"):
+        server_jira.update_issue("PAW-7", summary=title)
+        response = server.post({"issue": {"key": "PAW-7"}}, sign=False,
+                               headers={"X-Scopeguard-Token": TOKEN})
+        assert response.status_code == 202 and response.json()["status"] == "queued", \
+            response.text
+        runs.append(response.json()["delivery"])
+        processed(server, runs[-1])
+    assert runs[0] != runs[1]
     # Jira Server webhooks can carry neither a secret nor a header: ?token= in the URL.
     response = server.post({"issue": {"key": "PAW-7"}, "n": 3}, sign=False,
                            path=f"/webhooks/jira?token={TOKEN}")
@@ -901,8 +913,10 @@ def test_delivery_id_comes_from_jira_or_the_body():
     body = json.dumps(issue_event("PAW-1")).encode()
     assert parse_webhook(body, {"x-atlassian-webhook-identifier": "abc"}).delivery_id == "abc"
     by_hash = parse_webhook(body, {}).delivery_id
-    assert re.fullmatch(r"sha256:[0-9a-f]{64}", by_hash)
-    assert parse_webhook(body, {}).delivery_id == by_hash  # a resent body is recognised
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}:[0-9a-f]{12}", by_hash)
+    # No id: each request is its own delivery (Automation's custom body is the same on
+    # every run of a rule: a hash alone dropped the run after an edit as a resend)
+    assert parse_webhook(body, {}).delivery_id != by_hash
     with pytest.raises(jira_webhook.BadWebhook, match="GitHub's"):  # the queue is shared
         parse_webhook(body, {"x-scopeguard-delivery": "github:abc"})
 

@@ -325,3 +325,45 @@ def test_the_pool_keeps_each_trackers_newest_report():
     finally:
         pool.stopping.set()
         pool.wake.pending.set()
+
+
+def test_a_worker_that_stalled_past_its_lease_writes_nothing_back(tmp_path, jira,
+                                                                  example_config):
+    """A worker frozen mid-event (SIGSTOP: a paused machine, a swap storm) loses its lease;
+    the other worker handles the issue as it is now. When the frozen one resumes with what
+    it read before, it must not write that back (it rewrote the comment with a stale
+    verdict and a false 'a person removed the label' note): its lease is confirmed first."""
+    jira.add_issue("PAW-8", *LAB, customer="Harbour Lane")
+    service = ServiceProcess(tmp_path, jira, example_config,
+                             {"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_LEASE": "3",
+                              "SCOPEGUARD_MODEL": "hashing"}, args=("--workers", "2"))
+    service.start()
+    real_handle, frozen = jira.handle, []
+
+    def handle(method, path, query, body):
+        if method == "GET" and path.endswith("/issue/PAW-8") and not frozen:
+            [row] = service.sql("SELECT lease_owner FROM events WHERE delivery_id = 'st-1'")
+            frozen.append(int(row["lease_owner"].split(":")[0]))
+            os.kill(frozen[0], signal.SIGSTOP)  # its answer (the text before) waits for it
+        return real_handle(method, path, query, body)
+
+    jira.handle = handle
+    try:
+        assert service.post(issue_event("PAW-8"), delivery="st-1").status_code == 202
+        service.wait(lambda: bool(frozen), what="the first worker to read the issue")
+        jira.update_issue("PAW-8", summary=BOOSTER[0], description=BOOSTER[1])  # an edit
+        assert service.post(issue_event("PAW-8", "jira:issue_updated", changed=("summary",)),
+                            delivery="st-2").status_code == 202
+        service.wait(lambda: service.events()["st-2"]["state"] == "done", timeout=60,
+                     what="the other worker")
+        writes = [c for c in jira.calls() if c.method in ("POST", "PUT", "DELETE")]
+        comment = jira.comment_texts("PAW-8")
+        os.kill(frozen[0], signal.SIGCONT)
+        service.wait(lambda: "the lease ran out while this worker stalled" in
+                     service.log_text(), what="the resumed worker to give up")
+        assert [c for c in jira.calls() if c.method in ("POST", "PUT", "DELETE")] == writes
+        assert jira.comment_texts("PAW-8") == comment and len(comment) == 1
+    finally:
+        if frozen:
+            os.kill(frozen[0], signal.SIGCONT)
+        service.stop()

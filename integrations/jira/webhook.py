@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +48,8 @@ def parse_webhook(body: bytes, headers: Mapping[str, str]) -> Webhook:
     """The delivery id, event name and issue key of a webhook body, or :class:`BadWebhook`.
 
     The delivery id is Jira's ``X-Atlassian-Webhook-Identifier`` (the same on every retry
-    of a delivery), else an ``X-Scopeguard-Delivery`` header, else a hash of the body:
-    a retried Automation request has the same body.
+    of a delivery), else an ``X-Scopeguard-Delivery`` header, else the body's hash and a
+    random part: each request without an id is queued (see below).
     """
     payload = load_json_object(body, "send the Jira webhook payload, or Automation's 'Issue "
                                      "data (Jira format)'", BadWebhook)
@@ -71,9 +72,14 @@ def parse_webhook(body: bytes, headers: Mapping[str, str]) -> Webhook:
                          "Automation use the body 'Issue data (Jira format)', or custom data "
                          "like {\"issue\": {\"key\": \"{{issue.key}}\"}}.")
     _check_shapes(payload)
-    delivery = (headers.get("x-atlassian-webhook-identifier") or
-                headers.get("x-scopeguard-delivery") or
-                "sha256:" + hashlib.sha256(body).hexdigest()).strip()
+    given = (headers.get("x-atlassian-webhook-identifier") or
+             headers.get("x-scopeguard-delivery"))
+    # Without an id each request is a delivery of its own: Automation's custom body
+    # {"issue": {"key": ...}} is the same on every run of a rule, so its hash would take
+    # the run after an edit for a resend of the first one and drop it. A repeated request
+    # is classified again, which changes nothing (the comment is updated in place).
+    delivery = given.strip() if given else (
+        f"sha256:{hashlib.sha256(body).hexdigest()}:{uuid.uuid4().hex[:12]}")
     if not _DELIVERY.fullmatch(delivery):
         raise BadWebhook("the delivery id header is longer than 200 characters or not "
                          "printable ASCII. Fix: send a short X-Scopeguard-Delivery id.")

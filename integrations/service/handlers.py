@@ -77,6 +77,35 @@ class KeyLocks:
                     self._locks[key] = (lock, users - 1)
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds its event's lease: it stalled past the lease (a paused
+    machine, a swap storm), another worker took the event and wrote back the issue as it
+    is now; what this one read before the stall must not overwrite that."""
+
+
+_lease = threading.local()
+
+
+@contextlib.contextmanager
+def leased(confirm: Any) -> Any:
+    """While handling one event on this thread: ``confirm()`` renews its lease and says
+    whether this worker still holds it (:func:`confirm_lease`)."""
+    _lease.confirm = confirm
+    try:
+        yield
+    finally:
+        _lease.confirm = None
+
+
+def confirm_lease() -> None:
+    """Right before a write-back: raise :class:`LeaseLost` when the event of this thread
+    was taken by another worker. (Outside a worker, e.g. in tests: nothing to confirm.)"""
+    confirm = getattr(_lease, "confirm", None)
+    if confirm is not None and not confirm():
+        raise LeaseLost("the lease ran out while this worker stalled; another worker "
+                        "handles the event: nothing written back")
+
+
 def permanent(exc: Exception) -> bool:
     """Whether retrying cannot fix ``exc``: its message says what to change. (Rejected
     credentials and permissions are retried: they are fixed outside scopeguard.)"""
@@ -112,7 +141,9 @@ class SerialGuard:
 
     def classify(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
-            return self.guard.classify(*args, **kwargs)
+            verdict = self.guard.classify(*args, **kwargs)
+        confirm_lease()  # the GitHub flow writes back next
+        return verdict
 
 
 class Handlers:
@@ -209,6 +240,7 @@ class Handlers:
                 return render.to_markdown(verdict, label_name, product, pending=pending,
                                           own=own)
 
+            confirm_lease()
             result = write_back(self.client, key, verdict.label, markdown,
                                 self.positioning.labels, request.labels,
                                 applied=seen.applied, comment_hint=seen.comment_id,

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from scopeguard.errors import ScopeguardError
 
 from ..jira.errors import JiraError
-from .handlers import permanent, reach, tracker_of
+from .handlers import LeaseLost, leased, permanent, reach, tracker_of
 from .metrics import Metrics
 from .queue import Event, EventQueue, QueueError, describe
 from .settings import ServiceSettings
@@ -78,44 +78,50 @@ class Worker:
         self._reach_lock = threading.Lock()
 
     def run(self, name: str) -> None:
-        """Work until ``stopping`` is set: the target of one worker thread."""
+        """Work until ``stopping`` is set: the target of one worker thread. Nothing a step
+        raises ends it: a queue file that is locked, full or gone for a while (SQLite's own
+        errors as much as a PostgreSQL store's) is said on /healthz and tried again each
+        second, and an event whose outcome could not be stored stays leased until its lease
+        expires, then is claimed again."""
         owner = self.queue.owner(name)
         pruned = time.monotonic()
         while not self.stopping.is_set():
-            self.recheck()
-            if name == "worker-1" and time.monotonic() - pruned > 3600:
-                pruned = time.monotonic()
-                self.queue.prune(self.keep_seconds)
             try:
-                event = self.queue.claim(owner)
-                self.queue_error = ""
-            except Exception as exc:  # noqa: BLE001 - a locked or full disk must not kill it
+                if name == "worker-1" and time.monotonic() - pruned > 3600:
+                    pruned = time.monotonic()
+                    self.queue.prune(self.keep_seconds)
+                self._step(owner)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive the failure
                 self.queue_error = (describe(self.queue.path, exc) if isinstance(
-                    exc, sqlite3.Error) else f"the worker cannot read the queue ({exc}).")
-                log.error("cannot read the queue; retrying in 1s: %s", self.queue_error)
+                    exc, sqlite3.Error) else str(exc) if isinstance(exc, QueueError) else
+                    f"the worker cannot use the queue ({type(exc).__name__}: {exc}).")
+                log.error("the queue failed; retrying in 1s: %s", self.queue_error)
                 self.stopping.wait(1)
-                continue
-            try:
-                if event is None:
-                    due = self.queue.next_due()
-                    # due but not claimable (its issue's other event is leased): poll gently
-                    self.wake.wait(1.0 if due is None else min(1.0, max(0.05,
-                                                                        due - time.time())))
-                    self.wake.clear()
-                    continue
-                self._run(event, owner)
-            except QueueError as exc:  # the store went away mid-event (a PostgreSQL restart):
-                # the event stays leased and is claimed again when its lease expires
-                self.queue_error = str(exc)
-                log.error("the queue failed; retrying in 1s: %s", exc)
-                self.stopping.wait(1)
+
+    def _step(self, owner: str) -> None:
+        """Check the trackers that are due, then claim one event and run it, or wait for
+        one (at most a second)."""
+        self.recheck()
+        event = self.queue.claim(owner)
+        self.queue_error = ""
+        if event is None:
+            due = self.queue.next_due()
+            # due but not claimable (its issue's other event is leased): poll gently
+            self.wake.wait(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
+            self.wake.clear()
+            return
+        self._run(event, owner)
 
     def _run(self, event: Event, owner: str) -> None:
         where = f"{event.issue_key or '?'} (delivery {event.delivery_id[:60]})"
         tracker = tracker_of(event)
         try:
-            with self._heartbeat(event, owner):
+            with self._heartbeat(event, owner), leased(
+                    lambda: self.queue.renew(event.delivery_id, owner)):
                 outcome = self.handle(event)
+        except LeaseLost as exc:  # another worker has it: no ack, no retry, no failure
+            log.warning("%s: %s", where, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - failed for good, or retried later
             cause = reach(exc)
             if cause == "down":
@@ -224,7 +230,7 @@ class Worker:
         while True:
             try:
                 return self.queue.ack(event.delivery_id, owner, outcome)
-            except QueueError as exc:
+            except (QueueError, sqlite3.Error) as exc:
                 if time.monotonic() > deadline or self.stopping.is_set():
                     raise
                 log.warning("cannot mark delivery %s done yet; retrying in 1s: %s",

@@ -54,13 +54,40 @@ def bundled_model_path() -> Path:
 
 
 def resolve_model(model: str | None) -> tuple[str, str]:
-    """(model_id for the cache, what to hand to SentenceTransformer)."""
+    """(model_id for the cache, what to hand to SentenceTransformer). A model given by
+    its directory is named by the path and a fingerprint of its weights
+    (``path:/models/mine#w<hex>``): weights retrained into the same directory are another
+    model, whose vectors, neighbours and verdicts are computed anew, not read from the
+    cache. (A calibration file names the model without the part after ``#``.)"""
     if not model or model in _DEFAULT_ALIASES:
         return DEFAULT_MODEL, str(bundled_model_path())
     path = Path(model).expanduser()
     if path.exists():
-        return f"path:{path.resolve()}", str(path.resolve())
+        resolved = path.resolve()
+        mark = f"#w{weights_fingerprint(resolved)[:12]}" if resolved.is_dir() else ""
+        return f"path:{resolved}{mark}", str(resolved)
     return model, model
+
+
+WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "onnx/model.onnx")
+
+
+def weights_fingerprint(model_dir: Path, salt: str = "") -> str:
+    """A cheap fingerprint of a model directory's weights: each weights file's size,
+    change time, first and last 64 KB (a fine-tune that froze the embeddings keeps the
+    first bytes, not the rest)."""
+    digest = hashlib.sha256(salt.encode())
+    for name in WEIGHT_FILES:
+        path = model_dir / name
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            with path.open("rb") as f:
+                digest.update(f.read(1 << 16))
+                if stat.st_size > 1 << 17:
+                    f.seek(-(1 << 16), os.SEEK_END)
+                    digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

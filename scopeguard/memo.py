@@ -108,6 +108,7 @@ class AnalysisMemo:
         self.reused_lists = self.computed_rows = 0
         self.reused_verdicts = self.computed_verdicts = 0
         self.reused_report = False
+        self.neighbour_conflict = False  # another audit saved its lists during this one
         self.report_error = ""  # why the last report was not kept, when it was not
         try:
             with self.conn:
@@ -144,11 +145,22 @@ class AnalysisMemo:
                         | Iterable[tuple[str, list[tuple[str, float]]]],
                         members: Iterable[str], before: set[str] | None = None) -> None:
         """Write the lists that changed (a mapping, or ``(key, list)`` pairs made one at a
-        time) and the run's members; forget requests that left (``before``: the previous
-        members; ``None`` forgets every row not in ``members``)."""
+        time) and the run's members; forget requests that left (``before``: the members
+        this run started from; ``None`` forgets every row not in ``members``).
+
+        Another audit on the same file may have saved its own lists since this run read
+        ``before``: this run's changed lists on top of them would describe neither backlog,
+        and later runs would keep them. Then nothing is kept for the context (the next run
+        computes its lists afresh; this run's own are right for this run)."""
         keys = set(members)
         items = lists.items() if isinstance(lists, Mapping) else lists
         with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")  # no other run saves between check and write
+            if self.members(context) != before:
+                self.neighbour_conflict = True
+                self.conn.execute("DELETE FROM memo_neighbours WHERE context = ?", (context,))
+                self.conn.execute("DELETE FROM memo_members WHERE context = ?", (context,))
+                return
             self.conn.executemany(
                 "INSERT OR REPLACE INTO memo_neighbours VALUES (?, ?, ?)",
                 ((context, k, json.dumps(v)) for k, v in items))

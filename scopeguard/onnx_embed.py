@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embed import _DEFAULT_ALIASES, DEFAULT_MODEL, Progress, _normalise, resolve_model
+from .embed import _DEFAULT_ALIASES, DEFAULT_MODEL, Progress, _normalise, resolve_model, weights_fingerprint
 from .errors import ScopeguardError
 
 log = logging.getLogger("scopeguard")
@@ -66,21 +65,8 @@ def default_threads() -> int:
 
 
 def _weights_key(model_dir: Path) -> str:
-    """A cheap fingerprint of the weights: the config, the safetensors file's size, change
-    time, first and last 64 KB (a fine-tune that froze the embeddings keeps the first
-    bytes, not the rest), and a shipped ONNX file's the same way."""
-    digest = hashlib.sha256(BUILDER_VERSION.encode())
-    for name in ("config.json", "model.safetensors", "onnx/model.onnx"):
-        path = model_dir / name
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-            with path.open("rb") as f:
-                digest.update(f.read(1 << 16))
-                if stat.st_size > 1 << 17:
-                    f.seek(-(1 << 16), os.SEEK_END)
-                    digest.update(f.read())
-    return digest.hexdigest()[:16]
+    """The ONNX build's cache key: the weights' fingerprint and the builder's version."""
+    return weights_fingerprint(model_dir, BUILDER_VERSION)
 
 
 def check_pooling(model_dir: Path) -> None:

@@ -481,3 +481,37 @@ def test_a_cached_audit_streams_its_batches_and_matches_one_held_in_memory(
     edited.append(replace(requests[0], id="M-new", title="sms reminder for owners"))
     same(held.analyse(edited, memo=memos[0]), streamed.analyse(edited, memo=memos[1]))
     assert memos[1].computed_verdicts < len(edited) + len(requests)  # the memo still works
+
+
+def test_two_audits_on_one_file_at_once_leave_no_mixed_lists(guard, tmp_path, monkeypatch):
+    """Audit A reads the kept lists, audit B (another backlog) saves its own, then A saves
+    its changed lists on top: the file held lists of neither backlog, and every later run
+    kept them (a request's demand undercounted for good). Now A sees that B saved and
+    keeps nothing; the next run computes afresh and equals a run from scratch."""
+    requests = backlog(200)
+    guard.analyse(requests, memo=AnalysisMemo(tmp_path / "m.db"))
+    backlog_a = requests[:150] + [replace(requests[7], id="A-new")]
+    backlog_b = requests[20:] + [replace(requests[9], id="B-new"),
+                                 replace(requests[40], id="B-new2")]
+    real_save = AnalysisMemo.save_neighbours
+    raced = []
+
+    def save_after_b(self, *args, **kwargs):
+        if not raced:  # B runs whole between A's read and A's save
+            raced.append(1)
+            guard.analyse(backlog_b, memo=AnalysisMemo(tmp_path / "m.db"))
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(AnalysisMemo, "save_neighbours", save_after_b)
+    memo_a = AnalysisMemo(tmp_path / "m.db")
+    result_a = guard.analyse(backlog_a, memo=memo_a)
+    monkeypatch.setattr(AnalysisMemo, "save_neighbours", real_save)
+    assert raced and memo_a.neighbour_conflict
+    same(result_a, guard.analyse(backlog_a))  # A's own result was right
+    later = backlog_b + [replace(requests[3], id="later")]
+    memo = AnalysisMemo(tmp_path / "m.db")
+    same(guard.analyse(later, memo=memo), guard.analyse(later))
+    assert memo.reused_lists == 0  # nothing kept from the race
+    again = AnalysisMemo(tmp_path / "m.db")
+    same(guard.analyse(later, memo=again), guard.analyse(later))
+    assert again.reused_lists == len(later)  # and kept again afterwards

@@ -122,19 +122,25 @@ def cli() -> None:
 @click.argument("path", required=False, type=click.Path())
 @click.option("--fast", is_flag=True,
               help="Compare features by shared words instead of loading the model.")
-@cache_options
+@engine_options
 @friendly_errors
-def check(path: str | None, fast: bool, db: str | None, model: str | None) -> None:
-    """Lint a positioning file (default: ./scopeguard.yml or .github/scopeguard.yml).
+def check(path: str | None, fast: bool, config: str | None, db: str | None,
+          model: str | None) -> None:
+    """Lint a positioning file: PATH, or -c/--config as the other commands take it
+    (default: ./scopeguard.yml or .github/scopeguard.yml).
 
     Errors (missing alternative or uniqueness, duplicate features, non-goals that
-    contradict features) exit with status 1; warnings (vague customers or values,
-    a category not of the form 'For <need>, use <product>') are printed.
+    contradict features, fields still the template's placeholders) exit with status 1;
+    warnings (vague customers or values, a category not of the form 'For <need>, use
+    <product>') are printed.
     """
     from .lint import lint
     from .runtime import load_config, make_embedder
 
-    positioning = load_config(path)
+    if path and config and Path(path) != Path(config) and "SCOPEGUARD_CONFIG" not in \
+            os.environ:
+        raise InputError(f"two files to check: {path} and -c {config}. Fix: name one.")
+    positioning = load_config(path or config)
     if fast:
         findings = lint(positioning)
     else:
@@ -165,19 +171,24 @@ def schema() -> None:
 
 
 @cli.command()
-@click.argument("path", default="scopeguard.yml", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, metavar="[PATH] [DOCS]...",
+                type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--from-docs", "docs", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Draft the file from these docs (Markdown or reStructuredText; the README "
-                   "first; repeatable): each entry says FILE:LINE, each field the docs do "
-                   "not support says what to write.")
+                   "first; repeatable, or followed by more docs: --from-docs README.md "
+                   "docs/*.md): each entry says FILE:LINE, each field the docs do not "
+                   "support says what to write.")
 @click.option("--product", help="With --from-docs: the product's name (default: the first "
                                 "heading).")
 @friendly_errors
-def init(path: str, force: bool, docs: tuple[str, ...], product: str | None) -> None:
-    """Write a positioning file to PATH: a commented template, or a draft from the docs."""
+def init(paths: tuple[str, ...], force: bool, docs: tuple[str, ...],
+         product: str | None) -> None:
+    """Write a positioning file to PATH (a .yml or .yaml file; default scopeguard.yml): a
+    commented template, or a draft from the docs."""
     from .template import TEMPLATE
 
+    path, docs = _init_paths(paths, docs)
     target = Path(path)
     if target.exists() and not force:
         raise ScopeguardError(f"{path} exists. Fix: pass --force to overwrite it.")
@@ -257,6 +268,21 @@ def _number(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if value != value:
         raise click.BadParameter("nan is not a number. Fix: e.g. 30.", param=param)
     return value
+
+
+def _init_paths(paths: tuple[str, ...], docs: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """``init``'s output file and docs: the one YAML path among ``paths``; the others are
+    more docs after --from-docs (a shell's ``docs/*.md``), never a file to overwrite."""
+    yaml_paths = [p for p in paths if Path(p).suffix.lower() in (".yml", ".yaml")]
+    others = tuple(p for p in paths if p not in yaml_paths)
+    if len(yaml_paths) > 1:
+        raise InputError(f"{', '.join(yaml_paths)}: init writes one positioning file. Fix: "
+                         "name one .yml file.")
+    if others and not docs:
+        raise InputError(f"{others[0]}: the positioning file init writes is YAML (.yml or "
+                         ".yaml); this looks like a doc. Fix: name the output e.g. "
+                         "scopeguard.yml, and pass docs to draft from with --from-docs.")
+    return (yaml_paths[0] if yaml_paths else "scopeguard.yml"), docs + others
 
 
 def _read_file(path: str) -> str:
@@ -690,6 +716,10 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
             click.echo(f"reused {memo.reused_verdicts} verdict(s) and {memo.reused_lists} "
                        f"neighbour list(s) of the last audit; computed {memo.computed_verdicts}"
                        f" and {memo.computed_rows}.", err=True)
+        if memo is not None and memo.neighbour_conflict:
+            click.echo(f"another audit saved its results to {db or 'scopeguard.db'} while "
+                       "this one ran: this audit's neighbour lists were not kept (the next "
+                       "audit computes them afresh).", err=True)
     if memo is not None:
         memo.close()
 

@@ -154,7 +154,10 @@ def predict_majority(scored: Scored, train: list[int], test: list[int]) -> list[
 
 
 def predict_calibrated(scored: Scored, train: list[int], test: list[int]) -> list[str]:
-    head = fit([scored.signals[i] for i in train], [scored.items[i].label for i in train])
+    labels = [scored.items[i].label for i in train]
+    if len(set(labels)) < 2:  # e.g. the one request of a rare label is this fold's test
+        return [labels[0]] * len(test) if labels else []  # no head to fit: what it saw
+    head = fit([scored.signals[i] for i in train], labels)
     return [scored.relabel(i, head) for i in test]
 
 
@@ -164,6 +167,8 @@ def measure_certainty(scored: Scored, protocol: str, **fit_args: Any) -> Certain
     decides the fold's requests, their product's rules around it."""
     decided: list[tuple[str, str, float, bool]] = []
     for _, train, test in folds(scored.items, protocol):
+        if len({scored.items[i].label for i in train}) < 2:
+            continue  # no head can be fitted on one label: nothing measured in this fold
         head = fit([scored.signals[i] for i in train], [scored.items[i].label for i in train],
                    **fit_args)
         decided += scored.decisions(test, head)

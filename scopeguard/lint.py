@@ -98,6 +98,32 @@ def lexical_similarity(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
     return out
 
 
+def _placeholders() -> re.Pattern[str]:
+    """What `scopeguard init` writes for the owner to replace: the template's `<the
+    precise customer you build for>`... (exactly those: a feature may name an HTML tag),
+    and the draft's TODO. Classifying against them compares requests with template text."""
+    from .template import TEMPLATE
+
+    marks = sorted(set(re.findall(r"<[^<>\n]+>", TEMPLATE)), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, marks)) + r"|\bTODO\b")
+
+
+_PLACEHOLDER = _placeholders()
+
+
+def _texts(p: Positioning) -> list[tuple[str, str]]:
+    """Every text of the file the owner writes, with the key a finding names."""
+    out = [(key, getattr(p, key)) for key in ("product", "category", "target_customer", "need",
+                                                "main_value", "alternative", "uniqueness",
+                                                "ideal_customer")]
+    out += [(f"statements[{i}]", s) for i, s in enumerate(p.statements)]
+    for name, items in (("features", p.features), ("non_goals", p.non_goals)):
+        for i, item in enumerate(items):
+            out += [(f"{name}[{i}].{part}", getattr(item, part))
+                    for part in ("name", "description", "instead")]
+    return [(k, v) for k, v in out if isinstance(v, str) and v]
+
+
 def lint(p: Positioning, similarity: Similarity | None = None,
          duplicate_at: float = DUPLICATE_FEATURES,
          contradiction_at: float = CONTRADICTION) -> list[Finding]:
@@ -109,6 +135,11 @@ def lint(p: Positioning, similarity: Similarity | None = None,
     found: list[Finding] = []
     add = found.append
 
+    for key, text in _texts(p):
+        if _PLACEHOLDER.search(text):
+            add(Finding("error", key, f"'{text[:80]}' is still a placeholder of the template "
+                        "or the draft.", "replace it with your product's own words (or "
+                        "delete the entry)."))
     if not p.alternative:
         add(Finding("error", "alternative", "is missing: what do customers use today instead?",
                     "name the alternative the product replaces, e.g. 'the phone and a paper "

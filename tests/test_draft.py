@@ -210,3 +210,30 @@ def test_an_undecodable_doc_names_the_file_without_a_spreadsheet_hint(runner, tm
     assert result.exit_code == 2
     assert "README.md line 2" in result.output and "UTF-8" in result.output
     assert "Excel" not in result.output
+
+
+def test_init_from_docs_takes_a_shells_list_of_docs_and_never_writes_over_one(runner, tmp_path,
+                                                                              monkeypatch):
+    """The documented `init --from-docs README.md docs/*.md`: the shell hands init the docs
+    after the first as arguments. They were taken as the file to write (refused, and with
+    the --force the refusal suggested, a user's doc was replaced by the draft)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text(README)
+    (tmp_path / "docs").mkdir()
+    first, second = tmp_path / "docs" / "a.md", tmp_path / "docs" / "b.md"
+    first.write_text("# Guide\n\nHow to use it.\n")
+    second.write_text("# More\n\n## Features\n\n- Calendar sync: tasks in your calendar\n")
+    result = runner.invoke(cli, ["init", "--force", "--from-docs", "README.md", "docs/a.md",
+                                 "docs/b.md"])
+    assert result.exit_code == 0, result.output
+    assert "from README.md, docs/a.md, docs/b.md" in result.output
+    assert first.read_text() == "# Guide\n\nHow to use it.\n"  # untouched
+    drafted = (tmp_path / "scopeguard.yml").read_text()
+    assert "Calendar sync" in drafted and "# from docs/b.md:" in drafted
+    named = runner.invoke(cli, ["init", "--force", "p.yaml", "--from-docs", "README.md",
+                                "docs/a.md"])
+    assert named.exit_code == 0 and (tmp_path / "p.yaml").is_file()
+    for args in (["docs/a.md"], ["--force", "docs/a.md"], ["a.yml", "b.yml"]):
+        refused = runner.invoke(cli, ["init", *args])
+        assert refused.exit_code == 2 and "Fix:" in refused.output, args
+    assert first.read_text() == "# Guide\n\nHow to use it.\n"

@@ -76,3 +76,28 @@ def test_scopeguards_own_positioning_is_clean():
 
     own = load_positioning(Path(__file__).resolve().parent.parent / "scopeguard.yml")
     assert lint(own) == []
+
+
+def test_fields_left_as_the_templates_placeholders_are_errors(tmp_path):
+    """`init` then `check` said 0 errors while every field was still '<the precise
+    customer you build for>' and the like; the draft's 'For TODO, use X' passed too."""
+    from scopeguard.positioning import load_positioning
+    from scopeguard.template import TEMPLATE
+
+    path = tmp_path / "t.yml"
+    path.write_text(TEMPLATE)
+    found = [f for f in lint(load_positioning(path)) if "placeholder" in f.message]
+    assert {f.key for f in found} >= {"category", "target_customer", "need", "main_value",
+                                      "alternative", "uniqueness", "features[0].name"}
+    assert all(f.level == "error" for f in found)
+    real = parse_positioning({
+        "product": "Docsy", "category": "For writing docs, use Docsy",
+        "target_customer": "technical writers at software companies", "need": "n",
+        "main_value": "v", "alternative": "a wiki", "uniqueness": "u",
+        "features": [{"name": "Collapsible sections", "description": "Renders <details> "
+                      "blocks and `docsy build <dir>`"}, {"name": "Todo lists"}]})
+    assert not [f for f in lint(real) if "placeholder" in f.message]
+    draft = parse_positioning({"product": "Docsy", "category": "For TODO, use Docsy",
+                               "alternative": "a wiki", "uniqueness": "u",
+                               "features": ["Collapsible sections"]})
+    assert [f.key for f in lint(draft) if "placeholder" in f.message] == ["category"]

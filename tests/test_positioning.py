@@ -140,3 +140,15 @@ def test_a_long_text_given_for_the_file_is_not_quoted_back(tmp_path):
     path.write_text("product: [1]\ncategory: dark\n")
     with pytest.raises(ConfigError):
         load_positioning(path)
+
+
+def test_the_needs_decision_threshold_is_set_in_the_file_as_documented():
+    """README: 'Turn the gate off with thresholds: {certainty: 0}'. The schema refused the
+    key as unknown, so no file could set it."""
+    from scopeguard.rules import Rules
+
+    for value in (0, 0.9):
+        loaded = parse_positioning({**MINIMAL, "thresholds": {"certainty": value}})
+        assert Rules.from_thresholds(loaded.thresholds).certainty == value
+    with pytest.raises(ConfigError, match=r"thresholds.certainty: 2 is out of range"):
+        parse_positioning({**MINIMAL, "thresholds": {"certainty": 2}})

@@ -195,7 +195,12 @@ def sound_vector(blob: bytes, dim: int, expected: int | None,
     if expected is not None and dim != expected:
         return None
     vector = np.frombuffer(blob, dtype=np.float32, count=dim)
-    if not np.isfinite(vector).all() or (text and not np.any(vector)):
+    if not np.isfinite(vector).all():
+        return None
+    # Every embedder stores unit vectors (the empty text's may be zero): one flipped
+    # exponent bit makes a component 1e36, finite, and would decide every cosine it is in.
+    norm = float(np.linalg.norm(vector.astype(np.float64)))
+    if (text and norm == 0) or (norm and abs(norm - 1.0) > 1e-3):
         return None
     return vector
 

@@ -25,7 +25,7 @@ from .classify import (
 )
 from .clean import Document, prepare
 from .embed import Embedder, Progress
-from .knn import EXACT_NOTE, HNSW_NOTE, NeighbourLists, hnsw_neighbours, ordered, rank, use_hnsw
+from .knn import EXACT_NOTE, HNSW_NOTE, NeighbourLists, hnsw_neighbours, ordered, rank, tie_order, use_hnsw
 from .memo import AnalysisMemo, StoredVerdicts, digest
 from .positioning import Positioning
 from .rules import Head, Rules
@@ -126,11 +126,11 @@ class Scopeguard:
         requests = self.prepare(requests)
         if not requests:
             return Analysis([], np.zeros((0, 0), np.float32), [], [])
-        keys = [request_key(r) for r in requests] if memo is not None else []
+        keys = [request_key(r) for r in requests]
         if memo is None or len(set(keys)) != len(keys):  # no memo (or a repeated request)
             docs, vecs = self.embed(requests, progress=progress)
             means = np.vstack([v.mean for v in vecs]).astype(np.float32)
-            lists, search = all_neighbours(means, self.rules.similar)
+            lists, search = all_neighbours(means, self.rules.similar, tie=tie_order(keys))
             analysis = self._classify_all(requests, docs, vecs, means, lists, on_verdict)
             analysis.search = search
             return analysis
@@ -254,8 +254,10 @@ class Scopeguard:
         """Neighbour lists from the memo, with only the changed rows' similarities computed
         (and which search found them: changed rows are always searched exactly)."""
         indexed = use_hnsw(len(keys))  # lists kept from an indexed run say so
+        tie = tie_order(keys)
+        # "ties by key": lists kept when ties went by file position are chosen again
         context = digest("neighbours", self.embedder.model_id, self.rules.similar, limit,
-                         indexed)
+                         indexed, "ties by key")
         before = memo.members(context)
         cached = memo.neighbour_lists(context, keys) if before else {}
         at = {k: i for i, k in enumerate(keys)}
@@ -276,14 +278,15 @@ class Scopeguard:
         memo.computed_rows += len(stale)
         search = HNSW_NOTE if indexed else EXACT_NOTE
         if len(stale) * 3 > len(keys):
-            full, search = all_neighbours(means, self.rules.similar, limit=limit)
+            full, search = all_neighbours(means, self.rules.similar, limit=limit, tie=tie)
             dirty = set(range(len(keys)))
         else:
             full = [[] for _ in keys]
             new = {i for i in stale if keys[i] not in (before or ())}
             # every hit of a changed row, untruncated: a request far down the new row's own
             # list may still belong in the (shorter) list of the request it hit
-            rows = rows_above(means, stale, self.rules.similar, limit=None) if stale else []
+            rows = rows_above(means, stale, self.rules.similar, limit=None,
+                              tie=tie) if stale else []
             for i, hits in zip(stale, rows, strict=True):
                 full[i] = hits[:limit]
                 dirty.add(i)
@@ -294,8 +297,9 @@ class Scopeguard:
                             dirty.add(j)
             for i in range(len(keys)):
                 found = lists[i]
-                if found is not None:  # the order a fresh run gives, ties by position
-                    full[i] = sorted(found, key=lambda p: (-rank(p[1]), p[0]))[:limit]
+                if found is not None:  # the order a fresh run gives (knn.ordered)
+                    full[i] = sorted(found, key=lambda p: (-rank(p[1]), tie[p[0]],
+                                                           p[0]))[:limit]
             del lists
             full = NeighbourLists.of(full)
         # one list at a time: the rows of a whole backlog at once were a third of the peak
@@ -329,19 +333,21 @@ def request_key(request: Request) -> str:
     return digest("request", [getattr(request, name) for name in _KEY_FIELDS])
 
 
-def all_neighbours(vectors: np.ndarray, threshold: float,
-                   limit: int = 50) -> tuple[Sequence[list[tuple[int, float]]], str]:
+def all_neighbours(vectors: np.ndarray, threshold: float, limit: int = 50,
+                   tie: np.ndarray | None = None
+                   ) -> tuple[Sequence[list[tuple[int, float]]], str]:
     """Every row's neighbour list, and how it was found: exact, or an HNSW index for
     large backlogs when faiss is installed (:mod:`.knn`)."""
     if use_hnsw(len(vectors)):
-        return hnsw_neighbours(vectors, threshold, limit), HNSW_NOTE
-    return neighbours_above(vectors, threshold, limit=limit), EXACT_NOTE
+        return hnsw_neighbours(vectors, threshold, limit, tie=tie), HNSW_NOTE
+    return neighbours_above(vectors, threshold, limit=limit, tie=tie), EXACT_NOTE
 
 
 def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block: int = 512,
-               limit: int | None = 50) -> NeighbourLists:
+               limit: int | None = 50, tie: np.ndarray | None = None) -> NeighbourLists:
     """For each of ``rows``, the other rows with cosine >= ``threshold``, best first (ties
-    by position), at most ``limit`` (``None``: every hit).
+    by ``tie``, then position: :func:`.knn.ordered`), at most ``limit`` (``None``: every
+    hit).
 
     Blocked matrix products keep memory at ``block x n`` floats instead of ``n x n``:
     for 100k requests a block of 512 rows is 200 MB, where the full matrix would be 40 GB.
@@ -358,12 +364,12 @@ def rows_above(vectors: np.ndarray, rows: Sequence[int], threshold: float, block
         for r, i in enumerate(chunk):
             sims[r, i] = -1.0
             hits = np.flatnonzero(sims[r] >= threshold)
-            found, scores = ordered(hits, sims[r, hits])
+            found, scores = ordered(hits, sims[r, hits], tie)
             out.append(found[:limit], scores[:limit])  # limit None: every hit
     return out
 
 
 def neighbours_above(vectors: np.ndarray, threshold: float, block: int = 512,
-                     limit: int = 50) -> NeighbourLists:
+                     limit: int = 50, tie: np.ndarray | None = None) -> NeighbourLists:
     """Every row's neighbour list (:func:`rows_above` over all rows)."""
-    return rows_above(vectors, range(len(vectors)), threshold, block, limit)
+    return rows_above(vectors, range(len(vectors)), threshold, block, limit, tie)

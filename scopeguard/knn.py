@@ -153,15 +153,27 @@ def ranks(score: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(score, dtype=np.float64) / RANK_STEP + 0.5)
 
 
-def ordered(index: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs best first, ties (scores in one :func:`rank`) by position: the order every
-    neighbour list has."""
-    order = np.lexsort((index, -ranks(score)))
+def ordered(index: np.ndarray, score: np.ndarray,
+            tie: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs best first, ties (scores in one :func:`rank`) by ``tie[index]`` (each
+    request's place in an order that does not depend on the backlog's, see
+    :func:`tie_order`), then by position: the order every neighbour list has. A list
+    is cut at 50, so which of many tied requests make it must not depend on where they
+    stand in the file (a reordered backlog kept other members than a fresh run chose)."""
+    order = np.lexsort((index, index if tie is None else tie[index], -ranks(score)))
     return index[order], score[order]
 
 
+def tie_order(keys: list[str]) -> np.ndarray:
+    """Each request's place among the requests sorted by their keys (a hash of what the
+    request says): the tie-break of :func:`ordered`, the same in any file order."""
+    tie = np.empty(len(keys), dtype=np.int64)
+    tie[np.argsort(np.array(keys, dtype=object), kind="stable")] = np.arange(len(keys))
+    return tie
+
+
 def hnsw_neighbours(vectors: np.ndarray, threshold: float, limit: int = 50,
-                    k: int = 64) -> NeighbourLists:
+                    k: int = 64, tie: np.ndarray | None = None) -> NeighbourLists:
     """For each row, the other rows at cosine >= ``threshold`` among its ``k`` nearest in
     an HNSW graph (best ``limit`` first; ties by position, as the exact search orders)."""
     import faiss
@@ -176,6 +188,6 @@ def hnsw_neighbours(vectors: np.ndarray, threshold: float, limit: int = 50,
         scores, ids = index.search(vectors[start:start + 8192], k + 1)
         for row in range(len(ids)):
             keep = (ids[row] >= 0) & (ids[row] != start + row) & (scores[row] >= threshold)
-            found, cosines = ordered(ids[row][keep], scores[row][keep])
+            found, cosines = ordered(ids[row][keep], scores[row][keep], tie)
             out.append(found[:limit], cosines[:limit])
     return out

@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS memo_verdicts (
 """
 
 
+def _text(raw: bytes) -> str:
+    """A TEXT column's value; one whose bytes are not UTF-8 (a damaged page) reads as a
+    text no JSON parser or key matches, so its row counts as damaged."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\ufffd"
+
+
 def digest(*parts: Any) -> str:
     """A stable hash of JSON-able parts (dataclasses by their fields)."""
     text = json.dumps(parts, sort_keys=True, default=_plain, ensure_ascii=False)
@@ -105,6 +114,7 @@ class AnalysisMemo:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self.conn = connect(path)
+        self.conn.text_factory = _text  # a damaged row is recomputed, never a traceback
         self.reused_lists = self.computed_rows = 0
         self.reused_verdicts = self.computed_verdicts = 0
         self.reused_report = False
@@ -162,7 +172,8 @@ class AnalysisMemo:
                 self.conn.execute("DELETE FROM memo_members WHERE context = ?", (context,))
                 return
             self.conn.executemany(
-                "INSERT OR REPLACE INTO memo_neighbours VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO memo_neighbours (context, request_key, neighbours) "
+                "VALUES (?, ?, ?)",
                 ((context, k, json.dumps(v)) for k, v in items))
             if before is None:
                 stored = {k for (k,) in self.conn.execute(
@@ -172,7 +183,8 @@ class AnalysisMemo:
             self.conn.executemany(
                 "DELETE FROM memo_neighbours WHERE context = ? AND request_key = ?",
                 ((context, k) for k in stored - keys))
-            self.conn.execute("INSERT OR REPLACE INTO memo_members VALUES (?, ?)",
+            self.conn.execute("INSERT OR REPLACE INTO memo_members (context, request_keys) "
+                              "VALUES (?, ?)",
                               (context, "\n".join(sorted(keys))))
 
     # --- mean vectors -------------------------------------------------------------------
@@ -198,7 +210,8 @@ class AnalysisMemo:
         now = time.time()
         with self.conn:
             self.conn.executemany(
-                "INSERT OR REPLACE INTO memo_means VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO memo_means (model, request_key, vector, used_at) "
+                "VALUES (?, ?, ?, ?)",
                 ((model, k, np.asarray(v, np.float32).tobytes(), now)
                  for k, v in vectors.items()))
             self.conn.execute("DELETE FROM memo_means WHERE used_at < ?",
@@ -230,13 +243,17 @@ class AnalysisMemo:
         return sound
 
     def _touch(self, table: str, where: str, fixed: tuple, keys: list[str]) -> None:
-        """Mark rows used now (``where`` ends in the key column): pruning spares them."""
-        with self.conn:
-            now = time.time()
-            for chunk in _chunks(keys):
-                marks = ",".join("?" * len(chunk))
-                self.conn.execute(f"UPDATE {table} SET used_at = ? WHERE {where} IN ({marks})",
-                                  (now, *fixed, *chunk))
+        """Mark rows used now (``where`` ends in the key column): pruning spares them. A
+        file that cannot be written (read-only, locked) only loses that mark."""
+        try:
+            with self.conn:
+                now = time.time()
+                for chunk in _chunks(keys):
+                    marks = ",".join("?" * len(chunk))
+                    self.conn.execute(f"UPDATE {table} SET used_at = ? WHERE {where} IN "
+                                      f"({marks})", (now, *fixed, *chunk))
+        except sqlite3.OperationalError:
+            pass
 
     # --- whole reports --------------------------------------------------------------------
 
@@ -290,7 +307,8 @@ class AnalysisMemo:
             if storing:
                 data = zlib.compress("".join(pending).encode("utf-8", "surrogatepass"), 6)
                 attempt(lambda: self.conn.execute(
-                    "INSERT INTO memo_report_parts VALUES (?, ?, ?)", (staging, count, data)))
+                    "INSERT INTO memo_report_parts (report_key, n, part) VALUES (?, ?, ?)",
+                    (staging, count, data)))
             count, size = count + 1, 0
             pending.clear()
 
@@ -302,7 +320,8 @@ class AnalysisMemo:
             self.conn.execute("DELETE FROM memo_report_parts WHERE report_key = ?", (key,))
             self.conn.execute("UPDATE memo_report_parts SET report_key = ? WHERE report_key = ?",
                               (key, staging))
-            self.conn.execute("INSERT OR REPLACE INTO memo_reports VALUES (?, ?, ?)",
+            self.conn.execute("INSERT OR REPLACE INTO memo_reports (report_key, report, used_at) "
+                              "VALUES (?, ?, ?)",
                               (key, json.dumps({"summary": summary, "parts": count},
                                                ensure_ascii=False), time.time()))
             self.conn.execute(
@@ -352,7 +371,8 @@ class AnalysisMemo:
         now = time.time()
         with self.conn:
             self.conn.executemany(
-                "INSERT OR REPLACE INTO memo_verdicts VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO memo_verdicts (verdict_key, verdict, used_at) "
+                "VALUES (?, ?, ?)",
                 ((k, json.dumps(v.to_dict(), ensure_ascii=False), now)
                  for k, v in verdicts.items()))
         if prune:

@@ -46,6 +46,12 @@ import pytest  # noqa: E402
 from scopeguard.errors import ScopeguardError  # noqa: E402
 
 
+def _flip(vector: np.ndarray, component: int, bit: int) -> bytes:
+    raw = np.array(vector, dtype=np.float32).view(np.uint32).copy()
+    raw[component] ^= np.uint32(1 << bit)
+    return raw.view(np.float32).tobytes()
+
+
 def _corrupt(store, model: str, text: str, dim: int, blob: bytes) -> None:
     from scopeguard.cache import text_hash
 
@@ -53,7 +59,8 @@ def _corrupt(store, model: str, text: str, dim: int, blob: bytes) -> None:
               (dim, blob, model, text_hash(text)))
 
 
-@pytest.mark.parametrize("damage", ["short blob", "wrong dimension", "nan", "inf", "zeros"])
+@pytest.mark.parametrize("damage", ["short blob", "wrong dimension", "nan", "inf", "zeros",
+                                    "flipped bit", "not unit"])
 def test_a_damaged_row_is_embedded_again_and_counted(store, damage, caplog):
     texts = ["dark mode for the app", "export invoices", "sync calendars"]
     first = CachedEmbedder(HashingEmbedder(64), store.cache())
@@ -63,7 +70,10 @@ def test_a_damaged_row_is_embedded_again_and_counted(store, damage, caplog):
             "wrong dimension": (np.ones(3, np.float32).tobytes(), 3),
             "nan": (np.full(64, np.nan, np.float32).tobytes(), 64),
             "inf": (np.full(64, np.inf, np.float32).tobytes(), 64),
-            "zeros": (np.zeros(64, np.float32).tobytes(), 64)}[damage]
+            "zeros": (np.zeros(64, np.float32).tobytes(), 64),
+            # one exponent bit: a component of about 1e36, finite, and every cosine wrong
+            "flipped bit": (_flip(truth[1], 0, 30), 64),
+            "not unit": ((truth[1] * 3).astype(np.float32).tobytes(), 64)}[damage]
     _corrupt(store, "hashing-64", texts[1], blob[1], blob[0])
     again = CachedEmbedder(HashingEmbedder(64), store.cache())
     with caplog.at_level("WARNING", logger="scopeguard"):

@@ -151,10 +151,17 @@ def test_damaged_memo_rows_are_recomputed_not_trusted(guard, tmp_path):
                      "IN (SELECT request_key FROM memo_means LIMIT 3)")  # NaN
         conn.execute("UPDATE memo_means SET vector = x'01' WHERE request_key IN "
                      "(SELECT request_key FROM memo_means LIMIT 2 OFFSET 20)")  # cut short
+        # bytes that are not UTF-8 in a TEXT column (a damaged page): sqlite3 raised
+        # "Could not decode to UTF-8" on every later run
+        conn.execute("UPDATE memo_verdicts SET verdict = CAST(x'7b22ff22' AS TEXT) WHERE "
+                     "verdict_key IN (SELECT verdict_key FROM memo_verdicts LIMIT 2 OFFSET 20)")
+        conn.execute("UPDATE memo_neighbours SET neighbours = CAST(x'5b5bff' AS TEXT) WHERE "
+                     "request_key IN (SELECT request_key FROM memo_neighbours LIMIT 1 "
+                     "OFFSET 30)")
     conn.close()
     memo = AnalysisMemo(tmp_path / "m.db")
     same(guard.analyse(requests, memo=memo), guard.analyse(requests))
-    assert memo.computed_verdicts >= 8 and memo.computed_rows == 4
+    assert memo.computed_verdicts >= 10 and memo.computed_rows == 5
 
 
 def test_an_unchanged_audit_writes_its_stored_report_and_analyses_nothing(
@@ -515,3 +522,51 @@ def test_two_audits_on_one_file_at_once_leave_no_mixed_lists(guard, tmp_path, mo
     again = AnalysisMemo(tmp_path / "m.db")
     same(guard.analyse(later, memo=again), guard.analyse(later))
     assert again.reused_lists == len(later)  # and kept again afterwards
+
+
+def test_a_read_only_or_newer_memo_file_is_no_traceback(guard, tmp_path):
+    """A cache file whose memo tables gained a column (a newer scopeguard) is written by
+    column name; a read-only one still serves an unchanged re-audit (only the rows'
+    last-used marks are not written)."""
+    requests = backlog(40)
+    guard.analyse(requests, memo=AnalysisMemo(tmp_path / "m.db"))
+    with sqlite3.connect(tmp_path / "m.db") as conn:
+        for table in ("memo_neighbours", "memo_members", "memo_means", "memo_verdicts",
+                      "memo_reports", "memo_report_parts"):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN later TEXT")
+    changed = [replace(requests[0], title="A new title " + requests[0].title), *requests[1:]]
+    memo = AnalysisMemo(tmp_path / "m.db")
+    same(guard.analyse(changed, memo=memo), guard.analyse(changed))
+    memo.close()
+    reader = AnalysisMemo(tmp_path / "m.db")
+    reader.conn.execute("PRAGMA query_only = ON")  # every write now fails as read-only would
+    assert len(reader.verdicts([], touch=True)) == 0
+    keys = [k for (k,) in reader.conn.execute("SELECT verdict_key FROM memo_verdicts")]
+    assert len(reader.verdicts(keys)) == len(keys)  # read, the failed mark ignored
+
+
+def test_which_of_many_tied_neighbours_are_kept_does_not_depend_on_the_file_order(guard,
+                                                                                   tmp_path):
+    """Neighbour lists stop at 50. Among more than 50 requests tied on one score, the
+    members were chosen by position in the file: the same backlog reordered gave other
+    demand (22 distinct customers against 32), and a re-audit of the reordered file kept
+    the old members where a fresh run chose others. Ties now go by the requests' keys."""
+    base = list(read_backlog("examples/backlog.jsonl"))
+    ask = base[10]
+    same_clinic = [replace(ask, id=f"S-{k}", customer="Alpha Vets") for k in range(30)]
+    many = [replace(ask, id=f"M-{k}", customer=f"Clinic {k}") for k in range(30)]
+    first = base[:20] + same_clinic + many
+    second = base[:20] + many + same_clinic
+
+    def by_id(analysis, requests):
+        return {r.id: (v.label, v.signals.get("demand"), sorted(requests[j].id for j, _ in n))
+                for r, v, n in zip(requests, analysis.verdicts, analysis.neighbours,
+                                   strict=True)}
+
+    assert by_id(guard.analyse(first), first) == by_id(guard.analyse(second), second)
+    memo = AnalysisMemo(tmp_path / "m.db")
+    guard.analyse(first, memo=memo)
+    again = AnalysisMemo(tmp_path / "m.db")
+    kept = guard.analyse(second, memo=again)
+    assert again.reused_lists > 0
+    assert by_id(kept, second) == by_id(guard.analyse(second), second)

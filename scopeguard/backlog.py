@@ -171,6 +171,7 @@ def is_feature_request(request: Request, filters: Filters) -> tuple[bool, str]:
 # --- files ---------------------------------------------------------------------------------
 
 _FIELDS = ("id", "title", "body", "author", "customer", "created_at", "url", "org", "label")
+REQUEST_KEYS = (*_FIELDS, "labels")  # what a request's JSON object is read from
 
 
 def request_from_dict(data: dict, where: str) -> Request:

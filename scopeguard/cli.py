@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import functools
 import json
@@ -18,7 +19,7 @@ import click
 import numpy as np
 
 from . import DIST_NAME, render
-from .backlog import Request, decode, read_backlog, request_from_dict
+from .backlog import REQUEST_KEYS, Request, decode, read_backlog, request_from_dict
 from .errors import InputError, ScopeguardError
 from .markup import plain
 from .settings import BACKENDS
@@ -222,6 +223,16 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
     if file:
         text = _read_stdin() if file == "-" else _read_file(file)
         stripped = text.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            try:  # a JSON list is many requests; "[Feature] Export" is a title
+                many = json.loads(stripped)
+            except (ValueError, RecursionError):
+                many = None
+            if isinstance(many, list):
+                raise ScopeguardError(f"{file}: a JSON list of {len(many)} item(s), not one "
+                                      "request. Fix: pass one JSON object with title and "
+                                      "body, or audit the list: scopeguard audit "
+                                      f"--from-file {file}.")
         if stripped.startswith("{"):
             if title or body is not None:
                 raise click.UsageError(f"{file} is a JSON request: its title and body are "
@@ -236,6 +247,11 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
                                       f"({getattr(exc, 'msg', exc)}). "
                                       "Fix: a JSON object with title and body, or plain text "
                                       "whose first line is the title.") from None
+            for key in data:  # a misspelt key would leave its field silently empty
+                near = difflib.get_close_matches(key.lower(), REQUEST_KEYS, n=1, cutoff=0.75)
+                if key not in REQUEST_KEYS and near:
+                    raise ScopeguardError(f"{file}: unknown key {key!r}. Fix: did you mean "
+                                          f"{near[0]!r}?")
             data.setdefault("id", request_id)
             return request_from_dict(data, file)
         first, _, rest = stripped.partition("\n")
@@ -245,6 +261,10 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
         for r in backlog:
             if r.id == request_id:
                 return r
+        if not backlog:
+            raise ScopeguardError(f"--id {request_id}: no backlog to look it up in. Fix: pass "
+                                  "--backlog FILE, or the request itself with --title/--body "
+                                  "or --file.")
         raise ScopeguardError(f"--id {request_id}: not in the backlog. Fix: check the id.")
     if not (title or body):
         raise ScopeguardError("no request given. Fix: pass --title/--body, --file PATH, "
@@ -549,7 +569,7 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, backlog,
 
     from .history_store import HistoryStore
     from .runtime import db_path, open_scopeguard
-    from .suggest import insert_commented, suggest_non_goals
+    from .suggest import insert_commented, not_written, suggest_non_goals
 
     store = HistoryStore(db_path(db))
     declined = [d for d in store.decided(source) if d.decision == "declined"]
@@ -595,14 +615,20 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, backlog,
     if write and fresh:
         path = Path(guard.positioning.source)
         today = datetime.now(UTC).strftime("%Y-%m-%d")
-        path.write_text(insert_commented(path.read_text(encoding="utf-8"), fresh, today),
-                        encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        new = not_written(text, fresh)
+        if not new:
+            click.echo(f"\nall {len(fresh)} suggestions are in {path} already (an earlier "
+                       "--write): nothing written.", err=as_json)
+            return
+        path.write_text(insert_commented(text, new, today), encoding="utf-8")
         from .positioning import load_positioning
 
         load_positioning(path)  # what was written still loads
-        click.echo(f"\nwrote {len(fresh)} commented-out non-goals into {path}: uncomment "
-                   "the ones you mean, add where to point people (instead), then run "
-                   f"scopeguard check {path}.", err=as_json)
+        click.echo(f"\nwrote {len(new)} commented-out non-goals into {path}"
+                   f"{f' ({len(fresh) - len(new)} were there already)' if len(new) < len(fresh) else ''}"
+                   ": uncomment the ones you mean, add where to point people (instead), then "
+                   f"run scopeguard check {path}.", err=as_json)
 
 
 # --- audit -----------------------------------------------------------------------------------
@@ -613,7 +639,8 @@ def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, position
     """Requests from exactly one source: a file, a GitHub repository or a Jira query."""
     sources = [s for s in (from_file, github, jira_project or jql) if s]
     if len(sources) != 1:
-        raise click.UsageError("give exactly one source: --from-file, --github or --jira/--jql.")
+        raise click.UsageError("give exactly one source. Fix: pass --from-file PATH, --github "
+                               "OWNER/REPO, or --jira PROJECT (or --jql QUERY).")
     if from_file:
         items = read_backlog(from_file, encoding)
         return items[:limit] if limit else items
@@ -765,6 +792,7 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
                 pending, size = [], 0
         click.echo("".join(pending), nl=not last.endswith("\n"))
         return
+    parts = _ending_in_newline(parts)  # the file's last line ends, as on the terminal
     try:
         mode = os.stat(output).st_mode
     except FileNotFoundError:
@@ -802,6 +830,15 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _ending_in_newline(parts: Iterable[str]) -> Iterator[str]:
+    last = ""
+    for part in parts:
+        last = part or last
+        yield part
+    if last and not last.endswith("\n"):
+        yield "\n"
 
 
 def _remove_stale_partials(target: Path, age: float = 86400.0) -> None:

@@ -126,11 +126,20 @@ def _plain(value: str) -> str:
     return _UNSAFE.sub(" ", value)
 
 
+def not_written(text: str, suggestions: Sequence[Suggestion]) -> list[Suggestion]:
+    """The ``suggestions`` an earlier ``--write`` did not already put into ``text``
+    (commented out, or since uncommented: the same name line)."""
+    return [s for s in suggestions
+            if not re.search(r"^\s*(#\s*)?- name: " + re.escape(_quoted(s.name)) + r"\s*$",
+                             text, re.M)]
+
+
 def insert_commented(text: str, suggestions: Sequence[Suggestion], when: str) -> str:
     """The positioning file ``text`` with ``suggestions`` as commented-out entries under
-    ``non_goals:`` (created at the end when absent): uncomment one to enable it."""
+    ``non_goals:`` (created at the end when absent): uncomment one to enable it. Those
+    already in the file (an earlier ``--write``) are not added again."""
     block = []
-    for s in suggestions:
+    for s in not_written(text, suggestions):
         ids = ", ".join(_plain(m[0]) for m in s.members[:8])
         block += [f"  # Suggested by scopeguard suggest non-goals ({when}): asked "
                   f"{len(s.members)} times by {len(s.requesters)} requester(s): {ids}.",

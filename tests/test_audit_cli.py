@@ -80,6 +80,8 @@ def test_audit_of_examples_writes_every_format(audit_outputs, example_backlog):
     assert md.startswith("# Scope audit: Pawtrack") and "## Requests nearest each non-goal" in md
     table = audit_outputs["table"][0].read_text()
     assert table.strip().splitlines()[-1] == data["summary"]
+    for fmt in ("table", "json", "csv", "markdown", "html"):  # each file ends its last line
+        assert audit_outputs[fmt][0].read_text().endswith("\n"), fmt
     assert data["summary"] in audit_outputs["table"][1].stderr
 
 

@@ -201,3 +201,24 @@ def test_check_takes_the_config_option_the_other_commands_take(runner, example_c
     other.write_text(example_config.read_text())
     both = runner.invoke(cli, ["check", str(other), "-c", str(example_config), "--fast"])
     assert both.exit_code == 2 and "name one" in both.output
+
+
+def test_classify_file_refuses_json_that_is_not_one_request(runner, tmp_path, example_config):
+    """A JSON list was classified as its own raw text, a misspelt key left the title empty,
+    both with exit 0 and a confident-looking verdict."""
+    base = ["classify", "-c", str(example_config), "--db", str(tmp_path / "c.db"), *FAST]
+    many = tmp_path / "many.json"
+    many.write_text('[{"title": "Export to CSV", "body": "x"}]')
+    result = runner.invoke(cli, [*base, "-f", str(many)])
+    assert result.exit_code == 2 and "not one request" in result.output
+    assert "audit --from-file" in result.output
+    typo = tmp_path / "typo.json"
+    typo.write_text('{"titel": "Export to CSV", "body": "Our accountant needs it"}')
+    result = runner.invoke(cli, [*base, "-f", str(typo)])
+    assert result.exit_code == 2 and "did you mean 'title'" in result.output
+    bracket = tmp_path / "ask.md"  # plain text whose title starts with a bracket
+    bracket.write_text("[Feature] Export to CSV\nOur accountant needs it\n")
+    result = runner.invoke(cli, [*base, "-f", str(bracket)])
+    assert result.exit_code == 0 and "[Feature] Export to CSV" in result.output
+    result = runner.invoke(cli, [*base, "--id", "PAW-101"])
+    assert result.exit_code == 2 and "no backlog to look it up in" in result.output

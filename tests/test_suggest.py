@@ -134,6 +134,10 @@ def test_suggest_non_goals_cli_reads_the_store_and_writes_the_file(runner, examp
     assert "# Suggested by scopeguard suggest non-goals" in text
     assert all(f"#{k}" in text.split("# Suggested")[1] for k in (1, 2, 3))
     assert len(load_positioning(config).non_goals) == 5  # nothing enabled by itself
+    again = runner.invoke(cli, ["suggest", "non-goals", "-c", str(config), "--db", str(db),
+                                "--model", "hashing", "--similar", "0.45", "--write"])
+    assert again.exit_code == 0 and "nothing written" in again.output, again.output
+    assert config.read_text() == text  # a second --write adds no copies
 
 
 def test_open_one_off_requests_of_a_backlog_join_the_groups(runner, example_config, tmp_path):

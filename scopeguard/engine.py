@@ -7,8 +7,11 @@ SQLite cache), finds each request's neighbours in the backlog and calls
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,7 +139,7 @@ class Scopeguard:
             return analysis
         # The memo: mean vectors of requests seen before (no cleaning, no cache lookup),
         # their neighbour lists and verdicts; what is missing is computed.
-        model = self.embedder.model_id
+        model = f"{self.embedder.model_id}@{code_version()}"  # means: cleaned and pooled
         stored = memo.means(model, keys)
         todo = [i for i, k in enumerate(keys) if k not in stored]
         # With the embedding cache, a batch's cleaned texts and chunk vectors are dropped
@@ -242,9 +245,7 @@ class Scopeguard:
 
     def verdict_context(self) -> str:
         """What a verdict depends on beside the request and its neighbours."""
-        from . import __version__
-
-        return digest(__version__, self.positioning, self.embedder.model_id, self.rules,
+        return digest(code_version(), self.positioning, self.embedder.model_id, self.rules,
                       self.head, [(d.request.id, d.request.title, d.request.body,
                                    d.request.url, d.decision, d.reason, d.decided_at)
                                   for d in self.precedents])
@@ -256,8 +257,8 @@ class Scopeguard:
         indexed = use_hnsw(len(keys))  # lists kept from an indexed run say so
         tie = tie_order(keys)
         # "ties by key": lists kept when ties went by file position are chosen again
-        context = digest("neighbours", self.embedder.model_id, self.rules.similar, limit,
-                         indexed, "ties by key")
+        context = digest("neighbours", code_version(), self.embedder.model_id,
+                         self.rules.similar, limit, indexed, "ties by key")
         before = memo.members(context)
         cached = memo.neighbour_lists(context, keys) if before else {}
         at = {k: i for i, k in enumerate(keys)}
@@ -326,6 +327,27 @@ def _batches(rows: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     """``rows`` in consecutive slices of ``size`` (none for no rows)."""
     for start in range(0, len(rows), max(size, 1)):
         yield rows[start:start + max(size, 1)]
+
+
+# The modules that turn a request into its mean vector, neighbours and verdict.
+_DECIDING = ("backlog", "clean", "classify", "rules", "signals", "certainty", "calibration",
+             "engine", "knn", "positioning")
+
+
+@functools.cache
+def code_version() -> str:
+    """The package's version and a hash of the modules that decide (:data:`_DECIDING`):
+    what the memo keeps is keyed by it, so an upgrade, or a local change, that alters how
+    a verdict is made never reuses what an older build stored under the same version
+    number. (The embedding cache is keyed by the model and the cleaned text instead.)"""
+    from . import __version__
+
+    digest_ = hashlib.sha256(__version__.encode())
+    here = Path(__file__).resolve().parent
+    for name in _DECIDING:
+        path = here / f"{name}.py"
+        digest_.update(path.read_bytes() if path.is_file() else name.encode())
+    return digest_.hexdigest()[:16]
 
 
 def request_key(request: Request) -> str:

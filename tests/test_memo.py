@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import time
 from dataclasses import replace
@@ -570,3 +571,20 @@ def test_which_of_many_tied_neighbours_are_kept_does_not_depend_on_the_file_orde
     kept = guard.analyse(second, memo=again)
     assert again.reused_lists > 0
     assert by_id(kept, second) == by_id(guard.analyse(second), second)
+
+
+def test_a_new_build_of_the_deciding_code_reuses_nothing_kept_by_the_old_one(guard, tmp_path,
+                                                                              monkeypatch):
+    """The memo was keyed by the version number, the same for every commit: a change to
+    how verdicts are made, not followed by a new number, reused the old verdicts. It is
+    keyed by a hash of the deciding modules' code now."""
+    assert re.fullmatch(r"[0-9a-f]{16}", engine.code_version())
+    requests = backlog(60)
+    guard.analyse(requests, memo=AnalysisMemo(tmp_path / "m.db"))
+    same_build = AnalysisMemo(tmp_path / "m.db")
+    guard.analyse(requests, memo=same_build)
+    assert same_build.computed_verdicts == 0 and same_build.reused_lists == 60
+    monkeypatch.setattr(engine, "code_version", lambda: "another build")
+    new_build = AnalysisMemo(tmp_path / "m.db")
+    same(guard.analyse(requests, memo=new_build), guard.analyse(requests))
+    assert new_build.computed_verdicts == 60 and new_build.reused_lists == 0

@@ -79,7 +79,8 @@ _SUBJECT = re.compile(r"^(?:it|this (?:tool|project|app|application|library|prog
                       r"{product})\b", re.I)
 _INSTEAD = re.compile(r"(?:use|try|see|consider(?: using)?)\s+([^.;,]+?)\s+instead\b|"
                       r"instead,?\s+(?:use|try|see|consider(?: using)?)\s+([^.;]+)", re.I)
-_ALTERNATIVE = re.compile(r"\b(?:an? )?(?:alternative|replacement) (?:to|for) ([^.;,]+)",
+_ALTERNATIVE = re.compile(r"\b(?:an? )?(?:alternative|replacement) (?:to|for) "
+                          r"((?:[^.;,]|\.(?=\w))+)",  # a dot inside a name: Healthchecks.io
                           re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`*\"'(])")
 
@@ -267,10 +268,15 @@ def draft(docs: Sequence[Doc], product: str = "") -> Draft:
             sentences = [(s, f"{doc.path}:{b.line_of(s)}") for b in opening
                          for s in _sentences(b.text)]
             if sentences:
-                first, where = sentences[0]
-                out.category = _category(first, out.product)
+                # a sentence already in the category's form is the category as written
+                k = next((n for n, (s, _) in enumerate(sentences)
+                          if re.match(r"^for\s.+,\s*use\s+\S", s, re.I)), None)
+                first, where = sentences[0 if k is None else k]
+                out.category = (first.rstrip(".!") if k is not None
+                                else _category(first, out.product))
                 out.category_source = where
-                out.statements = [Found(s, source=w) for s, w in sentences[1:6]]
+                out.statements = [Found(s, source=w) for n, (s, w) in enumerate(sentences)
+                                  if n != (k or 0)][:5]
         # Features: bullet items and subheadings of a features section.
         section: _Block | None = None
         for k, b in enumerate(blocks):
@@ -331,8 +337,9 @@ def _category(sentence: str, product: str) -> str:
     """'X is a fast tool for Y.' -> 'For a fast tool for Y, use X' (a draft to reword as
     the customer's need)."""
     sentence = sentence.rstrip(".!")
-    m = re.match(rf"^(?:{re.escape(product)}|it|this \w+)\s+(?:is|are)\s+(.+)$", sentence,
-                 re.I) if product else None
+    names = {re.escape(product), re.escape(product.split()[0])} if product.strip() else set()
+    m = re.match(rf"^(?:{'|'.join(sorted(names))}|it|this \w+)\s+(?:is|are)\s+(.+)$",
+                 sentence, re.I) if names else None
     what = m.group(1) if m else sentence
     return f"For {what}, use {product or 'the product'}"
 

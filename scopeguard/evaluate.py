@@ -449,8 +449,9 @@ def format_report(report: Report, baseline: str = "majority class") -> str:
         lines.append(f"{'ceiling: ' + who:34s} {r['accuracy']:9.3f} {'':>13s} "
                      f"{r['macro_f1']:9.3f} {'':>13s}  kappa {r['kappa']:.3f} (n={r['n']})")
     if base:
+        unit = "products" if len(report.products) > 1 else "requests (one product)"
         lines.append(f"(ratios against the {baseline} baseline, same run; intervals: "
-                     "bootstrap over products)")
+                     f"bootstrap over {unit})")
     if any(report.steps.values()):
         steps = sorted({s for per in report.steps.values() for s in per})
         lines += ["", "recall by the rule step that decided the label (n):"]

@@ -82,7 +82,11 @@ EMPTY_FIX = {
 
 
 def _vague(text: str, patterns: list[re.Pattern[str]]) -> list[str]:
-    return [m.group(0) for p in patterns for m in [p.search(text)] if m]
+    """The vague phrases in ``text``; one inside another found ('enterprises' inside
+    'small and medium enterprises') is said once, as the longer."""
+    spans = [m.span() for p in patterns for m in [p.search(text)] if m]
+    return [text[a:b] for a, b in spans
+            if not any(c <= a and b <= d and (c, d) != (a, b) for c, d in spans)]
 
 
 def lexical_similarity(a: Sequence[str], b: Sequence[str]) -> np.ndarray:

@@ -189,6 +189,7 @@ def test_calibrate_and_eval_take_a_label_seen_once(runner, tmp_path, example_con
                                  *FAST])
     assert result.exit_code == 0, result.output
     assert "confusion" in result.output
+    assert "bootstrap over requests (one product)" in result.output  # not "over products"
 
 
 def test_check_takes_the_config_option_the_other_commands_take(runner, example_config,
@@ -222,3 +223,12 @@ def test_classify_file_refuses_json_that_is_not_one_request(runner, tmp_path, ex
     assert result.exit_code == 0 and "[Feature] Export to CSV" in result.output
     result = runner.invoke(cli, [*base, "--id", "PAW-101"])
     assert result.exit_code == 2 and "no backlog to look it up in" in result.output
+
+
+def test_a_missing_github_token_is_said_for_the_command_line(runner, tmp_path, example_config,
+                                                             monkeypatch):
+    """The command line's fix named the Action's token input, which a CLI user has not."""
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), *FAST, "--github", "acme/app"])
+    assert result.exit_code == 2 and "Fix: set GITHUB_TOKEN" in result.output, result.output

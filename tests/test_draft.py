@@ -237,3 +237,21 @@ def test_init_from_docs_takes_a_shells_list_of_docs_and_never_writes_over_one(ru
         refused = runner.invoke(cli, ["init", *args])
         assert refused.exit_code == 2 and "Fix:" in refused.output, args
     assert first.read_text() == "# Guide\n\nHow to use it.\n"
+
+
+def test_the_draft_keeps_a_category_sentence_as_written_and_names_with_dots():
+    """A README that already says 'For X, use Y' had its first sentence turned into the
+    category instead; 'an alternative to Cronitor and Healthchecks.io' lost '.io'; a
+    product named 'Quillio Notes' whose README says 'Quillio is...' got 'For Quillio is'."""
+    text = ("# Tidepool\n\nTidepool is a self-hosted uptime and cron-job monitor for small "
+            "ops teams. For teams that need to know when a scheduled job silently stops, use "
+            "Tidepool. It is an alternative to Cronitor and Healthchecks.io for people who "
+            "self-host.\n\n## Features\n\n- Checks: ping URLs\n")
+    d = draft([Doc("README.md", text)])
+    assert d.category == ("For teams that need to know when a scheduled job silently stops, "
+                          "use Tidepool")
+    assert any("self-hosted uptime" in s.name for s in d.statements)
+    assert d.alternative.name == "Cronitor and Healthchecks.io for people who self-host"
+    named = draft([Doc("README.md", "# Quillio\n\nQuillio is a lightweight note-taking app "
+                                    "for researchers.\n")], "Quillio Notes")
+    assert named.category == "For a lightweight note-taking app for researchers, use Quillio Notes"

@@ -101,3 +101,9 @@ def test_fields_left_as_the_templates_placeholders_are_errors(tmp_path):
                                "alternative": "a wiki", "uniqueness": "u",
                                "features": ["Collapsible sections"]})
     assert [f.key for f in lint(draft) if "placeholder" in f.message] == ["category"]
+
+
+def test_a_vague_phrase_inside_a_longer_one_is_said_once():
+    p = parse_positioning({**BASE, "target_customer": "small and medium enterprises in retail"})
+    vague = [f.message for f in lint(p) if "vague target customer" in f.message]
+    assert vague == ["vague target customer 'small and medium enterprises'."]

@@ -162,8 +162,8 @@ def make_client(token: str, base_url: str | None = None, *, max_wait: float = DE
         client = make_client(token, "https://ghe.example.com/api/v3")
     """
     if not token or not token.strip():
-        raise GitHubAuthError("no GitHub token. Fix: pass the token input (default "
-                              "`${{ github.token }}`) or set GITHUB_TOKEN.", 401)
+        raise GitHubAuthError("no GitHub token. Fix: set GITHUB_TOKEN (in the Action: the "
+                              "token input, default `${{ github.token }}`).", 401)
     retry = CappedRetry(max_wait=max_wait, total=retries, backoff_factor=0.5)
     pacing: dict[str, Any] = {} if throttle else {"seconds_between_requests": None,
                                                   "seconds_between_writes": None}

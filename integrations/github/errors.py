@@ -132,7 +132,8 @@ def translate(exc: BaseException, action: str, needs: str = "issues: write") -> 
             and "rate limit" in _message(exc).lower()):
         return GitHubRateLimitError(
             f"GitHub rate limit hit while {action}, and the wait it asks for exceeds "
-            "scopeguard's cap. Fix: re-run the job later, or raise SCOPEGUARD_GITHUB_MAX_WAIT "
+            "scopeguard's cap. Fix: run it again later (re-run the job), or raise "
+            "SCOPEGUARD_GITHUB_MAX_WAIT "
             f"(seconds; default {DEFAULT_MAX_WAIT:g}).", 429)
     if isinstance(exc, GithubException):
         status, detail = exc.status, _message(exc)
@@ -157,14 +158,15 @@ def translate(exc: BaseException, action: str, needs: str = "issues: write") -> 
         if status in (403, 429):
             return GitHubRateLimitError(
                 f"GitHub kept rate-limiting scopeguard while {action}, after every retry. "
-                "Fix: re-run the job later.", status)
+                "Fix: run it again later (in the Action: re-run the job).", status)
         return GitHubUnavailableError(
             f"GitHub kept failing ({status or 'server error'}) while {action}, after every "
-            "retry. Fix: re-run the job; see https://www.githubstatus.com.", status)
+            "retry. Fix: run it again (re-run the job); see https://www.githubstatus.com.",
+            status)
     if isinstance(exc, requests.exceptions.RequestException):
         return GitHubUnavailableError(
             f"cannot reach the GitHub API while {action} ({type(exc).__name__}). Fix: check "
-            "GITHUB_API_URL and the runner's network, then re-run the job.")
+            "GITHUB_API_URL and the network, then run it again (re-run the job).")
     return GitHubError(f"{action} failed: {type(exc).__name__}.")
 
 

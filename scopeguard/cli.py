@@ -138,8 +138,9 @@ def check(path: str | None, fast: bool, config: str | None, db: str | None,
     from .lint import lint
     from .runtime import load_config, make_embedder
 
-    if path and config and Path(path) != Path(config) and "SCOPEGUARD_CONFIG" not in \
-            os.environ:
+    typed = click.get_current_context().get_parameter_source("config") == \
+        click.core.ParameterSource.COMMANDLINE  # not SCOPEGUARD_CONFIG: PATH wins over that
+    if path and config and typed and Path(path) != Path(config):
         raise InputError(f"two files to check: {path} and -c {config}. Fix: name one.")
     positioning = load_config(path or config)
     if fast:
@@ -730,12 +731,14 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
         click.echo(f"warning: the report was written but not kept for the next audit "
                    f"({memo.report_error}).", err=True)
     embedded = getattr(guard.embedder, "computed", None)
+    from .runtime import db_path
+
     if not quiet:
         if output or fmt != "table":
             click.echo(summary, err=True)
         if embedded is not None:
             click.echo(f"embedded {embedded} new text(s); the rest came from the cache "
-                       f"({db or 'scopeguard.db'}).", err=True)
+                       f"({db_path(db)}).", err=True)
         if memo is not None and memo.reused_report:
             click.echo("nothing changed since the last audit: its report was written again "
                        "(--recompute to redo it).", err=True)
@@ -744,7 +747,7 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
                        f"neighbour list(s) of the last audit; computed {memo.computed_verdicts}"
                        f" and {memo.computed_rows}.", err=True)
         if memo is not None and memo.neighbour_conflict:
-            click.echo(f"another audit saved its results to {db or 'scopeguard.db'} while "
+            click.echo(f"another audit saved its results to {db_path(db)} while "
                        "this one ran: this audit's neighbour lists were not kept (the next "
                        "audit computes them afresh).", err=True)
     if memo is not None:

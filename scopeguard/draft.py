@@ -268,9 +268,13 @@ def draft(docs: Sequence[Doc], product: str = "") -> Draft:
             sentences = [(s, f"{doc.path}:{b.line_of(s)}") for b in opening
                          for s in _sentences(b.text)]
             if sentences:
-                # a sentence already in the category's form is the category as written
-                k = next((n for n, (s, _) in enumerate(sentences)
-                          if re.match(r"^for\s.+,\s*use\s+\S", s, re.I)), None)
+                # a sentence already in the category's form, naming the product, is the
+                # category as written ("For questions, use Discussions" is not)
+                names = "|".join(re.escape(n) for n in {out.product,
+                                                         out.product.split()[0]} if n) \
+                    if out.product.strip() else ""
+                k = next((n for n, (s, _) in enumerate(sentences) if names and re.match(
+                    rf"^for\s.+,\s*use\s+(?:{names})\b", s, re.I)), None)
                 first, where = sentences[0 if k is None else k]
                 out.category = (first.rstrip(".!") if k is not None
                                 else _category(first, out.product))

@@ -64,27 +64,37 @@ def resolve_model(model: str | None) -> tuple[str, str]:
     path = Path(model).expanduser()
     if path.exists():
         resolved = path.resolve()
-        mark = f"#w{weights_fingerprint(resolved)[:12]}" if resolved.is_dir() else ""
+        mark = f"#w{weights_fingerprint(resolved, stamp=False)[:12]}" if resolved.is_dir() \
+            else ""
         return f"path:{resolved}{mark}", str(resolved)
     return model, model
 
 
-WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "onnx/model.onnx")
+WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "onnx/model.onnx",
+                "1_Pooling/config.json", "modules.json", "tokenizer.json")
 
 
-def weights_fingerprint(model_dir: Path, salt: str = "") -> str:
-    """A cheap fingerprint of a model directory's weights: each weights file's size,
-    change time, first and last 64 KB (a fine-tune that froze the embeddings keeps the
-    first bytes, not the rest)."""
+def weights_fingerprint(model_dir: Path, salt: str = "", stamp: bool = True) -> str:
+    """A cheap fingerprint of a model directory's weights: each weights file's size, its
+    first, middle and last 64 KB (a fine-tune that froze the embeddings keeps the first
+    bytes, not the rest), and with ``stamp`` its change time. Without ``stamp`` (a model's
+    id, which keys caches shared between machines and checkouts) a byte-identical copy
+    has the same fingerprint; with it (the ONNX build, local to one machine) any rewrite
+    of the files counts."""
     digest = hashlib.sha256(salt.encode())
-    for name in WEIGHT_FILES:
+    shards = sorted(p.name for p in model_dir.glob("model-*-of-*.safetensors"))
+    for name in (*WEIGHT_FILES, *shards):
         path = model_dir / name
         if path.is_file():
             stat = path.stat()
-            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            digest.update(f"{name}:{stat.st_size}".encode())
+            if stamp:
+                digest.update(f":{stat.st_mtime_ns}".encode())
             with path.open("rb") as f:
                 digest.update(f.read(1 << 16))
-                if stat.st_size > 1 << 17:
+                if stat.st_size > 3 << 16:
+                    f.seek(stat.st_size // 2)
+                    digest.update(f.read(1 << 16))
                     f.seek(-(1 << 16), os.SEEK_END)
                     digest.update(f.read())
     return digest.hexdigest()[:16]

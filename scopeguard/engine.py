@@ -139,7 +139,7 @@ class Scopeguard:
             return analysis
         # The memo: mean vectors of requests seen before (no cleaning, no cache lookup),
         # their neighbour lists and verdicts; what is missing is computed.
-        model = f"{self.embedder.model_id}@{code_version()}"  # means: cleaned and pooled
+        model = f"{self.embedder.model_id}@{code_version('backlog', 'clean')}"  # cleaned
         stored = memo.means(model, keys)
         todo = [i for i, k in enumerate(keys) if k not in stored]
         # With the embedding cache, a batch's cleaned texts and chunk vectors are dropped
@@ -329,24 +329,21 @@ def _batches(rows: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield rows[start:start + max(size, 1)]
 
 
-# The modules that turn a request into its mean vector, neighbours and verdict.
-_DECIDING = ("backlog", "clean", "classify", "rules", "signals", "certainty", "calibration",
-             "engine", "knn", "positioning")
-
-
 @functools.cache
-def code_version() -> str:
-    """The package's version and a hash of the modules that decide (:data:`_DECIDING`):
-    what the memo keeps is keyed by it, so an upgrade, or a local change, that alters how
-    a verdict is made never reuses what an older build stored under the same version
-    number. (The embedding cache is keyed by the model and the cleaned text instead.)"""
+def code_version(*modules: str) -> str:
+    """The package's version and a hash of its code (every module, or ``modules``): what
+    the memo keeps is keyed by it, so an upgrade, or a local change, that alters how a
+    verdict, a list or a report is made never reuses what an older build stored under the
+    same version number. (Mean vectors: only the modules that clean and read requests;
+    the embedding cache is keyed by the model and the cleaned text instead.)"""
     from . import __version__
 
     digest_ = hashlib.sha256(__version__.encode())
     here = Path(__file__).resolve().parent
-    for name in _DECIDING:
-        path = here / f"{name}.py"
-        digest_.update(path.read_bytes() if path.is_file() else name.encode())
+    paths = ([here / f"{m}.py" for m in modules] if modules else sorted(here.glob("*.py")))
+    for path in paths:
+        digest_.update(path.name.encode() + b"\0")
+        digest_.update(path.read_bytes() if path.is_file() else b"")
     return digest_.hexdigest()[:16]
 
 

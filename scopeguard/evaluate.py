@@ -155,8 +155,11 @@ def predict_majority(scored: Scored, train: list[int], test: list[int]) -> list[
 
 def predict_calibrated(scored: Scored, train: list[int], test: list[int]) -> list[str]:
     labels = [scored.items[i].label for i in train]
+    if not labels:
+        raise InputError("a fold has no labelled request to learn from. Fix: label at "
+                         "least two requests (more for k folds).")
     if len(set(labels)) < 2:  # e.g. the one request of a rare label is this fold's test
-        return [labels[0]] * len(test) if labels else []  # no head to fit: what it saw
+        return [labels[0]] * len(test)  # no head to fit: the label it saw
     head = fit([scored.signals[i] for i in train], labels)
     return [scored.relabel(i, head) for i in test]
 

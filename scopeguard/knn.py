@@ -175,7 +175,8 @@ def tie_order(keys: list[str]) -> np.ndarray:
 def hnsw_neighbours(vectors: np.ndarray, threshold: float, limit: int = 50,
                     k: int = 64, tie: np.ndarray | None = None) -> NeighbourLists:
     """For each row, the other rows at cosine >= ``threshold`` among its ``k`` nearest in
-    an HNSW graph (best ``limit`` first; ties by position, as the exact search orders)."""
+    an HNSW graph (best ``limit`` first; ties as the exact search orders them: ``tie``,
+    then position)."""
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)

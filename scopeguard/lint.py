@@ -103,13 +103,16 @@ def lexical_similarity(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
 
 
 def _placeholders() -> re.Pattern[str]:
-    """What `scopeguard init` writes for the owner to replace: the template's `<the
-    precise customer you build for>`... (exactly those: a feature may name an HTML tag),
-    and the draft's TODO. Classifying against them compares requests with template text."""
+    """What `scopeguard init` writes for the owner to replace, exactly: the template's
+    `<the precise customer you build for>`... and its product `MyProduct` (a feature may
+    name an HTML tag), and the draft's `TODO` fields and `For TODO, use ...` category (a
+    product may be about TODO comments). Classifying against them compares requests with
+    template text."""
     from .template import TEMPLATE
 
     marks = sorted(set(re.findall(r"<[^<>\n]+>", TEMPLATE)), key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, marks)) + r"|\bTODO\b")
+    return re.compile("|".join(map(re.escape, marks))
+                      + r"|^\s*(?:TODO|MyProduct)\s*$|^For TODO, use ")
 
 
 _PLACEHOLDER = _placeholders()

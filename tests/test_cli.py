@@ -232,3 +232,14 @@ def test_a_missing_github_token_is_said_for_the_command_line(runner, tmp_path, e
     result = runner.invoke(cli, ["audit", "-c", str(example_config), "--db",
                                  str(tmp_path / "c.db"), *FAST, "--github", "acme/app"])
     assert result.exit_code == 2 and "Fix: set GITHUB_TOKEN" in result.output, result.output
+
+
+def test_check_path_wins_over_the_environment_but_not_over_a_typed_option(
+        runner, example_config, tmp_path, monkeypatch):
+    other = tmp_path / "other.yml"
+    other.write_text(example_config.read_text())
+    monkeypatch.setenv("SCOPEGUARD_CONFIG", str(example_config))
+    env_only = runner.invoke(cli, ["check", str(other), "--fast"])
+    assert env_only.exit_code == 0 and str(other) in env_only.output
+    typed = runner.invoke(cli, ["check", str(other), "-c", str(example_config), "--fast"])
+    assert typed.exit_code == 2 and "name one" in typed.output

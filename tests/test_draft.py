@@ -255,3 +255,9 @@ def test_the_draft_keeps_a_category_sentence_as_written_and_names_with_dots():
     named = draft([Doc("README.md", "# Quillio\n\nQuillio is a lightweight note-taking app "
                                     "for researchers.\n")], "Quillio Notes")
     assert named.category == "For a lightweight note-taking app for researchers, use Quillio Notes"
+
+
+def test_a_for_use_sentence_about_something_else_is_not_the_category():
+    d = draft([Doc("README.md", "# Tasklet\n\nTasklet is a small task list for teams. For "
+                                "questions, use GitHub Discussions.\n")])
+    assert d.category == "For a small task list for teams, use Tasklet"

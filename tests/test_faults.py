@@ -944,23 +944,3 @@ def test_a_queue_write_that_fails_after_an_event_does_not_end_the_worker(tmp_pat
         wake.set()
         thread.join(5)
         queue.close()
-
-
-def test_the_github_flow_confirms_the_lease_between_classifying_and_writing_back():
-    """The GitHub flow writes back right after it classifies: the classification returns
-    only while the worker still holds the event (a worker that stalled past its lease
-    must not write a stale verdict over the other worker's)."""
-    from scopeguard.integrations.service.handlers import LeaseLost, SerialGuard, leased
-
-    class Guard:
-        def classify(self, request, backlog):
-            return f"verdict of {request}"
-
-    guard = SerialGuard(Guard(), threading.Lock())
-    assert guard.classify("r1", []) == "verdict of r1"  # outside a worker: nothing to confirm
-    renewals = []
-    with leased(lambda: renewals.append(1) or True):
-        assert guard.classify("r2", []) == "verdict of r2"
-    with leased(lambda: False), pytest.raises(LeaseLost, match="nothing written back"):
-        guard.classify("r3", [])
-    assert renewals == [1] and guard.classify("r4", []) == "verdict of r4"

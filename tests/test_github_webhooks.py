@@ -388,3 +388,31 @@ def test_github_app_gets_an_installation_token_per_installation(tmp_path, exampl
         assert failed["state"] == "failed" and "GITHUB_TOKEN" in failed["error"]
         for secret in (pem.splitlines()[1], token, SECRET):
             assert secret not in log
+
+
+def test_the_github_flow_writes_nothing_once_the_worker_lost_its_lease(github, example_config,
+                                                                        tmp_path):
+    """The service's GitHub flow (the Action's, in a worker) confirms the worker still
+    holds the event before its first write: a worker that stalled past its lease writes
+    neither labels nor the comment nor a relabel record; one that holds it writes."""
+    from scopeguard.integrations.github.webhook import handle
+    from scopeguard.integrations.lease import LeaseLost, leased
+
+    from scopeguard.embed import HashingEmbedder
+    from scopeguard.engine import Scopeguard
+    from scopeguard.positioning import load_positioning
+
+    positioning = load_positioning(example_config)
+    guard = Scopeguard(positioning, HashingEmbedder())
+    access = GitHubAccess(api_url=github.base_url, token=TOKEN)
+    number = github.add_issue(REPO, *LAB, user="ivy")
+    before = len(github.writes())
+    with leased(lambda: False), pytest.raises(LeaseLost, match="nothing written back"):
+        handle(event(github, number), access=access, positioning=positioning, guard=guard,
+               db=str(tmp_path / "c.db"))
+    assert len(github.writes()) == before
+    renewed = []
+    with leased(lambda: renewed.append(1) or True):
+        handle(event(github, number), access=access, positioning=positioning, guard=guard,
+               db=str(tmp_path / "c.db"))
+    assert renewed and len(github.writes()) > before

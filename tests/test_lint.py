@@ -107,3 +107,13 @@ def test_a_vague_phrase_inside_a_longer_one_is_said_once():
     p = parse_positioning({**BASE, "target_customer": "small and medium enterprises in retail"})
     vague = [f.message for f in lint(p) if "vague target customer" in f.message]
     assert vague == ["vague target customer 'small and medium enterprises'."]
+
+
+def test_a_product_about_todo_comments_is_not_a_placeholder():
+    p = parse_positioning({**BASE, "product": "todo-to-issue",
+                           "main_value": "every TODO comment becomes a tracked issue",
+                           "features": [{"name": "Issue per TODO comment",
+                                         "description": "one issue for each TODO"}]})
+    assert not [f for f in lint(p) if "placeholder" in f.message]
+    template = parse_positioning({**BASE, "product": "MyProduct", "need": "TODO"})
+    assert {f.key for f in lint(template) if "placeholder" in f.message} == {"product", "need"}

@@ -584,7 +584,7 @@ def test_a_new_build_of_the_deciding_code_reuses_nothing_kept_by_the_old_one(gua
     same_build = AnalysisMemo(tmp_path / "m.db")
     guard.analyse(requests, memo=same_build)
     assert same_build.computed_verdicts == 0 and same_build.reused_lists == 60
-    monkeypatch.setattr(engine, "code_version", lambda: "another build")
+    monkeypatch.setattr(engine, "code_version", lambda *modules: f"another build {modules}")
     new_build = AnalysisMemo(tmp_path / "m.db")
     same(guard.analyse(requests, memo=new_build), guard.analyse(requests))
     assert new_build.computed_verdicts == 60 and new_build.reused_lists == 0

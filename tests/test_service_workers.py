@@ -5,6 +5,7 @@ serve`` processes, the real model, the fake Jira over HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -363,6 +364,9 @@ def test_a_worker_that_stalled_past_its_lease_writes_nothing_back(tmp_path, jira
                      service.log_text(), what="the resumed worker to give up")
         assert [c for c in jira.calls() if c.method in ("POST", "PUT", "DELETE")] == writes
         assert jira.comment_texts("PAW-8") == comment and len(comment) == 1
+        # nor what it stored: the issue's row (demand for others) is the edited request
+        [row] = service.sql("SELECT request FROM issues WHERE key = 'PAW-8'")
+        assert json.loads(row["request"])["title"] == BOOSTER[0]
     finally:
         if frozen:
             os.kill(frozen[0], signal.SIGCONT)

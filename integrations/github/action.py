@@ -53,6 +53,7 @@ from scopeguard.errors import ConfigError, InputError, ScopeguardError
 from scopeguard.markup import md_code, md_text
 from scopeguard.positioning import DEFAULT_FILENAMES, Positioning, find_positioning, load_positioning
 
+from ..lease import confirm_lease
 from .client import get_repository, make_client, own_login, settings_from_env
 from .comments import MaintainerLabel, compose, human_note, read_thread, upsert_comment
 from .errors import github_errors
@@ -196,6 +197,7 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
         report.notice(f"dry run: #{issue.number} is {name} ({verdict.confidence:.0%}); "
                       "nothing was changed on GitHub.")
         return 0
+    confirm_lease()  # the service's worker still holds the event (integrations/lease.py)
     done = [save_relabel(ctx, issue.number, correction)] if correction else []
     if add:
         ensure_labels(ctx.repo, {"needs_decision": add} if add == pending else names)
@@ -224,6 +226,7 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
                            f"{md_text(login or 'a bot')}, not a maintainer: nothing to record.")
     pending = settings.needs_decision_label
     if has_label(request.labels, pending) and not settings.dry_run:
+        confirm_lease()  # the service's worker still holds the event (integrations/lease.py)
         remove_label(issue, pending)  # a maintainer's scope label is the decision
     thread = read_thread(issue, ctx.login)
     predicted, earlier = thread.predicted, thread.human.key if thread.human else None
@@ -252,6 +255,7 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
         return 0
     # The record first: the comment's marker then means "recorded", and a failed commit
     # is retried by the next run of the issue.
+    confirm_lease()
     done = [save_relabel(ctx, issue.number, row)]
     if not asked and key != predicted and predicted in scope_keys(request.labels, names):
         remove_label(issue, names[predicted])

@@ -48,6 +48,7 @@ from ..jira.issues import issue_to_request
 from ..jira.transport import Transport
 from ..jira.webhook import watch_reason
 from ..jira.writeback import jira_label, write_back
+from ..lease import confirm_lease
 from .queue import Event
 from .settings import ServiceSettings
 from .store import IssueStore
@@ -75,35 +76,6 @@ class KeyLocks:
                     del self._locks[key]
                 else:
                     self._locks[key] = (lock, users - 1)
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds its event's lease: it stalled past the lease (a paused
-    machine, a swap storm), another worker took the event and wrote back the issue as it
-    is now; what this one read before the stall must not overwrite that."""
-
-
-_lease = threading.local()
-
-
-@contextlib.contextmanager
-def leased(confirm: Any) -> Any:
-    """While handling one event on this thread: ``confirm()`` renews its lease and says
-    whether this worker still holds it (:func:`confirm_lease`)."""
-    _lease.confirm = confirm
-    try:
-        yield
-    finally:
-        _lease.confirm = None
-
-
-def confirm_lease() -> None:
-    """Right before a write-back: raise :class:`LeaseLost` when the event of this thread
-    was taken by another worker. (Outside a worker, e.g. in tests: nothing to confirm.)"""
-    confirm = getattr(_lease, "confirm", None)
-    if confirm is not None and not confirm():
-        raise LeaseLost("the lease ran out while this worker stalled; another worker "
-                        "handles the event: nothing written back")
 
 
 def permanent(exc: Exception) -> bool:
@@ -141,9 +113,7 @@ class SerialGuard:
 
     def classify(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
-            verdict = self.guard.classify(*args, **kwargs)
-        confirm_lease()  # the GitHub flow writes back next
-        return verdict
+            return self.guard.classify(*args, **kwargs)
 
 
 class Handlers:
@@ -232,6 +202,7 @@ class Handlers:
                 # them here keeps classify() from re-reading every issue ever seen.
                 backlog = self.store.similar(vectors.mean, guard.rules.similar - 1e-6, key)
                 verdict = guard.classify(request, backlog)
+                confirm_lease()  # what it read must not replace what another worker stored
                 self.store.remember(prepared, vectors.mean)
             seen = self.store.seen(key)
             product = self.positioning.product

@@ -33,7 +33,8 @@ from contextlib import contextmanager
 from scopeguard.errors import ScopeguardError
 
 from ..jira.errors import JiraError
-from .handlers import LeaseLost, leased, permanent, reach, tracker_of
+from ..lease import LeaseLost, leased
+from .handlers import permanent, reach, tracker_of
 from .metrics import Metrics
 from .queue import Event, EventQueue, QueueError, describe
 from .settings import ServiceSettings
@@ -94,8 +95,10 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - the thread must outlive the failure
                 self.queue_error = (describe(self.queue.path, exc) if isinstance(
                     exc, sqlite3.Error) else str(exc) if isinstance(exc, QueueError) else
-                    f"the worker cannot use the queue ({type(exc).__name__}: {exc}).")
-                log.error("the queue failed; retrying in 1s: %s", self.queue_error)
+                    f"the worker failed between events ({type(exc).__name__}: {exc}); see "
+                    "the log.")
+                log.error("the worker's step failed; going on in 1s: %s", self.queue_error,
+                          exc_info=not isinstance(exc, sqlite3.Error | QueueError))
                 self.stopping.wait(1)
 
     def _step(self, owner: str) -> None:

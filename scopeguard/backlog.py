@@ -199,7 +199,7 @@ def request_from_dict(data: dict, where: str) -> Request:
     values = {k: "" if data.get(k) is None else str(data.get(k)) for k in _FIELDS}
     if not values["id"]:
         values["id"] = where.rsplit(" ", 1)[-1]
-    extra = {k: v for k, v in data.items() if k not in _FIELDS and k != "labels"}
+    extra = {k: v for k, v in data.items() if k not in REQUEST_KEYS}
     return check_request(Request(**values, labels=tuple(labels), extra=extra), where)
 
 

@@ -248,9 +248,9 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
                                       f"({getattr(exc, 'msg', exc)}). "
                                       "Fix: a JSON object with title and body, or plain text "
                                       "whose first line is the title.") from None
-            for key in data:  # a misspelt key would leave its field silently empty
+            for key in set(data) - set(REQUEST_KEYS):  # a misspelt key: its field empty
                 near = difflib.get_close_matches(key.lower(), REQUEST_KEYS, n=1, cutoff=0.75)
-                if key not in REQUEST_KEYS and near:
+                if near:
                     raise ScopeguardError(f"{file}: unknown key {key!r}. Fix: did you mean "
                                           f"{near[0]!r}?")
             data.setdefault("id", request_id)
@@ -626,10 +626,11 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, backlog,
         from .positioning import load_positioning
 
         load_positioning(path)  # what was written still loads
+        there = len(fresh) - len(new)
         click.echo(f"\nwrote {len(new)} commented-out non-goals into {path}"
-                   f"{f' ({len(fresh) - len(new)} were there already)' if len(new) < len(fresh) else ''}"
-                   ": uncomment the ones you mean, add where to point people (instead), then "
-                   f"run scopeguard check {path}.", err=as_json)
+                   + (f" ({there} were there already)" if there else "")
+                   + ": uncomment the ones you mean, add where to point people (instead), "
+                   f"then run scopeguard check {path}.", err=as_json)
 
 
 # --- audit -----------------------------------------------------------------------------------
@@ -731,8 +732,6 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
         click.echo(f"warning: the report was written but not kept for the next audit "
                    f"({memo.report_error}).", err=True)
     embedded = getattr(guard.embedder, "computed", None)
-    from .runtime import db_path
-
     if not quiet:
         if output or fmt != "table":
             click.echo(summary, err=True)

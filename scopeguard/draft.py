@@ -270,9 +270,7 @@ def draft(docs: Sequence[Doc], product: str = "") -> Draft:
             if sentences:
                 # a sentence already in the category's form, naming the product, is the
                 # category as written ("For questions, use Discussions" is not)
-                names = "|".join(re.escape(n) for n in {out.product,
-                                                         out.product.split()[0]} if n) \
-                    if out.product.strip() else ""
+                names = _names(out.product)
                 k = next((n for n, (s, _) in enumerate(sentences) if names and re.match(
                     rf"^for\s.+,\s*use\s+(?:{names})\b", s, re.I)), None)
                 first, where = sentences[0 if k is None else k]
@@ -337,13 +335,20 @@ def draft(docs: Sequence[Doc], product: str = "") -> Draft:
     return out
 
 
+def _names(product: str) -> str:
+    """How a README names the product, as a regex alternation: the whole name or its first
+    word ('Quillio is...' for Quillio Notes); "" when there is no name."""
+    words = product.split()
+    return "|".join(sorted({re.escape(product.strip()), re.escape(words[0])})) if words else ""
+
+
 def _category(sentence: str, product: str) -> str:
     """'X is a fast tool for Y.' -> 'For a fast tool for Y, use X' (a draft to reword as
     the customer's need)."""
     sentence = sentence.rstrip(".!")
-    names = {re.escape(product), re.escape(product.split()[0])} if product.strip() else set()
-    m = re.match(rf"^(?:{'|'.join(sorted(names))}|it|this \w+)\s+(?:is|are)\s+(.+)$",
-                 sentence, re.I) if names else None
+    names = _names(product)
+    m = re.match(rf"^(?:{names}|it|this \w+)\s+(?:is|are)\s+(.+)$", sentence,
+                 re.I) if names else None
     what = m.group(1) if m else sentence
     return f"For {what}, use {product or 'the product'}"
 

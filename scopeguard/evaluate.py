@@ -170,10 +170,10 @@ def measure_certainty(scored: Scored, protocol: str, **fit_args: Any) -> Certain
     decides the fold's requests, their product's rules around it."""
     decided: list[tuple[str, str, float, bool]] = []
     for _, train, test in folds(scored.items, protocol):
-        if len({scored.items[i].label for i in train}) < 2:
+        labels = [scored.items[i].label for i in train]
+        if len(set(labels)) < 2:
             continue  # no head can be fitted on one label: nothing measured in this fold
-        head = fit([scored.signals[i] for i in train], [scored.items[i].label for i in train],
-                   **fit_args)
+        head = fit([scored.signals[i] for i in train], labels, **fit_args)
         decided += scored.decisions(test, head)
     return fit_certainty(decided)
 

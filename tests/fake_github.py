@@ -137,6 +137,9 @@ class FakeGitHub(LoopbackServer):
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[Recorded] = []
         self.failures: list[Failure] = []
+        # (method, path regex, seconds): a matching request is carried out, then its answer
+        # waits (a worker killed after GitHub wrote, before it heard back).
+        self.stall: tuple[str, str, float] | None = None
         self.lock = threading.RLock()
         self._ids = itertools.count(1000)
         self._routes = self._build_routes()
@@ -431,6 +434,9 @@ class FakeGitHub(LoopbackServer):
             self.requests.append(record)
             status, out_headers, payload = self._dispatch(method, path, query, headers, body)
             record.status = status
+        stall = self.stall
+        if stall and stall[0] == method and re.fullmatch(stall[1], path):
+            time.sleep(stall[2])
         return status, out_headers, payload
 
     def _dispatch(self, method: str, path: str, query: dict[str, list[str]],

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_github import FakeGitHub
 from fake_jira import FakeJira, ServiceProcess, issue_event
 from samples import BOOSTER, LAB, WHATSAPP
 from scopeguard.integrations.service.queue import EventQueue
@@ -129,6 +130,109 @@ def test_a_killed_worker_is_replaced_and_its_event_finished_once(tmp_path, jira,
         queue.close()
     finally:
         service.stop()
+
+
+GH_REPO, GH_TOKEN, GH_LOGIN = "acme/pawtrack", "ghs_CrAsH0123456789abcdefTOKEN", "scopeguard-bot"
+GH_NAMES = {"core": "scope: core", "generalizable": "scope: generalizable",
+            "one_off": "scope: one-off"}
+
+
+def github_service(tmp_path: Path, example_config: Path, github: FakeGitHub) -> ServiceProcess:
+    """GitHub only, one worker, the real model."""
+    return ServiceProcess(tmp_path, None, example_config, {
+        "SCOPEGUARD_GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_TOKEN": GH_TOKEN,
+        "GITHUB_API_URL": github.base_url, "SCOPEGUARD_GITHUB_REPOSITORIES": GH_REPO,
+        "SCOPEGUARD_GITHUB_THROTTLE": "0"}).start()
+
+
+def issues_event(github: FakeGitHub, number: int, action: str, sender: str,
+                 label: str = "") -> dict:
+    payload = {"action": action, "issue": github.issue_payload(GH_REPO, number),
+               "repository": {"full_name": GH_REPO}, "sender": {"login": sender, "type": "User"}}
+    return {**payload, "label": {"name": label, "color": "ededed"}} if label else payload
+
+
+def kill_mid_call(service: ServiceProcess, github: FakeGitHub, method: str, path: str,
+                  payload: dict, delivery: str) -> None:
+    """Send ``payload``; SIGKILL the worker once GitHub has carried out its ``method path``
+    (whose answer is held back); wait until a new worker has finished the event."""
+    [worker] = workers_of(service)
+    github.stall = (method, path, 30.0)
+    try:
+        assert service.post_github(payload, delivery=delivery).status_code == 202
+        service.wait(lambda: github.calls(method, path), timeout=120,
+                     what=f"the worker's {method} {path}")
+        os.kill(worker, signal.SIGKILL)
+    finally:
+        github.stall = None
+    service.wait(lambda: service.metrics().get("scopeguard_worker_restarts_total") == 1,
+                 what="the pool to notice")
+    service.wait(lambda: service.events()["github:" + delivery]["state"] == "done",
+                 timeout=120, what="the event to be finished by the new worker")
+    assert workers_of(service) != [worker]
+
+
+@pytest.mark.parametrize("stalled", ["comments", "labels"])
+def test_a_worker_killed_mid_github_write_back_leaves_one_comment_and_no_relabel(
+        stalled, tmp_path, example_config):
+    """The GitHub flow in the service: SIGKILL the worker after GitHub carried out its
+    comment (or its label) but before the answer reached it. The event is queued again;
+    the new worker finds its own comment by author and marker and edits it, labels the
+    issue once, and records no maintainer relabel (the label on the issue is its own)."""
+    with FakeGitHub(token=GH_TOKEN, login=GH_LOGIN) as github:
+        github.add_repo(GH_REPO)
+        number = github.add_issue(GH_REPO, *LAB, user="harbour-lane")
+        service = github_service(tmp_path, example_config, github)
+        try:
+            kill_mid_call(service, github, "POST", rf"/repos/{GH_REPO}/issues/{number}/{stalled}",
+                          issues_event(github, number, "opened", "harbour-lane"), "gh-kill-1")
+            comments = github.comments(GH_REPO, number)
+            assert len(comments) == 1 and comments[0]["user"] == GH_LOGIN, comments
+            assert len(github.calls("POST", rf"/repos/{GH_REPO}/issues/{number}/comments")) == 1
+            [label] = [name for name in github.issue_labels(GH_REPO, number)
+                       if name in GH_NAMES.values()]
+            assert label in comments[0]["body"]
+            # no maintainer relabel: nothing committed to the repository
+            assert not [w for w in github.writes() if "/contents/" in w.path
+                        or "/git/" in w.path], [w.path for w in github.writes()]
+        finally:
+            service.stop()
+
+
+def test_a_worker_killed_after_committing_a_relabel_records_it_once(tmp_path, example_config):
+    """A maintainer's relabel: SIGKILL the worker once GitHub committed the relabels row,
+    before the answer came (so before scopeguard's label went and the comment noted it).
+    The new worker finds the row in the file and commits nothing more; the label and the
+    comment are finished."""
+    from scopeguard.integrations.github.relabels import RELABELS_FILE
+
+    with FakeGitHub(token=GH_TOKEN, login=GH_LOGIN) as github:
+        github.add_repo(GH_REPO)
+        number = github.add_issue(GH_REPO, *LAB, user="kingsway")
+        service = github_service(tmp_path, example_config, github)
+        try:
+            opened = issues_event(github, number, "opened", "kingsway")
+            assert service.post_github(opened, delivery="gh-open").status_code == 202
+            service.wait(lambda: service.events()["github:gh-open"]["state"] == "done",
+                         timeout=120, what="the first verdict")
+            [given] = github.issue_labels(GH_REPO, number)
+            predicted = next(k for k, name in GH_NAMES.items() if name == given)
+            human = "core" if predicted != "core" else "one_off"
+            github.set_issue(GH_REPO, number, actor="maintainer",
+                             labels=[given, GH_NAMES[human]])
+            contents = rf"/repos/{GH_REPO}/contents/{RELABELS_FILE}"
+            kill_mid_call(service, github, "PUT", contents,
+                          issues_event(github, number, "labeled", "maintainer",
+                                       GH_NAMES[human]), "gh-label")
+            assert len(github.calls("PUT", contents)) == 1  # not committed again
+            rows = [json.loads(x) for x in github.file(GH_REPO, RELABELS_FILE).splitlines()]
+            assert [(r["label"], r["predicted"], r["by"]) for r in rows] == [
+                (human, predicted, "maintainer")]
+            assert github.issue_labels(GH_REPO, number) == [GH_NAMES[human]]
+            [comment] = github.comments(GH_REPO, number)
+            assert "maintainer" in comment["body"]
+        finally:
+            service.stop()
 
 
 def test_workers_stop_when_their_parent_is_killed(tmp_path, jira, example_config):

@@ -7,19 +7,25 @@ are fetched, so it opens anywhere and can be mailed as an attachment.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from collections.abc import Iterator
-from html import escape
 from typing import Any
 
 from .audit import AuditItem, AuditReport, promoted_verdict
-from .markup import csv_cell, md_link, md_text, plain, safe_url
+from .markup import csv_cell, json_safe, md_link, md_text, no_controls, plain, safe_url
 from .positioning import LABELS
 
 COLOURS = {"core": "#2e7d32", "generalizable": "#f9a825", "one_off": "#c62828"}
 TITLES = {"core": "core", "generalizable": "generalizable", "one_off": "one-off"}
 FORMATS = ("table", "json", "csv", "markdown", "html")
+
+
+def escape(text: str, quote: bool = True) -> str:
+    """HTML text: markup escaped, and control characters and bidirectional overrides
+    (shown by a browser: a title spelt backwards) dropped."""
+    return html.escape(no_controls(text), quote)
 
 
 def _request(i: AuditItem) -> dict[str, Any]:
@@ -73,18 +79,18 @@ def json_parts(report: AuditReport) -> Iterator[str]:
     pieces, was the largest transient of a big audit (14 KB a request)."""
     data = as_dict(report, requests=False)
     if not report.items:
-        yield json.dumps(data, indent=2, ensure_ascii=False)
+        yield json_safe(json.dumps(data, indent=2, ensure_ascii=False))
         return
     data["requests"] = [_SLOT]
     head, *rest = json.dumps(data, indent=2, ensure_ascii=False).split(f'\n    "{_SLOT}"\n')
     if len(rest) != 1:  # the slot's line was not where it always is: the plain way
-        yield json.dumps(as_dict(report), indent=2, ensure_ascii=False)
+        yield json_safe(json.dumps(as_dict(report), indent=2, ensure_ascii=False))
         return
-    yield head + "\n"
+    yield json_safe(head) + "\n"
     for n, item in enumerate(report.items):
-        text = json.dumps(_request(item), indent=2, ensure_ascii=False)
+        text = json_safe(json.dumps(_request(item), indent=2, ensure_ascii=False))
         yield (",\n    " if n else "    ") + text.replace("\n", "\n    ")
-    yield "\n" + rest[0]
+    yield "\n" + json_safe(rest[0])
 
 
 def to_csv(report: AuditReport) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .classify import Verdict
 from .history import Decided
-from .markup import md_link, md_text, plain
+from .markup import json_safe, md_link, md_text, plain
 
 LABELS = ("core", "generalizable", "one_off")
 AGREES = {"one_off": "declined", "core": "accepted", "generalizable": "accepted"}
@@ -75,7 +75,7 @@ def as_dict(b: Backtest) -> dict:
 
 def render(b: Backtest, fmt: str = "table") -> str:
     if fmt == "json":
-        return json.dumps(as_dict(b), indent=2, ensure_ascii=False)
+        return json_safe(json.dumps(as_dict(b), indent=2, ensure_ascii=False))
     md = fmt == "markdown"
     text = md_text if md else plain
     n = len(b.rows)

@@ -21,7 +21,7 @@ import numpy as np
 from . import DIST_NAME, render
 from .backlog import REQUEST_KEYS, Request, decode, read_backlog, request_from_dict
 from .errors import InputError, ScopeguardError
-from .markup import plain
+from .markup import json_safe, plain
 from .settings import BACKENDS
 
 CONFIG_HELP = ("Positioning file, or a directory holding scopeguard.yml or "
@@ -78,7 +78,7 @@ def friendly_errors(f):
         try:
             return f(*args, **kwargs)
         except ScopeguardError as exc:
-            error = click.ClickException(str(exc))
+            error = click.ClickException(_redact(str(exc)))
             error.exit_code = 2
             raise error from None
         except BrokenPipeError:  # the reader went away (| head): nothing left to say
@@ -98,6 +98,14 @@ def friendly_errors(f):
             error.exit_code = 2
             raise error from None
     return wrapper
+
+
+def _redact(text: str) -> str:
+    """An error's text without the credentials in the environment (a tracker's answer may
+    repeat them: a proxy, an old Jira) or a URL's user:password."""
+    from .integrations.service.logs import client_secrets, redact
+
+    return redact(text, client_secrets())
 
 
 def _silence_stdout() -> None:
@@ -1248,7 +1256,7 @@ def relabels(queue_path, output) -> None:
     from .integrations.service.store import read_relabels
 
     found = read_relabels(queue_path)
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in found.rows)
+    text = "".join(json_safe(json.dumps(row, ensure_ascii=False)) + "\n" for row in found.rows)
     if output and output != "-":
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text, encoding="utf-8")

@@ -34,8 +34,8 @@ import re
 from urllib.parse import quote, urlsplit
 
 ZWSP = "\u200b"
-# What can form markup inside a line of scopeguard's output (requesters' text never starts
-# a line there, so '#', '-', '+', '>' and '=' cannot make headings, lists or quotes): the
+# What can form markup inside a line of scopeguard's output (a block marker at the text's
+# start, '#', '-', '+', '>', '=' or '1.', is escaped by _BLOCK_START below): the
 # escape itself, code, emphasis, links and images ('[' ']'), raw HTML and HTML comments
 # ('<'), table cells, strike-through, entities ('&#64;' is an '@') and math ('$').
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<|~&$])")
@@ -44,8 +44,18 @@ _ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
 _MENTION = re.compile(r"(@|#(?=\d)|(?<![A-Za-z0-9])GH-(?=\d))")
 # Bare addresses a Markdown renderer would turn into links (and, for an issue's URL, into a
 # cross-reference on that issue): only scopeguard's own md_link makes links.
-_AUTOLINK = re.compile(r"(?i)\b(?:https?|ftp)://|\bwww\.")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# No word boundary before them: GitHub links "1https://..." and "_www.x" too.
+_AUTOLINK = re.compile(r"(?i)(?:https?|ftp)://|www\.")
+# What would start a block if the text began a line (a heading, a quote, a list item, a
+# setext underline): escaped at the start of any md_text, wherever it is put.
+_BLOCK_START = re.compile(r"^(#(?=#{0,5}(?:\s|$))|>|[-+](?=[\s-]|$)|=(?==*\s*$))"
+                          r"|^(\d{1,9})([.)])(?=\s|$)")
+# Control characters, bidirectional overrides, isolates and marks (text shown reversed).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                      r"\u2066-\u2069]")
+# What JSON leaves raw (ensure_ascii=False) that a terminal or viewer acts on.
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                          r"\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CSV_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -76,8 +86,23 @@ def md_text(text: str, limit: int | None = None) -> str:
         limit: cut the text (before escaping) to this many characters.
     """
     escaped = _MD_SPECIAL.sub(r"\\\1", plain(text, limit))
+    escaped = _BLOCK_START.sub(lambda m: "\\" + m.group(1) if m.group(1)
+                               else m.group(2) + "\\" + m.group(3), escaped)
     escaped = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + ZWSP + m.group(0)[-1], escaped)
     return _MENTION.sub(lambda m: m.group(1) + ZWSP, escaped)
+
+
+def no_controls(text: str) -> str:
+    """``text`` without control characters (tabs and line breaks kept) or bidirectional
+    overrides: for HTML, which escapes markup but shows these."""
+    return _CONTROL.sub("", str(text))
+
+
+def json_safe(dumped: str) -> str:
+    """JSON text (``ensure_ascii=False``) with the characters a terminal or viewer acts on
+    (C1 controls, bidirectional overrides, line separators) written as ``\\uXXXX``: the
+    same data once parsed."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", dumped)
 
 
 def md_unescape(text: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .classify import STEP_NAMES, Verdict
-from .markup import md_code, md_link, md_text, plain
+from .markup import json_safe, md_code, md_link, md_text, plain
 
 COMMENT_MARKER = "<!-- scopeguard:verdict -->"
 # The second hidden line records the label scopeguard gave, so a later run can tell a
@@ -149,7 +149,7 @@ def fit_markdown(text: str, limit: int = COMMENT_LIMIT) -> str:
 
 
 def to_json(verdict: Verdict) -> str:
-    return json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False)
+    return json_safe(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False))
 
 
 def to_text(v: Verdict, label_name: str | None = None) -> str:

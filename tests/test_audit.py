@@ -146,6 +146,25 @@ def test_markdown_report_escapes_what_requesters_wrote(hashing):
     assert "\\=cmd\\|" not in md and "=cmd\\|' /C calc'!A0" in md  # id shown, pipe escaped
 
 
+def test_reports_show_no_spoofing_characters_and_start_no_markdown_block(hashing):
+    """A customer name that would start a heading in the Markdown report's "- name: n"
+    lines, and a right-to-left override and C1 control in a title (text shown reversed):
+    escaped in Markdown, dropped in HTML, written as \\u escapes in JSON (same data)."""
+    guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
+    items = [req(i, f"Jukebox \u202eevil\x9b[2J playlist {i}", "music", "# Pwned heading")
+             for i in range(3)] + [req(9, "Jukebox 1https://t.example/o/r/issues/7", "music",
+                                       "> quoted")]
+    report = build_report(guard.analyse(items), guard.index, guard.rules, "F")
+    md = render_report(report, "markdown")
+    assert not [x for x in md.splitlines() if re.match(r"\s*- (#|>)", x)]
+    assert "\\# Pwned heading" in md and "https://t.example/o" not in md
+    html_text = render_report(report, "html")
+    assert "\u202e" not in html_text and "\x9b" not in html_text and "evil" in html_text
+    text = render_report(report, "json")
+    assert "\u202e" not in text and "\x9b" not in text
+    assert json.loads(text)["requests"][0]["title"].startswith("Jukebox \u202eevil\x9b")
+
+
 def test_table_drops_terminal_control_characters(hashing):
     guard = Scopeguard(parse_positioning(PRODUCT), hashing, rules=RULES)
     items = [req(i, "Jukebox\x1b[2J\x1b]0;pwned\x07 playlist", "music", f"C{i}\x1b[31m")

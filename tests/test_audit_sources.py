@@ -88,3 +88,37 @@ def test_jira_audit_paginates_retries_and_reads_the_customer_field(
         assert len(pages) == 3  # 20 issues in pages of at most 7
         assert {r.status for r in jira.calls()} >= {429, 503}  # refused, then retried
         assert "jira-pat-secret" not in result.output + result.stderr
+
+
+def test_a_token_the_tracker_repeats_never_reaches_the_error(runner, github, example_config,
+                                                               tmp_path):
+    """A proxy or an old server that repeats the credentials in its error answer: the
+    command's error keeps the answer's message and masks the token (GitHub, Jira), and a
+    malformed GITHUB_API_URL is named without its user:password."""
+    github.add_issue(REPO, "Dark mode", "please")
+    github.fail(422, times=5, method="GET", path=rf"/repos/{REPO}/issues", body={
+        "message": f"Validation Failed for a request with Authorization: token {TOKEN}"})
+    env = {"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": github.base_url,
+           "SCOPEGUARD_GITHUB_RETRIES": "0"}
+    result = run_audit(runner, example_config, tmp_path, env, "--github", REPO)
+    assert result.exit_code == 2 and "Validation Failed" in result.stderr, result.stderr
+    assert TOKEN not in result.output + result.stderr and "***" in result.stderr
+
+    env["GITHUB_API_URL"] = f"https://x-access-token:{TOKEN}@ghe.example:notaport/api/v3"
+    result = run_audit(runner, example_config, tmp_path, env, "--github", REPO)
+    assert result.exit_code == 2 and "GITHUB_API_URL" in result.stderr, result.stderr
+    assert TOKEN not in result.stderr and "https://***@ghe.example" in result.stderr
+
+    class EchoingJira(FakeJira):
+        def handle(self, method, path, query, body):
+            if "search" in path:
+                return 400, {"errorMessages": [f"Bad request from Bearer {self.pat}"]}, {}
+            return super().handle(method, path, query, body)
+
+    with EchoingJira(flavour="server", pat="jira-pat-echoed-77aa99") as jira:
+        result = runner.invoke(cli, ["audit", "-c", str(example_config), "--model", "hashing",
+                                     "--db", str(tmp_path / "j.db"), "--jira", "PAW"],
+                               env={**jira.env, "SCOPEGUARD_JIRA_RETRIES": "0"})
+    assert result.exit_code == 2 and "Bad request from Bearer ***" in result.stderr, \
+        result.stderr
+    assert "jira-pat-echoed-77aa99" not in result.output + result.stderr

@@ -416,3 +416,35 @@ def test_the_github_flow_writes_nothing_once_the_worker_lost_its_lease(github, e
         handle(event(github, number), access=access, positioning=positioning, guard=guard,
                db=str(tmp_path / "c.db"))
     assert renewed and len(github.writes()) > before
+
+
+def test_a_token_github_repeats_is_masked_on_healthz_and_in_the_queue(tmp_path,
+                                                                      example_config):
+    """GitHub (or a proxy before it) answers 401 repeating the token: the unauthenticated
+    /healthz error and the event's stored error keep the message, the token masked."""
+    token = "ghp_RePeAtEd0123456789abcdefTOKEN"
+    with FakeGitHub(token=token, login="scopeguard-bot") as github:
+        github.add_repo(REPO)
+        number = github.add_issue(REPO, *BOOSTER, user="oakfield")
+        github.fail(401, times=1000, path="/user",
+                    body={"message": f"Bad credentials (token {token} was revoked)"})
+        process = ServiceProcess(tmp_path, None, example_config, {
+            "SCOPEGUARD_MODEL": "hashing", "SCOPEGUARD_GITHUB_WEBHOOK_SECRET": SECRET,
+            "GITHUB_TOKEN": token, "GITHUB_API_URL": github.base_url,
+            "SCOPEGUARD_GITHUB_REPOSITORIES": REPO, "SCOPEGUARD_GITHUB_MAX_WAIT": "1",
+            "SCOPEGUARD_GITHUB_RETRIES": "0", "SCOPEGUARD_GITHUB_THROTTLE": "0",
+            "SCOPEGUARD_RETRY_BASE": "0.3"}).start()
+        try:
+            assert process.post_github(event(github, number),
+                                       delivery="d-echo").status_code == 202
+            process.wait(lambda: "Bad credentials" in process.get("/healthz").text,
+                         what="the 401 on /healthz")
+            health = process.get("/healthz")
+            assert health.status_code == 503 and "token *** was revoked" in health.text
+            process.wait(lambda: process.events()["github:d-echo"]["error"],
+                         what="the event's error")
+            stored = process.events()["github:d-echo"]["error"]
+            assert "Bad credentials" in stored and token not in stored
+            assert token not in process.log_text()
+        finally:
+            process.stop()

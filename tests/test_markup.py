@@ -11,11 +11,13 @@ from scopeguard import render
 from scopeguard.markup import (
     ZWSP,
     csv_cell,
+    json_safe,
     md_code,
     md_fence,
     md_link,
     md_text,
     md_unescape,
+    no_controls,
     plain,
     safe_url,
 )
@@ -47,6 +49,26 @@ def test_bare_addresses_do_not_become_links():
     assert "https://" not in text and "HTTP://" not in text and "www." not in text
     assert md_unescape(text).replace(ZWSP, "") == \
         "see https://github.com/o/r/issues/1, HTTP://x.org and www.y.org"
+
+
+def test_addresses_glued_to_a_digit_or_underscore_do_not_become_links_either():
+    # GitHub's autolinker links these: no word boundary before the scheme or www.
+    raw = "x 1https://github.com/acme/secret/issues/7 _www.evil.example a_https://e.example/"
+    text = md_text(raw)
+    assert "://" not in text and "www." not in text
+    assert md_unescape(text).replace(ZWSP, "") == raw
+
+
+@pytest.mark.parametrize("raw", ["# Pwned heading", "> quoted", "- item", "+ item",
+                                 "===", "1. ordered", "12) ordered"])
+def test_text_that_would_start_a_block_is_escaped_at_its_start(raw):
+    """Wherever the text is put (a report's "- customer: n" line, a line of its own), its
+    first character cannot make a heading, a quote, a list or a setext underline."""
+    text = md_text(raw)
+    assert re.match(r"\\[#>+=-]|\d+\\[.)]", text), text
+    assert md_unescape(text) == raw
+    assert md_text("a # b > c 1. d") == "a # b > c 1. d"  # inside a line: as it was
+    assert md_text("=SUM(1)") == "=SUM(1)" and md_text("-x") == "-x"  # no block either
 
 
 def test_jira_wiki_shows_a_backslash_and_cannot_be_given_a_link():
@@ -97,6 +119,17 @@ def test_csv_cells_are_neutralised(value, cell):
 
 def test_plain_drops_terminal_escapes_and_bidi_overrides():
     assert plain("title\x1b[2J\x07 \u202eevil\u202c\nnext") == "title[2J evil next"
+    assert plain("a\u200fb\u200ec\u061cd\u2067e") == "abcde"  # marks and isolates too
+    assert no_controls("a\x1b\x9b\u202eb\tc\nd") == "ab\tc\nd"  # breaks kept (HTML)
+
+
+def test_json_keeps_the_data_and_escapes_what_a_terminal_acts_on():
+    import json
+
+    value = {"customer": "Acme\u202e evil\x9b[2J\u2028 \u200f ok é"}
+    dumped = json_safe(json.dumps(value, ensure_ascii=False))
+    assert not re.search("[\x7f-\x9f\u200e\u200f\u2028\u202a-\u202e]", dumped)
+    assert "é" in dumped and json.loads(dumped) == value
 
 
 # --- markers: scopeguard's own lines only ---------------------------------------------------

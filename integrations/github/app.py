@@ -27,7 +27,7 @@ from typing import Any
 from scopeguard.errors import ConfigError
 
 from .client import DEFAULT_API_URL, check_api_url, make_client, own_login, settings_from_env
-from .errors import github_errors
+from .errors import github_errors, keep_secret
 
 
 @dataclass
@@ -159,6 +159,7 @@ class GitHubAccess:
                            else time.time() + 3600)
                 # Kept until 5 minutes before it expires (GitHub issues them for an hour).
                 self._tokens[installation] = (issued.token, expires - 300)
+                keep_secret(issued.token)  # no error message carries it, from the start
                 return issued.token
         if self.token:
             return self.token

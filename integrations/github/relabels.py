@@ -32,7 +32,7 @@ from typing import Any
 from github import GithubException
 
 from scopeguard.backlog import Request, is_bot, jsonl_lines, resolve_customer
-from scopeguard.markup import md_code, md_fence, md_text
+from scopeguard.markup import json_safe, md_code, md_fence, md_text
 from scopeguard.positioning import Positioning
 
 from .comments import MaintainerLabel
@@ -133,7 +133,7 @@ class Relabels:
                 else f"Maintainer's correction by {who}: scopeguard said {said}, the "
                 f"maintainer's label is {label}.")
         return (f"{what} {where}\n\n"
-                + md_fence(json.dumps(row, indent=2, ensure_ascii=False), "json"))
+                + md_fence(json_safe(json.dumps(row, indent=2, ensure_ascii=False)), "json"))
 
     def save(self, number: int, row: Mapping[str, str]) -> str:
         """Commit ``row`` for issue ``number``; returns what was done, for the summary.

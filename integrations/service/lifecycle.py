@@ -40,7 +40,7 @@ from ..jira.errors import JiraError
 from ..jira.issues import fetch_issues
 from ..jira.writeback import jira_label
 from .handlers import Handlers
-from .logs import client_secrets
+from .logs import client_secrets, redact
 from .metrics import Metrics
 from .pool import WorkerPool, wait_for_orphans
 from .queue import QueueError, describe
@@ -273,7 +273,7 @@ class Service:
                                 "jira": self.client.flavour if self.client else None,
                                 "github": bool(self.settings.github_webhook_secret)}
         if problem:
-            body["error"] = problem
+            body["error"] = redact(problem)  # unauthenticated: never a secret
         down = sorted(t for t, (_, why) in reach.items() if why)
         if down:  # which trackers' write-backs fail (the error says why)
             body["unreachable"] = down

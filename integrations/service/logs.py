@@ -11,10 +11,11 @@ import base64
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 
 # Any user:password@ in a URL, up to its last '@' (a password may hold one).
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)(?:([^/\s:@]*):)?[^/\s]*@")
 # Control characters (all but tab) and Unicode line breaks: a webhook's event name, key
 # or delivery id holding "\n2026-... ERROR ..." must not start a forged log line.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
@@ -53,10 +54,29 @@ class Scrub(logging.Filter):
         return text
 
 
+_scrub = Scrub([])  # this process's secrets (setup_logging's): what redact masks
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` fit to leave the process (a ``/healthz`` answer, an event's stored error, a
+    command's error): the configured secrets and ``secrets``, the GitHub tokens its clients
+    registered (cut ones too) and any URL's user:password masked, as the log masks them."""
+    text = Scrub(secrets).mask(_scrub.mask(text))
+    github = sys.modules.get(__name__.rsplit(".", 2)[0] + ".github.errors")
+    if github is not None:  # imported: it may hold the tokens its clients registered
+        text = github.scrub(text)
+    # A URL's password (a user name alone may be a token: all of it), the user kept: the
+    # error names who connects.
+    return _USERINFO.sub(lambda m: m.group(1) + (m.group(2) + ":***@" if m.group(2)
+                                                  else "***@"), text)
+
+
 def setup_logging(level: str, secrets: Sequence[str]) -> None:
+    global _scrub
+    _scrub = Scrub(secrets)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(Scrub(secrets))
+    handler.addFilter(_scrub)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -980,10 +980,11 @@ def _dataset(requests, products_dir, config, corpus_dir, split, target, texts=No
               help="Bootstrap rounds for the 95% intervals.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the report, with every prediction, as JSON here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @cache_options
 @friendly_errors
 def eval_command(requests_path, products_dir, corpus_dir, split, target, config, protocol,
-                 calibration, rounds, json_out, db, model, texts_path=None) -> None:
+                 calibration, rounds, json_out, quiet, db, model, texts_path=None) -> None:
     """Measure the classifier against decided requests, with baselines in the same run.
 
     Prints accuracy and macro-F1 with bootstrap 95% intervals, the readers' agreement as
@@ -999,14 +1000,38 @@ def eval_command(requests_path, products_dir, corpus_dir, split, target, config,
                                                   corpus_dir, split, target, texts_path)
     embedder = make_embedder(model, db)
     head = _given_head(calibration, embedder.model_id)
-    report = evaluate(items, products, embedder, protocol or default, head=head,
-                      heldout=heldout, target=target, rounds=rounds)
+    with _Phases(quiet) as phase:
+        report = evaluate(items, products, embedder, protocol or default, head=head,
+                          heldout=heldout, target=target, rounds=rounds, phase=phase)
     click.echo(format_report(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n",
                                   encoding="utf-8")
         click.echo(f"\nwrote {json_out}")
+
+
+class _Phases:
+    """A progress bar on stderr for each long step of a command (a step's label alone when
+    stderr is not a terminal): ``phase(label, total)`` ends the last bar, starts the next and
+    returns its update callback. Quiet: no bars (``phase`` is None)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar = quiet, None
+
+    def __enter__(self):
+        return None if self.quiet else self
+
+    def __call__(self, label: str, total: int):
+        self.__exit__()
+        self.bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+        self.bar.__enter__()
+        return self.bar.update
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _given_head(calibration: str, model_id: str):
@@ -1054,10 +1079,11 @@ def _given_head(calibration: str, model_id: str):
 @click.option("--measure", "measure_path", type=click.Path(exists=True, dir_okay=False),
               help="Fit nothing: measure this head's certainty table, as it is, on the "
                    "products it was not fitted on, and write the head with it to --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @cache_options
 @friendly_errors
 def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_path, l2,
-              class_weight, db, model, texts_path=None, measure_path=None) -> None:
+              class_weight, quiet, db, model, texts_path=None, measure_path=None) -> None:
     """Fit the decision head on decided requests and write a calibration file.
 
     Point a positioning file at it with 'calibration: PATH'. The cross-validated figures
@@ -1083,8 +1109,10 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
     if measure_path:
         _measure(Calibration.load(measure_path), items, products, embedder, out_path)
         return
-    scored = score(items, products, embedder)
-    report = evaluate(items, products, embedder, protocol, scored=scored)
+    with _Phases(quiet) as phase:
+        scored = score(items, products, embedder, tick=phase and phase(
+            f"classifying {len(items)} requests", len(items)))
+        report = evaluate(items, products, embedder, protocol, scored=scored, phase=phase)
     head = fit(scored.signals, [i.label for i in items], l2=l2, class_weight=class_weight)
     head.model_id = base_model_id(embedder.model_id)  # the model, whichever build ran it
     head.certainty = dict(measure_certainty(scored, protocol, l2=l2,

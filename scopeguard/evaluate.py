@@ -113,9 +113,15 @@ class Scored:
         return [v.signals for v in self.verdicts]
 
 
+# A phase's label and size -> the callback its steps report to (the command line's bars).
+Phase = Callable[[str, int], Progress]
+
+
 def score(items: Sequence[Labelled], products: dict[str, Product], embedder: Embedder,
-          rules: Rules | None = None, progress: Progress | None = None) -> Scored:
-    """Classify each request against its product as of the request, with the rules."""
+          rules: Rules | None = None, progress: Progress | None = None,
+          tick: Progress | None = None) -> Scored:
+    """Classify each request against its product as of the request, with the rules.
+    ``progress`` hears the embedding's steps; ``tick`` one per request classified."""
     verdicts: list[Verdict] = []
     item_rules: list[Rules] = []
     guards: dict[tuple[str, str], Scopeguard] = {}
@@ -135,6 +141,8 @@ def score(items: Sequence[Labelled], products: dict[str, Product], embedder: Emb
         others = [o.request for o in by_product[item.product] if o is not item]
         verdicts.append(guards[key].classify(item.request, others))
         item_rules.append(guards[key].rules)
+        if tick:
+            tick(1)
     return Scored(list(items), verdicts, embedder.model_id, item_rules)
 
 
@@ -344,21 +352,24 @@ def evaluate(items: Sequence[Labelled], products: dict[str, Product], embedder: 
              protocol: str, progress: Progress | None = None,
              head: Calibration | None = None, scored: Scored | None = None,
              heldout: Sequence[str] = (), target: str = "label",
-             rounds: int = 1000) -> Report:
+             rounds: int = 1000, phase: Phase | None = None) -> Report:
     """The standard comparison: majority class, TF-IDF (rules and calibrated), the model
     (rules and calibrated), and ``head`` as given (e.g. the shipped default) if any, which
     is scored as it is, never refitted. ``scored``: the model's verdicts, when the caller
-    has them already (``score``). ``heldout`` and ``target``: see :func:`run`."""
+    has them already (``score``). ``heldout`` and ``target``: see :func:`run`. ``phase``
+    hears each long step start (classifying with the model, with TF-IDF)."""
     from .embed import TfidfEmbedder
 
     if len({i.label for i in items}) < 2:
         raise InputError(f"all {len(items)} labelled requests carry one label (or none): "
                          "nothing to tell apart. Fix: label requests of at least two of "
                          f"{', '.join(LABELS)}.")
-    model = scored or score(items, products, embedder, progress=progress)
+    model = scored or score(items, products, embedder, progress=progress, tick=phase and phase(
+        f"classifying {len(items)} requests with the model", len(items)))
     methods: dict[str, tuple[Scored, Predictor]] = {"majority class": (model, predict_majority)}
     try:
-        tfidf = score(items, products, TfidfEmbedder(corpus(items, products)))
+        tfidf = score(items, products, TfidfEmbedder(corpus(items, products)),
+                      tick=phase and phase("the same with TF-IDF (the baseline)", len(items)))
         methods["tfidf + rules"] = (tfidf, predict_rules)
         methods["tfidf + calibrated head"] = (tfidf, predict_calibrated)
     except ImportError:  # scikit-learn: the dev and train extras, not the default install

@@ -102,6 +102,13 @@ def test_eval_and_calibrate_cli(runner, tmp_path, example_config, example_backlo
                    "model + rules", "model + calibrated head"):
         assert method in result.output
     assert "protocol: kfold" in result.output and "confusion" in result.output
+    # what it is doing, on stderr (a label a step when stderr is not a terminal); -q: quiet
+    assert "with the model" in result.stderr and "TF-IDF" in result.stderr
+    assert "with the model" not in result.stdout
+    quiet = runner.invoke(cli, ["eval", "--requests", str(example_backlog), "-c",
+                                str(example_config), "-q", *common])
+    assert quiet.exit_code == 0 and "with the model" not in quiet.stderr
+    assert "confusion" in quiet.stdout
     report = json.loads(out.read_text())
     preds = report["predictions"]["model + rules"]
     assert len(preds) == report["n"] >= 60 and set(preds.values()) <= {
@@ -110,6 +117,7 @@ def test_eval_and_calibrate_cli(runner, tmp_path, example_config, example_backlo
     result = runner.invoke(cli, ["calibrate", "--labels", str(example_backlog), "-c",
                                  str(example_config), "--out", str(cal), *common])
     assert result.exit_code == 0, result.output
+    assert "classifying" in result.stderr and "classifying" not in result.stdout
     data = json.loads(cal.read_text())
     assert data["model_id"] == "hashing-512" and data["fitted_on"]["n"] >= 60
     assert np.array(data["weights"]).shape == (3, len(data["features"]))

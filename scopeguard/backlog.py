@@ -302,10 +302,7 @@ def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
         if not row:  # a blank line
             continue
         if header is None:
-            header = row
-            if not {"title", "body"} & set(header):
-                raise InputError(f"{path}: CSV header needs a 'title' or 'body' column "
-                                 f"(found {header}). Fix: add a header row.")
+            header = _csv_header(row, path)
             continue
         values: dict[str | None, Any] = dict(zip(header, row, strict=False))
         if len(row) > len(header):
@@ -315,6 +312,31 @@ def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
         raise InputError(f"{path}: CSV header needs a 'title' or 'body' column (found "
                          "None). Fix: add a header row.")
     return requests
+
+
+def _csv_header(row: list[str], path: Path) -> list[str]:
+    """The header's column names: a request field's in any case ("Title"); refused when a
+    column is given twice or is a near miss of a field ("tittle": its values would be
+    dropped silently); other columns are kept as they are (extra fields)."""
+    import difflib
+
+    header = [name.strip().lower() if name.strip().lower() in REQUEST_KEYS else name
+              for name in row]
+    twice = sorted({name for name in header if header.count(name) > 1 and name})
+    if twice:
+        raise InputError(f"{path}: the CSV column {twice[0]!r} appears twice (only one "
+                         "would be read). Fix: keep one of them.")
+    for name in header:
+        near = [] if name in REQUEST_KEYS else difflib.get_close_matches(
+            name.strip().lower(), REQUEST_KEYS, n=1, cutoff=0.75)
+        if near:
+            raise InputError(f"{path}: unknown CSV column {name!r}. Fix: did you mean "
+                             f"{near[0]!r}? (Other columns are kept as extra fields.)")
+    if not {"title", "body"} & set(header):
+        raise InputError(f"{path}: CSV header needs a 'title' or 'body' column (found "
+                         f"{row}). Fix: add a header row, or name the columns title and "
+                         "body.")
+    return header
 
 
 _BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),

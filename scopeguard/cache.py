@@ -114,9 +114,13 @@ class EmbeddingCache:
                                     [model]).fetchone() or self.conn.execute(
                 "SELECT dim FROM embeddings WHERE model = ? GROUP BY dim "
                 "ORDER BY count(*) DESC LIMIT 1", [model]).fetchone()
-            if row is None:
+            try:
+                self._dims[model] = int(row[0]) if row is not None else 0
+            except (TypeError, ValueError):  # a damaged record: the rows' own sizes decide
+                self._dims[model] = 0
+            if not self._dims[model] > 0:
+                del self._dims[model]
                 return None
-            self._dims[model] = int(row[0])
         return self._dims[model]
 
     def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
@@ -190,7 +194,8 @@ def read_rows(rows: Iterable[tuple[str, int, bytes]], hashes: dict[str, str],
 def sound_vector(blob: bytes, dim: int, expected: int | None,
                  text: bool) -> np.ndarray | None:
     """The stored vector, or None when it cannot be right."""
-    if not isinstance(blob, bytes) or dim <= 0 or len(blob) != 4 * dim:
+    if not isinstance(blob, bytes) or not isinstance(dim, int) or dim <= 0 \
+            or len(blob) != 4 * dim:
         return None
     if expected is not None and dim != expected:
         return None
@@ -211,8 +216,10 @@ def _database_error(path: str, exc: sqlite3.DatabaseError) -> ScopeguardError:
     if "full" in text:
         fix = "free space on the disk that holds it, or pass --db on another disk"
     elif "malformed" in text or "not a database" in text:
-        fix = ("delete it (it is only a cache: the next run embeds again), or pass --db "
-               "with another path")
+        fix = ("if --db (SCOPEGUARD_DB) names another file by mistake, name the cache "
+               "(default scopeguard.db); if it is the cache and damaged, move it aside and run "
+               "again (vectors are computed again; history imported into it must be imported "
+               "again)")
     elif "readonly" in text or "read-only" in text or "unable to open" in text:
         fix = "pass --db with a writable path"
     else:

@@ -75,9 +75,13 @@ class Calibration:
 
     # --- files -----------------------------------------------------------------------------
 
+    def dumps(self) -> str:
+        """The calibration file's text."""
+        return json.dumps(asdict(self), indent=2) + "\n"
+
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        Path(path).write_text(self.dumps(), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
@@ -88,7 +92,7 @@ class Calibration:
             raise ConfigError(str(path), "calibration file not found.",
                               "run 'scopeguard calibrate' or fix the 'calibration' path.") \
                 from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # JSON's errors, and text not UTF-8
             raise ConfigError(str(path), f"is not a readable calibration file ({exc}).",
                               "write it again with 'scopeguard calibrate'.") from None
         try:

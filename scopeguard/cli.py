@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import sys
 import tempfile
@@ -81,6 +82,17 @@ def friendly_errors(f):
             error = click.ClickException(_redact(str(exc)))
             error.exit_code = 2
             raise error from None
+        except sqlite3.Error as exc:  # the cache or queue file: a full disk, read-only
+            from .runtime import db_path
+
+            where = kwargs.get("queue_path") or db_path(kwargs.get("db"))
+            error = click.ClickException(
+                f"{where}: cannot be read or written ({exc}); what was written before is "
+                "kept. Fix: free space on its disk or make it writable (or pass another "
+                "--db: a new cache is filled again, though the history imported into this "
+                "one stays here).")
+            error.exit_code = 2
+            raise error from None
         except BrokenPipeError:  # the reader went away (| head): nothing left to say
             _silence_stdout()
             raise SystemExit(1) from None
@@ -103,9 +115,9 @@ def friendly_errors(f):
 def _redact(text: str) -> str:
     """An error's text without the credentials in the environment (a tracker's answer may
     repeat them: a proxy, an old Jira) or a URL's user:password."""
-    from .integrations.service.logs import client_secrets, redact
+    from .integrations.service.logs import mask_secrets
 
-    return redact(text, client_secrets())
+    return mask_secrets(text)
 
 
 def _silence_stdout() -> None:
@@ -211,7 +223,7 @@ def init(paths: tuple[str, ...], force: bool, docs: tuple[str, ...],
                              "product's README or docs (Markdown or text), or run 'scopeguard "
                              "init' without --from-docs for the commented template.")
         drafted = draft(read, product or "")
-        target.write_text(render(drafted, docs), encoding="utf-8")
+        _write_file(path, render(drafted, docs))
         click.echo(f"drafted {path} from {', '.join(docs)}: {len(drafted.features)} features, "
                    f"{len(drafted.non_goals)} non-goals, {len(drafted.statements)} statements. "
                    f"Reword it, fill the TODO fields, then run 'scopeguard check {path}'.")
@@ -220,7 +232,7 @@ def init(paths: tuple[str, ...], force: bool, docs: tuple[str, ...],
                        "heading such as Features): write them into the draft yourself, or "
                        "pass the docs page that lists them.", err=True)
         return
-    target.write_text(TEMPLATE, encoding="utf-8")
+    _write_file(path, TEMPLATE)
     click.echo(f"wrote {path}: fill it in, then run 'scopeguard check {path}'.")
 
 
@@ -295,7 +307,7 @@ def _is_date(text: str) -> bool:
 def _number(ctx: click.Context, param: click.Parameter, value: float) -> float:
     """A float option's value, refused when it is not a number (click's ranges let NaN by)."""
     if value != value:
-        raise click.BadParameter("nan is not a number. Fix: e.g. 30.", param=param)
+        raise click.BadParameter("nan is not a number. Fix: give a number.", param=param)
     return value
 
 
@@ -536,8 +548,11 @@ def backtest(config, db, model, github, jira_project, jql, since, offline, fmt, 
         return guard.classify(request, earlier)
     report = render_backtest(replay(decided, classify_one), fmt)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(report, encoding="utf-8")
+        from .runtime import db_path
+
+        _not_an_input(output, "--output", positioning_file=str(positioning.source or ""),
+                      cache=db_path(db))
+        _write_file(output, report)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(report, nl=False)
@@ -558,6 +573,7 @@ def suggest() -> None:
 @click.option("--min-size", type=click.IntRange(min=2), default=2, show_default=True,
               help="Declined requests a group needs to become a suggestion.")
 @click.option("--similar", type=click.FloatRange(0, 1), default=0.55, show_default=True,
+              callback=_number,
               help="Cosine at which two declined requests are the same kind of ask.")
 @click.option("--backlog", "backlog", type=click.Path(exists=True, dir_okay=False),
               help="Also group the open requests of this backlog file (JSONL/CSV) that "
@@ -622,18 +638,27 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, backlog,
             for i, t, u in s.members[:8]:
                 click.echo(f"  {plain(i)} {plain(t, 70)}  {plain(u)}")
     if write and fresh:
+        from .positioning import parse_positioning, read_yaml
+
         path = Path(guard.positioning.source)
         today = datetime.now(UTC).strftime("%Y-%m-%d")
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8").replace("\r\n", "\n")
         new = not_written(text, fresh)
         if not new:
             click.echo(f"\nall {len(fresh)} suggestions are in {path} already (an earlier "
                        "--write): nothing written.", err=as_json)
             return
-        path.write_text(insert_commented(text, new, today), encoding="utf-8")
-        from .positioning import load_positioning
-
-        load_positioning(path)  # what was written still loads
+        written = insert_commented(text, new, today)
+        try:  # what is written must load: checked before the file is touched
+            parse_positioning(read_yaml(written, str(path)), str(path))
+        except ScopeguardError as exc:
+            raise InputError(f"{path}: the suggestions cannot be added to this file's "
+                             f"non_goals as it is written ({exc}); the file is unchanged. Fix: "
+                             "write non_goals as a block list ('non_goals:' then '- name: "
+                             "...' lines), or add the suggestions above by hand.") from None
+        _write_file(str(path), written.replace("\n", "\r\n") if b"\r\n" in raw
+                    else written)  # the file's own line ends
         there = len(fresh) - len(new)
         click.echo(f"\nwrote {len(new)} commented-out non-goals into {path}"
                    + (f" ({there} were there already)" if there else "")
@@ -718,6 +743,8 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
     if as_json:
         fmt, quiet = "json", True
     guard = open_scopeguard(config, db, model)
+    _not_an_input(output, "--output", backlog=from_file, positioning_file=str(
+        guard.positioning.source or ""), cache=db_path(db))
     if min_customers:
         guard.rules = dc_replace(guard.rules, min_customers=min_customers)
     items = _fetch_backlog(from_file, github, labels, jira_project, jql, limit,
@@ -784,6 +811,28 @@ def _audit_report(guard, keep, skipped, fmt, quiet, memo) -> tuple[Iterator[str]
     return report_parts(report, fmt), report.summary
 
 
+def _write_file(output: str, text: str) -> None:
+    """``text`` to the file ``output`` whole or not at all (see :func:`_write_parts`)."""
+    _write_parts(iter([text]), output)
+
+
+def _not_an_input(output: str | None, option: str, **inputs: Iterable[str] | str | None) -> None:
+    """Refuse an output that is one of the command's inputs (``--db`` given as ``-o``, the
+    backlog as its own report): writing it would replace what the command reads."""
+    if not output or output == "-":
+        return
+    for name, paths in inputs.items():
+        for path in [paths] if isinstance(paths, str) else (paths or ()):
+            try:
+                same = os.path.samefile(output, path)
+            except (OSError, ValueError):  # either is missing (a new output): no clash
+                continue
+            if same:
+                raise InputError(f"{option} {output} is the {name.replace('_', ' ')} this "
+                                 "command reads: writing it would replace it. Fix: write "
+                                 "the output to another file.")
+
+
 def _write_parts(parts: Iterable[str], output: str | None) -> None:
     """Write a report as its parts come: to standard output (ending in a newline), or to
     ``output``. A regular file (or a new one) is written through a temporary file beside
@@ -821,12 +870,10 @@ def _write_parts(parts: Iterable[str], output: str | None) -> None:
     try:  # a name of its own: two audits writing the same file never share one
         handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
                                         suffix=".scopeguard-partial")
-    except PermissionError:  # a directory that takes no new files: write in place
-        click.echo(f"warning: {target.parent} takes no new files: the report is written "
-                   f"over {target} directly.", err=True)
-        with open(target, "w", encoding="utf-8") as file:
-            file.writelines(parts)
-        return
+    except PermissionError:  # written in place, a failure would leave half a file
+        raise InputError(f"{target.parent} takes no new files, so {target} cannot be "
+                         "replaced whole (a failed write would leave half of it). Fix: make "
+                         "the directory writable, or write elsewhere.") from None
     temporary = Path(name)
     try:
         with open(handle, "w", encoding="utf-8", buffering=1 << 20) as file:
@@ -994,8 +1041,10 @@ def eval_command(requests_path, products_dir, corpus_dir, split, target, config,
     (--calibration) scored as it is.
     """
     from .evaluate import evaluate, format_report
-    from .runtime import make_embedder
+    from .runtime import db_path, make_embedder
 
+    _not_an_input(json_out, "--json", requests=requests_path, texts=texts_path,
+                  calibration=calibration, positioning_file=config, cache=db_path(db))
     products, items, heldout, default = _dataset(requests_path, products_dir, config,
                                                   corpus_dir, split, target, texts_path)
     embedder = make_embedder(model, db)
@@ -1005,9 +1054,7 @@ def eval_command(requests_path, products_dir, corpus_dir, split, target, config,
                           heldout=heldout, target=target, rounds=rounds, phase=phase)
     click.echo(format_report(report))
     if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n",
-                                  encoding="utf-8")
+        _write_file(json_out, json.dumps(report.as_dict(), indent=2) + "\n")
         click.echo(f"\nwrote {json_out}")
 
 
@@ -1094,11 +1141,13 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
 
     from .calibration import Calibration, base_model_id, fit
     from .evaluate import evaluate, measure_certainty, score
-    from .runtime import make_embedder
+    from .runtime import db_path, make_embedder
 
     if corpus_dir and split not in (None, "train"):
         raise click.UsageError("calibrate fits on the corpus's training products only: the "
                                "held-out ones are never used to fit (drop --split).")
+    _not_an_input(out_path, "--out", labels=labels_path, texts=texts_path,
+                  positioning_file=config, cache=db_path(db))
     products, items, _, protocol = _dataset(labels_path, products_dir, config, corpus_dir,
                                             split, target, texts_path, option="--labels")
     if len({i.label for i in items}) < 2:
@@ -1131,7 +1180,7 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
         "cross_validated": {"accuracy": cv.accuracy, "macro_f1": cv.macro_f1},
         "majority_class": {"accuracy": majority.accuracy, "macro_f1": majority.macro_f1},
     }
-    head.save(out_path)
+    _write_file(out_path, head.dumps())
     click.echo(f"fitted on {len(items)} requests ({head.fitted_on['labels']}); {protocol} "
                f"accuracy {cv.accuracy:.3f}, macro-F1 {cv.macro_f1:.3f} (majority class "
                f"{majority.accuracy:.3f} / {majority.macro_f1:.3f}).")
@@ -1159,7 +1208,7 @@ def _measure(head, items, products, embedder, out_path) -> None:
     head.certainty = dict(fit_certainty(decided).table)
     head.fitted_on = {**head.fitted_on, "certainty_measured_on": {
         "n": len(unseen), "products": measured, "right": right}}
-    head.save(out_path)
+    _write_file(out_path, head.dumps())
     click.echo(f"measured on {len(unseen)} requests of {len(measured)} products the head was "
                f"not fitted on (accuracy {right / len(unseen):.3f}).")
     _echo_certainty(head)
@@ -1217,13 +1266,14 @@ def _echo_certainty(head) -> None:
 @click.option("--github-repositories", envvar="SCOPEGUARD_GITHUB_REPOSITORIES",
               help="Comma-separated owner/repo whose GitHub webhooks are handled (default: "
                    "any). [env: SCOPEGUARD_GITHUB_REPOSITORIES]")
-@click.option("--request-timeout", type=click.FloatRange(min=0.1), envvar=
+@click.option("--request-timeout", type=click.FloatRange(min=0.1), callback=_number, envvar=
               "SCOPEGUARD_REQUEST_TIMEOUT", help="Seconds a client has to send a whole "
               "request, headers and body (default 10); slower ones get 408 and are cut off.")
 @click.option("--max-connections", type=click.IntRange(min=1), envvar=
               "SCOPEGUARD_MAX_CONNECTIONS", help="Connections served at once (default 1000); "
               "beyond it new requests get 503, which webhook senders retry.")
-@click.option("--replay-window", type=click.FloatRange(min=1), envvar="SCOPEGUARD_REPLAY_WINDOW",
+@click.option("--replay-window", type=click.FloatRange(min=1), callback=_number,
+              envvar="SCOPEGUARD_REPLAY_WINDOW",
               help="Seconds within which a signed body seen before is a duplicate whatever "
                    "its delivery id (default 86400).")
 @click.option("--log-level", default="info", show_default=True,
@@ -1286,8 +1336,8 @@ def relabels(queue_path, output) -> None:
     found = read_relabels(queue_path)
     text = "".join(json_safe(json.dumps(row, ensure_ascii=False)) + "\n" for row in found.rows)
     if output and output != "-":
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text, encoding="utf-8")
+        _not_an_input(output, "--output", queue_file=queue_path)
+        _write_file(output, text)
     else:
         click.echo(text, nl=False)
     counts = Counter(row["label"] for row in found.rows)

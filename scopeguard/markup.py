@@ -57,7 +57,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u2
 _JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
                           r"\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_CSV_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CSV_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                          r"\u2066-\u2069]")
 
 
 def one_line(text: str) -> str:
@@ -93,8 +94,9 @@ def md_text(text: str, limit: int | None = None) -> str:
 
 
 def no_controls(text: str) -> str:
-    """``text`` without control characters (tabs and line breaks kept) or bidirectional
-    overrides: for HTML, which escapes markup but shows these."""
+    """``text`` without control characters (tabs and line feeds kept; carriage returns
+    go) or bidirectional overrides and marks: for HTML, which escapes markup but shows
+    these."""
     return _CONTROL.sub("", str(text))
 
 

@@ -189,6 +189,10 @@ def read_yaml(text: str, source: str) -> Any:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict, set)):  # YAML's "? [a, b]": no key of ours
+                raise ConfigError(source, f"has a list or mapping as a key at line "
+                                  f"{key_node.start_mark.line + 1}.",
+                                  "write each key as plain text ('features:', 'name:').")
             if key in seen:
                 raise ConfigError(source, f"the key {key!r} appears twice (lines "
                                   f"{seen[key] + 1} and {key_node.start_mark.line + 1}); "

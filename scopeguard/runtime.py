@@ -20,7 +20,7 @@ from typing import Any
 from .cache import DEFAULT_DB, EmbeddingCache
 from .embed import CachedEmbedder, Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from .engine import Scopeguard
-from .errors import ScopeguardError
+from .errors import InputError, ScopeguardError
 from .positioning import Positioning, find_positioning, load_positioning
 from .settings import BACKENDS, PRECISION
 
@@ -55,9 +55,13 @@ def make_inner(model: str | None = None, backend: str | None = None,
                threads: int | None = None) -> Embedder:
     """The embedder itself (no cache): the backend ``backend_name`` selects."""
     name, threads = backend_name(backend), threads_setting(threads)
-    if model and model.startswith("hashing"):
+    if model and (model == "hashing" or model.startswith("hashing:")):
         # A deterministic word-hashing embedder: no model, for smoke runs and tests.
-        return HashingEmbedder(int(model.partition(":")[2] or 512))
+        size = model.partition(":")[2] or "512"
+        if not size.isdigit() or not 8 <= int(size) <= 65536:
+            raise InputError(f"model {model!r}: the hashing embedder takes a size of 8 to "
+                             "65536 ('hashing' or 'hashing:512'). Fix: give such a size.")
+        return HashingEmbedder(int(size))
     if name == "torch":
         return SentenceTransformerEmbedder(model, threads=threads)
     from .onnx_embed import OnnxEmbedder

@@ -160,3 +160,19 @@ def test_feature_request_filter():
     strict = Filters(require_labels=("feature",))
     ok, why = is_feature_request(Request(id="1", title="Add X"), strict)
     assert not ok and "feature" in why
+
+
+def test_csv_columns_in_any_case_and_near_misses_refused(tmp_path):
+    """A spreadsheet's "Title" column is the title; a misspelt "tittle" would leave every
+    title empty, and a column given twice would keep one silently: both refused, naming
+    the fix. Other columns stay extra fields, their names as written."""
+    path = tmp_path / "b.csv"
+    path.write_text("ID,Title,Body,Clinic\n1,Dark mode,please,Oakfield\n")
+    [request] = read_backlog(path)
+    assert (request.id, request.title, request.extra) == ("1", "Dark mode",
+                                                          {"Clinic": "Oakfield"})
+    for header, words in (("id,tittle,body", "did you mean 'title'?"),
+                          ("id,title,Title", "'title' appears twice")):
+        path.write_text(f"{header}\n1,a,b\n")
+        with pytest.raises(InputError, match=words):
+            read_backlog(path)

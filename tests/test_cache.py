@@ -125,7 +125,8 @@ def test_a_cache_file_that_is_not_a_database_is_a_clear_error(tmp_path):
     db.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ScopeguardError) as err:
         CachedEmbedder(HashingEmbedder(), EmbeddingCache(db)).encode(["x"])
-    assert "c.db" in str(err.value) and "Fix: delete it" in str(err.value)
+    assert "c.db" in str(err.value) and "move it aside" in str(err.value)
+    assert "delete" not in str(err.value)  # --db may name a file that is not a cache
 
 
 def test_a_full_disk_while_writing_the_cache_is_a_clear_error(tmp_path):
@@ -159,3 +160,19 @@ def test_retain_keeps_only_the_given_texts_of_every_model(store):
     again = CachedEmbedder(HashingEmbedder(64), cache)
     again.encode(["keep me"])
     assert again.computed == 0
+
+
+def test_rows_whose_sizes_are_not_numbers_are_embedded_again(tmp_path):
+    """A cache file edited or damaged so that a size column holds text: the vectors are
+    computed again, never a traceback."""
+    texts = ["dark mode for the app", "export invoices"]
+    path = tmp_path / "c.db"
+    first = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(str(path)))
+    truth = first.encode(texts)
+    first.cache.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE embeddings SET dim = 'sixty-four'")
+        conn.execute("UPDATE models SET dim = 'x'")
+    again = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(str(path)))
+    np.testing.assert_allclose(again.encode(texts), truth, atol=1e-6)
+    assert again.computed == 2

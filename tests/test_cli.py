@@ -243,3 +243,132 @@ def test_check_path_wins_over_the_environment_but_not_over_a_typed_option(
     assert env_only.exit_code == 0 and str(other) in env_only.output
     typed = runner.invoke(cli, ["check", str(other), "-c", str(example_config), "--fast"])
     assert typed.exit_code == 2 and "name one" in typed.output
+
+
+# --- bad input loses nothing: the CLI audit's findings ----------------------------------------
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(runner, tmp_path,
+                                                                   example_config,
+                                                                   example_backlog):
+    import shutil
+
+    backlog, db = tmp_path / "backlog.jsonl", tmp_path / "c.db"
+    shutil.copy(example_backlog, backlog)
+    common = ["--db", str(db), "--model", "hashing"]
+    ok = runner.invoke(cli, ["audit", "-c", str(example_config), "--from-file", str(backlog),
+                             "-q", "-o", str(tmp_path / "report.txt"), *common])
+    assert ok.exit_code == 0, ok.output
+    kept = {p: p.read_bytes() for p in (backlog, db)}
+    cases = [
+        (["audit", "-c", str(example_config), "--from-file", str(backlog), "-q", "-o",
+          str(backlog), *common], "backlog"),
+        (["audit", "-c", str(example_config), "--from-file", str(backlog), "-q", "-o",
+          str(db), *common], "cache"),
+        (["calibrate", "--labels", str(backlog), "-c", str(example_config), "--out",
+          str(backlog), *common], "labels"),
+        (["eval", "--requests", str(backlog), "-c", str(example_config), "--json",
+          str(backlog), *common], "requests"),
+    ]
+    for args, name in cases:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"is the {name} this command reads" in result.stderr, result.stderr
+    assert all(p.read_bytes() == data for p, data in kept.items())
+
+
+def test_a_report_over_a_file_in_a_directory_that_takes_no_new_files_is_refused(
+        runner, tmp_path, example_config, example_backlog, monkeypatch):
+    """Written in place, a failed write would leave half a report over the good one."""
+    import tempfile
+
+    report = tmp_path / "report.json"
+    report.write_text('{"old": "report"}\n')
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--from-file",
+                                 str(example_backlog), "-q", "--format", "json", "-o",
+                                 str(report), "--db", str(tmp_path / "c.db"), "--model",
+                                 "hashing"])
+    assert result.exit_code == 2 and "takes no new files" in result.stderr, result.output
+    assert report.read_text() == '{"old": "report"}\n'
+
+
+def test_inputs_that_gave_tracebacks_are_clear_errors(runner, tmp_path, example_config,
+                                                      example_backlog):
+    complex_key = tmp_path / "complex.yml"
+    complex_key.write_text(example_config.read_text() + "? [a, b]\n: c\n")
+    binary = tmp_path / "calibration.json"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    cases = [
+        (["check", "--fast", str(complex_key)], "list or mapping as a key"),
+        (["classify", "-c", str(example_config), "-t", "x", "--model", "hashing:abc"],
+         "hashing embedder takes a size"),
+        (["classify", "-c", str(example_config), "-t", "x", "--model", "hashing:0"],
+         "hashing embedder takes a size"),
+        (["eval", "--requests", str(example_backlog), "-c", str(example_config), "--model",
+          "hashing", "--db", str(tmp_path / "c.db"), "--calibration", str(binary)],
+         "not a readable calibration file"),
+    ]
+    for args, words in cases:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert words in result.stderr and "Fix" in result.stderr, result.stderr
+
+
+def test_a_cache_that_cannot_be_written_is_a_clear_error(runner, tmp_path, example_config,
+                                                        example_backlog):
+    """SQLite refusing the audit's memo (here a table replaced by a view: as a full disk or
+    a read-only file would) is exit 2 naming the --db file, not a traceback."""
+    import sqlite3
+
+    db, backlog = tmp_path / "c.db", tmp_path / "b.jsonl"
+    backlog.write_text(example_backlog.read_text())
+    args = ["audit", "-c", str(example_config), "--from-file", str(backlog), "-q",
+            "-o", str(tmp_path / "r.txt"), "--db", str(db), "--model", "hashing"]
+    assert runner.invoke(cli, args).exit_code == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE memo_means")
+        conn.execute("CREATE VIEW memo_means AS SELECT 1 AS key")
+    with backlog.open("a") as file:  # one new request: its mean is to be stored
+        file.write('{"id": "NEW-1", "title": "Send invoices by fax", "body": "fax"}\n')
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"{db}: cannot be read or written" in result.stderr and "Fix" in result.stderr
+
+
+def test_a_github_answer_that_is_not_githubs_json_is_a_clear_error(runner, tmp_path,
+                                                                   example_config):
+    """A proxy's or a login page's HTML where the API was expected."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html>please log in</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"GITHUB_TOKEN": "ghp_notjson0123456789", "SCOPEGUARD_GITHUB_RETRIES": "0",
+               "GITHUB_API_URL": f"http://127.0.0.1:{server.server_address[1]}"}
+        for command in (["history"], ["audit", "-q", "--model", "hashing"]):
+            result = runner.invoke(cli, [*command, "-c", str(example_config), "--db",
+                                         str(tmp_path / "c.db"), "--github", "octo/repo"],
+                                   env=env)
+            assert result.exit_code == 2, (command, result.output, result.exception)
+            assert "not what GitHub's API sends" in result.stderr
+            assert "ghp_notjson0123456789" not in result.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -347,6 +347,26 @@ def test_a_bad_github_api_url_stops_serve_at_start(url, runner, example_config, 
 # --- a GitHub App: installation tokens ---------------------------------------------------------
 
 
+def test_an_installation_token_is_masked_from_the_moment_it_is_issued(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from scopeguard.integrations.service.logs import mask_secrets
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "app.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    with FakeGitHub(token=None, app=("4242", public.decode())) as github:
+        access = GitHubAccess.from_env({"GITHUB_APP_ID": "4242", "GITHUB_API_URL":
+                                        github.base_url,
+                                        "GITHUB_APP_PRIVATE_KEY": str(tmp_path / "app.pem")})
+        token = access.token_for({"installation": {"id": 77}})
+    assert token in github.installation_tokens
+    assert mask_secrets(f"GitHub said: token {token} expired") == "GitHub said: token *** expired"
+
+
 def test_github_app_gets_an_installation_token_per_installation(tmp_path, example_config):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa

@@ -441,7 +441,9 @@ def test_a_jira_url_with_credentials_is_refused_without_echoing_them(runner, exa
 @pytest.mark.parametrize("url", ["bob:hunter22@jira.example.com",
                                  "https://bob@jira.example.com/jira",
                                  "ftp://bob:hunter22@jira.example.com",
-                                 "jira.example.com:hunter22"])
+                                 "jira.example.com:hunter22",
+                                 "https://jira.example.com/?token=hunter22&bob=1",
+                                 "https://jira.example.com/#hunter22bob"])
 def test_a_jira_url_is_never_repeated_in_an_error(url):
     with pytest.raises(jc.JiraConfigError) as caught:
         jc.make_jira(environ={"JIRA_URL": url, "JIRA_PAT": PAT})
@@ -596,3 +598,33 @@ def test_health_tells_the_truth_under_a_burst(service):
         answers = [client.get(service.url + "/healthz") for _ in range(50)]
     assert {a.status_code for a in answers} == {200}
     assert {a.json()["status"] for a in answers} == {"ready"}
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("clone https://ghp_abcdefgh12345678:x-oauth-basic@github.com/o/r",
+     "clone https://***@github.com/o/r"),  # a token as the user, with or without ':'
+    ("at https://TOKENabcdefgh1234:@host.example/x", "at https://***@host.example/x"),
+    ("https://bob:p@ss@proxy.example/x", "https://***@proxy.example/x"),
+    ("postgresql://postgres:***@127.0.0.1:5432/db: refused",  # masked already: who stays
+     "postgresql://postgres:***@127.0.0.1:5432/db: refused"),
+    ("see http://jira.example.com/a@b", "see http://jira.example.com/a@b"),
+])
+def test_what_leaves_the_process_carries_no_userinfo(text, shown):
+    assert logs.mask_secrets(text) == shown
+
+
+def test_one_mask_for_logs_answers_and_errors(monkeypatch):
+    """Kept secrets (the service's settings), the environment's credentials and the GitHub
+    tokens its clients registered (an App's installation token as it is issued) are
+    masked by mask_secrets, longest first, and so by every log line."""
+    from scopeguard.integrations.github.errors import keep_secret
+
+    monkeypatch.setenv("JIRA_TOKEN", "jira-env-token-1234")
+    logs.keep_secrets(["kept-webhook-secret-99", "kept-webhook-secret-99-and-more"])
+    keep_secret("ghs_registeredToken0123456789")
+    text = ("a jira-env-token-1234 b kept-webhook-secret-99-and-more c kept-webhook-secret-99 "
+            "d ghs_registeredToken0123456789 e")
+    assert logs.mask_secrets(text) == "a *** b *** c *** d *** e"
+    record = logging.LogRecord("x", logging.INFO, "", 0, "%s", (text,), None)
+    logs.Scrub([]).filter(record)
+    assert record.getMessage() == "a *** b *** c *** d *** e"

@@ -154,3 +154,32 @@ def test_open_one_off_requests_of_a_backlog_join_the_groups(runner, example_conf
     assert {m["id"] for m in group["members"]} == {"B1", "B2", "B3"}
     assert "open request(s) scopeguard labels one_off" in group["description"]
     assert group["requesters"] == ["Acme Vets"]
+
+
+def test_write_leaves_a_file_it_cannot_extend_unchanged_and_keeps_line_ends(
+        runner, example_config, tmp_path):
+    """non_goals written in flow style ([{name: ...}]): adding commented lines would break
+    the file, so --write refuses (exit 2) and leaves it as it was. A CRLF file stays CRLF."""
+    import yaml
+
+    db = tmp_path / "c.db"
+    HistoryStore(db).put_many(declined())
+    data = yaml.safe_load(example_config.read_text())
+    flow = tmp_path / "flow.yml"
+    flow.write_text(yaml.safe_dump({k: v for k, v in data.items() if k != "non_goals"},
+                                   sort_keys=False) + "non_goals: "
+                    + json.dumps(data["non_goals"]) + "\n")
+    before = flow.read_bytes()
+    args = ["suggest", "non-goals", "--db", str(db), "--model", "hashing", "--similar",
+            "0.45", "--write"]
+    result = runner.invoke(cli, [*args, "-c", str(flow)])
+    assert result.exit_code == 2 and "unchanged" in result.stderr, result.output
+    assert "block list" in result.stderr and flow.read_bytes() == before
+    crlf = tmp_path / "crlf.yml"
+    crlf.write_bytes(example_config.read_bytes().replace(b"\r\n", b"\n").replace(b"\n",
+                                                                                 b"\r\n"))
+    result = runner.invoke(cli, [*args, "-c", str(crlf)])
+    assert result.exit_code == 0, result.output
+    written = crlf.read_bytes()
+    assert b"# Suggested by scopeguard" in written
+    assert written.count(b"\n") == written.count(b"\r\n")  # every line ends as before

@@ -133,7 +133,7 @@ def check_api_url(url: str) -> str:
     except ValueError:
         ok = False
     if not ok:
-        shown = re.sub(r"^([^/]*//)[^/\s]*@", r"\1***@", url)  # never a user:password
+        shown = re.sub(r"^((?:[^/@]*//)?)[^/\s]*@", r"\1***@", url)  # no user:password
         raise InputError(f"GITHUB_API_URL: {shown[:80]!r} is not an http(s) URL. Fix: leave it "
                          "unset for github.com (Actions sets it), or set "
                          "https://HOST/api/v3 for GitHub Enterprise Server.")

@@ -179,3 +179,20 @@ def github_errors(action: str, needs: str = "issues: write") -> Iterator[None]:
         yield
     except (GithubException, requests.exceptions.RequestException) as exc:
         raise translate(exc, action, needs) from None
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        if not _raised_in_pygithub(exc):  # a bug of scopeguard's own: its traceback stays
+            raise
+        raise GitHubError(f"the answer while {action} was not what GitHub's API sends (not "
+                          "its JSON: a proxy, a login page or a wrong GITHUB_API_URL?). Fix: "
+                          "check GITHUB_API_URL (unset for github.com; https://HOST/api/v3 "
+                          "for GitHub Enterprise Server) and any proxy between.") from None
+
+
+def _raised_in_pygithub(exc: BaseException) -> bool:
+    """Whether ``exc`` came from inside PyGithub (reading an answer it did not expect)."""
+    trace = exc.__traceback__
+    last = None
+    while trace is not None:
+        last, trace = trace, trace.tb_next
+    module = last.tb_frame.f_globals.get("__name__", "") if last else ""
+    return module == "github" or module.startswith("github.")

@@ -244,7 +244,7 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str,
             if any({k: v for k, v in r.items() if k != "recorded_at"} == decision
                    for _, r in rows):
                 return ""
-            kept = [_escape_separators(x) for x, r in rows if r.get("id") != row["id"]]
+            kept = [json_safe(x) for x, r in rows if r.get("id") != row["id"]]
             new = "\n".join([*kept, line]) + "\n"
             try:
                 if sha:
@@ -273,15 +273,9 @@ def commit_row(repo: Any, path: str, row: Mapping[str, Any], message: str,
 
 def jsonl_line(row: Mapping[str, Any]) -> str:
     """``row`` as one JSONL line: U+2028, U+2029 and U+0085 (NEL), which JSON leaves raw
-    and ``str.splitlines`` splits on, are escaped, so only ``\\n`` ends a line."""
-    return _escape_separators(json.dumps(row, ensure_ascii=False))
-
-
-def _escape_separators(line: str) -> str:
-    """A JSON line with U+2028, U+2029 and U+0085 escaped (raw, they can only be in strings,
-    where the escape means the same)."""
-    return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace(
-        "\x85", "\\u0085")
+    and ``str.splitlines`` splits on, are escaped (with what else a terminal acts on:
+    ``markup.json_safe``), so only ``\\n`` ends a line."""
+    return json_safe(json.dumps(row, ensure_ascii=False))
 
 
 def ensure_branch(repo: Any, branch: str) -> None:

@@ -281,6 +281,12 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
                               "Fix: give JIRA_URL without them (e.g. https://jira.example.com) "
                               f"and put the credentials in their own variables: "
                               f"{CREDENTIALS_FIX}.")
+    if parts.query or parts.fragment or parts.params:
+        # Said without the URL: a query may hold a token (?token=...), as webhook URLs do.
+        raise JiraConfigError("JIRA_URL has a query or fragment ('?...' or '#...'). Fix: give "
+                              "the address you open Jira at without them (e.g. "
+                              "https://jira.example.com, or with its context path, "
+                              "https://example.com/jira).")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # Not repeated: a mistyped URL may hold a password anyway.
         raise JiraConfigError("JIRA_URL is not an http(s) URL (it should start with https:// "

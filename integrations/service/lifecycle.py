@@ -40,7 +40,7 @@ from ..jira.errors import JiraError
 from ..jira.issues import fetch_issues
 from ..jira.writeback import jira_label
 from .handlers import Handlers
-from .logs import client_secrets, redact
+from .logs import client_secrets, keep_secrets, mask_secrets
 from .metrics import Metrics
 from .pool import WorkerPool, wait_for_orphans
 from .queue import QueueError, describe
@@ -73,6 +73,8 @@ class Service:
         self.settings, self.role, self.number = settings, role, number
         self.positioning = positioning or load_config(settings.config)
         self.github = github or GitHubAccess.from_env()
+        # masked in /healthz and stored errors whoever set up the logging (an embedding app)
+        keep_secrets(settings.secrets() + self.github.secrets())
         if settings.github_webhook_secret and not self.github.configured:
             raise ScopeguardError(
                 "SCOPEGUARD_GITHUB_WEBHOOK_SECRET is set but scopeguard has no way to write "
@@ -273,7 +275,7 @@ class Service:
                                 "jira": self.client.flavour if self.client else None,
                                 "github": bool(self.settings.github_webhook_secret)}
         if problem:
-            body["error"] = redact(problem)  # unauthenticated: never a secret
+            body["error"] = mask_secrets(problem)  # unauthenticated: never a secret
         down = sorted(t for t, (_, why) in reach.items() if why)
         if down:  # which trackers' write-backs fail (the error says why)
             body["unreachable"] = down

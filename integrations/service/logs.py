@@ -14,69 +14,66 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 
-# Any user:password@ in a URL, up to its last '@' (a password may hold one).
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)(?:([^/\s:@]*):)?[^/\s]*@")
+# Any userinfo in a URL (user:password@, or a token as the user), up to its last '@' (a
+# password may hold one); one whose password is masked already ("postgres:***@", as
+# storage.redact names a store) is left as it is: the error still says who connects.
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)(?![^/\s:@]*:\*\*\*@)[^/\s]*@")
 # Control characters (all but tab) and Unicode line breaks: a webhook's event name, key
 # or delivery id holding "\n2026-... ERROR ..." must not start a forged log line.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_known: set[str] = set()  # this process's secrets: setup_logging's, and the service's
 
 
 def _escape(match: re.Match[str]) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
 
 
+def keep_secrets(secrets: Sequence[str]) -> None:
+    """Add secrets that nothing this process writes or answers may carry."""
+    _known.update(s for s in secrets if len(s) >= 4)
+
+
+def mask_secrets(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` fit to leave the process (a log line, a ``/healthz`` answer, an event's
+    stored error, a command's error): every secret kept (:func:`keep_secrets`), given,
+    or in the environment's credentials (:func:`client_secrets`), longest first, the GitHub
+    tokens its clients registered (cut ones too), and any URL's userinfo, masked."""
+    every = _known | {s for s in (*secrets, *client_secrets()) if len(s) >= 4}
+    for secret in sorted(every, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    github = sys.modules.get(__name__.rsplit(".", 2)[0] + ".github.errors")
+    if github is not None:  # imported, so it may hold the tokens its clients registered
+        text = github.scrub(text)
+    return _USERINFO.sub(r"\1***@", text)
+
+
 class Scrub(logging.Filter):
-    """Replaces any configured secret in a log record with ``***`` (defence in depth), and
+    """Masks every secret in a log record (:func:`mask_secrets`: defence in depth), and
     writes control characters in the message escaped (``\\n``): one record, one line
     (a traceback, appended after, keeps its lines, each indented)."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        keep_secrets(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = _CONTROL.sub(_escape, self.mask(record.getMessage()))
+        message = _CONTROL.sub(_escape, mask_secrets(record.getMessage()))
         if record.exc_info:
-            trace = self.mask(logging.Formatter().formatException(record.exc_info))
+            trace = mask_secrets(logging.Formatter().formatException(record.exc_info))
             # indented, each line escaped: an exception's text (its last lines) may repeat
             # what a sender wrote, and must not start a line that reads as a record
             message += "".join("\n  " + _CONTROL.sub(_escape, line)
                                for line in trace.split("\n"))
             record.exc_info = None
             record.exc_text = None
-        message = _USERINFO.sub(r"\1***@", message)  # credentials written into any URL
         record.msg, record.args = message, ()
         return True
 
-    def mask(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-_scrub = Scrub([])  # this process's secrets (setup_logging's): what redact masks
-
-
-def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` fit to leave the process (a ``/healthz`` answer, an event's stored error, a
-    command's error): the configured secrets and ``secrets``, the GitHub tokens its clients
-    registered (cut ones too) and any URL's user:password masked, as the log masks them."""
-    text = Scrub(secrets).mask(_scrub.mask(text))
-    github = sys.modules.get(__name__.rsplit(".", 2)[0] + ".github.errors")
-    if github is not None:  # imported: it may hold the tokens its clients registered
-        text = github.scrub(text)
-    # A URL's password (a user name alone may be a token: all of it), the user kept: the
-    # error names who connects.
-    return _USERINFO.sub(lambda m: m.group(1) + (m.group(2) + ":***@" if m.group(2)
-                                                  else "***@"), text)
-
 
 def setup_logging(level: str, secrets: Sequence[str]) -> None:
-    global _scrub
-    _scrub = Scrub(secrets)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_scrub)
+    handler.addFilter(Scrub(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

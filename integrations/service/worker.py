@@ -35,7 +35,7 @@ from scopeguard.errors import ScopeguardError
 from ..jira.errors import JiraError
 from ..lease import LeaseLost, leased
 from .handlers import permanent, reach, tracker_of
-from .logs import redact
+from .logs import mask_secrets
 from .metrics import Metrics
 from .queue import Event, EventQueue, QueueError, describe
 from .settings import ServiceSettings
@@ -134,7 +134,7 @@ class Worker:
                 self.suspect(tracker)
                 self.recheck()
             if permanent(exc):
-                self.queue.fail(event.delivery_id, owner, redact(str(exc)))
+                self.queue.fail(event.delivery_id, owner, mask_secrets(str(exc)))
                 self.metrics.inc("scopeguard_events_failed_total")
                 log.error("%s: failed: %s", where, exc)
             else:
@@ -154,7 +154,7 @@ class Worker:
     def reached(self, tracker: str, error: str, when: float) -> None:
         """``tracker``'s outcome at ``when`` (monotonic): "" (it answered), else why no
         event can be written back to it. An outcome older than the one kept is dropped."""
-        error = redact(error)  # shown on /healthz: no secret a tracker's answer repeated
+        error = mask_secrets(error)  # shown on /healthz: no secret a tracker's answer repeated
         with self._reach_lock:
             before = self.reach.get(tracker, (-math.inf, ""))
             if when < before[0]:
@@ -244,7 +244,7 @@ class Worker:
 
     def _retry(self, event: Event, owner: str, where: str, exc: Exception) -> None:
         """Queue the event again after a backoff, or give up after the last attempt."""
-        message = redact(str(exc) if isinstance(exc, ScopeguardError) else (
+        message = mask_secrets(str(exc) if isinstance(exc, ScopeguardError) else (
             f"{type(exc).__name__}: {exc}"))
         delay = min(self.settings.retry_max,
                     self.settings.retry_base * 2 ** (event.attempts - 1))

@@ -1299,10 +1299,11 @@ def serve(config, db, model, host, port, queue_path, store_url, workers, in_proc
     try:
         from .integrations.service import app as service_app
         from .integrations.service.settings import ServiceSettings
-    except ImportError as exc:  # pragma: no cover - the jira extra is missing
-        raise click.ClickException(f"scopeguard serve needs starlette, uvicorn and jira "
-                                   f"({exc.name} is missing). Fix: pip install "
-                                   "'scopeguard[jira]'.") from None
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise click.ClickException(f"scopeguard serve needs starlette, uvicorn and jira, "
+                                   f"which the package requires ({exc.name} is missing). Fix: "
+                                   "pip install --force-reinstall 'scopeguard-issues[serve]'."
+                                   ) from None
     settings = ServiceSettings.from_env(
         config=config, db=db, model=model, queue=queue_path, store=store_url, workers=workers,
         in_process=in_process, jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,

@@ -552,20 +552,25 @@ class ServiceProcess:
             self._client.close()
         self._client = httpx.Client(timeout=30)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"scopeguard serve exited {self.proc.returncode}:\n"
-                                   + self.log.read_text())
-            try:
-                health = self._client.get(self.url + "/healthz").json()
-                if not ready or health["status"] == "ready":
-                    return self
-                if health["status"] == "error":
-                    raise RuntimeError(f"worker failed: {health}")
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("scopeguard serve did not become ready:\n" + self.log.read_text())
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"scopeguard serve exited {self.proc.returncode}:\n"
+                                       + self.log.read_text())
+                try:
+                    health = self._client.get(self.url + "/healthz").json()
+                    if not ready or health["status"] == "ready":
+                        return self
+                    if health["status"] == "error":
+                        raise RuntimeError(f"worker failed: {health}")
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            raise TimeoutError("scopeguard serve did not become ready:\n"
+                               + self.log.read_text())
+        except BaseException:  # nothing left running or open for the next test
+            self.stop()
+            raise
 
     def post(self, payload: Any, *, delivery: str | None = None, sign: bool = True,
              secret: str | None = None, token: str | None = None,

@@ -208,7 +208,10 @@ def service(tmp_path_factory, jira, example_config):
         "SCOPEGUARD_MODEL": "hashing", "SCOPEGUARD_WEBHOOK_SECRET": SECRET,
         "SCOPEGUARD_GITHUB_WEBHOOK_SECRET": GH_SECRET, "GITHUB_TOKEN": "ghp_fuzz0123456789",
         "GITHUB_API_URL": "http://127.0.0.1:9", "SCOPEGUARD_GITHUB_THROTTLE": "0"})
-    yield process.start()
+    process.start(ready=False)  # GitHub unreachable: /healthz says so, webhooks are taken
+    process.wait(lambda: process.get("/healthz").json()["status"] != "loading", 90,
+                 "the worker to load")
+    yield process
     process.stop()
 
 

@@ -453,8 +453,10 @@ def test_a_token_github_repeats_is_masked_on_healthz_and_in_the_queue(tmp_path,
             "GITHUB_TOKEN": token, "GITHUB_API_URL": github.base_url,
             "SCOPEGUARD_GITHUB_REPOSITORIES": REPO, "SCOPEGUARD_GITHUB_MAX_WAIT": "1",
             "SCOPEGUARD_GITHUB_RETRIES": "0", "SCOPEGUARD_GITHUB_THROTTLE": "0",
-            "SCOPEGUARD_RETRY_BASE": "0.3"}).start()
+            "SCOPEGUARD_RETRY_BASE": "0.3"}).start(ready=False)  # its start check fails
         try:
+            process.wait(lambda: process.get("/healthz").json()["status"] != "loading",
+                         what="the worker to load")
             assert process.post_github(event(github, number),
                                        delivery="d-echo").status_code == 202
             process.wait(lambda: "Bad credentials" in process.get("/healthz").text,

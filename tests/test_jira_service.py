@@ -1078,3 +1078,34 @@ def test_a_request_leaves_in_one_write():
         assert client.add_comment("PAW-1", "via the client")["id"]
         client.get_issue("PAW-1")  # a request without a body goes out as before
         assert jira.comment_texts("PAW-1") == ["hi", "hi", "via the client"]
+
+
+def test_wrong_credentials_are_on_healthz_before_any_webhook(tmp_path, example_config):
+    """Each worker checks Jira once it has loaded: a deploy's health check sees a wrong
+    PAT (or URL) at once, not after the first webhook fails on it."""
+    with FakeJira(flavour="server", pat="the-real-pat-1234") as jira:
+        process = ServiceProcess(tmp_path, jira, example_config, {
+            "SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_MODEL": "hashing",
+            "JIRA_PAT": "a-mistyped-pat-1234"})
+        process.start(ready=False)
+        try:
+            process.wait(lambda: "rejected the credentials" in process.get("/healthz").text,
+                         what="the credentials' failure on /healthz")
+            health = process.get("/healthz")
+            assert health.status_code == 503 and health.json()["unreachable"] == ["jira"]
+            assert process.events() == {}  # no webhook was needed to find it
+            assert "a-mistyped-pat-1234" not in health.text
+        finally:
+            process.stop()
+
+
+def test_jira_down_at_start_says_how_to_start_anyway():
+    """Without JIRA_FLAVOUR, a Jira not on atlassian.net is asked what it is at start: down,
+    the error names JIRA_FLAVOUR (serve then starts and queues), not a kept event."""
+    with pytest.raises(jc.JiraError) as caught:
+        jc.make_jira(environ={"JIRA_URL": "http://127.0.0.1:9", "JIRA_EMAIL": "a@b.example",
+                              "JIRA_TOKEN": "tok-1234", "SCOPEGUARD_JIRA_RETRIES": "0"})
+    assert "JIRA_FLAVOUR=server" in str(caught.value)
+    assert "keeps the event" not in str(caught.value)
+    with pytest.raises(jc.JiraConfigError, match="JIRA_EMAIL is set but JIRA_TOKEN is not"):
+        jc.make_jira(environ={"JIRA_URL": "https://jira.example.com", "JIRA_EMAIL": "a@b.c"})

@@ -396,9 +396,10 @@ def test_a_worker_that_cannot_start_says_why_and_is_tried_again(tmp_path, jira, 
     service = ServiceProcess(tmp_path, jira, example_config,
                              {"SCOPEGUARD_WEBHOOK_SECRET": SECRET,
                               "SCOPEGUARD_MODEL": str(broken)})
-    with pytest.raises(RuntimeError, match="worker failed"):
-        service.start()  # /healthz says error (not loading forever)
+    service.start(ready=False)
     try:
+        service.wait(lambda: service.get("/healthz").json()["status"] == "error", 90,
+                     "/healthz to say error (not loading for ever)")
         service.wait(lambda: service.metrics().get("scopeguard_worker_restarts_total", 0) >= 1,
                      what="the pool to see the worker exit")
         health = service.get("/healthz")

@@ -26,7 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from .errors import CREDENTIALS_FIX, JiraConfigError, JiraError, JiraNotFoundError, expect
+from .errors import (
+    CREDENTIALS_FIX,
+    JiraConfigError,
+    JiraError,
+    JiraNotFoundError,
+    JiraUnavailableError,
+    expect,
+)
 from .transport import RetryPolicy, Transport, whole_request_adapter
 
 FLAVOURS = ("cloud", "server")
@@ -304,6 +311,10 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
         raise JiraConfigError("JIRA_TOKEN is set but JIRA_EMAIL is not. Fix: Cloud API tokens "
                               "go with the account's email (JIRA_EMAIL); for Server/Data Center "
                               "use a personal access token in JIRA_PAT.")
+    elif email:
+        raise JiraConfigError("JIRA_EMAIL is set but JIRA_TOKEN is not. Fix: put the account's "
+                              "API token in JIRA_TOKEN (Cloud); for Server/Data Center use a "
+                              "personal access token in JIRA_PAT.")
     else:
         raise JiraConfigError(f"no Jira credentials. Fix: {CREDENTIALS_FIX}.")
     flavour = (flavour or env.get("JIRA_FLAVOUR", "")).strip().lower() or None
@@ -325,8 +336,15 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
                         retry or RetryPolicy.from_env(env))
     if not client.flavour:
         action = "reading Jira's server info"
-        info = expect(client.request("GET", "serverInfo", action=action), dict, "the answer",
-                      action)
+        try:
+            info = expect(client.request("GET", "serverInfo", action=action), dict,
+                          "the answer", action)
+        except JiraUnavailableError as exc:  # nothing to guess from: say how not to need it
+            raise JiraUnavailableError(
+                f"{str(exc).split('. Fix:')[0]}, to tell Jira Cloud from Server. Fix: set "
+                "JIRA_FLAVOUR=cloud or JIRA_FLAVOUR=server (then nothing is asked at start, "
+                "and scopeguard serve starts while Jira is down), or check JIRA_URL and the "
+                "network.") from None
         client.flavour = "cloud" if info.get("deploymentType") == "Cloud" else "server"
     jira.deploymentType = "Cloud" if client.cloud else "Server"  # what the library checks
     return client

@@ -99,7 +99,7 @@ class Service:
         self.ready = threading.Event()
         self._error = ""  # why the service cannot process events at all (health: 503)
         self.accept_error = ""  # why the last webhook could not be made durable (cleared)
-        self.accept_error_at = 0.0  # when (monotonic): a minute on, a good probe clears it
+        self.accept_error_at = 0.0  # when (monotonic): 15 s on, a good probe clears it
         self.guard: Any = None
         self.store: IssueStore | None = None
         self.handlers = Handlers(settings, self.positioning, self.client, self.github)
@@ -195,6 +195,13 @@ class Service:
             log.info("classifier ready in %.1fs (model %s, %d issues known)",
                      time.perf_counter() - started, self.guard.embedder.model_id,
                      len(self.store))
+            # Each tracker checked once now: a wrong credential or URL shows on /healthz
+            # before the first webhook fails on it (a deploy's health check sees it).
+            for tracker, configured in (("jira", self.client is not None),
+                                        ("github", self.github.configured)):
+                if configured:
+                    self.worker.suspect(tracker)
+            self.worker.recheck()
         except Exception as exc:  # noqa: BLE001 - reported on /healthz and in the log
             self.error = str(exc) if isinstance(exc, ScopeguardError) else (
                 f"{type(exc).__name__} while starting the worker: {exc}. Fix: see the log "
@@ -254,7 +261,7 @@ class Service:
         except QueueError as exc:
             counts, probe = {}, str(exc)
         problems.append(probe)
-        if self.accept_error and not probe and time.monotonic() - self.accept_error_at > 60:
+        if self.accept_error and not probe and time.monotonic() - self.accept_error_at > 15:
             self.accept_error = ""  # no webhook since, and the file takes writes again
         problems.append(self.accept_error)
         # A tracker rejects the credentials or cannot be reached: each of its events fails.

@@ -226,8 +226,12 @@ class WorkerPool:
         self._backoff[number] = (delay, -1.0)
         self.restarts += 1
         self.metrics.inc("scopeguard_worker_restarts_total")
-        log.error("worker %d (pid %s) stopped with exit code %s; its events are queued again; "
-                  "restarting it in %.0fs", number, process.pid, process.exitcode, delay)
+        # Exit code 0: it was told to stop (a SIGTERM sent to the whole group, as systemd
+        # and `timeout` do, reaching it before this process stops the pool): no crash.
+        log.log(logging.WARNING if process.exitcode == 0 else logging.ERROR,
+                "worker %d (pid %s) stopped with exit code %s; its events are queued again; "
+                "restarting it in %.0fs unless the service is stopping", number, process.pid,
+                process.exitcode, delay)
         try:
             self.release(process.pid)
         except Exception as exc:  # noqa: BLE001 - their leases expire anyway

@@ -93,6 +93,9 @@ def friendly_errors(f):
                 "one stays here).")
             error.exit_code = 2
             raise error from None
+        except KeyboardInterrupt:  # Ctrl-C: outputs are written whole or not at all
+            click.echo("\ninterrupted: nothing was left half-written.", err=True)
+            raise SystemExit(130) from None  # 128 + SIGINT, as shells report it
         except BrokenPipeError:  # the reader went away (| head): nothing left to say
             _silence_stdout()
             raise SystemExit(1) from None

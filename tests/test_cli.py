@@ -372,3 +372,20 @@ def test_a_github_answer_that_is_not_githubs_json_is_a_clear_error(runner, tmp_p
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_ctrl_c_exits_130_and_keeps_the_last_report(runner, tmp_path, example_config,
+                                                     example_backlog, monkeypatch):
+    import scopeguard.cli as cli_module
+
+    report = tmp_path / "report.txt"
+    report.write_text("the last report\n")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli_module, "read_backlog", interrupted)
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--from-file",
+                                 str(example_backlog), "-q", "-o", str(report), "--db",
+                                 str(tmp_path / "c.db"), "--model", "hashing"])
+    assert result.exit_code == 130 and "interrupted" in result.stderr, result.output
+    assert report.read_text() == "the last report\n"

@@ -33,12 +33,12 @@ def keep_secrets(secrets: Sequence[str]) -> None:
     _known.update(s for s in secrets if len(s) >= 4)
 
 
-def mask_secrets(text: str, secrets: Sequence[str] = ()) -> str:
+def mask_secrets(text: str) -> str:
     """``text`` fit to leave the process (a log line, a ``/healthz`` answer, an event's
-    stored error, a command's error): every secret kept (:func:`keep_secrets`), given,
-    or in the environment's credentials (:func:`client_secrets`), longest first, the GitHub
-    tokens its clients registered (cut ones too), and any URL's userinfo, masked."""
-    every = _known | {s for s in (*secrets, *client_secrets()) if len(s) >= 4}
+    stored error, a command's error): every secret kept (:func:`keep_secrets`) or in the
+    environment's credentials (:func:`client_secrets`), longest first, the GitHub tokens
+    its clients registered (cut ones too), and any URL's userinfo, masked."""
+    every = _known | {s for s in client_secrets() if len(s) >= 4}
     for secret in sorted(every, key=len, reverse=True):
         text = text.replace(secret, "***")
     github = sys.modules.get(__name__.rsplit(".", 2)[0] + ".github.errors")

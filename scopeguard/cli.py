@@ -681,6 +681,11 @@ def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, position
                                "OWNER/REPO, or --jira PROJECT (or --jql QUERY).")
     if from_file:
         items = read_backlog(from_file, encoding)
+        if not items:  # a failed export, most likely: the last report stays as it was
+            raise InputError(f"{from_file}: holds no requests (no line, item or CSV row), so "
+                             "there is nothing to audit and no report was written. Fix: check "
+                             "that the export worked, or pass a backlog with at least one "
+                             "request.")
         return items[:limit] if limit else items
     if github:
         from .integrations.github.client import client_from_env, get_repository
@@ -834,6 +839,17 @@ def _not_an_input(output: str | None, option: str, **inputs: Iterable[str] | str
                 raise InputError(f"{option} {output} is the {name.replace('_', ' ')} this "
                                  "command reads: writing it would replace it. Fix: write "
                                  "the output to another file.")
+
+
+def _positioning_path(config: str | None) -> str | None:
+    """The positioning file that ``-c`` (or SCOPEGUARD_CONFIG, or the current directory)
+    names, as the commands find it inside a directory; None when there is none."""
+    from .positioning import find_positioning
+
+    try:
+        return str(find_positioning(config or os.environ.get("SCOPEGUARD_CONFIG") or "."))
+    except ScopeguardError:
+        return None
 
 
 def _write_parts(parts: Iterable[str], output: str | None) -> None:
@@ -1047,7 +1063,8 @@ def eval_command(requests_path, products_dir, corpus_dir, split, target, config,
     from .runtime import db_path, make_embedder
 
     _not_an_input(json_out, "--json", requests=requests_path, texts=texts_path,
-                  calibration=calibration, positioning_file=config, cache=db_path(db))
+                  calibration=calibration, positioning_file=_positioning_path(config),
+                  cache=db_path(db))
     products, items, heldout, default = _dataset(requests_path, products_dir, config,
                                                   corpus_dir, split, target, texts_path)
     embedder = make_embedder(model, db)
@@ -1150,7 +1167,7 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
         raise click.UsageError("calibrate fits on the corpus's training products only: the "
                                "held-out ones are never used to fit (drop --split).")
     _not_an_input(out_path, "--out", labels=labels_path, texts=texts_path,
-                  positioning_file=config, cache=db_path(db))
+                  positioning_file=_positioning_path(config), cache=db_path(db))
     products, items, _, protocol = _dataset(labels_path, products_dir, config, corpus_dir,
                                             split, target, texts_path, option="--labels")
     if len({i.label for i in items}) < 2:

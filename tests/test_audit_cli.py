@@ -117,6 +117,26 @@ def test_audit_needs_exactly_one_source(runner, example_config, example_backlog)
     assert result.exit_code == 2
 
 
+@pytest.mark.parametrize("name, text", [("empty.jsonl", ""), ("blank.jsonl", "\n\n"),
+                                         ("list.json", "[]"), ("header.csv", "title,body\n")])
+def test_an_empty_backlog_file_keeps_the_last_report(runner, tmp_path, example_config,
+                                                     example_backlog, name, text):
+    """A backlog file with no request (most likely a failed export) is exit 2 naming it;
+    the report of the last audit is left as it was, not replaced by an empty one."""
+    report, db = tmp_path / "report.html", tmp_path / "c.db"
+    base = ["audit", "-c", str(example_config), "--model", "hashing", "--db", str(db),
+            "--format", "html", "-o", str(report), "-q"]
+    assert runner.invoke(cli, [*base, "--from-file", str(example_backlog)]).exit_code == 0
+    before = report.read_bytes()
+    empty = tmp_path / name
+    empty.write_text(text)
+    result = runner.invoke(cli, [*base, "--from-file", str(empty)])
+    assert result.exit_code == 2, result.output
+    assert f"{empty}: holds no requests" in result.stderr and "Fix:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert report.read_bytes() == before
+
+
 def test_audit_skips_non_features(runner, tmp_path, example_config):
     path = tmp_path / "b.jsonl"
     path.write_text(json.dumps({"id": "1", "title": "Crash on start", "labels": ["bug"]}) + "\n"

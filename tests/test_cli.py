@@ -277,6 +277,36 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(runner, tmp_pa
     assert all(p.read_bytes() == data for p, data in kept.items())
 
 
+def test_eval_and_calibrate_refuse_to_write_over_the_positioning_file_they_find(
+        runner, tmp_path, example_config, example_backlog, monkeypatch):
+    """-c naming a directory, or SCOPEGUARD_CONFIG alone, names the positioning file too:
+    an output over it is refused as when -c names the file."""
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    positioning = project / "scopeguard.yml"
+    shutil.copy(example_config, positioning)
+    kept = positioning.read_bytes()
+    common = ["--requests", str(example_backlog), "--db", str(tmp_path / "c.db"), "--model",
+              "hashing"]
+    cases = [["eval", *common, "-c", str(project), "--json", str(positioning)],
+             ["calibrate", "--labels", str(example_backlog), "--db", str(tmp_path / "c.db"),
+              "--model", "hashing", "-c", str(project), "--out", str(positioning)]]
+    for args in cases:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "is the positioning file this command reads" in result.stderr, result.stderr
+    monkeypatch.setenv("SCOPEGUARD_CONFIG", str(project))
+    result = runner.invoke(cli, ["eval", *common, "--json", str(positioning)])
+    assert result.exit_code == 2 and "positioning file this command reads" in result.stderr
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("SCOPEGUARD_CONFIG")
+    result = runner.invoke(cli, ["eval", *common, "--json", "scopeguard.yml"])
+    assert result.exit_code == 2 and "positioning file this command reads" in result.stderr
+    assert positioning.read_bytes() == kept
+
+
 def test_a_report_over_a_file_in_a_directory_that_takes_no_new_files_is_refused(
         runner, tmp_path, example_config, example_backlog, monkeypatch):
     """Written in place, a failed write would leave half a report over the good one."""

@@ -139,7 +139,8 @@ class FakeGitHub(LoopbackServer):
         self.failures: list[Failure] = []
         # (method, path regex, seconds): a matching request is carried out, then its answer
         # waits (a worker killed after GitHub wrote, before it heard back).
-        self.stall: tuple[str, str, float] | None = None
+        # (method, path regex, seconds[, times]): answer matching requests that late
+        self.stall: tuple[Any, ...] | None = None
         self.lock = threading.RLock()
         self._ids = itertools.count(1000)
         self._routes = self._build_routes()
@@ -218,6 +219,16 @@ class FakeGitHub(LoopbackServer):
             if "labels" in changes:
                 self._relabel(repo, issue, changes.pop("labels"), actor)
             issue.update(changes, updated_at=_now())
+
+    def add_issue_label(self, full_name: str, number: int, name: str, *,
+                        actor: str = "maintainer") -> None:
+        """Add the label ``name`` to an issue as ``actor`` would (a ``labeled`` event);
+        one the issue carries already stays as it is."""
+        with self.lock:
+            issue = self.repos[full_name].issues[number]
+            labels = list(issue["labels"])
+        if name.lower() not in {label.lower() for label in labels}:
+            self.set_issue(full_name, number, labels=[*labels, name], actor=actor)
 
     def comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
         """The issue's comments, oldest first (copies)."""
@@ -434,8 +445,14 @@ class FakeGitHub(LoopbackServer):
             self.requests.append(record)
             status, out_headers, payload = self._dispatch(method, path, query, headers, body)
             record.status = status
-        stall = self.stall
-        if stall and stall[0] == method and re.fullmatch(stall[1], path):
+        with self.lock:
+            stall = self.stall
+            if stall and stall[0] == method and re.fullmatch(stall[1], path):
+                if len(stall) > 3:  # (method, path, seconds, times): the first ``times`` only
+                    self.stall = (*stall[:3], stall[3] - 1) if stall[3] > 1 else None
+            else:
+                stall = None
+        if stall:
             time.sleep(stall[2])
         return status, out_headers, payload
 

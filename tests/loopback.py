@@ -5,7 +5,8 @@ A fake subclasses :class:`LoopbackServer` and implements ``respond``::
 
     class FakeThing(LoopbackServer):
         def respond(self, method, raw_path, headers, raw_body):
-            # headers: names lower-case; the answer: status, headers, JSON (None: no body)
+            # headers: names lower-case; the answer: status, headers, JSON (None: no
+            # body; bytes: sent as they are)
             return 200, {}, {"ok": True}
 
     with FakeThing() as fake:
@@ -44,7 +45,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, out_headers, payload = self.fake.respond(self.command, self.path, headers, raw)
-        data = b"" if payload is None else json.dumps(payload).encode()
+        data = (b"" if payload is None else payload if isinstance(payload, bytes)
+                else json.dumps(payload).encode())
         self.send_response(status)
         if payload is not None:
             self.send_header("Content-Type", self.fake.content_type)
@@ -93,3 +95,17 @@ class LoopbackServer:
     def port(self) -> int:
         assert self._server, "start() the fake first"
         return self._server.server_address[1]
+
+
+class Page(LoopbackServer):
+    """Answers every request 200 with the same bytes, labelled JSON: a proxy's login page
+    (or JSON of another shape) where an API was expected."""
+
+    content_type = "application/json"
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def respond(self, method: str, raw_path: str, headers: dict[str, str],
+                raw_body: bytes) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self.body

@@ -372,26 +372,11 @@ def test_a_cache_that_cannot_be_written_is_a_clear_error(runner, tmp_path, examp
 def test_a_github_answer_that_is_not_githubs_json_is_a_clear_error(runner, tmp_path,
                                                                    example_config):
     """A proxy's or a login page's HTML where the API was expected."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from loopback import Page
 
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"<html>please log in</html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with Page(b"<html>please log in</html>") as page:
         env = {"GITHUB_TOKEN": "ghp_notjson0123456789", "SCOPEGUARD_GITHUB_RETRIES": "0",
-               "GITHUB_API_URL": f"http://127.0.0.1:{server.server_address[1]}"}
+               "GITHUB_API_URL": f"http://127.0.0.1:{page.port}"}
         for command in (["history"], ["audit", "-q", "--model", "hashing"]):
             result = runner.invoke(cli, [*command, "-c", str(example_config), "--db",
                                          str(tmp_path / "c.db"), "--github", "octo/repo"],
@@ -399,9 +384,6 @@ def test_a_github_answer_that_is_not_githubs_json_is_a_clear_error(runner, tmp_p
             assert result.exit_code == 2, (command, result.output, result.exception)
             assert "not what GitHub's API sends" in result.stderr
             assert "ghp_notjson0123456789" not in result.stderr
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_ctrl_c_exits_130_and_keeps_the_last_report(runner, tmp_path, example_config,

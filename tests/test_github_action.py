@@ -100,7 +100,11 @@ class Run:
 
 
 def issue_event(github: FakeGitHub, number: int, action: str = "opened", *, label: str = "",
-                sender: str = "octocat", sender_type: str = "User") -> dict:
+                sender: str = "octocat", sender_type: str = "User", apply: bool = True) -> dict:
+    """The event GitHub sends; a ``labeled`` one follows the label's addition (by the
+    sender), as on GitHub, unless ``apply`` is False (an event replayed later)."""
+    if action == "labeled" and label and apply:
+        github.add_issue_label(REPO, number, label, actor=sender)
     event = {"action": action, "issue": github.issue_payload(REPO, number),
              "repository": {"full_name": REPO}, "sender": {"login": sender, "type": sender_type}}
     if label:
@@ -616,6 +620,7 @@ def test_a_label_left_by_scopeguards_own_account_is_not_a_maintainers(tmp_path, 
         predicted = predicted.outputs["label"]
         stale = other(predicted)
         github.set_issue(REPO, number, labels=[NAMES[stale]], actor="release-bot-user")
+        labelled_at(github, number, NAMES[stale], "2001-01-01T00:00:00Z")  # before the comment
         run = personal(tmp_path, github, workspace, issue_event(github, number, "edited"))
         assert run.code == 0, run.stdout
         assert github.issue_labels(REPO, number) == [NAMES[predicted]]
@@ -627,6 +632,107 @@ def test_a_label_left_by_scopeguards_own_account_is_not_a_maintainers(tmp_path, 
         assert github.issue_labels(REPO, number) == [NAMES[stale]]
         [row] = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
         assert (row["label"], row["by"]) == (stale, "carol")
+
+
+@pytest.mark.parametrize("page", [b"<html>please log in to the proxy</html>", b'"hello"',
+                                  b'{"message": "not an issue"}'])
+def test_an_answer_that_is_not_githubs_json_is_a_clear_error(github, act, page):
+    """A proxy's login page (or JSON of another shape) where the issue was expected: a
+    clear error naming GITHUB_API_URL, not a traceback calling it a bug."""
+    from loopback import Page
+
+    number = new_issue(github)
+    with Page(page) as proxy:
+        run = act(issue_event(github, number), env_extra={
+            "GITHUB_API_URL": f"http://127.0.0.1:{proxy.port}", "SCOPEGUARD_GITHUB_RETRIES": "0"})
+    assert run.code == 1, run.stdout + run.stderr
+    assert f"reading issue #{number} was not what GitHub's API sends" in run.stdout
+    assert "GITHUB_API_URL" in run.stdout and "Traceback" not in run.stderr
+    assert "bug in scopeguard" not in run.stdout + run.stderr
+
+
+def test_a_comment_post_answered_too_late_and_sent_again_leaves_one_comment(github, act):
+    """GitHub carried out the POST but answered after the client's timeout, so the client
+    sent it again: the run finds the second comment of its own and keeps one."""
+    number = new_issue(github)
+    github.stall = ("POST", rf"/repos/{REPO}/issues/{number}/comments", 2.5, 1)
+    run = act(issue_event(github, number), env_extra={"SCOPEGUARD_GITHUB_TIMEOUT": "1"})
+    assert run.code == 0, run.stdout + run.stderr
+    assert len(comment_posts(run)) == 2  # the POST was sent twice
+    comment = only_comment(github, number)
+    assert render.marked_label(comment["body"]) == run.outputs["label"]
+    assert github.stall is None
+
+
+def test_github_timeout_setting_is_checked(github, act):
+    number = new_issue(github)
+    run = act(issue_event(github, number), env_extra={"SCOPEGUARD_GITHUB_TIMEOUT": "0"})
+    assert run.code == 2 and "SCOPEGUARD_GITHUB_TIMEOUT" in run.stdout and not writes(run)
+
+
+def labelled_at(github: FakeGitHub, number: int, name: str, at: str) -> None:
+    """Date the issue's ``labeled`` events of ``name`` at ``at`` (GitHub's ISO 8601)."""
+    with github.lock:
+        for event in github.repos[REPO].events:
+            if (event["issue"], event["event"], event["label"]) == (number, "labeled", name):
+                event["created_at"] = at
+
+
+def test_a_label_set_under_scopeguards_account_after_its_comment_is_a_persons(tmp_path,
+                                                                               workspace):
+    """With a personal token, its owner's own hand label comes from scopeguard's account
+    too (and with the job's token, another workflow's). scopeguard writes its comment
+    before its label, so a scope label its account set after the comment last changed is
+    not one of its verdicts: the label stands, is recorded, and is never changed back,
+    whether its `labeled` run came (sender: the token's owner) or not."""
+    personal = functools.partial(run_action, tmp_path, workflow_token="ghs_the_jobs_own_0123")
+    with FakeGitHub(token=TOKEN, login="alice") as github:
+        github.add_repo(REPO)
+        for via_labeled_run in (True, False):
+            number = new_issue(github)
+            predicted = personal(github, workspace, issue_event(github, number))
+            predicted = predicted.outputs["label"]
+            human = other(predicted)
+            github.set_issue(REPO, number, labels=[NAMES[predicted], NAMES[human]],
+                             actor="alice")
+            labelled_at(github, number, NAMES[human], "2999-01-01T00:00:00Z")
+            if via_labeled_run:
+                run = personal(github, workspace, issue_event(
+                    github, number, "labeled", label=NAMES[human], sender="alice"))
+                assert run.code == 0 and "recording" in run.summary.lower(), run.stdout
+            run = personal(github, workspace, issue_event(github, number, "edited"))
+            assert run.code == 0, run.stdout
+            assert github.issue_labels(REPO, number) == [NAMES[human]]
+            body = only_comment(github, number)["body"]
+            assert HUMAN_MARKER.search(body).groups() == (human, "alice")
+            rows = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+            [row] = [r for r in rows if str(r["id"]).lstrip("#") == str(number)]
+            assert (row["label"], row["predicted"], row["by"]) == (human, predicted, "alice")
+        # scopeguard's own label's event (a personal token's triggers workflows): nothing
+        third = new_issue(github)
+        verdict = personal(github, workspace, issue_event(github, third)).outputs["label"]
+        mine = personal(github, workspace, issue_event(github, third, "labeled",
+                                                      label=NAMES[verdict], sender="alice"))
+        assert "scopeguard's own verdict label" in mine.outputs["skipped"] and not writes(mine)
+
+
+def test_a_labeled_run_replayed_after_the_label_changed_records_nothing(github, act):
+    """Re-running an old `labeled` run replays its event: a label that is no longer on
+    the issue is no decision of now, and the row of the label that stands is kept."""
+    number = new_issue(github)
+    predicted = act(issue_event(github, number)).outputs["label"]
+    first, then = [k for k in NAMES if k != predicted][:2]
+    old = issue_event(github, number, "labeled", label=NAMES[first], sender="alice")
+    assert act(old).code == 0
+    github.set_issue(REPO, number, labels=[NAMES[then]], actor="alice")
+    assert act(issue_event(github, number, "labeled", label=NAMES[then],
+                           sender="alice")).code == 0
+    replay = act(old)
+    assert replay.code == 0 and "no longer on" in replay.outputs["skipped"]
+    assert not writes(replay)
+    [row] = [json.loads(x) for x in github.file(REPO, RELABELS_FILE).splitlines()]
+    assert row["label"] == then and github.issue_labels(REPO, number) == [NAMES[then]]
+    assert HUMAN_MARKER.search(only_comment(github, number)["body"]).group(1) == then
 
 
 # --- security: scopeguard changes only what is its own (issue 10) -------------------------------
@@ -866,6 +972,13 @@ def test_no_contents_permission_names_contents_write(github, act):
     assert run.code == 1
     assert "permissions: contents: write" in run.stdout
     assert '"by": "alice"' in run.summary  # the correction is in the summary, not lost
+    # The issue's next runs retry the record; refused, it is a warning, not a failure that
+    # would block every later run: the label stands and the comment says so.
+    runs = [act(issue_event(github, number, "edited")) for _ in range(2)]
+    assert [r.code for r in runs] == [0, 0], runs[0].stdout
+    assert "::warning::" in runs[0].stdout and "contents: write" in runs[0].stdout
+    assert github.issue_labels(REPO, number) == [human]
+    assert "Maintainer's label stands" in only_comment(github, number)["body"]
 
 
 def test_missing_positioning_file_fails_before_calling_github(github, tmp_path):

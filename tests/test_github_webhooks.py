@@ -53,6 +53,8 @@ def service(tmp_path_factory, github, example_config, session_db):
 
 def event(github: FakeGitHub, number: int, action: str = "opened", *, repo: str = REPO,
           label: str = "", sender: str = "octocat") -> dict:
+    if action == "labeled" and label:  # the event follows the label's addition, as on GitHub
+        github.add_issue_label(repo, number, label, actor=sender)
     payload = {"action": action, "issue": github.issue_payload(repo, number),
                "repository": {"full_name": repo}, "sender": {"login": sender, "type": "User"}}
     if label:

@@ -147,6 +147,8 @@ def github_service(tmp_path: Path, example_config: Path, github: FakeGitHub) -> 
 
 def issues_event(github: FakeGitHub, number: int, action: str, sender: str,
                  label: str = "") -> dict:
+    if action == "labeled" and label:  # the event follows the label's addition, as on GitHub
+        github.add_issue_label(GH_REPO, number, label, actor=sender)
     payload = {"action": action, "issue": github.issue_payload(GH_REPO, number),
                "repository": {"full_name": GH_REPO}, "sender": {"login": sender, "type": "User"}}
     return {**payload, "label": {"name": label, "color": "ededed"}} if label else payload

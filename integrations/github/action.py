@@ -56,7 +56,7 @@ from scopeguard.positioning import DEFAULT_FILENAMES, Positioning, find_position
 from ..lease import confirm_lease
 from .client import get_repository, make_client, own_login, settings_from_env
 from .comments import MaintainerLabel, compose, human_note, read_thread, upsert_comment
-from .errors import github_errors
+from .errors import GitHubPermissionError, github_errors, not_the_api
 from .issues import fetch_open_issues, is_pull_request, issue_to_request, raw_json
 from .labels import ensure_labels, has_label, key_of, label_names, remove_label, scope_keys
 from .relabels import Relabels, RelabelsRefused
@@ -144,7 +144,8 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     predicted = thread.predicted if thread.predicted in names else None
     # A maintainer's label stands; one no `labeled` run recorded is a correction to record.
     human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human,
-                                          own_login=ctx.login, leaning=thread.leaning)
+                                          own_login=ctx.login, leaning=thread.leaning,
+                                          written_at=thread.written_at)
     gated = bool(pending) and verdict.needs_decision and not human
     below = not human and not gated and verdict.confidence < settings.min_confidence
     report.outputs(label=verdict.label, confidence=f"{verdict.confidence:.3f}",
@@ -198,7 +199,7 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
                       "nothing was changed on GitHub.")
         return 0
     confirm_lease()  # the service's worker still holds the event (integrations/lease.py)
-    done = [save_relabel(ctx, issue.number, correction)] if correction else []
+    done = [save_relabel(ctx, issue.number, correction, missed=True)] if correction else []
     if add:
         ensure_labels(ctx.repo, {"needs_decision": add} if add == pending else names)
     if settings.comment:
@@ -221,15 +222,24 @@ def record_relabel(ctx: Context, issue: Any, request: Request, label: str,
     key = key_of(label, names)
     assert key is not None
     login = str(sender.get("login") or "")
-    if is_bot(login, str(sender.get("type") or "")) or login.lower() == ctx.login.lower():
+    if is_bot(login, str(sender.get("type") or "")):
         return report.skip(f"{md_code(label)} on #{issue.number} was set by "
                            f"{md_text(login or 'a bot')}, not a maintainer: nothing to record.")
+    if not has_label(request.labels, label):  # a re-run of an old event, say
+        return report.skip(f"{md_code(label)} is no longer on #{issue.number}: nothing to "
+                           "record (the label that stands is recorded by its own event or "
+                           "the issue's next run).")
+    thread = read_thread(issue, ctx.login)
+    predicted, earlier = thread.predicted, thread.human.key if thread.human else None
+    # scopeguard's account: its own verdict label (its comment names it before it is set),
+    # or a person working under that account (a personal token's owner): their label.
+    if login.lower() == ctx.login.lower() and key == predicted:
+        return report.skip(f"{md_code(label)} on #{issue.number} is scopeguard's own "
+                           "verdict label: nothing to record.")
     pending = settings.needs_decision_label
     if has_label(request.labels, pending) and not settings.dry_run:
         confirm_lease()  # the service's worker still holds the event (integrations/lease.py)
         remove_label(issue, pending)  # a maintainer's scope label is the decision
-    thread = read_thread(issue, ctx.login)
-    predicted, earlier = thread.predicted, thread.human.key if thread.human else None
     asked = predicted == render.PENDING and thread.leaning in names
     if asked and earlier == key:
         return report.skip(f"{md_code(label)} on #{issue.number} is the decision recorded "
@@ -280,15 +290,27 @@ def prune_cache(guard: Any, report: Report) -> None:
         report.log(f"embeddings cache: dropped {gone} texts no open issue has any more")
 
 
-def save_relabel(ctx: Context, number: int, row: Mapping[str, str]) -> str:
+def save_relabel(ctx: Context, number: int, row: Mapping[str, str], missed: bool = False,
+                 ) -> str:
     """Commit a correction; when GitHub refuses it for good (push protection, a protected
     branch), say so with the fix and go on: the label and the comment still get done, and
-    the comment's marker keeps the maintainer's label, so nothing is fought or lost."""
+    the comment's marker keeps the maintainer's label, so nothing is fought or lost.
+
+    ``missed``: a correction that an earlier run failed to record, tried again by the
+    issue's next run. A token without ``contents: write`` is then a warning too (the
+    ``labeled`` run failed on it, naming the fix): it must not block every later run of
+    the issue."""
     try:
         return ctx.relabels.save(number, row)
     except RelabelsRefused as exc:
         ctx.report.warning(f"#{number}: the correction was not recorded: {exc}")
         return f"correction not recorded ({exc.kind}: see the warning)"
+    except GitHubPermissionError as exc:
+        if not missed:
+            raise
+        ctx.report.warning(f"#{number}: the correction was not recorded (it is in this "
+                           f"run's summary): {exc}")
+        return "correction not recorded (no contents: write: see the warning)"
 
 
 # --- entry point ------------------------------------------------------------------------------
@@ -350,7 +372,10 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
     repo = get_repository(client, settings.repository)
     with github_errors(f"reading issue #{number}", needs="issues: read"):
         issue = repo.get_issue(number)
-        data = raw_json(issue)
+        data = getattr(issue, "_rawData", None)  # what raw_json reads
+    if not isinstance(data, dict) or not isinstance(data.get("number"), int):
+        raise not_the_api(f"reading issue #{number}")  # a page or JSON of another shape
+    data = raw_json(issue)
     if is_pull_request(data):
         return report.skip(f"#{number} is a pull request, not a feature request.")
     relabels = Relabels(repo, positioning, names, settings.relabels_file, settings.dry_run,

@@ -15,9 +15,10 @@ Example::
 
 Environment (``settings_from_env``): ``SCOPEGUARD_GITHUB_MAX_WAIT`` caps every wait in
 seconds (default 60; a primary rate limit that resets later fails at once with a clear
-message), ``SCOPEGUARD_GITHUB_RETRIES`` (default 5) and ``SCOPEGUARD_GITHUB_THROTTLE=0``
-switches off PyGithub's pacing (0.25 s between requests, 1 s between writes, which is
-what GitHub asks of integrations).
+message), ``SCOPEGUARD_GITHUB_RETRIES`` (default 5), ``SCOPEGUARD_GITHUB_TIMEOUT`` (seconds per
+request, default 30) and ``SCOPEGUARD_GITHUB_THROTTLE=0`` switches off PyGithub's pacing
+(0.25 s between requests, 1 s between writes, which is what GitHub asks of
+integrations).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .errors import (
 DEFAULT_API_URL = "https://api.github.com"
 ACTIONS_BOT = "github-actions[bot]"  # who writes with a workflow's own GITHUB_TOKEN
 DEFAULT_RETRIES = 5
+DEFAULT_TIMEOUT = 30  # seconds per HTTP request
 PER_PAGE = 100  # GitHub's maximum: fewest requests for a backlog
 
 
@@ -112,9 +114,17 @@ class CappedRetry(GithubRetry):
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``max_wait``, ``retries`` and ``throttle`` from ``SCOPEGUARD_GITHUB_*`` variables."""
+    """``max_wait``, ``retries``, ``throttle`` and ``timeout`` from ``SCOPEGUARD_GITHUB_*``
+    variables."""
     env = os.environ if environ is None else environ
-    return {"max_wait": env_number(env, "SCOPEGUARD_GITHUB_MAX_WAIT", DEFAULT_MAX_WAIT,
+    timeout = int(env_number(env, "SCOPEGUARD_GITHUB_TIMEOUT", DEFAULT_TIMEOUT, InputError,
+                             integer=True))  # PyGithub takes whole seconds
+    if timeout <= 0:
+        raise InputError("SCOPEGUARD_GITHUB_TIMEOUT: 0 seconds would fail every request. "
+                         f"Fix: leave it unset ({DEFAULT_TIMEOUT}) or give whole seconds "
+                         "above 0.")
+    return {"timeout": timeout,
+            "max_wait": env_number(env, "SCOPEGUARD_GITHUB_MAX_WAIT", DEFAULT_MAX_WAIT,
                                    InputError),
             "retries": int(env_number(env, "SCOPEGUARD_GITHUB_RETRIES", DEFAULT_RETRIES,
                                       InputError, integer=True)),
@@ -141,7 +151,8 @@ def check_api_url(url: str) -> str:
 
 
 def make_client(token: str, base_url: str | None = None, *, max_wait: float = DEFAULT_MAX_WAIT,
-                retries: int = DEFAULT_RETRIES, throttle: bool = True, timeout: int = 30,
+                retries: int = DEFAULT_RETRIES, throttle: bool = True,
+                timeout: int = DEFAULT_TIMEOUT,
                 per_page: int = PER_PAGE) -> Github:
     """A PyGithub client that retries and waits the way GitHub asks.
 

@@ -19,10 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from github import GithubException
+
 from scopeguard import render
 from scopeguard.markup import md_code, md_text
 
 from .errors import github_errors
+from .issues import raw_json
 
 # A maintainer's scope label that stands: see render.HUMAN_MARKER.
 HUMAN_MARKER = render.HUMAN_MARKER
@@ -49,6 +52,7 @@ class Thread:
     # Authors of other comments that open with scopeguard's markers (ignored): scopeguard
     # under an account it no longer writes as, or someone imitating it.
     others: tuple[str, ...] = ()
+    login: str = ""  # the account scopeguard writes as
 
     @property
     def current(self) -> Any:
@@ -62,6 +66,13 @@ class Thread:
     @property
     def markers(self) -> render.Markers:
         return render.read_header(self.body)
+
+    @property
+    def written_at(self) -> str:
+        """When scopeguard's comment last changed (GitHub's ISO 8601 time), "" if never."""
+        if not self.comments:
+            return ""
+        return str(raw_json(self.current).get("updated_at") or "")
 
     @property
     def predicted(self) -> str | None:
@@ -95,7 +106,7 @@ def read_thread(issue: Any, login: str) -> Thread:
     own = [c for c in comments if is_own(c, login)]
     others = {c.user.login for c in comments if c.user and not is_own(c, login)
               and render.read_header(c.body or "").verdict}
-    return Thread(own, tuple(sorted(others)))
+    return Thread(own, tuple(sorted(others)), login)
 
 
 def compose(markdown: str, notes: Sequence[str], human: MaintainerLabel | None) -> str:
@@ -135,11 +146,26 @@ def upsert_comment(issue: Any, thread: Thread, body: str) -> tuple[Any, str]:
     """
     with github_errors(f"commenting on #{issue.number}"):
         if not thread.comments:
-            return issue.create_comment(body), "created"
+            created = issue.create_comment(body)
+            # A POST that timed out after GitHub carried it out and was sent again, or a
+            # run racing this one: another comment of scopeguard's own. The newest stays.
+            fresh = read_thread(issue, thread.login) if thread.login else thread
+            for extra in fresh.comments[:-1]:
+                _delete(extra)
+            return (fresh.current or created), "created"
         keep, what = thread.current, "unchanged"
         if keep.body != body:
             keep.edit(body)
             what = "updated"
         for extra in thread.comments[:-1]:
-            extra.delete()
+            _delete(extra)
         return keep, what
+
+
+def _delete(comment: Any) -> None:
+    """Delete a comment of scopeguard's own; one a racing run deleted first is fine."""
+    try:
+        comment.delete()
+    except GithubException as exc:
+        if exc.status != 404:
+            raise

@@ -182,10 +182,15 @@ def github_errors(action: str, needs: str = "issues: write") -> Iterator[None]:
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         if not _raised_in_pygithub(exc):  # a bug of scopeguard's own: its traceback stays
             raise
-        raise GitHubError(f"the answer while {action} was not what GitHub's API sends (not "
-                          "its JSON: a proxy, a login page or a wrong GITHUB_API_URL?). Fix: "
-                          "check GITHUB_API_URL (unset for github.com; https://HOST/api/v3 "
-                          "for GitHub Enterprise Server) and any proxy between.") from None
+        raise not_the_api(action) from None
+
+
+def not_the_api(action: str) -> GitHubError:
+    """An answer that is not GitHub's API's JSON (PyGithub reads it without complaint)."""
+    return GitHubError(f"the answer while {action} was not what GitHub's API sends (not "
+                       "its JSON: a proxy, a login page or a wrong GITHUB_API_URL?). Fix: "
+                       "check GITHUB_API_URL (unset for github.com; https://HOST/api/v3 "
+                       "for GitHub Enterprise Server) and any proxy between.")
 
 
 def _raised_in_pygithub(exc: BaseException) -> bool:

@@ -64,7 +64,7 @@ class Relabels:
 
     def find(self, issue: Any, request: Request, on_issue: Sequence[str], predicted: str | None,
              recorded: MaintainerLabel | None, own_login: str = "", leaning: str | None = None,
-             ) -> tuple[MaintainerLabel | None, dict[str, str] | None]:
+             written_at: str = "") -> tuple[MaintainerLabel | None, dict[str, str] | None]:
         """The maintainer's scope label on ``issue``, and the correction no run recorded.
 
         Args:
@@ -76,7 +76,13 @@ class Relabels:
             recorded: the maintainer's label the verdict comment already records.
             own_login: the account scopeguard writes as (its comment's author): a label it
                 set is scopeguard's own, left over from a run whose writes did not all
-                land, not a maintainer's.
+                land, not a maintainer's; unless it was set after ``written_at``.
+            written_at: when scopeguard's comment last changed (GitHub's ISO 8601 time;
+                "" when unknown). A run writes its comment, naming its label, before it
+                sets that label, so a label other than ``predicted`` that scopeguard's
+                account set after that moment is none of its verdicts: a person working
+                under the same account (a personal token's owner; another workflow of
+                the repository using the job's token), whose label stands.
             leaning: what scopeguard leaned to when it withheld its label and asked for a
                 decision (``predicted`` is then None): a maintainer's scope label is that
                 decision, recorded whichever label it is.
@@ -90,8 +96,10 @@ class Relabels:
         others = [key for key in on_issue if key != predicted]
         if not others:
             return None, None
-        human = MaintainerLabel(others[0], labeller(issue, self.names[others[0]]))
-        if own_login and human.by.lower() == own_login.lower():
+        by, when = labeller(issue, self.names[others[0]])
+        human = MaintainerLabel(others[0], by)
+        if own_login and by.lower() == own_login.lower() and not (
+                written_at and when > written_at):
             return None, None
         if not predicted:  # no verdict of scopeguard's to correct
             # A bot's scope label on an issue scopeguard has not commented on is no one's
@@ -169,16 +177,18 @@ class Relabels:
         return f"correction committed to {where} ({sha[:7]})" if sha else "already recorded"
 
 
-def labeller(issue: Any, name: str) -> str:
-    """Who last added the label ``name`` to ``issue``, from its events ("" if unknown)."""
-    who = ""
+def labeller(issue: Any, name: str) -> tuple[str, str]:
+    """Who last added the label ``name`` to ``issue``, and when (GitHub's ISO 8601 time),
+    from its events (``("", "")`` if unknown)."""
+    who = when = ""
     with github_errors(f"reading the events of #{issue.number}", needs="issues: read"):
         for event in issue.get_events():
             data = raw_json(event)
             label = (data.get("label") or {}).get("name") or ""
             if data.get("event") == "labeled" and label.lower() == name.lower():
                 who = (data.get("actor") or {}).get("login") or ""
-    return who
+                when = str(data.get("created_at") or "")
+    return who, when
 
 
 class RelabelsRefused(GitHubError):

@@ -704,6 +704,10 @@ class FakeGitHub(LoopbackServer):
         if name.lower() in repo.labels:
             raise HTTPError(422, "Validation Failed", errors=[
                 {"resource": "Label", "code": "already_exists", "field": "name"}])
+        if len(name) > 50:  # GitHub's limit on a label's name
+            raise HTTPError(422, "Validation Failed", errors=[
+                {"resource": "Label", "code": "invalid", "field": "name",
+                 "message": "name is too long (maximum is 50 characters)"}])
         color = body.get("color", "ededed").lstrip("#")
         if not re.fullmatch(r"[0-9a-fA-F]{6}", color) or len(body.get("description", "")) > 100:
             raise HTTPError(422, "Validation Failed")

@@ -670,6 +670,48 @@ def test_github_timeout_setting_is_checked(github, act):
     assert run.code == 2 and "SCOPEGUARD_GITHUB_TIMEOUT" in run.stdout and not writes(run)
 
 
+def test_a_label_name_github_would_refuse_is_refused_before_any_write(github, act, workspace):
+    """GitHub allows 50 characters in a label's name: a longer one would be refused after
+    the comment naming it was posted. Refused up front, naming where it came from."""
+    number = new_issue(github)
+    long = "scope: " + "x" * 50
+    for inputs, where in [({"label-one-off": long}, "label-one-off"),
+                          ({"label-needs-decision": long}, "label-needs-decision")]:
+        run = act(issue_event(github, number), **inputs)
+        assert run.code == 2 and where in run.stdout and "50" in run.stdout, run.stdout
+        assert not writes(run)
+    config = yaml.safe_load((workspace / "scopeguard.yml").read_text())
+    config["labels"] = {**(config.get("labels") or {}), "core": long}
+    (workspace / "scopeguard.yml").write_text(yaml.safe_dump(config))
+    run = act(issue_event(github, number))
+    assert run.code == 2 and "labels.core" in run.stdout and not writes(run)
+
+
+def test_a_label_github_refuses_to_create_is_an_error_with_its_reason(github, act):
+    """Only "already exists" (another run made it) is ignored when creating a label; any
+    other refusal fails the run with GitHub's reason, before the label is set."""
+    number = new_issue(github)
+    github.fail(422, times=1, method="POST", path=rf"/repos/{REPO}/labels", body={
+        "message": "Validation Failed", "errors": [
+            {"resource": "Label", "code": "invalid", "field": "color"}]})
+    run = act(issue_event(github, number), **{"needs-decision": "false"})
+    assert run.code == 1, run.stdout
+    assert "422" in run.stdout and "color invalid" in run.stdout
+    assert github.issue_labels(REPO, number) == []
+
+
+def test_issue_number_checks_that_issues_author_not_the_events(github, act):
+    """Dispatched with issue-number from an `issues` event of a bot's issue: the issue
+    named is classified (its author is not the event's)."""
+    bots = github.add_issue(REPO, "Dependency Dashboard", "updates", user="renovate[bot]",
+                            user_type="Bot")
+    number = new_issue(github)
+    run = act(issue_event(github, bots), **{"issue-number": str(number)})
+    assert run.code == 0 and run.outputs["skipped"] == "", run.stdout
+    assert render.marked_label(only_comment(github, number)["body"]) == run.outputs["label"]
+    assert github.comments(REPO, bots) == []
+
+
 def labelled_at(github: FakeGitHub, number: int, name: str, at: str) -> None:
     """Date the issue's ``labeled`` events of ``name`` at ``at`` (GitHub's ISO 8601)."""
     with github.lock:

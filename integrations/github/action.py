@@ -58,7 +58,7 @@ from .client import get_repository, make_client, own_login, settings_from_env
 from .comments import MaintainerLabel, compose, human_note, read_thread, upsert_comment
 from .errors import GitHubPermissionError, github_errors, not_the_api
 from .issues import fetch_open_issues, is_pull_request, issue_to_request, raw_json
-from .labels import ensure_labels, has_label, key_of, label_names, remove_label, scope_keys
+from .labels import check_label_name, ensure_labels, has_label, key_of, label_names, remove_label, scope_keys
 from .relabels import Relabels, RelabelsRefused
 from .runner import Report, Settings, read_event
 
@@ -358,12 +358,14 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
         positioning = replace(positioning, filters=replace(
             filters, skip_authors=(*filters.skip_authors, *settings.exclude_authors)))
     names = label_names(positioning, settings.label_overrides)
+    check_label_name(settings.needs_decision_label, "input label-needs-decision")
     if settings.needs_decision_label.lower() in {n.lower() for n in names.values()}:
         raise InputError(f"input label-needs-decision: {settings.needs_decision_label!r} is "
                          "also a scope label. Fix: give it a name of its own (default "
                          "`scope: needs-decision`).")
     payload = event.get("issue") or {}
-    if payload.get("user"):  # a bot's issue is skipped before any call to GitHub
+    # A bot's issue is skipped before any call (the event's issue: not issue-number's)
+    if payload.get("user") and payload.get("number") == number:
         why = skipped_author(issue_to_request({"number": number, **payload}),
                              positioning.filters)
         if why:

@@ -111,7 +111,11 @@ def _message(exc: GithubException) -> str:
     clipped (a token GitHub echoes must not survive as a piece)."""
     data = exc.data
     if isinstance(data, dict) and data.get("message"):
-        return scrub(str(data["message"]))
+        # A 422's "Validation Failed" says what failed in its errors (code, field, message)
+        details = [" ".join(str(e[k]) for k in ("field", "code", "message") if e.get(k))
+                   for e in data.get("errors") or [] if isinstance(e, dict)]
+        found = "; ".join(d for d in details if d)
+        return scrub(str(data["message"]) + (f" ({found})" if found else ""))
     return clip_detail(str(data or ""))
 
 

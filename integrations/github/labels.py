@@ -34,11 +34,25 @@ LABEL_STYLE = {
 def label_names(positioning: Positioning, overrides: Sequence[tuple[str, str]]) -> dict[str, str]:
     """Tracker label names by key: the positioning file's, then the label-* inputs."""
     names = {**positioning.labels, **dict(overrides)}
+    for key, name in names.items():
+        check_label_name(name, f"label-{key.replace('_', '-')}" if key in dict(overrides)
+                         else f"the positioning file's labels.{key}")
     if len({n.lower() for n in names.values()}) != len(names):
         raise InputError(f"label names must differ, got {names}. Fix: give label-core, "
                          "label-generalizable and label-one-off (or the positioning file's "
                          "labels) distinct names.")
     return names
+
+
+MAX_LABEL = 50  # characters GitHub allows in a label's name
+
+
+def check_label_name(name: str, where: str) -> None:
+    """Refuse a label name GitHub would refuse (422 on creating it, after the comment that
+    names it was posted), naming where it came from."""
+    if len(name) > MAX_LABEL:
+        raise InputError(f"{where}: {name[:60]!r} is {len(name)} characters; GitHub allows "
+                         f"{MAX_LABEL} in a label's name. Fix: a shorter name.")
 
 
 def key_of(label: str, names: Mapping[str, str]) -> str | None:
@@ -69,8 +83,16 @@ def ensure_labels(repo: Any, names: Mapping[str, str]) -> None:
             try:
                 repo.create_label(name, color, description)
             except GithubException as exc:
-                if exc.status != 422:  # 422: another run created it meanwhile
+                if not _already_exists(exc):  # another run created it meanwhile: fine
                     raise
+
+
+def _already_exists(exc: GithubException) -> bool:
+    """Whether GitHub refused to create a label because one of that name exists (a 422
+    whose errors say ``already_exists``; other 422s are real refusals)."""
+    data = exc.data if isinstance(exc.data, dict) else {}
+    return exc.status == 422 and any(isinstance(e, dict) and e.get("code") == "already_exists"
+                                     for e in data.get("errors") or [])
 
 
 def remove_label(issue: Any, name: str) -> None:

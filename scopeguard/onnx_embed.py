@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .embed import _DEFAULT_ALIASES, DEFAULT_MODEL, Progress, _normalise, resolve_model, weights_fingerprint
-from .errors import ScopeguardError
+from .errors import InputError, ScopeguardError
 
 log = logging.getLogger("scopeguard")
 
@@ -151,10 +151,11 @@ class OnnxEmbedder:
         precision = "int8" if precision == "int8" else "fp32"
         self._dir = Path(location)
         if not self._dir.is_dir():
-            raise ScopeguardError(
+            raise InputError(
                 f"model {model!r} is not a local directory; the ONNX backend loads models from "
-                "disk only. Fix: pass --model with a sentence-transformers directory, leave it "
-                "unset for the bundled all-MiniLM-L6-v2, or use --backend torch.")
+                "disk only. Fix: pass --model (the Action's model input) with a "
+                "sentence-transformers directory, leave it unset for the bundled "
+                "all-MiniLM-L6-v2, or use --backend torch (the train extra).")
         self.precision = precision
         self.model_id = model_id
         self.threads = threads or default_threads()

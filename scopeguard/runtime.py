@@ -32,8 +32,8 @@ def db_path(db: str | None = None) -> str:
 def backend_name(backend: str | None = None) -> str:
     name = (backend or os.environ.get("SCOPEGUARD_BACKEND") or "onnx").strip().lower()
     if name not in BACKENDS:
-        raise ScopeguardError(f"unknown backend {name!r} (SCOPEGUARD_BACKEND or --backend). "
-                              f"Fix: use one of {', '.join(BACKENDS)}.")
+        raise InputError(f"unknown backend {name!r} (SCOPEGUARD_BACKEND or --backend; the "
+                         f"Action's backend input). Fix: use one of {', '.join(BACKENDS)}.")
     return name
 
 

@@ -712,6 +712,18 @@ def test_issue_number_checks_that_issues_author_not_the_events(github, act):
     assert github.comments(REPO, bots) == []
 
 
+def test_a_bad_model_or_backend_is_bad_input(github, act, tmp_path):
+    """The model and backend inputs are the user's: a wrong one exits 2 naming the input,
+    before anything is written."""
+    number = new_issue(github)
+    cases = [({"model": str(tmp_path / "no-such-model")}, "is not a local directory"),
+             ({"model": None, "env_extra": {"SCOPEGUARD_BACKEND": "gpu"}}, "unknown backend")]
+    for args, said in cases:
+        run = act(issue_event(github, number), **args)
+        assert run.code == 2, run.stdout + run.stderr
+        assert said in run.stdout and "Fix:" in run.stdout and not writes(run)
+
+
 def labelled_at(github: FakeGitHub, number: int, name: str, at: str) -> None:
     """Date the issue's ``labeled`` events of ``name`` at ``at`` (GitHub's ISO 8601)."""
     with github.lock:

@@ -844,10 +844,10 @@ def _not_an_input(output: str | None, option: str, **inputs: Iterable[str] | str
 def _positioning_path(config: str | None) -> str | None:
     """The positioning file that ``-c`` (or SCOPEGUARD_CONFIG, or the current directory)
     names, as the commands find it inside a directory; None when there is none."""
-    from .positioning import find_positioning
+    from .runtime import config_path
 
     try:
-        return str(find_positioning(config or os.environ.get("SCOPEGUARD_CONFIG") or "."))
+        return str(config_path(config))
     except ScopeguardError:
         return None
 

@@ -79,9 +79,14 @@ def make_embedder(model: str | None = None, db: str | None = None,
     return CachedEmbedder(inner, EmbeddingCache(db_path(db)) if cache else None)
 
 
+def config_path(config: str | Path | None = None) -> Path:
+    """The positioning file ``config`` names (a file, or a directory holding one), else
+    SCOPEGUARD_CONFIG's, else the current directory's."""
+    return find_positioning(config or os.environ.get("SCOPEGUARD_CONFIG") or ".")
+
+
 def load_config(config: str | Path | None = None) -> Positioning:
-    config = config or os.environ.get("SCOPEGUARD_CONFIG") or "."
-    return load_positioning(find_positioning(config))
+    return load_positioning(config_path(config))
 
 
 def open_scopeguard(config: str | Path | None = None, db: str | None = None,

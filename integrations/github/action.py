@@ -56,8 +56,8 @@ from scopeguard.positioning import DEFAULT_FILENAMES, Positioning, find_position
 from ..lease import confirm_lease
 from .client import get_repository, make_client, own_login, settings_from_env
 from .comments import MaintainerLabel, compose, human_note, read_thread, upsert_comment
-from .errors import GitHubPermissionError, github_errors, not_the_api
-from .issues import fetch_open_issues, is_pull_request, issue_to_request, raw_json
+from .errors import GitHubPermissionError, github_errors
+from .issues import fetch_open_issues, is_pull_request, issue_json, issue_to_request
 from .labels import check_label_name, ensure_labels, has_label, key_of, label_names, remove_label, scope_keys
 from .relabels import Relabels, RelabelsRefused
 from .runner import Report, Settings, read_event
@@ -374,10 +374,7 @@ def handle_event(settings: Settings, report: Report, event: Mapping[str, Any],
     repo = get_repository(client, settings.repository)
     with github_errors(f"reading issue #{number}", needs="issues: read"):
         issue = repo.get_issue(number)
-        data = getattr(issue, "_rawData", None)  # what raw_json reads
-    if not isinstance(data, dict) or not isinstance(data.get("number"), int):
-        raise not_the_api(f"reading issue #{number}")  # a page or JSON of another shape
-    data = raw_json(issue)
+    data = issue_json(issue, number)
     if is_pull_request(data):
         return report.skip(f"#{number} is a pull request, not a feature request.")
     relabels = Relabels(repo, positioning, names, settings.relabels_file, settings.dry_run,

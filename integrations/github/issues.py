@@ -15,7 +15,7 @@ from github.Repository import Repository
 
 from scopeguard.backlog import Request
 
-from .errors import github_errors
+from .errors import github_errors, not_the_api
 
 
 def is_pull_request(data: Mapping[str, Any]) -> bool:
@@ -62,6 +62,16 @@ def raw_json(obj: Any) -> dict[str, Any]:
     fails if the attribute goes.
     """
     return dict(obj._rawData)
+
+
+def issue_json(issue: Any, number: int) -> dict[str, Any]:
+    """:func:`raw_json` of issue ``number`` as fetched alone, checked to be one: a proxy's
+    page or JSON of another shape (which PyGithub takes without complaint) is the clear
+    error naming GITHUB_API_URL, not a KeyError further on."""
+    raw = getattr(issue, "_rawData", None)
+    if not isinstance(raw, dict) or not isinstance(raw.get("number"), int):
+        raise not_the_api(f"reading issue #{number}")
+    return raw_json(issue)
 
 
 def fetch_issues(repo: Repository, *, state: str = "open", labels: Sequence[str] | None = None,

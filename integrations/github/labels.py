@@ -33,9 +33,10 @@ LABEL_STYLE = {
 
 def label_names(positioning: Positioning, overrides: Sequence[tuple[str, str]]) -> dict[str, str]:
     """Tracker label names by key: the positioning file's, then the label-* inputs."""
-    names = {**positioning.labels, **dict(overrides)}
+    given = dict(overrides)
+    names = {**positioning.labels, **given}
     for key, name in names.items():
-        check_label_name(name, f"label-{key.replace('_', '-')}" if key in dict(overrides)
+        check_label_name(name, f"label-{key.replace('_', '-')}" if key in given
                          else f"the positioning file's labels.{key}")
     if len({n.lower() for n in names.values()}) != len(names):
         raise InputError(f"label names must differ, got {names}. Fix: give label-core, "

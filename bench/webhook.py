@@ -22,7 +22,7 @@ same run:
   how many bursts had a p99 under 50 ms. Baseline: the bare endpoint.
 
 Usage: .venv/bin/python bench/webhook.py [--n 1000] [--burst 500] [--workers 1]
-       [--model hashing|real] [--backend onnx|onnx-int8|torch] [--wrk-burst 200]
+       [--acceptors 1] [--model hashing|real] [--backend onnx|onnx-int8|torch] [--wrk-burst 200]
        [--rounds 7] [--http auto|httptools|h11]
 """
 
@@ -231,6 +231,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="webhooks per acceptance run")
     parser.add_argument("--burst", type=int, default=500, help="new issues in the processing run")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--acceptors", type=int, default=1,
+                        help="processes accepting webhooks (scopeguard serve --acceptors)")
     parser.add_argument("--model", default="hashing",
                         help="'hashing' (no model) or 'real' (the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--backend", default="onnx", help="onnx, onnx-int8 or torch")
@@ -263,7 +265,8 @@ def main() -> None:
     port = free_port()
     baseline = subprocess.Popen([sys.executable, "-c", BASELINE_APP, str(port)])
     service = ServiceProcess(tmp, jira, ROOT / "examples" / "scopeguard.yml", env,
-                             args=("--workers", str(args.workers), "--log-level", "warning",
+                             args=("--workers", str(args.workers), "--acceptors",
+                                   str(args.acceptors), "--log-level", "warning",
                                    *(("--in-process",) if args.in_process else ())))
     try:
         service.start(timeout=120)
@@ -278,7 +281,8 @@ def main() -> None:
 
         print(f"scopeguard serve webhook benchmark: {args.n} webhooks per run, burst of "
               f"{args.burst} (200 clients), {args.workers} worker "
-              f"{'thread' if args.in_process else 'process'}(es), model {args.model}, "
+              f"{'thread' if args.in_process else 'process'}(es), {args.acceptors} accepting "
+              f"process(es), model {args.model}, "
               f"backend {args.backend}")
         base_seq = sequential(base_url, signed("b", keys[:args.n]))
         svc_seq = sequential(service_url, signed("s", keys[:args.n]))

@@ -1265,6 +1265,10 @@ def _echo_certainty(head) -> None:
               help="Worker processes classifying and writing back, each with its own model "
                    "(about 300 MB), out of the process that accepts webhooks. "
                    "[env: SCOPEGUARD_WORKERS]")
+@click.option("--acceptors", default=None, type=click.IntRange(1, 64),
+              help="Processes accepting webhooks on the port (SO_REUSEPORT), for bursts: "
+                   "the main one and N-1 more, none holding a model (default 1). "
+                   "[env: SCOPEGUARD_ACCEPTORS]")
 @click.option("--in-process", is_flag=True, default=None,
               help="Classify in threads of the accepting process instead (slower accepts "
                    "while busy). [env: SCOPEGUARD_IN_PROCESS]")
@@ -1300,8 +1304,8 @@ def _echo_certainty(head) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log verbosity (stderr); secrets are masked in every line.")
 @friendly_errors
-def serve(config, db, model, host, port, queue_path, store_url, workers, in_process, jira_url,
-          jira_flavour, max_body,
+def serve(config, db, model, host, port, queue_path, store_url, workers, acceptors, in_process,
+          jira_url, jira_flavour, max_body,
           max_attempts, seed_jql, requeue_failed, github_repositories, request_timeout,
           max_connections, replay_window, log_level) -> None:
     """Run the webhook service: POST /webhooks/jira, POST /webhooks/github, GET /healthz,
@@ -1326,7 +1330,8 @@ def serve(config, db, model, host, port, queue_path, store_url, workers, in_proc
                                    ) from None
     settings = ServiceSettings.from_env(
         config=config, db=db, model=model, queue=queue_path, store=store_url, workers=workers,
-        in_process=in_process, jira_url=jira_url, jira_flavour=jira_flavour, max_body=max_body,
+        acceptors=acceptors, in_process=in_process, jira_url=jira_url, jira_flavour=jira_flavour,
+        max_body=max_body,
         max_attempts=max_attempts, seed_jql=seed_jql, requeue_failed=requeue_failed or None,
         github_repositories=github_repositories, request_timeout=request_timeout,
         max_connections=max_connections, replay_window=replay_window)

@@ -41,6 +41,7 @@ import importlib.util
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -149,10 +150,11 @@ async def read_body(request: Incoming, limit: int, timeout: float | None = None)
     return b"".join(chunks)
 
 
-def create_app(service: Service) -> Any:
+def create_app(service: Service, forward: Callable[..., Any] | None = None) -> Any:
     """The ASGI app: the two webhook routes served directly (the hot path: no framework
     between the server and the queue), ``/healthz``, ``/metrics`` and the lifespan (which
-    starts and stops the service's workers) by Starlette."""
+    starts and stops the service's workers) by Starlette; with ``forward`` (an acceptor
+    process's), every other path goes to it instead."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -315,7 +317,7 @@ def create_app(service: Service) -> Any:
             path = path[len(root):]
         route = hooks.get(path) if scope["type"] == "http" else None
         if route is None:
-            await rest(scope, receive, send)
+            await (forward or rest)(scope, receive, send)
             return
         if scope["method"] != "POST":
             await not_allowed(scope["method"])(send)
@@ -338,6 +340,9 @@ def app_from_env(make_client: Callable[[], JiraClient] | None = None) -> Any:
     settings = ServiceSettings.from_env()
     level = os.environ.get("SCOPEGUARD_LOG_LEVEL", "info")
     setup_logging(level, settings.secrets() + client_secrets())
+    if settings.acceptors > 1:  # the sockets are uvicorn's here, not scopeguard's
+        log.warning("SCOPEGUARD_ACCEPTORS=%d is for scopeguard serve; under uvicorn --factory "
+                    "this process alone accepts webhooks", settings.acceptors)
     if make_client:  # an injected client cannot cross into a worker process: threads
         return create_app(Service(settings, client=make_client()))
     return create_app(Service(settings, role="all" if settings.in_process else "front",
@@ -376,8 +381,19 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
     def cut_off() -> None:
         service.metrics.inc("scopeguard_webhooks_rejected_total", reason="too_slow")
 
-    uvicorn.run(create_app(service), host=host, port=port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=30,
-                http=deadline_protocol(settings.request_timeout, on_timeout=cut_off,
-                                       http=settings.http),
-                limit_concurrency=settings.max_connections)
+    options = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 30,
+               "limit_concurrency": settings.max_connections,
+               "http": deadline_protocol(settings.request_timeout, on_timeout=cut_off,
+                                         http=settings.http)}
+    if settings.acceptors == 1:
+        uvicorn.run(create_app(service), host=host, port=port, **options)
+        return
+    from .acceptors import AcceptorPool, listen_socket, private_socket
+
+    public = listen_socket(host, port)  # the acceptors' sockets join it (SO_REUSEPORT)
+    with tempfile.TemporaryDirectory(prefix="scopeguard-") as private:
+        inner, path = private_socket(private)  # where acceptors forward /healthz and the rest
+        service.acceptors = AcceptorPool(service, settings.acceptors, public, path, log_level,
+                                         settings.secrets() + client_secrets())
+        uvicorn.Server(uvicorn.Config(create_app(service), **options)).run(
+            sockets=[public, inner])

@@ -8,7 +8,8 @@ another model, seeds demand from a JQL query if asked, then starts the worker th
 Roles: ``all`` does everything in one process (worker threads); ``front`` (what
 ``scopeguard serve`` runs) accepts webhooks and leaves the model to ``--workers``
 processes (:mod:`.pool`), each a ``worker`` Service that loads the model and works the
-queue, so a busy classifier never slows acceptance.
+queue, so a busy classifier never slows acceptance; ``acceptor`` (``--acceptors``,
+:mod:`.acceptors`) only accepts webhooks, beside the front.
 
 Example::
 
@@ -85,11 +86,12 @@ class Service:
         self.client: JiraClient | None = client or (
             make_jira(settings.jira_url, flavour=settings.jira_flavour) if jira_wanted else None)
         self.queue = open_queue(settings)  # the SQLite file, or the PostgreSQL store
-        if role != "worker":  # a worker process shares its parent's queue file and lock
+        if role not in ("worker", "acceptor"):  # those share the main process's queue file
             self.queue.lock()
             self.queue.check()  # a damaged file is refused before it takes any event
         self.metrics = metrics or Metrics()
         self.pool: WorkerPool | None = None
+        self.acceptors: Any = None  # an AcceptorPool (--acceptors above 1), set by app.run
         if role == "front":
             self.pool = WorkerPool(settings, settings.workers, self.metrics,
                                    self.queue.release_owner, log_level,
@@ -147,6 +149,8 @@ class Service:
             log.info("GitHub %s (%s); repositories: %s", self.github.api_url,
                      f"App {self.github.app_id}" if self.github.app_id else "token",
                      ", ".join(self.settings.repositories) or "any")
+        if self.acceptors is not None:
+            self.acceptors.start()
         if self.pool is not None:
             self.pool.start()
             return
@@ -283,6 +287,8 @@ class Service:
                                 "github": bool(self.settings.github_webhook_secret)}
         if problem:
             body["error"] = mask_secrets(problem)  # unauthenticated: never a secret
+        if self.acceptors is not None:  # which processes take webhooks beside this one
+            body["acceptors"] = self.acceptors.status()
         down = sorted(t for t, (_, why) in reach.items() if why)
         if down:  # which trackers' write-backs fail (the error says why)
             body["unreachable"] = down
@@ -312,6 +318,8 @@ class Service:
     def stop(self, timeout: float = 30) -> None:
         """Stop the workers (an event in progress finishes), then fold both SQLite files'
         write-ahead logs into them: after a clean stop a copy of the files is complete."""
+        if self.acceptors is not None:  # first: what they hold is queued before workers stop
+            self.acceptors.stop(timeout)
         self.stopping.set()
         self.wake.set()
         if self.pool is not None:

@@ -55,6 +55,24 @@ class Metrics:
             h[-2] += seconds
             h[-1] += 1
 
+    def drain(self) -> tuple[dict, dict]:
+        """What was counted since the last drain (counters, histograms), then zero: how an
+        acceptor process hands its counts to the accepting process that serves them."""
+        with self._lock:
+            counted = (self.counters, self.histograms)
+            self.counters, self.histograms = {}, {}
+        return counted
+
+    def merge(self, counters: Mapping, histograms: Mapping) -> None:
+        """Add another process's :meth:`drain` to these."""
+        with self._lock:
+            for key, value in counters.items():
+                self.counters[key] = self.counters.get(key, 0) + value
+            for name, values in histograms.items():
+                h = self.histograms.setdefault(name, [0.0] * (len(self.BUCKETS) + 2))
+                for i, value in enumerate(values[:len(h)]):
+                    h[i] += value
+
     def render(self, gauges: Mapping[str, tuple[str, float]]) -> str:
         out: list[str] = []
         with self._lock:

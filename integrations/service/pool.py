@@ -72,6 +72,23 @@ class ForwardedMetrics:
         self.channel.send(("observe", self.number, (name, seconds)))
 
 
+def drain(channels: dict[int, Channel], timeout: float, apply: Any,
+          stopping: threading.Event) -> None:
+    """Apply every message waiting on the children's pipes (up to ``timeout`` seconds for
+    the first); a pipe at end of file is closed (its child died: the liveness check
+    starts it again)."""
+    open_ = [c.conn for c in list(channels.values()) if not c.conn.closed]
+    if not open_:
+        stopping.wait(timeout)
+        return
+    for conn in multiprocessing.connection.wait(open_, timeout):
+        try:
+            while conn.poll():
+                apply(*conn.recv())
+        except (OSError, EOFError):
+            conn.close()
+
+
 class Wake:
     """``set()`` wakes every worker (an event was queued): a word down each pipe, sent by
     a thread of its own, so the accepting event loop never waits on a full pipe."""
@@ -177,16 +194,7 @@ class WorkerPool:
                 self.stopping.wait(0.5)
 
     def _drain(self, timeout: float) -> None:
-        open_ = [c.conn for c in list(self.channels.values()) if not c.conn.closed]
-        if not open_:
-            self.stopping.wait(timeout)
-            return
-        for conn in multiprocessing.connection.wait(open_, timeout):
-            try:
-                while conn.poll():
-                    self._apply(*conn.recv())
-            except (OSError, EOFError):  # the worker died (the liveness check restarts it)
-                conn.close()
+        drain(self.channels, timeout, self._apply, self.stopping)
 
     def _apply(self, kind: str, number: int, data: Any) -> None:
         if kind == "inc":

@@ -36,6 +36,7 @@ class ServiceSettings:
     # SQLite files, for several replicas (its password is a secret: never in repr or logs).
     store: str = field(default="", repr=False)
     workers: int = 1  # worker processes (threads with in_process)
+    acceptors: int = 1  # processes accepting webhooks on the port (SO_REUSEPORT)
     # Added to each worker process's nice value: under load the cores go to the process
     # that accepts webhooks first (0: the workers run at its priority).
     worker_nice: int = 10
@@ -118,6 +119,14 @@ class ServiceSettings:
         if settings.max_connections < 1 or settings.workers < 1:
             raise ScopeguardError("SCOPEGUARD_MAX_CONNECTIONS and SCOPEGUARD_WORKERS must be "
                                   "at least 1. Fix: set a positive whole number, or unset it.")
+        if not 1 <= settings.acceptors <= 64:
+            raise ScopeguardError(f"SCOPEGUARD_ACCEPTORS={settings.acceptors} is not a number "
+                                  "of processes scopeguard serve runs. Fix: set 1 to 64, or "
+                                  "unset it (1).")
+        if settings.acceptors > 1 and settings.store:
+            raise ScopeguardError("SCOPEGUARD_ACCEPTORS above 1 is for the SQLite queue; "
+                                  "with --store (PostgreSQL) run more replicas instead. Fix: "
+                                  "unset SCOPEGUARD_ACCEPTORS, or drop --store.")
         if settings.http not in ("auto", "httptools", "h11"):
             raise ScopeguardError(f"SCOPEGUARD_HTTP={settings.http!r} is not an HTTP parser "
                                   "scopeguard serve knows. Fix: set auto, httptools or h11, "

@@ -1,0 +1,390 @@
+"""Acceptor processes: webhooks taken on more than one core (``--acceptors N``).
+
+One event loop reads, verifies and stores every webhook of a burst in turn, so the last of
+200 arriving together waits for the 199 before it. ``scopeguard serve --acceptors N``
+runs ``N - 1`` more processes that accept webhooks beside the main one, each with its own
+listening socket on the same port (``SO_REUSEPORT``: the kernel spreads new connections
+over them) and its own writes to the same queue file (SQLite WAL; the queue's group
+commit in each). They hold no model: the workers (:mod:`.pool`) still classify.
+
+What they share with the main process, each through its own pipe (:class:`AcceptorPool`):
+down it the main process's error (a model that did not load: webhooks get 503 in every
+process, as in the main one) and ``stop``; up it ``wake`` (an event was queued: the
+workers are woken) and, twice a second, what they counted (the main process serves
+``/metrics``). ``/healthz``, ``/metrics`` and any other path are answered by the main
+process whichever process took the connection: an acceptor forwards them over a Unix
+socket in a private directory and relays the answer, or answers 503 when the main
+process does not answer (:func:`forward_to`). An acceptor that dies is started again
+(after 1 s, doubling to 30 s); the connections it held are cut (the sender retries) and
+new ones go to the processes left. One whose main process dies stops (its pipe closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from scopeguard.errors import ScopeguardError
+
+from .pool import Channel, drain
+from .settings import ServiceSettings
+
+log = logging.getLogger("scopeguard.serve")
+
+FORWARD_TIMEOUT = 10.0  # seconds an acceptor waits for the main process's answer
+_HOP = {b"connection", b"content-length", b"transfer-encoding", b"keep-alive", b"date",
+        b"server"}
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that more processes can share (SO_REUSEPORT).
+
+    Refused when anything already listens there: a port shared by mistake with another
+    service would split its webhooks between the two.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        probe = socket.socket(family, kind, proto)  # no SO_REUSEPORT: taken means taken
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+        finally:
+            probe.close()
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        raise ScopeguardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Fix: "
+                              "stop what listens there, or choose another --port/--host."
+                              ) from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def add_acceptor(first: socket.socket) -> socket.socket:
+    """Another socket in ``first``'s SO_REUSEPORT group (the same address): an acceptor's."""
+    sock = socket.socket(first.family, first.type, first.proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(first.getsockname())
+    sock.listen(2048)
+    return sock
+
+
+class AcceptorPool:
+    """The acceptor processes ``2..count`` of a service (the main process is number 1).
+
+    Args:
+        service: the main process's :class:`.lifecycle.Service` (its metrics, wake, error).
+        first: the main process's listening socket (each acceptor gets one beside it).
+        private: the Unix socket path where the main process answers forwarded requests.
+    """
+
+    def __init__(self, service: Any, count: int, first: socket.socket, private: str,
+                 log_level: str, secrets: Sequence[str]) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.service, self.first, self.private = service, first, private
+        self.settings = replace(service.settings, acceptors=1)
+        self.numbers = range(2, count + 1)
+        self.log_level, self.secrets = log_level, list(secrets)
+        self.channels: dict[int, Channel] = {}
+        self.processes: dict[int, Any] = {}
+        self.webhooks: dict[int, int] = {}  # answered by each acceptor, all its lives
+        self.told: dict[int, str] = {}  # the error each was last told
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._backoff: dict[int, float] = {}  # the delay before its last restart
+        self.started: dict[int, float] = {}
+        self.restarting: set[int] = set()
+        self._monitor = threading.Thread(target=self._watch, name="scopeguard-acceptors",
+                                         daemon=True)
+
+    def start(self) -> None:
+        for number in self.numbers:
+            self._spawn(number)
+        self._monitor.start()
+
+    def _spawn(self, number: int) -> None:
+        sock = add_acceptor(self.first)
+        ours, theirs = self.context.Pipe(duplex=True)
+        process = self.context.Process(
+            target=acceptor_main, name=f"scopeguard-acceptor-{number}", daemon=True,
+            args=(self.settings, number, sock, self.private, self.log_level, self.secrets,
+                  theirs))
+        process.start()
+        theirs.close()
+        sock.close()  # the acceptor holds its copy: the kernel's group loses it at its death
+        old = self.channels.get(number)
+        self.channels[number] = Channel(ours)
+        if old is not None:
+            old.conn.close()
+        self.processes[number] = process
+        self.told.pop(number, None)
+        self.started[number] = time.monotonic()
+        log.info("acceptor %d started (pid %d)", number, process.pid)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each acceptor for ``/healthz``: its pid, whether it runs, webhooks it answered."""
+        return [{"number": n, "pid": p.pid, "running": p.is_alive(),
+                 "webhooks": self.webhooks.get(n, 0)} for n, p in sorted(self.processes.items())]
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._drain(0.25)
+                error = self.service.error
+                for number, channel in list(self.channels.items()):
+                    if self.told.get(number) != error and channel.send(("error", error)):
+                        self.told[number] = error
+                with self._lock:
+                    for number, process in list(self.processes.items()):
+                        if not process.is_alive() and not self.stopping.is_set():
+                            self._died(number, process)
+            except Exception:  # noqa: BLE001 - the monitor must outlive any one message
+                log.exception("the acceptor monitor hit an error; it goes on")
+                self.stopping.wait(0.5)
+
+    def _drain(self, timeout: float) -> None:
+        drain(self.channels, timeout, self._apply, self.stopping)
+
+    def _apply(self, kind: str, number: int, data: Any) -> None:
+        if kind == "wake":
+            self.service.wake.set()
+        elif kind == "metrics":
+            counters, histograms = data
+            self.service.metrics.merge(counters, histograms)
+            self.webhooks[number] = self.webhooks.get(number, 0) + int(sum(
+                v for (name, _), v in counters.items()
+                if name in ("scopeguard_webhooks_received_total",
+                            "scopeguard_webhooks_rejected_total")))
+        elif kind == "failed":
+            log.error("%s", data)
+
+    def _died(self, number: int, process: Any) -> None:
+        if number in self.restarting:  # its restart is waiting already
+            return
+        self.restarting.add(number)
+        ran = time.monotonic() - self.started.get(number, 0.0)
+        delay = 1.0 if ran > 60 else min(30.0, self._backoff.get(number, 0.5) * 2)
+        self._backoff[number] = delay
+        log.error("acceptor %d (pid %s) stopped with exit code %s; the other processes take "
+                  "the webhooks; restarting it in %.0fs", number, process.pid,
+                  process.exitcode, delay)
+
+        def restart() -> None:
+            if self.stopping.wait(delay):
+                return
+            with self._lock:
+                try:
+                    self._spawn(number)
+                except OSError as exc:  # tried again at the monitor's next look
+                    log.error("acceptor %d could not be started again: %s", number, exc)
+                finally:
+                    self.restarting.discard(number)
+
+        threading.Thread(target=restart, daemon=True).start()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop every acceptor (each answers what it holds first), then take its counts."""
+        self.stopping.set()
+        for channel in list(self.channels.values()):
+            channel.send(("stop",))
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("acceptor pid %d did not stop in %.0fs: killed", process.pid,
+                            timeout)
+                process.kill()
+                process.join(5)
+        self._monitor.join(2)
+        self._drain(0.1)
+        for channel in self.channels.values():
+            channel.conn.close()
+
+
+def forward_to(path: str, timeout: float = FORWARD_TIMEOUT) -> Callable[..., Any]:
+    """An ASGI app that asks the main process (its Unix socket at ``path``) and relays the
+    answer: ``/healthz`` and ``/metrics`` say what the whole service does, whichever
+    process took the connection. 503 with ``Retry-After`` when it does not answer."""
+
+    async def forward(scope: dict[str, Any], receive: Callable[[], Any],
+                      send: Callable[[dict[str, Any]], Any]) -> None:
+        if scope["type"] != "http":
+            return
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        request = (scope["method"].encode("latin-1") + b" " + target + b" HTTP/1.1\r\n"
+                   b"host: scopeguard\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_unix_connection(path)
+                try:
+                    writer.write(request)
+                    data = await reader.read(8 << 20)
+                    while chunk := await reader.read(8 << 20):
+                        data += chunk
+                finally:
+                    writer.close()
+            status, headers, body = _parse(data)
+        except (OSError, TimeoutError, ValueError, IndexError) as exc:
+            reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+            status, body = 503, json.dumps({
+                "status": "error", "error": f"the service's main process did not answer "
+                f"({reason[:200]}). Fix: see the log; restart scopeguard serve if it lasts."
+                }).encode()
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"30")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope["method"] == "HEAD" else body})
+
+    return forward
+
+
+def _parse(data: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers (less the hop-by-hop ones) and body of an HTTP/1.1 answer."""
+    head, found, body = data.partition(b"\r\n\r\n")
+    if not found:
+        raise ValueError("an incomplete answer")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers, chunked = [], False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip()
+        if name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+        if name not in _HOP:
+            headers.append((name, value))
+    if chunked:
+        out, rest = b"", body
+        while True:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        body = out
+    return status, headers, body
+
+
+class _Wake:
+    """``set()`` (an event was queued) sends one ``wake`` up the pipe, from a thread of its
+    own so the event loop never waits on a full pipe."""
+
+    def __init__(self, channel: Channel, number: int) -> None:
+        self.channel, self.number, self.pending = channel, number, threading.Event()
+        threading.Thread(target=self._send, daemon=True).start()
+
+    def set(self) -> None:
+        self.pending.set()
+
+    def _send(self) -> None:
+        while self.pending.wait():
+            self.pending.clear()
+            if not self.channel.send(("wake", self.number, None)):
+                return
+
+
+def acceptor_main(settings: ServiceSettings, number: int, sock: socket.socket, private: str,
+                  log_level: str, secrets: list[str], conn: Any) -> None:
+    """One acceptor process: the webhook routes on ``sock`` until told to stop."""
+    import uvicorn
+
+    from .app import create_app
+    from .http_guard import deadline_protocol
+    from .lifecycle import Service
+    from .logs import setup_logging
+    from .metrics import Metrics
+
+    setup_logging(log_level, secrets)
+    channel, metrics = Channel(conn), Metrics()
+    try:
+        service = Service(settings, role="acceptor", number=number, metrics=metrics,
+                          wake=_Wake(channel, number))
+    except Exception as exc:  # noqa: BLE001 - the main process logs it and tries again
+        channel.send(("failed", number, f"acceptor {number} could not start: {exc}"))
+        raise SystemExit(3) from None
+
+    def cut_off() -> None:
+        metrics.inc("scopeguard_webhooks_rejected_total", reason="too_slow")
+
+    config = uvicorn.Config(
+        create_app(service, forward=forward_to(private, settings.request_timeout)),
+        log_config=None, access_log=False,
+        lifespan="off", timeout_graceful_shutdown=30, limit_concurrency=settings.max_connections,
+        http=deadline_protocol(settings.request_timeout, on_timeout=cut_off, http=settings.http))
+    server = _server(config)
+
+    def listen() -> None:
+        """The main process's words: its error, stop; its death reads as end of file."""
+        while True:
+            try:
+                message = conn.recv()
+            except (OSError, EOFError):
+                message = ("stop",)
+            if message[0] == "stop":
+                server.should_exit = True
+                return
+            if message[0] == "error":
+                service.error = str(message[1])
+
+    def flush() -> None:
+        while not server.should_exit:
+            time.sleep(0.5)
+            counted = metrics.drain()
+            if (counted[0] or counted[1]) and not channel.send(("metrics", number, counted)):
+                return
+
+    threading.Thread(target=listen, daemon=True).start()
+    threading.Thread(target=flush, daemon=True).start()
+    gc.freeze()  # as the main process (app.run): a burst is not paused by full collections
+    gc.set_threshold(20_000, 50, 1000)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        with contextlib.suppress(Exception):
+            service.queue.close()
+        channel.send(("metrics", number, metrics.drain()))
+
+
+def _server(config: Any) -> Any:
+    """uvicorn's server with an acceptor's signals: SIGTERM stops it after what it holds;
+    SIGINT (Ctrl-C reaches the whole group) is left to the main process, which stops the
+    acceptors itself."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "should_exit", True))
+            yield
+
+    return Server(config)
+
+
+def private_socket(directory: str) -> tuple[socket.socket, str]:
+    """The main process's Unix socket for forwarded requests, in its private directory."""
+    path = os.path.join(directory, "main.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(256)
+    return sock, path

@@ -8,10 +8,12 @@ them over the processes."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
 import socket
+import tempfile
 import time
 
 import httpx
@@ -171,9 +173,16 @@ def test_a_killed_acceptor_is_started_again_and_nothing_it_answered_is_lost(
 
 
 def test_acceptors_stop_with_the_service_and_when_it_is_killed(tmp_path, jira, example_config):
+    def private() -> set[str]:
+        return set(glob.glob(os.path.join(tempfile.gettempdir(), "scopeguard-*", "main.sock")))
+
+    earlier = private()
     service = service_of(tmp_path, jira, example_config).start()
     pid = acceptors(service)[0]["pid"]
+    ours = private() - earlier
+    assert len(ours) == 1  # the main process's Unix socket for forwarded requests
     service.stop()
+    assert not os.path.exists(os.path.dirname(ours.pop()))  # its private directory is gone
     # uvicorn stops gracefully, then ends by the SIGTERM it caught (as with one process)
     assert service.proc.returncode in (0, -signal.SIGTERM) and not alive(pid)
     service.start()

@@ -28,6 +28,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -216,6 +217,7 @@ class AcceptorPool:
         self._drain(0.1)
         for channel in self.channels.values():
             channel.conn.close()
+        shutil.rmtree(os.path.dirname(self.private), ignore_errors=True)  # the private dir
 
 
 def forward_to(path: str, timeout: float = FORWARD_TIMEOUT) -> Callable[..., Any]:

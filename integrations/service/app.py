@@ -41,6 +41,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -391,9 +392,12 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
     from .acceptors import AcceptorPool, listen_socket, private_socket
 
     public = listen_socket(host, port)  # the acceptors' sockets join it (SO_REUSEPORT)
-    with tempfile.TemporaryDirectory(prefix="scopeguard-") as private:
+    private = tempfile.mkdtemp(prefix="scopeguard-")  # removed by the pool's stop
+    try:
         inner, path = private_socket(private)  # where acceptors forward /healthz and the rest
         service.acceptors = AcceptorPool(service, settings.acceptors, public, path, log_level,
                                          settings.secrets() + client_secrets())
         uvicorn.Server(uvicorn.Config(create_app(service), **options)).run(
             sockets=[public, inner])
+    finally:  # (uvicorn ends by the SIGTERM it caught, so the pool's stop removes it first)
+        shutil.rmtree(private, ignore_errors=True)

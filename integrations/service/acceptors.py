@@ -44,7 +44,7 @@ from .settings import ServiceSettings
 
 log = logging.getLogger("scopeguard.serve")
 
-FORWARD_TIMEOUT = 10.0  # seconds an acceptor waits for the main process's answer
+FORWARD_TIMEOUT = 10.0  # forward_to's default; serve's acceptors wait --request-timeout
 _HOP = {b"connection", b"content-length", b"transfer-encoding", b"keep-alive", b"date",
         b"server"}
 
@@ -64,11 +64,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
             probe.bind(address)
         finally:
             probe.close()
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(2048)
+        sock = _shared(family, kind, proto, address)
     except OSError as exc:
         raise ScopeguardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Fix: "
                               "stop what listens there, or choose another --port/--host."
@@ -79,10 +75,15 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def add_acceptor(first: socket.socket) -> socket.socket:
     """Another socket in ``first``'s SO_REUSEPORT group (the same address): an acceptor's."""
-    sock = socket.socket(first.family, first.type, first.proto)
+    return _shared(first.family, first.type, first.proto, first.getsockname())
+
+
+def _shared(family: int, kind: int, proto: int, address: Any) -> socket.socket:
+    """A listening socket on ``address`` in its SO_REUSEPORT group."""
+    sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(first.getsockname())
+    sock.bind(address)
     sock.listen(2048)
     return sock
 

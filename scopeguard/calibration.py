@@ -20,6 +20,7 @@ import numpy as np
 
 from .certainty import Certainty
 from .errors import ConfigError
+from .files import write_whole
 from .positioning import LABELS, Positioning
 from .rules import Decision
 
@@ -80,8 +81,9 @@ class Calibration:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(self.dumps(), encoding="utf-8")
+        """Write the head to ``path`` whole (a crash leaves the old file, never half)."""
+        text = self.dumps()
+        write_whole(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:

@@ -16,15 +16,13 @@ Both write atomically (a temporary file, then a rename): a crash leaves no half 
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ScopeguardError
+from .files import write_whole
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
@@ -253,24 +251,8 @@ def quantize_int8(fp32: Path, out: Path) -> Path:
         quantize_dynamic(str(fp32), tmp, weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"])
 
-    return _atomic(out, write)
+    return write_whole(out, write)
 
 
 def _write_atomic(out: Path, data: bytes) -> Path:
-    return _atomic(out, lambda tmp: Path(tmp).write_bytes(data))
-
-
-def _atomic(out: Path, write: Callable[[str], object]) -> Path:
-    """``write(tmp)`` fills a temporary file beside ``out``, which then replaces ``out``:
-    a crash or a full disk leaves no half-written model behind."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return write_whole(out, lambda tmp: Path(tmp).write_bytes(data))

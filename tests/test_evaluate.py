@@ -80,6 +80,31 @@ def test_bad_calibration_files(tmp_path):
         Calibration.load(bad)
 
 
+def test_a_head_is_saved_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A failed write (a full disk, a crash) leaves the old head and no temporary file."""
+    path = tmp_path / "models" / "head.json"
+    old = fit([signals(0.8), signals(0.1)], ["core", "one_off"])
+    old.save(path)
+    before = path.read_bytes()
+    new = fit([signals(0.8), signals(0.1), signals(0.5)], ["core", "one_off", "one_off"])
+    assert new.dumps() != old.dumps()
+
+    def full_disk(self, text, *args, **kwargs):  # half the text goes out, then the disk is full
+        with open(self, "w", encoding="utf-8") as handle:
+            handle.write(text[:len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_text", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        new.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["head.json"]
+    new.save(path)
+    assert path.read_text() == new.dumps()
+    assert Calibration.load(path).weights == new.weights
+
+
 def test_head_for_follows_the_positioning_file(tmp_path, example_config):
     text = example_config.read_text()
     (tmp_path / "scopeguard.yml").write_text(text + "calibration: cal.json\n")

@@ -787,6 +787,7 @@ def test_a_protected_branch_through_the_service_is_done_not_retried(service, git
 # --- the troubleshooting page lists each error with its fix ---------------------------------------
 
 ERRORS = [  # what the code says (checked below) and the page must list
+    "GitHub refused what scopeguard sent while", "the repository's issues are turned off",
     "is not a number scopeguard can use", "appears twice", "nests deeper than",
     "a positioning file is a few KB", "not {exc.encoding} (byte", "'labels' is",
     "the JSON nests too deeply to be a request", "standard input is closed",

@@ -697,6 +697,7 @@ def test_a_label_github_refuses_to_create_is_an_error_with_its_reason(github, ac
     run = act(issue_event(github, number), **{"needs-decision": "false"})
     assert run.code == 1, run.stdout
     assert "422" in run.stdout and "color invalid" in run.stdout
+    assert "Fix: the field GitHub names is what it did not take" in run.stdout
     assert github.issue_labels(REPO, number) == []
 
 

@@ -15,11 +15,12 @@ import signal
 import socket
 import tempfile
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from fake_jira import FakeJira, ServiceProcess, issue_event
-from scopeguard.integrations.service.acceptors import _parse, listen_socket
+from scopeguard.integrations.service.acceptors import AcceptorPool, _parse, listen_socket
 from scopeguard.integrations.service.auth import sign
 from scopeguard.integrations.service.metrics import Metrics
 from scopeguard.integrations.service.settings import ServiceSettings
@@ -170,6 +171,44 @@ def test_a_killed_acceptor_is_started_again_and_nothing_it_answered_is_lost(
         assert {e["state"] for e in service.events().values()} == {"done"}
     finally:
         service.stop()
+
+
+def test_an_acceptor_that_cannot_queue_says_so_on_health(tmp_path, jira, example_config):
+    """The queue file deleted under the service: every process answers 503 (the sender
+    keeps the delivery and retries), and the acceptor's own failure reaches /healthz up
+    its pipe beside the main process's probe."""
+    service = service_of(tmp_path, jira, example_config).start()
+    try:
+        os.remove(service.queue)
+        codes = [fresh_post(service, "PAW-1", f"g-{n}").status_code for n in range(20)]
+        assert codes == [503] * 20
+        service.wait(lambda: "error" in acceptors(service)[0], 10,
+                     "the acceptor's failure on /healthz")
+        health = service.get("/healthz")
+        assert health.status_code == 503 and "deleted or replaced" in health.json()["error"]
+        own = acceptors(service)[0]["error"]  # its own words (SQLite's, or the path's check)
+        assert "queue.db" in own and "Fix:" in own
+    finally:
+        service.stop()
+
+
+def test_an_acceptor_failure_clears_as_the_main_process_own_does(monkeypatch):
+    """Cleared by the acceptor's next queued webhook, or 15 s on once the file takes
+    writes again (never while it does not); a restarted acceptor starts clean."""
+    pool = AcceptorPool(SimpleNamespace(settings=ServiceSettings.from_env(
+        {"SCOPEGUARD_WEBHOOK_SECRET": SECRET})), 3, None, "", "info", [])
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    assert pool.accept_error(file_ok=True) == ""
+    pool._apply("accept_error", 3, "the disk is full")
+    pool._apply("accept_error", 2, "")
+    assert pool.accept_error(file_ok=True) == "acceptor 3: the disk is full"
+    clock[0] += 20
+    assert pool.accept_error(file_ok=False) == "acceptor 3: the disk is full"
+    assert pool.accept_error(file_ok=True) == ""
+    pool._apply("accept_error", 2, "database is locked")
+    pool._apply("accept_error", 2, "")  # its next webhook was queued
+    assert pool.accept_error(file_ok=False) == ""
 
 
 def test_acceptors_stop_with_the_service_and_when_it_is_killed(tmp_path, jira, example_config):

@@ -155,6 +155,18 @@ def translate(exc: BaseException, action: str, needs: str = "issues: write") -> 
                 f"not found while {action} (404). Fix: check the repository and issue number, "
                 "and that the token can see the repository (a token for another repository "
                 "or without access to a private one gets 404).", 404)
+        if status == 410:
+            return GitHubError(
+                f"GitHub answered 410 ({detail or 'Gone'}) while {action}: the issue was "
+                "deleted or the repository's issues are turned off. Fix: nothing to do for a "
+                "deleted issue; else turn Issues on in the repository's settings.", 410)
+        if status == 422:
+            return GitHubError(
+                f"GitHub refused what scopeguard sent while {action} (422 "
+                f"{detail or 'Unprocessable Entity'}). Fix: the field GitHub names is what "
+                "it did not take: a label's name or colour comes from the positioning file's "
+                "labels (change it there); anything else is a scopeguard bug to report with "
+                "this message.", 422)
         return GitHubError(f"GitHub answered {status} while {action}: {detail}.", status)
     if isinstance(exc, requests.exceptions.RetryError):
         found = re.search(r"too many (\d{3}) error responses", str(exc))

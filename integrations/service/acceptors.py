@@ -10,11 +10,12 @@ commit in each). They hold no model: the workers (:mod:`.pool`) still classify.
 What they share with the main process, each through its own pipe (:class:`AcceptorPool`):
 down it the main process's error (a model that did not load: webhooks get 503 in every
 process, as in the main one) and ``stop``; up it ``wake`` (an event was queued: the
-workers are woken) and, twice a second, what they counted (the main process serves
-``/metrics``). ``/healthz``, ``/metrics`` and any other path are answered by the main
-process whichever process took the connection: an acceptor forwards them over a Unix
-socket in a private directory and relays the answer, or answers 503 when the main
-process does not answer (:func:`forward_to`). An acceptor that dies is started again
+workers are woken), twice a second what they counted (the main process serves
+``/metrics``), and their own failure to queue a webhook (``/healthz`` says it).
+``/healthz``, ``/metrics`` and any other path are answered by the main process whichever
+process took the connection: an acceptor forwards them over a Unix socket in a private
+directory and relays the answer, or answers 503 when the main process does not answer
+(:func:`forward_to`). An acceptor that dies is started again
 (after 1 s, doubling to 30 s); the connections it held are cut (the sender retries) and
 new ones go to the processes left. One whose main process dies stops (its pipe closes).
 """
@@ -108,6 +109,7 @@ class AcceptorPool:
         self.processes: dict[int, Any] = {}
         self.webhooks: dict[int, int] = {}  # answered by each acceptor, all its lives
         self.told: dict[int, str] = {}  # the error each was last told
+        self.failing: dict[int, tuple[str, float]] = {}  # why one could not queue, and when
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._backoff: dict[int, float] = {}  # the delay before its last restart
@@ -137,13 +139,27 @@ class AcceptorPool:
             old.conn.close()
         self.processes[number] = process
         self.told.pop(number, None)
+        self.failing.pop(number, None)
         self.started[number] = time.monotonic()
         log.info("acceptor %d started (pid %d)", number, process.pid)
 
     def status(self) -> list[dict[str, Any]]:
         """Each acceptor for ``/healthz``: its pid, whether it runs, webhooks it answered."""
         return [{"number": n, "pid": p.pid, "running": p.is_alive(),
-                 "webhooks": self.webhooks.get(n, 0)} for n, p in sorted(self.processes.items())]
+                 "webhooks": self.webhooks.get(n, 0),
+                 **({"error": self.failing[n][0]} if n in self.failing else {})}
+                for n, p in sorted(self.processes.items())]
+
+    def accept_error(self, file_ok: bool) -> str:
+        """Why an acceptor could not make its last webhook durable ("" if none did), as
+        the main process's own: cleared by its next queued webhook, or 15 s on when the
+        queue file takes writes again."""
+        for number, (error, at) in sorted(self.failing.items()):
+            if file_ok and time.monotonic() - at > 15:
+                self.failing.pop(number, None)
+            else:
+                return f"acceptor {number}: {error}"
+        return ""
 
     def _watch(self) -> None:
         while not self.stopping.is_set():
@@ -174,6 +190,11 @@ class AcceptorPool:
                 v for (name, _), v in counters.items()
                 if name in ("scopeguard_webhooks_received_total",
                             "scopeguard_webhooks_rejected_total")))
+        elif kind == "accept_error":  # its last webhook could not be queued, or now could
+            if data:
+                self.failing[number] = (str(data), time.monotonic())
+            else:
+                self.failing.pop(number, None)
         elif kind == "failed":
             log.error("%s", data)
 
@@ -350,11 +371,14 @@ def acceptor_main(settings: ServiceSettings, number: int, sock: socket.socket, p
                 service.error = str(message[1])
 
     def flush() -> None:
+        told = ""
         while not server.should_exit:
             time.sleep(0.5)
-            counted = metrics.drain()
+            counted, failing = metrics.drain(), service.accept_error
             if (counted[0] or counted[1]) and not channel.send(("metrics", number, counted)):
                 return
+            if failing != told and channel.send(("accept_error", number, failing)):
+                told = failing
 
     threading.Thread(target=listen, daemon=True).start()
     threading.Thread(target=flush, daemon=True).start()

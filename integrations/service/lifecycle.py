@@ -268,6 +268,8 @@ class Service:
         if self.accept_error and not probe and time.monotonic() - self.accept_error_at > 15:
             self.accept_error = ""  # no webhook since, and the file takes writes again
         problems.append(self.accept_error)
+        if self.acceptors is not None:  # an acceptor process's own failed queue write
+            problems.append(self.acceptors.accept_error(file_ok=not probe))
         # A tracker rejects the credentials or cannot be reached: each of its events fails.
         reach = dict(self.pool.reach) if self.pool else self.worker.reach_snapshot()
         problems.append(describe_reach(reach))

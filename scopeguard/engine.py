@@ -244,8 +244,10 @@ class Scopeguard:
                       use_hnsw(len(prepared)), [request_key(r) for r in prepared], extra)
 
     def verdict_context(self) -> str:
-        """What a verdict depends on beside the request and its neighbours."""
-        return digest(code_version(), self.positioning, self.embedder.model_id, self.rules,
+        """What a verdict depends on beside the request and its neighbours: the positioning
+        file's content, not the path it was named by (``./x.yml`` and ``x.yml`` are one)."""
+        return digest(code_version(), replace(self.positioning, source=""),
+                      self.embedder.model_id, self.rules,
                       self.head, [(d.request.id, d.request.title, d.request.body,
                                    d.request.url, d.decision, d.reason, d.decided_at)
                                   for d in self.precedents])

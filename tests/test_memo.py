@@ -174,6 +174,15 @@ def test_an_unchanged_audit_writes_its_stored_report_and_analyses_nothing(
     again = runner.invoke(cli, [*args, str(tmp_path / "b.html")])
     assert again.exit_code == 0 and "nothing changed" in again.output, again.output
     assert (tmp_path / "a.html").read_text() == (tmp_path / "b.html").read_text()
+    # the same positioning file named another way (or copied elsewhere): its content counts
+    other = example_config.parent / ".." / example_config.parent.name / example_config.name
+    copy = tmp_path / "copy" / "scopeguard.yml"
+    copy.parent.mkdir()
+    copy.write_text(example_config.read_text())
+    for config in (other, copy):
+        named = runner.invoke(cli, ["audit", "-c", str(config), *args[3:],
+                                    str(tmp_path / "e.html")])
+        assert named.exit_code == 0 and "nothing changed" in named.output, named.output
     # one request edited: the stored report no longer applies
     rows = example_backlog.read_text().splitlines()
     edited = json.loads(rows[0])

@@ -316,8 +316,9 @@ def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
 
 def _csv_header(row: list[str], path: Path) -> list[str]:
     """The header's column names: a request field's in any case ("Title"); refused when a
-    column is given twice or is a near miss of a field ("tittle": its values would be
-    dropped silently); other columns are kept as they are (extra fields)."""
+    column is given twice or is a near miss of a field ("tittle": the title would be left
+    empty); other columns are kept as they are (extra fields), among them a field's name
+    with more words ("Customer ID") and any near miss of a field the header has too."""
     import difflib
 
     header = [name.strip().lower() if name.strip().lower() in REQUEST_KEYS else name
@@ -329,6 +330,11 @@ def _csv_header(row: list[str], path: Path) -> list[str]:
     for name in header:
         near = [] if name in REQUEST_KEYS else difflib.get_close_matches(
             name.strip().lower(), REQUEST_KEYS, n=1, cutoff=0.75)
+        # Not a misspelling: the field is there too ("customer" beside "customer_id"), or
+        # the name is the field and more words ("Customer ID", "author.email").
+        if near and (near[0] in header or re.match(
+                rf"{re.escape(near[0])}[\s_.-]+\w", name.strip().lower())):
+            near = []
         if near:
             raise InputError(f"{path}: unknown CSV column {name!r}. Fix: did you mean "
                              f"{near[0]!r}? (Other columns are kept as extra fields.)")

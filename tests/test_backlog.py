@@ -172,7 +172,16 @@ def test_csv_columns_in_any_case_and_near_misses_refused(tmp_path):
     assert (request.id, request.title, request.extra) == ("1", "Dark mode",
                                                           {"Clinic": "Oakfield"})
     for header, words in (("id,tittle,body", "did you mean 'title'?"),
+                          ("id,title,authors", "did you mean 'author'?"),
+                          ("id,title,Customer_", "did you mean 'customer'?"),
                           ("id,title,Title", "'title' appears twice")):
         path.write_text(f"{header}\n1,a,b\n")
         with pytest.raises(InputError, match=words):
             read_backlog(path)
+    # a CRM's "Customer ID" or "customer_id" beside its customer, an "authors" column
+    # beside the author: other columns, not misspellings
+    for header in ("id,title,Customer ID", "id,title,customer,customer_id",
+                   "id,title,author,authors"):
+        path.write_text(f"{header}\n" + ",".join("1abc"[:header.count(",") + 1]) + "\n")
+        [request] = read_backlog(path)
+        assert request.title == "a" and list(request.extra) == [header.split(",")[-1]]

@@ -100,8 +100,12 @@ def test_a_head_is_saved_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["head.json"]
-    new.save(path)
-    assert path.read_text() == new.dumps()
+    path.chmod(0o600)  # a head kept private stays private; a link is followed, not replaced
+    link = tmp_path / "head-link.json"
+    link.symlink_to(path)
+    new.save(link)
+    assert path.read_text() == new.dumps() and link.is_symlink()
+    assert path.stat().st_mode & 0o777 == 0o600
     assert Calibration.load(path).weights == new.weights
 
 

@@ -203,7 +203,7 @@ def test_a_request_github_refuses_fails_at_once(service, github):
     row = processed(service, "d-422")
     assert (row["state"], row["attempts"]) == ("failed", 1), row
     assert "422" in row["error"] and "Validation Failed" in row["error"]
-    assert "Fix:" in row["error"] and "positioning file's labels" in row["error"]
+    assert "Fix:" in row["error"] and "a scopeguard bug" in row["error"]
 
 
 @pytest.mark.model

@@ -20,8 +20,9 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from fake_jira import FakeJira, ServiceProcess, issue_event
-from scopeguard.integrations.service.acceptors import AcceptorPool, _parse, listen_socket
+from scopeguard.integrations.service.acceptors import AcceptorPool, listen_socket
 from scopeguard.integrations.service.auth import sign
+from scopeguard.integrations.service.forward import _parse
 from scopeguard.integrations.service.metrics import Metrics
 from scopeguard.integrations.service.settings import ServiceSettings
 from test_service_workers import alive
@@ -179,6 +180,9 @@ def test_an_acceptor_that_cannot_queue_says_so_on_health(tmp_path, jira, example
     its pipe beside the main process's probe."""
     service = service_of(tmp_path, jira, example_config).start()
     try:
+        pid = acceptors(service)[0]["pid"]  # up, its queue file open: then it is deleted
+        service.wait(lambda: f"Started server process [{pid}]" in service.log.read_text(), 30,
+                     "the acceptor to serve")
         os.remove(service.queue)
         codes = [fresh_post(service, "PAW-1", f"g-{n}").status_code for n in range(20)]
         assert codes == [503] * 20
@@ -193,20 +197,26 @@ def test_an_acceptor_that_cannot_queue_says_so_on_health(tmp_path, jira, example
 
 
 def test_an_acceptor_failure_clears_as_the_main_process_own_does(monkeypatch):
-    """Cleared by the acceptor's next queued webhook, or 15 s on once the file takes
-    writes again (never while it does not); a restarted acceptor starts clean."""
+    """Cleared by the acceptor's next queued webhook, or 15 s after its last failure once
+    the file takes writes again (never while it does not); each failure, even in the same
+    words, starts the 15 s again; a restarted acceptor starts clean."""
     pool = AcceptorPool(SimpleNamespace(settings=ServiceSettings.from_env(
         {"SCOPEGUARD_WEBHOOK_SECRET": SECRET})), 3, None, "", "info", [])
     clock = [100.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     assert pool.accept_error(file_ok=True) == ""
-    pool._apply("accept_error", 3, "the disk is full")
+    pool._apply("accept_error", 3, ("the disk is full", 0.0))
     pool._apply("accept_error", 2, "")
     assert pool.accept_error(file_ok=True) == "acceptor 3: the disk is full"
-    clock[0] += 20
+    assert [a.get("error") for a in pool.status()] == []  # none started in this test
+    clock[0] += 12
+    pool._apply("accept_error", 3, ("the disk is full", 2.0))  # failed again 2 s ago
+    clock[0] += 8
+    assert pool.accept_error(file_ok=True) == "acceptor 3: the disk is full"  # 10 s since
+    clock[0] += 6
     assert pool.accept_error(file_ok=False) == "acceptor 3: the disk is full"
     assert pool.accept_error(file_ok=True) == ""
-    pool._apply("accept_error", 2, "database is locked")
+    pool._apply("accept_error", 2, ("database is locked", 0.0))
     pool._apply("accept_error", 2, "")  # its next webhook was queued
     assert pool.accept_error(file_ok=False) == ""
 

@@ -164,9 +164,9 @@ def translate(exc: BaseException, action: str, needs: str = "issues: write") -> 
             return GitHubError(
                 f"GitHub refused what scopeguard sent while {action} (422 "
                 f"{detail or 'Unprocessable Entity'}). Fix: the field GitHub names is what "
-                "it did not take: a label's name or colour comes from the positioning file's "
-                "labels (change it there); anything else is a scopeguard bug to report with "
-                "this message.", 422)
+                "it did not take: a label's name comes from the positioning file's labels "
+                "(change it there); anything else (a colour, a comment) is a scopeguard bug "
+                "to report with this message.", 422)
         return GitHubError(f"GitHub answered {status} while {action}: {detail}.", status)
     if isinstance(exc, requests.exceptions.RetryError):
         found = re.search(r"too many (\d{3}) error responses", str(exc))

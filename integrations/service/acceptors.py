@@ -15,17 +15,15 @@ workers are woken), twice a second what they counted (the main process serves
 ``/healthz``, ``/metrics`` and any other path are answered by the main process whichever
 process took the connection: an acceptor forwards them over a Unix socket in a private
 directory and relays the answer, or answers 503 when the main process does not answer
-(:func:`forward_to`). An acceptor that dies is started again
+(:mod:`.forward`). An acceptor that dies is started again
 (after 1 s, doubling to 30 s); the connections it held are cut (the sender retries) and
 new ones go to the processes left. One whose main process dies stops (its pipe closes).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import json
 import logging
 import multiprocessing
 import os
@@ -34,20 +32,18 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from scopeguard.errors import ScopeguardError
 
+from .forward import forward_to
 from .pool import Channel, drain
 from .settings import ServiceSettings
 
 log = logging.getLogger("scopeguard.serve")
 
-FORWARD_TIMEOUT = 10.0  # forward_to's default; serve's acceptors wait --request-timeout
-_HOP = {b"connection", b"content-length", b"transfer-encoding", b"keep-alive", b"date",
-        b"server"}
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -110,6 +106,7 @@ class AcceptorPool:
         self.webhooks: dict[int, int] = {}  # answered by each acceptor, all its lives
         self.told: dict[int, str] = {}  # the error each was last told
         self.failing: dict[int, tuple[str, float]] = {}  # why one could not queue, and when
+        self._failing_lock = threading.Lock()
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._backoff: dict[int, float] = {}  # the delay before its last restart
@@ -139,26 +136,28 @@ class AcceptorPool:
             old.conn.close()
         self.processes[number] = process
         self.told.pop(number, None)
-        self.failing.pop(number, None)
+        with self._failing_lock:
+            self.failing.pop(number, None)
         self.started[number] = time.monotonic()
         log.info("acceptor %d started (pid %d)", number, process.pid)
 
     def status(self) -> list[dict[str, Any]]:
         """Each acceptor for ``/healthz``: its pid, whether it runs, webhooks it answered."""
+        failing = dict(self.failing)  # a snapshot: the monitor thread changes it
         return [{"number": n, "pid": p.pid, "running": p.is_alive(),
                  "webhooks": self.webhooks.get(n, 0),
-                 **({"error": self.failing[n][0]} if n in self.failing else {})}
+                 **({"error": failing[n][0]} if n in failing else {})}
                 for n, p in sorted(self.processes.items())]
 
     def accept_error(self, file_ok: bool) -> str:
-        """Why an acceptor could not make its last webhook durable ("" if none did), as
-        the main process's own: cleared by its next queued webhook, or 15 s on when the
-        queue file takes writes again."""
-        for number, (error, at) in sorted(self.failing.items()):
-            if file_ok and time.monotonic() - at > 15:
-                self.failing.pop(number, None)
-            else:
-                return f"acceptor {number}: {error}"
+        """Why an acceptor could not queue its last webhook ("" if none): cleared as the main
+        process's own, by its next queued webhook or 15 s on while the file takes writes."""
+        with self._failing_lock:
+            for number, (error, at) in sorted(self.failing.items()):
+                if file_ok and time.monotonic() - at > 15:
+                    del self.failing[number]
+                else:
+                    return f"acceptor {number}: {error}"
         return ""
 
     def _watch(self) -> None:
@@ -190,11 +189,12 @@ class AcceptorPool:
                 v for (name, _), v in counters.items()
                 if name in ("scopeguard_webhooks_received_total",
                             "scopeguard_webhooks_rejected_total")))
-        elif kind == "accept_error":  # its last webhook could not be queued, or now could
-            if data:
-                self.failing[number] = (str(data), time.monotonic())
-            else:
-                self.failing.pop(number, None)
+        elif kind == "accept_error":  # (why its last webhook failed, how long ago) or ""
+            with self._failing_lock:
+                if data:
+                    self.failing[number] = (str(data[0]), time.monotonic() - float(data[1]))
+                else:
+                    self.failing.pop(number, None)
         elif kind == "failed":
             log.error("%s", data)
 
@@ -240,73 +240,6 @@ class AcceptorPool:
         for channel in self.channels.values():
             channel.conn.close()
         shutil.rmtree(os.path.dirname(self.private), ignore_errors=True)  # the private dir
-
-
-def forward_to(path: str, timeout: float = FORWARD_TIMEOUT) -> Callable[..., Any]:
-    """An ASGI app that asks the main process (its Unix socket at ``path``) and relays the
-    answer: ``/healthz`` and ``/metrics`` say what the whole service does, whichever
-    process took the connection. 503 with ``Retry-After`` when it does not answer."""
-
-    async def forward(scope: dict[str, Any], receive: Callable[[], Any],
-                      send: Callable[[dict[str, Any]], Any]) -> None:
-        if scope["type"] != "http":
-            return
-        target = scope.get("raw_path") or scope["path"].encode()
-        if scope.get("query_string"):
-            target += b"?" + scope["query_string"]
-        request = (scope["method"].encode("latin-1") + b" " + target + b" HTTP/1.1\r\n"
-                   b"host: scopeguard\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(path)
-                try:
-                    writer.write(request)
-                    data = await reader.read(8 << 20)
-                    while chunk := await reader.read(8 << 20):
-                        data += chunk
-                finally:
-                    writer.close()
-            status, headers, body = _parse(data)
-        except (OSError, TimeoutError, ValueError, IndexError) as exc:
-            reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
-            status, body = 503, json.dumps({
-                "status": "error", "error": f"the service's main process did not answer "
-                f"({reason[:200]}). Fix: see the log; restart scopeguard serve if it lasts."
-                }).encode()
-            headers = [(b"content-type", b"application/json"), (b"retry-after", b"30")]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body",
-                    "body": b"" if scope["method"] == "HEAD" else body})
-
-    return forward
-
-
-def _parse(data: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, headers (less the hop-by-hop ones) and body of an HTTP/1.1 answer."""
-    head, found, body = data.partition(b"\r\n\r\n")
-    if not found:
-        raise ValueError("an incomplete answer")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1])
-    headers, chunked = [], False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name, value = name.strip().lower(), value.strip()
-        if name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-        if name not in _HOP:
-            headers.append((name, value))
-    if chunked:
-        out, rest = b"", body
-        while True:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                break
-            out, rest = out + rest[:size], rest[size + 2:]
-        body = out
-    return status, headers, body
 
 
 class _Wake:
@@ -371,13 +304,15 @@ def acceptor_main(settings: ServiceSettings, number: int, sock: socket.socket, p
                 service.error = str(message[1])
 
     def flush() -> None:
-        told = ""
+        told: tuple[str, float] = ("", 0.0)
         while not server.should_exit:
             time.sleep(0.5)
-            counted, failing = metrics.drain(), service.accept_error
+            counted, failing = metrics.drain(), (service.accept_error, service.accept_error_at)
             if (counted[0] or counted[1]) and not channel.send(("metrics", number, counted)):
                 return
-            if failing != told and channel.send(("accept_error", number, failing)):
+            age = time.monotonic() - failing[1]  # each failure anew: the 15 s start again
+            if failing != told and channel.send(("accept_error", number, failing[0] and (
+                    failing[0], age))):
                 told = failing
 
     threading.Thread(target=listen, daemon=True).start()
@@ -406,12 +341,3 @@ def _server(config: Any) -> Any:
             yield
 
     return Server(config)
-
-
-def private_socket(directory: str) -> tuple[socket.socket, str]:
-    """The main process's Unix socket for forwarded requests, in its private directory."""
-    path = os.path.join(directory, "main.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    sock.listen(256)
-    return sock, path

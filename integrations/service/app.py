@@ -389,7 +389,8 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
     if settings.acceptors == 1:
         uvicorn.run(create_app(service), host=host, port=port, **options)
         return
-    from .acceptors import AcceptorPool, listen_socket, private_socket
+    from .acceptors import AcceptorPool, listen_socket
+    from .forward import private_socket
 
     public = listen_socket(host, port)  # the acceptors' sockets join it (SO_REUSEPORT)
     private = tempfile.mkdtemp(prefix="scopeguard-")  # removed by the pool's stop

@@ -290,7 +290,8 @@ class Service:
         if problem:
             body["error"] = mask_secrets(problem)  # unauthenticated: never a secret
         if self.acceptors is not None:  # which processes take webhooks beside this one
-            body["acceptors"] = self.acceptors.status()
+            body["acceptors"] = [{**a, **({"error": mask_secrets(a["error"])} if "error" in a
+                                         else {})} for a in self.acceptors.status()]
         down = sorted(t for t, (_, why) in reach.items() if why)
         if down:  # which trackers' write-backs fail (the error says why)
             body["unreachable"] = down

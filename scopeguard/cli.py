@@ -188,6 +188,7 @@ def check(path: str | None, fast: bool, config: str | None, db: str | None,
 
 
 @cli.command()
+@friendly_errors
 def schema() -> None:
     """Print the JSON Schema of the positioning file."""
     from .positioning import SCHEMA_PATH

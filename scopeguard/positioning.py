@@ -242,7 +242,7 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
                           "write at least product, category, target_customer, need, "
                           "main_value and features (see examples/scopeguard.yml).")
     validate(data, schema(), source)
-    data = {k: v for k, v in data.items() if v is not None}  # 'key:' with no value = absent
+    data = _without_nulls(data)  # 'key:' with no value is absent, at every level
     features = tuple(_item(x) for x in data["features"])
     non_goals = tuple(_item(x) for x in data.get("non_goals") or ())  # "non_goals:" alone: none
     ideal = data.get("ideal_customer") or {}
@@ -284,6 +284,16 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
         source=source,
         history={k: tuple(v) for k, v in (data.get("history") or {}).items()},
     )
+
+
+def _without_nulls(value: Any) -> Any:
+    """``value`` with every mapping's null values left out ("instead:" with nothing after it
+    reads as no instead; the validator has refused a required key left empty)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _sound(value: Any) -> Any:

@@ -673,6 +673,34 @@ def test_stdout_on_a_full_device_is_exit_2(tmp_path, example_config, example_bac
     assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr
 
 
+def test_every_command_turns_errors_into_exit_2():
+    """Each command's errors go through one converter (friendly_errors): `schema` on a
+    full stdout was a traceback, the only command without it."""
+    import click
+
+    from scopeguard.cli import cli
+
+    def commands(group, prefix=""):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from commands(command, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", command
+
+    found = dict(commands(cli))
+    assert {"schema", "audit", "model build", "store migrate"} <= set(found)
+    from scopeguard.cli import friendly_errors
+
+    converter = friendly_errors(lambda: None).__code__
+    bare = [name for name, command in found.items() if command.callback.__code__ is not converter]
+    assert bare == []
+    if Path("/dev/full").exists():
+        with open("/dev/full", "w") as full:
+            run = _cli("schema", stdout=full)
+        assert run.returncode == 2 and "Fix: free space" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+
+
 def test_a_full_disk_under_the_cache_is_exit_2(tmp_path, example_config, example_backlog):
     """/dev/full as the cache file: every write fails with ENOSPC, which SQLite reports as
     'database or disk is full' (the unit test in test_cache.py hits SQLITE_FULL mid-write)."""

@@ -102,6 +102,33 @@ def test_key_with_no_value_is_absent():
     assert p.alternative == "" and p.statements == ()
 
 
+def test_a_nested_key_with_no_value_is_absent_too(tmp_path, example_config):
+    """'require_labels:' or 'instead:' with nothing after it, at any depth: as if not
+    written (each crashed a command with a TypeError), through check and classify."""
+    from scopeguard.backlog import Request
+    from scopeguard.embed import HashingEmbedder
+    from scopeguard.engine import Scopeguard
+
+    p = parse_positioning({
+        **MINIMAL, "features": [{"name": "Colours", "description": None}],
+        "non_goals": [{"name": "Billing", "instead": None}],
+        "filters": {"require_labels": None, "skip_bots": None},
+        "history": {"accepted_labels": None}, "jira": {"projects": None, "issue_types": None},
+        "customer": {"source": "label", "label_prefix": None, "field": None},
+        "thresholds": {"min_customers": None}, "ideal_customer": {"traits": None}})
+    assert p.features[0].description == "" and p.non_goals[0].instead == ""
+    assert p.filters == parse_positioning(MINIMAL).filters and p.jira.projects == ()
+    assert p.customer.label_prefix == parse_positioning(MINIMAL).customer.label_prefix
+    assert p.thresholds == {} and p.history == {}
+    with pytest.raises(ConfigError, match="features\\[0\\]"):  # an empty list item is not
+        parse_positioning({**MINIMAL, "features": [None]})
+    path = write(tmp_path, example_config.read_text() + "thresholds:\n  min_customers:\n"
+                 "filters:\n  skip_bots:\n")
+    verdict = Scopeguard(load_positioning(path), HashingEmbedder()).classify(
+        Request(id="1", title="Send reminders by SMS", body="Clinic 4 asks."))
+    assert verdict.label in ("core", "generalizable", "one_off")
+
+
 def test_find_in_github_dir(tmp_path):
     path = write(tmp_path, "x: 1", name=".github/scopeguard.yml")
     assert find_positioning(tmp_path) == path

@@ -451,6 +451,24 @@ def test_a_jira_url_is_never_repeated_in_an_error(url):
     assert "JIRA_URL" in str(caught.value) and "Fix:" in str(caught.value)
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "http://jira:port",
+                                 "http://exa%mple.com", "https://jira example.com"])
+def test_a_jira_url_whose_host_or_port_cannot_be_read_is_bad_input(runner, example_config,
+                                                                    tmp_path, url):
+    """Was a ValueError traceback (a bad IPv6 host) or a 'check the file and its disk' fix
+    (a port out of range), from every command that reads Jira."""
+    with pytest.raises(jc.JiraConfigError, match="JIRA_URL is not a valid URL"):
+        jc.make_jira(environ={"JIRA_URL": url, "JIRA_PAT": PAT})
+    result = runner.invoke(cli, ["history", "-c", str(example_config), "--jira", "PAW",
+                                 "--db", str(tmp_path / "h.db")],
+                           env={"JIRA_URL": url, "JIRA_PAT": PAT})
+    assert result.exit_code == 2 and "JIRA_URL is not a valid URL" in result.output, \
+        result.output
+    for fine in ("http://[::1]:8080", "https://jira.example.com:8443/jira",
+                 "https://bücher.example"):
+        assert jc.make_jira(environ={"JIRA_URL": fine, "JIRA_PAT": PAT}).server
+
+
 @pytest.mark.parametrize("url, shown", [
     ("https://bob:hunter2hunter2@jira.example.com/rest", "https://***@jira.example.com/rest"),
     ("http://bob:p@ss@proxy.example/x", "http://***@proxy.example/x"),

@@ -246,6 +246,19 @@ def guess_flavour(url: str) -> str | None:
     return None
 
 
+def _host_ok(host: str) -> bool:
+    """A host a URL can name: a name of letters, digits, '-' and '.' (any script), or an
+    IP address ("" when the URL has none: said apart, as not an http(s) URL)."""
+    if not host or ":" in host:
+        import ipaddress
+
+        try:
+            return not host or bool(ipaddress.ip_address(host))
+        except ValueError:
+            return False
+    return all(c.isalnum() or c in "-." for c in host)
+
+
 def make_jira(server: str | None = None, *, email: str | None = None, token: str | None = None,
               pat: str | None = None, flavour: str | None = None, timeout: float = 30,
               retry: RetryPolicy | None = None, verify: bool | str = True,
@@ -280,7 +293,16 @@ def make_jira(server: str | None = None, *, email: str | None = None, token: str
     if not server:
         raise JiraConfigError("no Jira URL. Fix: set JIRA_URL (e.g. https://your-site."
                               "atlassian.net).")
-    parts = urlparse(server)
+    try:
+        parts = urlparse(server)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+        bad_host = not _host_ok(parts.hostname or "")
+    except ValueError:
+        bad_host = True
+    if bad_host:  # not repeated: a mistyped URL may hold a password
+        raise JiraConfigError("JIRA_URL is not a valid URL (its host or port cannot be read). "
+                              "Fix: use the address you open Jira at, e.g. "
+                              "https://jira.example.com or https://jira.example.com:8443.")
     authority = server.split("://", 1)[-1].split("/", 1)[0]
     if "@" in authority or parts.username is not None or parts.password is not None:
         # Said without the URL: it holds a password, and errors end up in logs.

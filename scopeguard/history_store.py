@@ -10,8 +10,9 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from .backlog import Request
+from .backlog import Request, sound_request
 from .cache import _database_error, connect
+from .clean import sound_text
 from .history import Decided
 
 _SCHEMA = """
@@ -54,10 +55,12 @@ class HistoryStore:
 
     def put_many(self, decided: Iterable[Decided]) -> int:
         """Insert or replace (a request decided again: reopened and closed otherwise)."""
-        rows = [(d.source, d.request.id, d.request.title, d.request.body, d.request.author,
-                 d.request.customer, d.request.created_at, d.request.url,
-                 json.dumps(list(d.request.labels)), d.decision, d.reason, d.decided_at,
-                 d.updated_at) for d in decided]
+        rows = []
+        for d in decided:  # a tracker's text as UTF-8 can store it (a lone surrogate: U+FFFD)
+            r = sound_request(d.request)
+            rows.append((d.source, r.id, r.title, r.body, r.author, r.customer, r.created_at,
+                         r.url, json.dumps(list(r.labels)), d.decision, sound_text(d.reason),
+                         d.decided_at, d.updated_at))
         try:
             with self._lock, self.conn:
                 self.conn.executemany("INSERT OR REPLACE INTO history VALUES "

@@ -134,6 +134,35 @@ def test_github_history_imports_decided_requests_then_only_what_changed(
         assert TOKEN not in first.output + again.output
 
 
+def test_odd_github_answers_neither_crash_the_import_nor_poison_its_mark(
+        runner, example_config, tmp_path):
+    """A title with a lone surrogate and a NUL (JSON allows "\\ud800") is stored repaired;
+    an 'updated_at' that is no time never becomes the mark (every later import failed on
+    it until --full), and a stored mark that is no time reads everything again."""
+    with FakeGitHub(token=TOKEN) as github:
+        github.add_repo(REPO)
+        odd = github.add_issue(REPO, "Cut emoji \ud83d and a \x00 NUL", "Body \udc4b.")
+        _close(github, odd, "not_planned", "2025-01-05T10:00:00Z")
+        plain = github.add_issue(REPO, "Reminders in Welsh", "")
+        _close(github, plain, "not_planned", "2025-01-04T10:00:00Z")
+        github.repos[REPO].issues[odd]["updated_at"] = "not-a-date"
+        env = {"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": github.base_url}
+        first = run_history(runner, example_config, tmp_path, env, "--github", REPO)
+        assert first.exit_code == 0, first.output
+        store = HistoryStore(tmp_path / "h.db")
+        rows = {d.request.id: d for d in store.decided(f"github:{REPO}")}
+        assert rows[f"#{odd}"].request.title == "Cut emoji \ufffd and a \x00 NUL"
+        assert store.synced(f"github:{REPO}") == "2025-01-04T10:00:00Z"
+        again = run_history(runner, example_config, tmp_path, env, "--github", REPO)
+        assert again.exit_code == 0, again.output
+        store.mark_synced(f"github:{REPO}", "not-a-date", "2025-01-06T00:00:00Z")
+        before = len(github.calls("GET", rf"/repos/{REPO}/issues"))
+        third = run_history(runner, example_config, tmp_path, env, "--github", REPO)
+        assert third.exit_code == 0, third.output
+        [call] = github.calls("GET", rf"/repos/{REPO}/issues")[before:]
+        assert "since" not in call.query and call.query["state"] == ["closed"]
+
+
 def test_history_needs_exactly_one_source(runner, example_config, tmp_path):
     result = run_history(runner, example_config, tmp_path, {})
     assert result.exit_code == 2 and "give one source" in result.output

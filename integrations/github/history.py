@@ -28,10 +28,12 @@ def fetch_decided(repo: Any, rules: HistoryRules, filters: Filters, since: str =
     changed since then, so reopened ones are noticed)."""
     source = f"github:{repo.full_name}"
     out = Fetched(latest=since)
-    kwargs: dict[str, Any] = {"state": "all" if since else "closed", "sort": "updated",
+    start = _stamp(since)  # a mark GitHub cannot have given is no mark: read everything
+    kwargs: dict[str, Any] = {"state": "all" if start else "closed", "sort": "updated",
                               "direction": "asc"}
-    if since:
-        kwargs["since"] = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    if start:
+        kwargs["since"] = start
+    out.latest = since if start else ""
     seen = 0
     with github_errors(f"listing the closed issues of {repo.full_name}", needs="issues: read"):
         for issue in repo.get_issues(**kwargs):
@@ -41,13 +43,15 @@ def fetch_decided(repo: Any, rules: HistoryRules, filters: Filters, since: str =
             seen += 1
             if progress:
                 progress(1)
-            out.latest = max(out.latest, str(data.get("updated_at") or ""))
+            updated = str(data.get("updated_at") or "")
+            if _stamp(updated):  # never a mark the next import could not read
+                out.latest = max(out.latest, updated)
             request = issue_to_request(data)
             wanted, _ = is_feature_request(request, filters)
             decision = github_decision(data, rules) if wanted else None
             if decision is None:
                 out.skipped += 1
-                if since:
+                if start:
                     out.undecided.append(request.id)
             else:
                 out.decided.append(Decided(source, request, decision[0], decision[1],
@@ -56,3 +60,11 @@ def fetch_decided(repo: Any, rules: HistoryRules, filters: Filters, since: str =
             if limit is not None and seen >= limit:
                 break
     return out
+
+
+def _stamp(text: str) -> datetime | None:
+    """GitHub's "2025-01-09T10:00:00Z" as a time; None for "" or what is not one."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None

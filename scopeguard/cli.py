@@ -258,7 +258,9 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
                                       "request. Fix: pass one JSON object with title and "
                                       "body, or audit the list: scopeguard audit "
                                       f"--from-file {file}.")
-        if stripped.startswith("{"):
+        # A JSON object (a .json file always); "{Feature} Export" in a text file is a title.
+        if stripped.startswith("{") and (file.lower().endswith(".json") or
+                                         stripped[1:].lstrip()[:1] in ("\"", "'", "}", "")):
             if title or body is not None:
                 raise click.UsageError(f"{file} is a JSON request: its title and body are "
                                        "used, not --title/--body. Fix: pass one or the other.")
@@ -350,7 +352,7 @@ def _read_stdin() -> str:
         raise ScopeguardError(f"cannot read the request from standard input ({exc}). Fix: "
                               "pipe the request in (echo ... | scopeguard classify --file -) "
                               "or pass --file PATH or --title.") from None
-    return decode(raw, "standard input")
+    return decode(raw, "standard input", option="")  # classify has no --encoding
 
 
 @cli.command()

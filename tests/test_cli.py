@@ -113,6 +113,8 @@ def test_classify_bad_input_errors(runner, tmp_path, example_config):
         # classify takes no --encoding: its fix does not name one
         assert result.exit_code == 2 and "save the file as UTF-8" in result.stderr
         assert "--encoding" not in result.stderr, result.stderr
+    result = runner.invoke(cli, [*base, "-f", "-"], input="Caf\xe9 reminders".encode("latin-1"))
+    assert result.exit_code == 2 and "--encoding" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("url", ["not a url", "http://[::1", "ftp://127.0.0.1:1"])
@@ -221,6 +223,13 @@ def test_classify_file_refuses_json_that_is_not_one_request(runner, tmp_path, ex
     bracket.write_text("[Feature] Export to CSV\nOur accountant needs it\n")
     result = runner.invoke(cli, [*base, "-f", str(bracket)])
     assert result.exit_code == 0 and "[Feature] Export to CSV" in result.output
+    bracket.write_text("{Feature} Export to CSV\nOur accountant needs it\n")  # braces too
+    result = runner.invoke(cli, [*base, "-f", str(bracket)])
+    assert result.exit_code == 0 and "{Feature} Export to CSV" in result.output, result.output
+    for broken in ('{"title": "Export to CSV", "body": "x"', "{'title': 'Export'}", "{ }x"):
+        bracket.write_text(broken)  # JSON cut short, or Python's quotes: not taken as text
+        result = runner.invoke(cli, [*base, "-f", str(bracket)])
+        assert result.exit_code == 2 and "looks like JSON but is not valid" in result.output
     result = runner.invoke(cli, [*base, "--id", "PAW-101"])
     assert result.exit_code == 2 and "no backlog to look it up in" in result.output
 

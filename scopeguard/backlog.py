@@ -212,7 +212,9 @@ def read_backlog(path: str | Path, encoding: str | None = None,
     command takes an encoding, for the error's fix ("" when it takes none).
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise InputError(f"{path} is a directory. Fix: pass the backlog file in it.")
+    if not path.exists():  # a pipe (--from-file <(...)) or a device is read as a file
         raise InputError(f"{path}: backlog file not found. Fix: check the path.")
     suffix = path.suffix.lower()
     text = decode(path.read_bytes(), str(path), encoding, option)
@@ -229,7 +231,10 @@ def read_backlog(path: str | Path, encoding: str | None = None,
             raise InputError(f"{path}: not valid JSON ({exc}). Fix: a JSON list of "
                              "request objects, or use .jsonl with one object per line.") from None
         if not isinstance(data, list):
-            raise InputError(f"{path}: expected a JSON list of requests.")
+            raise InputError(f"{path}: expected a JSON list of requests, got "
+                             f"{type(data).__name__ if data is not None else 'null'}. Fix: put "
+                             "the requests in a list ([{...}, {...}]), or one object per line "
+                             "in a .jsonl file.")
         for n, item in enumerate(data, start=1):
             requests.append(request_from_dict(item, f"{path} item {n}"))
     else:

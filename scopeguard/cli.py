@@ -991,7 +991,7 @@ def _dataset(requests, products_dir, config, corpus_dir, split, target, texts=No
              option="--requests"):
     """(products, items, held-out products, protocol) from --corpus or --requests."""
     if corpus_dir and requests:
-        raise click.UsageError("give --corpus or --requests, not both.")
+        raise click.UsageError(f"give --corpus or {option}, not both.")
     if corpus_dir:
         from .corpus import leaks, load_corpus
 

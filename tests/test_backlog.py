@@ -116,6 +116,33 @@ def test_json_list_backlog(tmp_path):
         read_backlog(path)
 
 
+def test_a_backlog_path_that_is_not_a_list_file_says_the_fix(tmp_path):
+    """A JSON object, a directory: named with the fix; a pipe (--from-file <(...)) is read
+    as a file (it was 'backlog file not found')."""
+    import os
+    import threading
+
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"requests": [{"title": "t"}]}))
+    with pytest.raises(InputError, match="got dict. Fix: put the requests in a list"):
+        read_backlog(path)
+    with pytest.raises(InputError, match="is a directory. Fix: pass the backlog file"):
+        read_backlog(tmp_path)
+    with pytest.raises(InputError, match="backlog file not found"):
+        read_backlog(tmp_path / "none.jsonl")
+    pipe = tmp_path / "piped.jsonl"
+    os.mkfifo(pipe)
+
+    def send():
+        with open(pipe, "w") as out:
+            out.write('{"id": "1", "title": "Dark mode"}\n{"id": "2", "title": "SMS"}\n')
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    assert [r.title for r in read_backlog(pipe)] == ["Dark mode", "SMS"]
+    writer.join()
+
+
 def test_empty_and_huge_requests_refused():
     with pytest.raises(InputError, match="title and body are both empty"):
         check_request(Request(id="9", title=" ", body=""))

@@ -410,3 +410,17 @@ def test_ctrl_c_exits_130_and_keeps_the_last_report(runner, tmp_path, example_co
                                  str(tmp_path / "c.db"), "--model", "hashing"])
     assert result.exit_code == 130 and "interrupted" in result.stderr, result.output
     assert report.read_text() == "the last report\n"
+
+
+def test_fixes_name_the_commands_own_options(runner, tmp_path, example_config,
+                                              example_backlog):
+    """A bad --github names --github (was: set GITHUB_REPOSITORY); calibrate's clash names
+    --labels (was: --requests, which it has not)."""
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), *FAST, "--github", "not a repo"],
+                           env={"GITHUB_TOKEN": "ghp_" + "x" * 36})
+    assert result.exit_code == 2 and "--github OWNER/NAME" in result.output, result.output
+    result = runner.invoke(cli, ["calibrate", "--labels", str(example_backlog), "--corpus",
+                                 str(tmp_path)])
+    assert result.exit_code == 2 and "give --corpus or --labels, not both" in result.output, \
+        result.output

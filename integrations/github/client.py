@@ -197,7 +197,8 @@ def get_repository(client: Github, full_name: str) -> Repository:
     """The repository ``owner/name``, or a :class:`GitHubError` saying what to fix."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", full_name or ""):
         raise InputError(f"repository {full_name!r} is not of the form owner/name. "
-                         "Fix: set GITHUB_REPOSITORY (Actions sets it for you).")
+                         "Fix: name it as owner/name (--github OWNER/NAME on the command "
+                         "line; GITHUB_REPOSITORY, which Actions sets for you).")
     with github_errors(f"reading repository {full_name}", needs="issues: read"):
         return client.get_repo(full_name)
 

@@ -97,7 +97,9 @@ def describe(url: str, exc: BaseException) -> str:
         return (f"{where}: PostgreSQL cannot be reached ({text.strip()}). Fix: check that the "
                 "server runs and that the URL (--store, SCOPEGUARD_STORE) names its host, "
                 "port, user and database; webhooks get 503 meanwhile and their senders retry.")
-    return f"{where}: the PostgreSQL store failed ({kind}: {text.strip()}). Fix: see its log."
+    return (f"{where}: the PostgreSQL store failed ({kind}: {text.strip()}). Fix: check the "
+            "URL (--store, SCOPEGUARD_STORE); if it is right, the PostgreSQL server's log says "
+            "why.")
 
 
 class Database:

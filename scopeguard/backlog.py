@@ -88,6 +88,16 @@ def check_request(request: Request, where: str = "request") -> Request:
     return request
 
 
+def unclassifiable(request: Request) -> str:
+    """Why a tracker's request cannot be classified (empty, a title past the limit...), ""
+    if it can: an issue nobody can edit any more is skipped and said, not a stopped run."""
+    try:
+        check_request(request, "request")
+    except InputError as exc:  # "request 9: title is 5,000 characters (...). Fix: ..."
+        return str(exc).split(". Fix:")[0].split(": ", 1)[-1]
+    return ""
+
+
 _FIELD_LINE = r"^\s*(?:[*_]{{0,2}}){name}(?:[*_]{{0,2}})\s*:(?:[*_]{{0,2}})\s*(.+?)\s*$"
 _FORM_SECTION = r"^\s*#{{1,6}}\s*{name}\s*\n+\s*([^\n#]+?)\s*$"
 

@@ -513,6 +513,7 @@ def backtest(config, db, model, github, jira_project, jql, since, offline, fmt, 
     generalizable with accepted. Prints the agreement, the table of verdicts against
     decisions with the base rate, and the disagreements with links.
     """
+    from .backlog import unclassifiable
     from .backtest import render as render_backtest
     from .backtest import replay
     from .engine import Scopeguard
@@ -535,9 +536,16 @@ def backtest(config, db, model, github, jira_project, jql, since, offline, fmt, 
                                                     jql, False, None, quiet)
         if not quiet:
             click.echo(summary, err=True)
-    decided = [d for d in store.decided(source)
-               if not since or d.request.created_at[:10] >= since]
+    decided, unusable = [], []
+    for d in store.decided(source):
+        if since and d.request.created_at[:10] < since:
+            continue
+        broken = unclassifiable(d.request)  # a past issue nobody will edit: left out, said
+        (unusable.append(f"{d.request.id} ({broken})") if broken else decided.append(d))
     store.close()
+    if unusable:
+        click.echo(f"left out {len(unusable)} request(s) that cannot be classified: "
+                   f"{', '.join(unusable[:5])}{' ...' if len(unusable) > 5 else ''}", err=True)
     if not decided:
         raise ScopeguardError(f"{source}: no decided feature requests"
                               f"{' opened since ' + since if since else ''} to replay. Fix: "
@@ -744,7 +752,7 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
     """
     from dataclasses import replace as dc_replace
 
-    from .backlog import is_feature_request
+    from .backlog import is_feature_request, unclassifiable
     from .memo import AnalysisMemo
     from .runtime import db_path, open_scopeguard
 
@@ -763,6 +771,8 @@ def audit(config, db, model, from_file, encoding, github, labels, jira_project, 
     keep, skipped = [], []
     for item in items:
         ok, why = is_feature_request(item, guard.positioning.filters)
+        if ok and (broken := unclassifiable(item)):  # a tracker's issue: skipped and said
+            ok, why = False, f"cannot be classified: {broken}"
         (keep.append(item) if ok else skipped.append((item.id, why)))
     memo = None if recompute else AnalysisMemo(db_path(db))
     key = guard.report_key(keep, fmt, skipped) if memo is not None else ""

@@ -41,6 +41,12 @@ def test_github_audit_paginates_and_skips(runner, github, example_config, tmp_pa
     data = json.loads(result.output)
     assert len(data["requests"]) == 230
     assert [s["why"] for s in data["skipped"]] == ["has label 'bug'"]
+    # an issue with neither title nor body (nobody can fix it here): skipped, said, not a stop
+    github.add_issue(REPO, "", "", labels=["enhancement"])
+    result = run_audit(runner, example_config, tmp_path, env, "--github", REPO)
+    assert result.exit_code == 0, result.output
+    assert sorted(s["why"] for s in json.loads(result.output)["skipped"]) == [
+        "cannot be classified: title and body are both empty", "has label 'bug'"]
     pages = [r for r in github.requests if r.method == "GET" and r.path.endswith("/issues")]
     assert len(pages) >= 3
     assert TOKEN not in result.output + result.stderr

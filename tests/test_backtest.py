@@ -109,6 +109,14 @@ def test_backtest_cli_imports_then_replays(runner, example_config, tmp_path, git
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
     none = runner.invoke(cli, [*args, "--since", "2030-01-01", "--offline"], env={})
     assert none.exit_code == 2 and "no decided feature requests" in none.output
+    # a past issue with a title past the limit is left out and said, not a stopped run
+    long = github.add_issue(REPO, "Export " + "x" * 5000, "")
+    _close(github, long, "not_planned", "2025-07-01T10:00:00Z")
+    result = runner.invoke(cli, [*args, "--format", "json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["requests"] == 6
+    assert f"left out 1 request(s) that cannot be classified: #{long} (title is 5,007" in \
+        result.stderr
 
 
 @pytest.mark.model

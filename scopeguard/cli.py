@@ -174,6 +174,16 @@ def check(path: str | None, fast: bool, config: str | None, db: str | None,
         def similarity(a, b):
             return embedder.encode(list(a)) @ embedder.encode(list(b)).T
         findings = lint(positioning, similarity)
+    if positioning.calibration and positioning.calibration.lower() != "none":
+        from .calibration import head_for
+        from .errors import ConfigError
+        from .lint import Finding
+
+        try:  # the head it names must load: every other command would stop on it
+            head_for(positioning, "")
+        except ConfigError as exc:
+            findings.insert(0, Finding("error", "calibration", f"{exc.source}: {exc.problem}",
+                                       exc.fix or "fix the 'calibration' path."))
     for finding in findings:
         click.echo(finding.format(positioning.source), err=finding.level == "error")
     errors = sum(1 for f in findings if f.level == "error")
@@ -315,6 +325,15 @@ def _number(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if value != value:
         raise click.BadParameter("nan is not a number. Fix: give a number.", param=param)
     return value
+
+
+def _output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An ``--output`` path: "-" is standard output (None), as ``-f -`` is standard input;
+    an empty one names no file and is refused (it was taken as standard output)."""
+    if value == "":
+        raise click.BadParameter("'' names no file. Fix: give a path, or - for standard "
+                                 "output.", param=param)
+    return None if value == "-" else value
 
 
 def _init_paths(paths: tuple[str, ...], docs: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
@@ -499,8 +518,8 @@ def _import_history(positioning, db, github, jira_project, jql, full, limit, qui
                                               "tracker for what changed.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]),
               default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False),
-              help="Write the report here instead of standard output.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              callback=_output, help="Write the report here (- or none: standard output).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @friendly_errors
 def backtest(config, db, model, github, jira_project, jql, since, offline, fmt, output,
@@ -612,7 +631,11 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, backlog,
 
     store = HistoryStore(db_path(db))
     declined = [d for d in store.decided(source) if d.decision == "declined"]
+    known = store.sources()
     store.close()
+    if source and source not in known:  # a typo would leave out the whole history
+        raise ScopeguardError(f"--source {source}: not in {db_path(db)}. Fix: use one of "
+                              f"{', '.join(known) or 'none (import with scopeguard history)'}.")
     guard = open_scopeguard(config, db, model)
     if backlog:  # the open requests scopeguard itself would call one-off
         from .history import Decided
@@ -690,6 +713,12 @@ def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, position
     if len(sources) != 1:
         raise click.UsageError("give exactly one source. Fix: pass --from-file PATH, --github "
                                "OWNER/REPO, or --jira PROJECT (or --jql QUERY).")
+    if labels and not github:  # it would be ignored: the audit would cover more than asked
+        raise click.UsageError("--label selects GitHub issues (with --github). Fix: drop it, "
+                               "or filter the file or the JQL query instead.")
+    if encoding and not from_file:
+        raise click.UsageError("--encoding is for --from-file (trackers send UTF-8). Fix: "
+                               "drop it.")
     if from_file:
         items = read_backlog(from_file, encoding)
         if not items:  # a failed export, most likely: the last report stays as it was
@@ -731,8 +760,8 @@ def _fetch_backlog(from_file, github, labels, jira_project, jql, limit, position
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown", "html"]),
               default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Shortcut for --format json --quiet.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False),
-              help="Write the report here instead of standard output.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              callback=_output, help="Write the report here (- or none: standard output).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
 @click.option("--min-customers", type=click.IntRange(min=1),
               help="Distinct customers that make a cluster generalizable (default: the "
@@ -1357,7 +1386,7 @@ def serve(config, db, model, host, port, queue_path, store_url, workers, accepto
               help="The queue file of scopeguard serve, or its --store URL (PostgreSQL). "
                    "[env: SCOPEGUARD_QUEUE]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write the JSONL here instead of standard output.")
+              callback=_output, help="Write the JSONL here (- or none: standard output).")
 @friendly_errors
 def relabels(queue_path, output) -> None:
     """Export the scope labels people set on Jira issues, for 'scopeguard calibrate'.
@@ -1374,7 +1403,7 @@ def relabels(queue_path, output) -> None:
 
     found = read_relabels(queue_path)
     text = "".join(json_safe(json.dumps(row, ensure_ascii=False)) + "\n" for row in found.rows)
-    if output and output != "-":
+    if output:
         _not_an_input(output, "--output", queue_file=queue_path)
         _write_file(output, text)
     else:
@@ -1382,7 +1411,7 @@ def relabels(queue_path, output) -> None:
     counts = Counter(row["label"] for row in found.rows)
     by_label = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"
     differ = sum(row["label"] != row["predicted"] for row in found.rows)
-    where = f" to {output}" if output and output != "-" else ""
+    where = f" to {output}" if output else ""
     click.echo(f"wrote {len(found.rows)} people's labels{where} ({by_label}; {differ} differ "
                "from scopeguard's verdict).", err=True)
     if found.unresolved:

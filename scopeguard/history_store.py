@@ -105,5 +105,11 @@ class HistoryStore:
             found = dict(self.conn.execute(query, [source] if source else []).fetchall())
         return {d: found.get(d, 0) for d in ("accepted", "declined")}
 
+    def sources(self) -> list[str]:
+        """The sources imported into the store ("github:OWNER/REPO", "jira:PAW")."""
+        with self._lock:
+            rows = self.conn.execute("SELECT DISTINCT source FROM history ORDER BY source")
+            return [r[0] for r in rows.fetchall()]
+
     def close(self) -> None:
         self.conn.close()

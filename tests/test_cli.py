@@ -424,3 +424,30 @@ def test_fixes_name_the_commands_own_options(runner, tmp_path, example_config,
                                  str(tmp_path)])
     assert result.exit_code == 2 and "give --corpus or --labels, not both" in result.output, \
         result.output
+
+
+def test_options_that_would_be_ignored_or_misread_are_refused(runner, tmp_path, monkeypatch,
+                                                              example_config, example_backlog):
+    """-o - is standard output (it wrote a file named '-'), -o '' is refused (it printed);
+    --label or --encoding where they do nothing, a --source the store does not have, and a
+    calibration file that does not load are said, not ignored."""
+    base = ["audit", "-c", str(example_config), "--db", str(tmp_path / "c.db"), *FAST, "-q"]
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, [*base, "--from-file", str(example_backlog), "-o", "-"])
+    assert result.exit_code == 0 and result.output.startswith("id "), result.output[:200]
+    assert not (tmp_path / "-").exists()
+    result = runner.invoke(cli, [*base, "--from-file", str(example_backlog), "-o", ""])
+    assert result.exit_code == 2 and "names no file" in result.output
+    result = runner.invoke(cli, [*base, "--from-file", str(example_backlog), "--label", "x"])
+    assert result.exit_code == 2 and "--label selects GitHub issues" in result.output
+    result = runner.invoke(cli, [*base, "--jira", "PAW", "--encoding", "latin-1"])
+    assert result.exit_code == 2 and "--encoding is for --from-file" in result.output
+    result = runner.invoke(cli, ["suggest", "non-goals", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), *FAST, "--source", "github:typo/x",
+                                 "--backlog", str(example_backlog)])
+    assert result.exit_code == 2 and "--source github:typo/x: not in" in result.output
+    config = tmp_path / "scopeguard.yml"
+    config.write_text(example_config.read_text() + "calibration: heads/none.json\n")
+    result = runner.invoke(cli, ["check", str(config), "--fast"])
+    assert result.exit_code == 1 and "error: calibration:" in result.output
+    assert "calibration file not found" in result.output

@@ -258,6 +258,10 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
     if file:
         text = _read_stdin() if file == "-" else _read_file(file)
         stripped = text.strip()
+        if not stripped and not (title or body):
+            where = "standard input" if file == "-" else file
+            raise ScopeguardError(f"{where} is empty: no request in it. Fix: put the title on "
+                                  "its first line and the body below, or pass --title/--body.")
         if stripped.startswith("[") and stripped.endswith("]"):
             try:  # a JSON list is many requests; "[Feature] Export" is a title
                 many = json.loads(stripped)

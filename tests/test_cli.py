@@ -92,6 +92,11 @@ def test_classify_bad_input_errors(runner, tmp_path, example_config):
     base = ["classify", "-c", str(example_config), "--db", str(tmp_path / "c.db"), *FAST]
     result = runner.invoke(cli, base)
     assert result.exit_code == 2 and "no request given" in result.stderr
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    result = runner.invoke(cli, [*base, "-f", str(tmp_path / "empty.txt")])
+    assert result.exit_code == 2 and "empty.txt is empty" in result.stderr
+    result = runner.invoke(cli, [*base, "-f", "-"], input="")
+    assert result.exit_code == 2 and "standard input is empty" in result.stderr
     result = runner.invoke(cli, [*base, "-f", str(tmp_path / "missing.txt")])
     assert result.exit_code == 2 and "file not found" in result.stderr
     bad = tmp_path / "bad.json"

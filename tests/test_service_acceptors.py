@@ -111,6 +111,14 @@ def test_health_comes_from_the_main_process_or_says_it_does_not_answer(
         metrics = httpx.get(service.url + "/metrics", timeout=10)
         assert metrics.status_code == 200 and "scopeguard_queue_depth" in metrics.text
         assert httpx.get(service.url + "/nowhere", timeout=10).status_code == 404
+        # whichever process answers: a redirect names the client's host, HEAD has GET's
+        # length (relayed, they named a host of the relay's own and a length of 0)
+        for _ in range(12):
+            moved = httpx.get(service.url + "/healthz/", timeout=10)
+            assert moved.status_code == 307, moved.status_code
+            assert moved.headers["location"] == service.url + "/healthz"
+            head = httpx.head(service.url + "/healthz", timeout=10)
+            assert head.status_code == 200 and int(head.headers["content-length"]) > 50
         # the main process stopped (SIGSTOP): an acceptor does not answer for it
         os.kill(service.proc.pid, signal.SIGSTOP)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import select
 import socket
 import threading
@@ -223,6 +224,62 @@ def test_a_pipelined_request_trickled_after_a_quick_one_is_cut_off(guarded):
     assert lasted < 6
 
 
+def read_all(sock: socket.socket, seconds: float = 10) -> bytes:
+    """Everything the service sends until it closes the connection (or resets it)."""
+    received, sock_timeout = b"", time.monotonic() + seconds
+    sock.settimeout(seconds)
+    try:
+        while time.monotonic() < sock_timeout and (chunk := sock.recv(65536)):
+            received += chunk
+    except OSError:
+        pass
+    return received
+
+
+def test_headers_sent_without_end_are_refused_at_once(guarded):
+    """A header sent on and on (httptools joined its pieces anew at every read, holding
+    the event loop for seconds as it grew): refused once past 64 KB (h11 at 16 KB), long
+    before the request deadline, while /healthz answers at once."""
+    answer, began = b"", time.monotonic()
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
+        sock.sendall(b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):  # up to 4 MB, 64 KB at a time, reading what comes back
+                if select.select([sock], [], [], 0.01)[0]:
+                    break
+                sock.sendall(b"a" * 65536)
+        except OSError:  # the service closed the connection
+            pass
+        refused_after = time.monotonic() - began
+        assert guarded.get("/healthz").status_code == 200
+        answer = read_all(sock)
+    assert answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), answer[:200]
+    assert refused_after < 1.5  # the deadline is 2 s: not a 408
+
+
+def test_pipelined_webhooks_before_a_broken_request_each_get_their_answer(guarded):
+    """Two signed webhooks and a line that is no request, in one write: each webhook is
+    answered (202) and queued, then the broken one gets 400 and the connection closes
+    (httptools answered 400 alone: the queued webhook's 202 lost, the next one dropped,
+    an application error in the log)."""
+    from scopeguard.integrations.service.auth import sign
+
+    sent = b""
+    for n in (1, 2):
+        body = json.dumps(issue_event(f"PAW-8{n}")).encode()
+        sent += (b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nX-Hub-Signature: " + sign(SECRET, body).encode() +
+                 b"\r\nX-Atlassian-Webhook-Identifier: pipe-%s-%d\r\nContent-Length: %d"
+                 b"\r\n\r\n" % (guarded.url[-5:].encode(), n, len(body)) + body)
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
+        sock.sendall(sent + b"BROKEN\r\n\r\n")
+        received = read_all(sock)
+    assert re.findall(rb"HTTP/1.1 (\d{3})", received) == [b"202", b"202", b"400"], received
+    queued = {d for d in guarded.events() if d.startswith(f"pipe-{guarded.url[-5:]}-")}
+    assert len(queued) == 2
+    assert "Exception in ASGI application" not in guarded.log.read_text()
+
+
 def test_an_idle_kept_alive_connection_is_closed_quietly(guarded):
     with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -402,8 +459,9 @@ def test_the_deadline_protocol_still_fits_uvicorn():
     for name in ("connection_made", "data_received", "handle_events", "on_response_complete",
                  "connection_lost"):
         assert callable(getattr(h11_impl.H11Protocol, name))
-    for name in ("connection_made", "on_message_begin", "on_message_complete",
-                 "on_response_complete", "connection_lost"):
+    for name in ("connection_made", "on_message_begin", "on_headers_complete",
+                 "on_message_complete", "on_response_complete", "connection_lost",
+                 "data_received", "send_400_response"):
         assert callable(getattr(httptools_impl.HttpToolsProtocol, name))
     for module in (h11_impl, httptools_impl):
         cycle_fields = module.RequestResponseCycle.__init__.__code__.co_names

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -37,8 +38,13 @@ def forward_to(path: str, timeout: float = FORWARD_TIMEOUT) -> Callable[..., Any
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        request = (scope["method"].encode("latin-1") + b" " + target + b" HTTP/1.1\r\n"
-                   b"host: scopeguard\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        # the client's Host (a redirect's Location names it); HEAD asked as GET, so the
+        # answer's length is the one a GET gets (its body is dropped below)
+        host = dict(scope.get("headers") or []).get(b"host", b"")
+        host = host if re.fullmatch(rb"[!-~]{1,255}", host) else b"scopeguard"
+        method = b"GET" if scope["method"] == "HEAD" else scope["method"].encode("latin-1")
+        request = (method + b" " + target + b" HTTP/1.1\r\nhost: " + host +
+                   b"\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_unix_connection(path)

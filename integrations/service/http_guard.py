@@ -31,11 +31,25 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-_BODY = json.dumps({"error": "the request was not complete in time. Fix: send the whole "
-                             "request at once (webhook senders do)."}).encode()
-TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                    b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode()
-                    + b"\r\n\r\n" + _BODY)
+
+def _closing(status: bytes, error: str) -> bytes:
+    """A JSON answer that ends its connection."""
+    body = json.dumps({"error": error}).encode()
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: "
+            b"close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+TIMEOUT_RESPONSE = _closing(b"408 Request Timeout", "the request was not complete in time. "
+                            "Fix: send the whole request at once (webhook senders do).")
+# A request's line and headers: webhook senders send about 2 KB. httptools (unlike h11,
+# which refuses more than 16 KB) joins a header's pieces anew at every read, so a header
+# sent on without end held the event loop for seconds: refused past this, with 431.
+MAX_HEAD = 64 * 1024
+HEAD_TOO_LARGE = _closing(b"431 Request Header Fields Too Large", f"the request's line and "
+                          f"headers are larger than {MAX_HEAD // 1024} KB. Fix: send smaller "
+                          "headers (webhook senders send about 2 KB).")
+BAD_REQUEST = _closing(b"400 Bad Request", "the request could not be read as HTTP/1.1. Fix: "
+                       "send a well-formed request (webhook senders do).")
 
 
 class _Deadline:
@@ -173,6 +187,8 @@ def _httptools_protocol(request_timeout: float,
         _reading = False  # the parser is inside a request (begun, not yet complete)
         _begun_after: Any = None  # the cycle that was current when that request began
         _running: Any = None  # the cycle whose app was started last
+        _in_head, _head_bytes = False, 0  # inside a request's line and headers; their size
+        _closing_with: bytes | None = None  # a refused request's answer, sent after those owed
 
         # As with h11, the deadline runs exactly while the service waits on the client:
         # from a connection's opening or an answer's end until the next request is whole,
@@ -188,11 +204,55 @@ def _httptools_protocol(request_timeout: float,
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._reading, self._begun_after = True, self.cycle
+            self._in_head, self._head_bytes = True, 0
             self._sync()
 
         def on_headers_complete(self) -> None:
+            self._in_head = False
             super().on_headers_complete()
             self._sync()
+
+        # What the parser refuses (a request it cannot read, headers past MAX_HEAD) is
+        # answered after the answers owed to the requests before it on the connection,
+        # in order, then the connection closes; nothing after it is read. (uvicorn wrote
+        # its 400 at once and closed: an accepted webhook pipelined before it lost its
+        # 202, the next one its answer, and the app's write to the closed connection was
+        # logged as an error.)
+
+        def data_received(self, data: bytes) -> None:
+            if self._closing_with is not None:
+                return
+            counting = self._in_head  # a read wholly inside the head is counted
+            super().data_received(data)
+            if counting and self._in_head and self._closing_with is None:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD:
+                    self._close_after_answers(HEAD_TOO_LARGE)
+
+        def send_400_response(self, msg: str) -> None:  # uvicorn's, on a parser error
+            self._close_after_answers(BAD_REQUEST)
+
+        def _close_after_answers(self, answer: bytes) -> None:
+            self._closing_with = answer
+            self._disarm()
+            refused = self._pending()  # the refused request's cycle, if its headers were in
+            if refused is not None and not refused.response_complete:
+                refused.disconnected = True  # its app sees the client gone; sends nothing
+                refused.message_event.set()
+                kept = [(c, a) for c, a in self.pipeline if c is not refused]
+                self.pipeline.clear()
+                self.pipeline.extend(kept)
+            self._end_if_answered()
+
+        def _end_if_answered(self) -> None:
+            if self._closing_with is None or self.transport.is_closing():
+                return
+            owed = self.pipeline or any(
+                c is not None and not c.response_complete and not c.disconnected
+                for c in (self.cycle, self._running))
+            if not owed:
+                self.transport.write(self._closing_with)
+                self.transport.close()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
@@ -206,6 +266,7 @@ def _httptools_protocol(request_timeout: float,
         def on_response_complete(self) -> None:
             super().on_response_complete()  # may start a pipelined request
             self._sync(restart=True)  # from this answer, if the client is owed a request
+            self._end_if_answered()
 
         def _pending(self) -> Any:
             """The cycle of the request being read, once its headers are in."""
@@ -221,7 +282,8 @@ def _httptools_protocol(request_timeout: float,
             return not running or self._pending() is not None
 
         def _sync(self, restart: bool = False) -> None:
-            if self.transport.is_closing() or not self._waiting_on_client():
+            if self.transport.is_closing() or self._closing_with is not None or \
+                    not self._waiting_on_client():
                 self._disarm()
             elif self._deadline is None or restart:
                 self._disarm()

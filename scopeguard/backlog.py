@@ -18,6 +18,7 @@ from typing import Any
 
 from .clean import sound_text
 from .errors import InputError
+from .markup import plain
 from .positioning import LABELS, CustomerRule, Filters
 
 MAX_TITLE = 1_000
@@ -71,7 +72,7 @@ def check_request(request: Request, where: str = "request") -> Request:
     UTF-8 cannot carry (lone surrogates from a cut emoji) is repaired, not refused."""
     request = sound_request(request)
     rid = request.id.strip()
-    who = where if not rid or where.split()[-1] in (rid, f"#{rid}") else f"{where} {rid}"
+    who = where if not rid or where.split()[-1] in (rid, f"#{rid}") else f"{where} {plain(rid, 80)}"
     if not request.title.strip() and not request.body.strip():
         raise InputError(f"{who}: title and body are both empty. "
                          "Fix: give the request a title or a body.")

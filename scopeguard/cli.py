@@ -78,8 +78,10 @@ def friendly_errors(f):
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except ScopeguardError as exc:
-            error = click.ClickException(_redact(str(exc)))
+        except ScopeguardError as exc:  # it may repeat what a requester wrote (an id)
+            from .markup import no_controls
+
+            error = click.ClickException(no_controls(_redact(str(exc))))
             error.exit_code = 2
             raise error from None
         except sqlite3.Error as exc:  # the cache or queue file: a full disk, read-only

@@ -45,7 +45,8 @@ _MENTION = re.compile(r"(@|#(?=\d)|(?<![A-Za-z0-9])GH-(?=\d))")
 # Bare addresses a Markdown renderer would turn into links (and, for an issue's URL, into a
 # cross-reference on that issue): only scopeguard's own md_link makes links.
 # No word boundary before them: GitHub links "1https://..." and "_www.x" too.
-_AUTOLINK = re.compile(r"(?i)(?:https?|ftp)://|www\.")
+# What GitHub or Jira turn into a link (Jira's wiki also file:, mailto:, news:, nntp, irc).
+_AUTOLINK = re.compile(r"(?i)(?:https?|ftps?|nntp|irc)://|www\.|\b(?:file|mailto|news):")
 # What would start a block if the text began a line (a heading, a quote, a list item, a
 # setext underline): escaped at the start of any md_text, wherever it is put.
 _BLOCK_START = re.compile(r"^(#(?=#{0,5}(?:\s|$))|>|[-+](?=[\s-]|$)|=(?==*\s*$))"

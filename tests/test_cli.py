@@ -456,3 +456,16 @@ def test_options_that_would_be_ignored_or_misread_are_refused(runner, tmp_path, 
     result = runner.invoke(cli, ["check", str(config), "--fast"])
     assert result.exit_code == 1 and "error: calibration:" in result.output
     assert "calibration file not found" in result.output
+
+
+def test_an_error_repeating_a_requesters_id_carries_no_terminal_escapes(runner, tmp_path,
+                                                                        example_config):
+    """An id with an OSC title sequence, a colour and a bidi override, in a refused row:
+    the error names the row without them (they went to the terminal as they were)."""
+    backlog = tmp_path / "b.jsonl"
+    backlog.write_text(json.dumps({"id": "\x1b]0;pwned\x07\x1b[31mRED\u202eevil",
+                                   "title": "x" * 1200}) + "\n")
+    result = runner.invoke(cli, ["audit", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), *FAST, "--from-file", str(backlog)])
+    assert result.exit_code == 2 and "title is 1,200 characters" in result.output
+    assert "RED" in result.output and not {"\x1b", "\x07", "\u202e"} & set(result.output)

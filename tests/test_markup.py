@@ -71,6 +71,21 @@ def test_text_that_would_start_a_block_is_escaped_at_its_start(raw):
     assert md_text("=SUM(1)") == "=SUM(1)" and md_text("-x") == "-x"  # no block either
 
 
+def test_jira_links_of_other_schemes_and_emoticons_stay_text():
+    """Jira's wiki links file:, ftps, news, nntp, irc and mailto: too, and draws (/) or :)
+    as icons: none of them from what a requester wrote."""
+    from scopeguard.integrations.jira.format import to_wiki
+
+    raw = ("see file://host/x.exe ftps://e.example/p news://e.example/A nntp://n/x "
+           "irc://i/c mailto:boss (/) approved :) (x) (on)")
+    wiki = to_wiki("- " + md_text(raw))
+    for live in ("file:", "ftps://", "news:", "nntp://", "irc://", "mailto:", "(/)", ":)", "(x)",
+                 "(on)"):
+        assert live not in wiki, (live, wiki)
+    assert md_unescape(md_text(raw)).replace(ZWSP, "") == raw
+    assert "C:" in md_text("C:\\temp") and "(71%)" in to_wiki("core (71%)")
+
+
 def test_jira_wiki_shows_a_backslash_and_cannot_be_given_a_link():
     from scopeguard.integrations.jira.format import BACKSLASH, to_wiki
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from scopeguard.markup import md_unescape
+from scopeguard.markup import ZWSP, md_unescape
 
 # --- Markdown to wiki markup and ADF ---------------------------------------------------------
 
@@ -37,6 +37,9 @@ _WIKI_SPECIAL = re.compile(r"([*{}\[\]|^~+!#]|\?(?=\?)|(?<![A-Za-z0-9])[-_]|[-_]
 # A backslash cannot be escaped in wiki markup ("\\" is a line break): a requester's
 # backslash is shown as the reverse solidus operator, which looks the same.
 BACKSLASH = "\u29f5"
+# Jira's emoticons that escaping leaves whole ("(/) approved" showed a green tick): a
+# zero-width space after the opening character keeps them text.
+_EMOTICON = re.compile(r"\((?=(?:[yni/x?]|on|off|flag|flagoff)\))|[:;](?=[()PpD])", re.I)
 _MARKER_LINE = re.compile(r"^\s*<!--.*-->\s*$")
 _SEPARATOR = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
 
@@ -95,7 +98,8 @@ def _blocks(markdown: str) -> tuple[list[tuple[str, Any]], list[str]]:
 
 
 def _wiki_escape(text: str) -> str:
-    return _WIKI_SPECIAL.sub(r"\\\1", text.replace("\\", BACKSLASH))
+    escaped = _WIKI_SPECIAL.sub(r"\\\1", text.replace("\\", BACKSLASH))
+    return _EMOTICON.sub(lambda m: m.group(0) + ZWSP, escaped)
 
 
 def _inline(text: str) -> list[tuple[str, str, str]]:

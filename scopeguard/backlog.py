@@ -99,8 +99,10 @@ def unclassifiable(request: Request) -> str:
     return ""
 
 
-_FIELD_LINE = r"^\s*(?:[*_]{{0,2}}){name}(?:[*_]{{0,2}})\s*:(?:[*_]{{0,2}})\s*(.+?)\s*$"
-_FORM_SECTION = r"^\s*#{{1,6}}\s*{name}\s*\n+\s*([^\n#]+?)\s*$"
+# [ \t], not \s, around a line's parts (see clean.py: \s spans line breaks, and blank lines
+# by the thousand made the search quadratic)
+_FIELD_LINE = r"^[ \t]*(?:[*_]{{0,2}}){name}(?:[*_]{{0,2}})[ \t]*:(?:[*_]{{0,2}})[ \t]*(.+?)[ \t]*$"
+_FORM_SECTION = r"^[ \t]*#{{1,6}}[ \t]*{name}[ \t]*\n[ \t\n]*([^\n#]+?)[ \t]*$"
 
 
 def body_field(body: str, name: str) -> str:

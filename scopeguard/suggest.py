@@ -130,8 +130,8 @@ def not_written(text: str, suggestions: Sequence[Suggestion]) -> list[Suggestion
     """The ``suggestions`` an earlier ``--write`` did not already put into ``text``
     (commented out, or since uncommented: the same name line)."""
     return [s for s in suggestions
-            if not re.search(r"^\s*(#\s*)?- name: " + re.escape(_quoted(s.name)) + r"\s*$",
-                             text, re.M)]
+            if not re.search(r"^[ \t]*(#[ \t]*)?- name: " + re.escape(_quoted(s.name)) +
+                             r"[ \t]*$", text, re.M)]
 
 
 def insert_commented(text: str, suggestions: Sequence[Suggestion], when: str) -> str:

@@ -1,3 +1,5 @@
+import pytest
+
 from scopeguard.clean import clean_text, prepare
 
 TEMPLATE_BODY = """<!-- Please search existing issues first -->
@@ -70,3 +72,24 @@ def test_huge_body_is_capped_and_flagged():
     body = "word " * 100_000
     doc = prepare("T", body, chunk_words=100, overlap=0, max_chunks=5)
     assert len(doc.chunks) == 5 and doc.truncated and doc.words == 100_001
+
+
+@pytest.mark.parametrize("unit", ["\n", " \n", "\t\n", "- \n", "#\n", "Customer:\n", "h1.\n",
+                                  "**a**\n\n", "> \n"])
+def test_a_body_of_blank_lines_is_cleaned_in_linear_time(unit):
+    """GitHub takes 65,536 characters of body: blank lines by the thousand made the line
+    patterns (\\s spanning line breaks) scan to the end from every line, minutes per
+    request, in every run whose backlog held that issue. Far under a second now; the
+    bound leaves room for a slow machine, not for the quadratic (about 10 minutes). In a
+    process of its own: a regular expression holds the interpreter until it is done."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from scopeguard.backlog import body_field; "
+            "from scopeguard.clean import clean_text, prepare; "
+            f"b = ({unit!r} * 65536)[:65536]; clean_text(b); body_field(b, 'Customer'); "
+            "prepare('x', b)")
+    try:
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"cleaning 65,536 characters of {unit!r} took over 30 s")

@@ -131,8 +131,9 @@ def input_class(text: str) -> tuple[str, dict[str, int]]:
     return "responsiveness", counts
 
 
-_QUESTION = re.compile(r"^[^\w\n]*(?:is (?:it|there|that)|are there|can (?:i|you|we|it)|could (?:i|you|we|it)|"
-                       r"how (?:can|do|to)|would it be possible|does \w+ (?:support|have))\b",
+_QUESTION = re.compile(r"^[^\w\n]*(?:is (?:it|there|that)|are there|can (?:i|you|we|it)|"
+                       r"could (?:i|you|we|it)|how (?:can|do|to)|would it be possible|"
+                       r"does \w+ (?:support|have))\b",
                        re.I | re.M)
 
 

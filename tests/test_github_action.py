@@ -1547,3 +1547,32 @@ def test_a_relabels_file_outside_the_repository_is_refused(github, act, path):
     assert run.code == 2, run.stdout + run.stderr
     assert "input relabels-file" in _error(run) and "Fix:" in _error(run)
     assert not writes(run) and not github.repos["acme/other"].files
+
+
+def test_runner_files_that_cannot_be_written_are_said_not_a_traceback(github, act, tmp_path):
+    """A step summary that cannot be written is left out with a warning (the run goes on);
+    an outputs file that cannot be written is bad input, exit 2, before anything is done;
+    a bad event still exits 2 with its own error (the summary failed inside the failure,
+    as a traceback and exit 1)."""
+    number = new_issue(github)
+    folder = tmp_path / "not-a-file"
+    folder.mkdir()
+    run = act(issue_event(github, number), env_extra={"GITHUB_STEP_SUMMARY": str(folder)})
+    assert run.code == 0, run.stdout + run.stderr
+    assert "::warning::the job summary cannot be written" in run.stdout
+    assert "Traceback" not in run.stderr and github.issue_labels(REPO, number)
+    run = act(b'{"action": "opened"}', env_extra={"GITHUB_STEP_SUMMARY": str(folder)})
+    assert run.code == 2 and "Traceback" not in run.stderr, run.stdout + run.stderr
+    other = new_issue(github)
+    run = act(issue_event(github, other), env_extra={"GITHUB_OUTPUT": str(folder)})
+    assert run.code == 2 and "GITHUB_OUTPUT=" in _error(run) and "Traceback" not in run.stderr
+    assert not github.issue_labels(REPO, other) and not github.comments(REPO, other)
+
+
+def test_a_locked_issue_is_said_to_be_locked(github, act):
+    number = new_issue(github)
+    github.fail(403, method="POST", path=ISSUES + r"/\d+/comments",
+                body={"message": "Unable to create comment because issue is locked."})
+    run = act(issue_event(github, number))
+    assert run.code == 1 and "the issue is locked" in _error(run)
+    assert "permissions: issues: write" not in _error(run)

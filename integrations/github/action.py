@@ -401,6 +401,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     report = Report(env)  # scrubs the token from everything it writes
     try:
+        report.check_files()
         return run(Settings.from_env(env), report, env)
     except (InputError, ConfigError) as exc:  # the inputs, event or positioning file: 2
         return report.fail(str(exc), 2)

@@ -146,6 +146,10 @@ def translate(exc: BaseException, action: str, needs: str = "issues: write") -> 
                 f"GitHub rejected the token (401 {detail or 'Bad credentials'}) while {action}. "
                 "Fix: pass a valid token (the default `token: ${{ github.token }}`, or a "
                 "personal access token that has not expired).", 401)
+        if status == 403 and "locked" in detail.lower():
+            return GitHubPermissionError(
+                f"GitHub refused {action}: the issue is locked ({detail}). Fix: unlock the "
+                "issue to let scopeguard comment, or leave it (nothing else to change).", 403)
         if status == 403:
             return GitHubPermissionError(
                 f"GitHub refused {action} (403 {detail or 'Forbidden'}). Fix: give the workflow "

@@ -233,6 +233,20 @@ def _escape(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+_OUTPUT_FIX = ("GITHUB_OUTPUT={path} cannot be written, so the step's outputs (label, "
+               "confidence...) would be lost. Fix: leave GITHUB_OUTPUT as the runner sets it "
+               "(a writable file).")
+
+
+def _appendable(path: str) -> bool:
+    """Whether ``path`` can be opened to append to (made if missing, as the runner does)."""
+    try:
+        with open(path, "a", encoding="utf-8"):
+            return True
+    except OSError:
+        return False
+
+
 class Report:
     """GITHUB_OUTPUT, GITHUB_STEP_SUMMARY and workflow commands, with the tokens scrubbed.
 
@@ -273,14 +287,28 @@ class Report:
         """Something not done that the run could not fix (the rest of its work went on)."""
         self.log(f"::warning::{_escape(text)}")
 
+    def check_files(self) -> None:
+        """Before anything is done: an outputs file that cannot be written is bad input
+        (the next steps would miss the label); a summary that cannot be written is said
+        once and left out (the log has everything)."""
+        if self.summary_path and not _appendable(self.summary_path):
+            path, self.summary_path = self.summary_path, ""
+            self.warning(f"the job summary cannot be written (GITHUB_STEP_SUMMARY={path}): "
+                         "it is left out; the log has everything.")
+        if self.output_path and not _appendable(self.output_path):
+            raise InputError(_OUTPUT_FIX.format(path=self.output_path))
+
     def outputs(self, **values: str) -> None:
         """Step outputs; ``input_class`` is written as ``input-class``."""
         if not self.output_path:
             return
-        with open(self.output_path, "a", encoding="utf-8", errors="replace") as out:
-            for key, value in values.items():
-                value = self.scrub(str(value)).replace("\n", " ")
-                out.write(f"{key.replace('_', '-')}={value}\n")
+        try:
+            with open(self.output_path, "a", encoding="utf-8", errors="replace") as out:
+                for key, value in values.items():
+                    value = self.scrub(str(value)).replace("\n", " ")
+                    out.write(f"{key.replace('_', '-')}={value}\n")
+        except OSError:
+            raise InputError(_OUTPUT_FIX.format(path=self.output_path)) from None
 
     def summary(self, markdown: str) -> None:
         """Append to the job summary: each part clipped to a comment's limit, and the
@@ -296,8 +324,13 @@ class Report:
             if self.summary_size + size > SUMMARY_BYTES:
                 return
         self.summary_size += size
-        with open(self.summary_path, "a", encoding="utf-8", errors="replace") as out:
-            out.write(text)
+        try:
+            with open(self.summary_path, "a", encoding="utf-8", errors="replace") as out:
+                out.write(text)
+        except OSError as exc:  # never the run's failure: said once, then left out
+            path, self.summary_path = self.summary_path, ""
+            self.warning(f"the job summary cannot be written (GITHUB_STEP_SUMMARY={path}: "
+                         f"{exc.strerror or exc}): it is left out; the log has everything.")
 
     def done(self, done: Iterable[str]) -> int:
         """The summary's account of the writes made; the run's exit status (0)."""

@@ -1576,3 +1576,17 @@ def test_a_locked_issue_is_said_to_be_locked(github, act):
     run = act(issue_event(github, number))
     assert run.code == 1 and "the issue is locked" in _error(run)
     assert "permissions: issues: write" not in _error(run)
+
+
+def test_a_wrong_bot_login_fails_once_instead_of_a_comment_a_run(github, act):
+    """bot-login 'github-actions' (without [bot]): scopeguard could never find the comment
+    it posted, and each run added one more. The first run sees the comment's author, takes
+    its own new comment back, and exits 2 naming the login to set; nothing is labelled."""
+    number = new_issue(github)
+    for _ in range(2):
+        run = act(issue_event(github, number), **{"bot-login": "github-actions"})
+        assert run.code == 2, run.stdout + run.stderr
+        assert "set the bot-login input to github-actions[bot]" in _error(run)
+    assert github.comments(REPO, number) == [] and github.issue_labels(REPO, number) == []
+    run = act(issue_event(github, number), **{"bot-login": "github-actions[bot]"})
+    assert run.code == 0 and len(github.comments(REPO, number)) == 1

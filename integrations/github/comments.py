@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from github import GithubException
 
 from scopeguard import render
+from scopeguard.errors import InputError
 from scopeguard.markup import md_code, md_text
 
 from .errors import github_errors
@@ -147,6 +148,13 @@ def upsert_comment(issue: Any, thread: Thread, body: str) -> tuple[Any, str]:
     with github_errors(f"commenting on #{issue.number}"):
         if not thread.comments:
             created = issue.create_comment(body)
+            author = created.user.login if created.user else ""
+            if thread.login and author and author.lower() != thread.login.lower():
+                _delete(created)  # this run's own, just made: nothing else changes
+                raise InputError(
+                    f"scopeguard finds its comment as {thread.login}'s, but GitHub posts "
+                    f"it as {author}: every run would add one more. Fix: set the bot-login "
+                    f"input to {author} (or leave it empty for the workflow's own token).")
             # A POST that timed out after GitHub carried it out and was sent again, or a
             # run racing this one: another comment of scopeguard's own. The newest stays.
             fresh = read_thread(issue, thread.login) if thread.login else thread

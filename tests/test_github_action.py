@@ -227,7 +227,8 @@ def test_edit_updates_the_same_comment_and_replaces_scopeguards_older_label(gith
     stored["body"] = render.LABEL_MARKER.sub(
         f"<!-- scopeguard:label={older} confidence=0.500 -->", stored["body"])
     before = stored["body"]
-    github.set_issue(REPO, number, labels=[NAMES[older]],
+    github.set_issue(REPO, number, labels=[NAMES[older]], actor="github-actions[bot]")
+    github.set_issue(REPO, number,  # the requester's edit
                      body=FEATURE[1] + "\n\nIt should also work from the confirmation text.")
 
     run = act(issue_event(github, number, "edited"))
@@ -1590,3 +1591,27 @@ def test_a_wrong_bot_login_fails_once_instead_of_a_comment_a_run(github, act):
     assert github.comments(REPO, number) == [] and github.issue_labels(REPO, number) == []
     run = act(issue_event(github, number), **{"bot-login": "github-actions[bot]"})
     assert run.code == 0 and len(github.comments(REPO, number)) == 1
+
+
+def test_scopeguards_label_put_back_by_a_person_is_theirs_and_stays(github, act):
+    """A maintainer removes scopeguard's label and sets it again by hand (they decided the
+    same): a later run that would withhold its label (confidence under min-confidence)
+    kept removing it as scopeguard's own. A person's hand is read from the issue's
+    events before scopeguard removes its label; the label stays, noted as theirs."""
+    number = new_issue(github)
+    first = act(issue_event(github, number))
+    label = NAMES[first.outputs["label"]]
+    assert github.issue_labels(REPO, number) == [label]
+    github.set_issue(REPO, number, labels=[], actor="carol")
+    github.set_issue(REPO, number, labels=[label], actor="carol")
+    run = act(issue_event(github, number, "edited"), **{"min-confidence": "0.99"})
+    assert run.code == 0, run.stdout + run.stderr
+    assert github.issue_labels(REPO, number) == [label]
+    assert "Maintainer's label stands" in only_comment(github, number)["body"]
+    again = act(issue_event(github, number, "edited"), **{"min-confidence": "0.99"})
+    assert again.code == 0 and github.issue_labels(REPO, number) == [label]
+    # scopeguard's own label, never touched by a person, is still withheld as before
+    other = new_issue(github)
+    act(issue_event(github, other))
+    act(issue_event(github, other, "edited"), **{"min-confidence": "0.99"})
+    assert github.issue_labels(REPO, other) == []

@@ -59,7 +59,7 @@ from .comments import MaintainerLabel, compose, human_note, read_thread, upsert_
 from .errors import GitHubPermissionError, github_errors
 from .issues import fetch_open_issues, is_pull_request, issue_json, issue_to_request
 from .labels import check_label_name, ensure_labels, has_label, key_of, label_names, remove_label, scope_keys
-from .relabels import Relabels, RelabelsRefused
+from .relabels import Relabels, RelabelsRefused, set_by_person
 from .runner import Report, Settings, read_event
 
 CLASSIFY_ACTIONS = ("opened", "edited", "reopened", "labeled")
@@ -146,6 +146,9 @@ def classify_issue(ctx: Context, issue: Any, request: Request) -> int:
     human, correction = ctx.relabels.find(issue, request, on_issue, predicted, thread.human,
                                           own_login=ctx.login, leaning=thread.leaning,
                                           written_at=thread.written_at)
+    if not human and predicted in on_issue and (verdict.label != predicted or (
+            pending and verdict.needs_decision) or verdict.confidence < settings.min_confidence):
+        human = set_by_person(issue, predicted, names[predicted], ctx.login)  # else removed
     gated = bool(pending) and verdict.needs_decision and not human
     below = not human and not gated and verdict.confidence < settings.min_confidence
     report.outputs(label=verdict.label, confidence=f"{verdict.confidence:.3f}",

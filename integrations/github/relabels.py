@@ -177,6 +177,17 @@ class Relabels:
         return f"correction committed to {where} ({sha[:7]})" if sha else "already recorded"
 
 
+def set_by_person(issue: Any, key: str, name: str, own_login: str) -> MaintainerLabel | None:
+    """The scope label ``key`` (named ``name``) as a maintainer's when a person added it
+    last: scopeguard's predicted label put back by hand (or set by hand after one of its
+    label writes failed) is a decision that agrees, not scopeguard's own to remove. Asked
+    only before scopeguard would remove it (one call for the issue's events)."""
+    by, _ = labeller(issue, name)
+    if not by or is_bot(by) or (own_login and by.lower() == own_login.lower()):
+        return None
+    return MaintainerLabel(key, by)
+
+
 def labeller(issue: Any, name: str) -> tuple[str, str]:
     """Who last added the label ``name`` to ``issue``, and when (GitHub's ISO 8601 time),
     from its events (``("", "")`` if unknown)."""

@@ -101,15 +101,18 @@ def unclassifiable(request: Request) -> str:
 
 # [ \t], not \s, around a line's parts (see clean.py: \s spans line breaks, and blank lines
 # by the thousand made the search quadratic)
-_FIELD_LINE = r"^[ \t]*(?:[*_]{{0,2}}){name}(?:[*_]{{0,2}})[ \t]*:(?:[*_]{{0,2}})[ \t]*(.+?)[ \t]*$"
-_FORM_SECTION = r"^[ \t]*#{{1,6}}[ \t]*{name}[ \t]*\n[ \t\n]*([^\n#]+?)[ \t]*$"
+# (the value is taken to the line's end and trimmed in code: a lazy group before trailing
+# spaces backtracked over a long line)
+_FIELD_LINE = r"^[^\S\n]*(?:[*_]{{0,2}}){name}(?:[*_]{{0,2}})[^\S\n]*:(.+)$"
+_FORM_SECTION = r"^[^\S\n]*#{{1,6}}[^\S\n]*{name}[^\S\n]*\n[ \t\n]*([^\n#]+)$"
 
 
 def body_field(body: str, name: str) -> str:
     """The value of a ``Name: value`` line or an issue-form ``### Name`` section."""
     escaped = re.escape(name)
+    body = (body or "").replace("\r\n", "\n").replace("\r", "\n")
     for pattern in (_FIELD_LINE, _FORM_SECTION):
-        match = re.search(pattern.format(name=escaped), body or "", re.I | re.M)
+        match = re.search(pattern.format(name=escaped), body, re.I | re.M)
         if match:
             value = match.group(1).strip().strip("*_").strip()
             if value and value.lower() not in ("_no response_", "no response", "n/a", "none"):

@@ -26,20 +26,22 @@ _LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
 _URL = re.compile(r"https?://\S+")
 # Ticked boxes are template confirmations ("I searched the issues"); unticked ones may
 # list what is asked for, so only their box goes.
-# Line patterns (re.M) pad with [ \t], never \s: \s takes line breaks too, and a body of
+# Line patterns (re.M) pad with [^\S\n], never \s: \s takes line breaks too, and a body of
 # 30,000 blank lines then took minutes to clean (every line a start, every start a scan).
-_TICKED = re.compile(r"^[ \t]*[-*][ \t]*\[[xX]\].*$", re.M)
-_CHECKBOX = re.compile(r"^[ \t]*[-*][ \t]*\[ \][ \t]*", re.M)
-_QUOTE_HEADER = re.compile(r"^On .{0,200}wrote:[ \t]*$", re.M)
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.*?)[ \t]*#*[ \t]*$", re.M)
-_BOLD_LINE = re.compile(r"^[ \t]*\*\*([^*\n]{1,80})\*\*[ \t]*:?[ \t]*$", re.M)
+_TICKED = re.compile(r"^[^\S\n]*[-*][^\S\n]*\[[xX]\].*$", re.M)
+_CHECKBOX = re.compile(r"^[^\S\n]*[-*][^\S\n]*\[ \][^\S\n]*", re.M)
+_QUOTE_HEADER = re.compile(r"^On .{0,200}wrote:[^\S\n]*$", re.M)
+# A line's text is taken whole and trimmed in code (_line_text): a lazy group before
+# trailing spaces, or two runs of spaces side by side, backtracked over a long line.
+_HEADING = re.compile(r"^[^\S\n]{0,3}#{1,6}[^\S\n]+(.*)$", re.M)
+_BOLD_LINE = re.compile(r"^[^\S\n]*\*\*([^*\n]{1,80})\*\*[^\S\n]*(?::[^\S\n]*)?$", re.M)
 _INLINE_CODE = re.compile(r"`([^`\n]{1,80})`")
 _LOGLIKE = re.compile(r"^\s*(at |File \"|Traceback|\$ |>>> |\[\d{4}-\d\d-\d\d|\d{4}-\d\d-\d\dT)")
 # Jira wiki markup (Server/Data Center descriptions): code and quoted blocks go, headings
 # and link texts stay as words, images, mentions and colour tags go.
 _WIKI_BLOCK = re.compile(r"\{(code|noformat|quote)(?::[^}\n]*)?\}.*?(?:\{\1\}|\Z)", re.S | re.I)
-_WIKI_HEADING = re.compile(r"^[ \t]*h[1-6]\.[ \t]+(.*?)[ \t]*$", re.M)
-_WIKI_QUOTE_LINE = re.compile(r"^[ \t]*bq\.[ \t].*$", re.M)
+_WIKI_HEADING = re.compile(r"^[^\S\n]*h[1-6]\.[^\S\n]+(.*)$", re.M)
+_WIKI_QUOTE_LINE = re.compile(r"^[^\S\n]*bq\.[^\S\n].*$", re.M)
 _WIKI_IMAGE = re.compile(r"!(?:https?://[^\s!]+|[^\s!|]+\.(?:png|jpe?g|gif|svg|bmp|webp))"
                          r"(?:\|[^!\n]*)?!", re.I)
 _WIKI_LINK = re.compile(r"\[([^\]|\n]+)\|[^\]\n]+\]")
@@ -48,7 +50,7 @@ _WIKI_TAG = re.compile(r"\{(?:color|panel|anchor)(?::[^}\n]*)?\}", re.I)
 
 # Headings and prompts of common issue templates: the words of the template, not the request.
 _TEMPLATE_PHRASES = [
-    r"is your feature request related to a problem\??([ \t]*please describe\.?)?",
+    r"is your feature request related to a problem\??([^\S\n]*please describe\.?)?",
     r"describe the solution you'?d like\.?",
     r"describe alternatives you'?ve considered\.?",
     r"additional context\.?",
@@ -60,7 +62,7 @@ _TEMPLATE_PHRASES = [
     r"(problem|motivation|use case|summary|description|feature request|context):?",
     r"ex\. i'?m always frustrated when \[\.\.\.\]",
 ]
-_TEMPLATE = re.compile(r"^[ \t]*(" + "|".join(_TEMPLATE_PHRASES) + r")[ \t]*$", re.I | re.M)
+_TEMPLATE = re.compile(r"^[^\S\n]*(" + "|".join(_TEMPLATE_PHRASES) + r")[^\S\n]*$", re.I | re.M)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -72,6 +74,13 @@ def sound_text(text: str) -> str:
     if not _SURROGATE.search(text):
         return text
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _line_text(match: re.Match[str], closing: str = "") -> str:
+    """A heading's text as a sentence, or "" for a template's own heading (``closing``:
+    the characters that may close it, as Markdown's '## Title ##')."""
+    text = match.group(1).strip().rstrip(closing).strip()
+    return "" if _TEMPLATE.fullmatch(text) else text + "."
 
 
 def clean_text(text: str) -> str:
@@ -87,8 +96,7 @@ def clean_text(text: str) -> str:
     text = _WIKI_LINK.sub(r"\1", text)
     text = _WIKI_BARE.sub(" ", text)
     text = _WIKI_TAG.sub(" ", text)
-    text = _WIKI_HEADING.sub(lambda m: "" if _TEMPLATE.fullmatch(m.group(1))
-                             else m.group(1) + ".", text)
+    text = _WIKI_HEADING.sub(_line_text, text)
     text = _QUOTE_HEADER.sub("", text)
     # Quoted replies: lines starting with '>' quote someone else.
     text = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith(">"))
@@ -100,15 +108,14 @@ def clean_text(text: str) -> str:
     text = _TAG.sub(" ", text)
     text = _TICKED.sub("", text)
     text = _CHECKBOX.sub("", text)
-    text = _HEADING.sub(lambda m: "" if _TEMPLATE.fullmatch(m.group(1)) else m.group(1) + ".",
-                        text)
+    text = _HEADING.sub(lambda m: _line_text(m, closing="#"), text)
     text = _BOLD_LINE.sub(lambda m: "" if _TEMPLATE.fullmatch(m.group(1)) else m.group(1) + ".",
                           text)
     text = _TEMPLATE.sub("", text)
     text = _INLINE_CODE.sub(r"\1", text)
     text = re.sub(r"[*_]{2,}", "", text)
-    text = re.sub(r"[ \t]+", " ", text)
-    text = re.sub(r"\s*\n\s*", "\n", text)
+    text = re.sub(r"[^\S\n]+", " ", text)  # every space but a line break, then the breaks:
+    text = re.sub(r" ?\n\s*", "\n", text)  # linear (\s*\n\s* rescanned runs of \f or U+2028)
     return text.strip()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -251,7 +252,12 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
         raise ConfigError(source, "customer.source is 'field' but no field name is given.",
                           "add customer.field, e.g. 'field: Customer'.", key="customer.field")
     labels = {**Positioning.__dataclass_fields__["labels"].default_factory(),
-              **(data.get("labels") or {})}
+              **{k: v.strip() for k, v in (data.get("labels") or {}).items()}}
+    for key, name in labels.items():  # a tracker refuses them, or shows another label
+        if re.search(r"[\x00-\x1f\x7f]", name):
+            raise ConfigError(source, f"{name!r} has a line break or control character.",
+                              "write the label name on one line, e.g. 'scope: core'.",
+                              key=f"labels.{key}")
     if len(set(labels.values())) != len(labels):
         raise ConfigError(source, f"label names must differ, got {labels}.",
                           "give core, generalizable and one_off distinct names.", key="labels")

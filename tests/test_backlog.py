@@ -116,6 +116,14 @@ def test_json_list_backlog(tmp_path):
         read_backlog(path)
 
 
+def test_fields_are_read_across_windows_line_ends_and_long_lines():
+    from scopeguard.backlog import body_field
+
+    assert body_field("### Customer\r\n\r\nAcme Corp\r\n", "Customer") == "Acme Corp"
+    assert body_field("**Customer:** Acme  \r\nmore", "customer") == "Acme"
+    assert body_field("Customer: a" + " " * 5000 + "b", "Customer") == "a" + " " * 5000 + "b"
+
+
 def test_a_backlog_path_that_is_not_a_list_file_says_the_fix(tmp_path):
     """A JSON object, a directory: named with the fix; a pipe (--from-file <(...)) is read
     as a file (it was 'backlog file not found')."""

@@ -75,7 +75,9 @@ def test_huge_body_is_capped_and_flagged():
 
 
 @pytest.mark.parametrize("unit", ["\n", " \n", "\t\n", "- \n", "#\n", "Customer:\n", "h1.\n",
-                                  "**a**\n\n", "> \n"])
+                                  "**a**\n\n", "> \n", "\f", "\u2028", "\x85", "\u00a0",
+                                  "# a" + " " * 65_000 + "b", "**a**" + " " * 65_000 + "x",
+                                  "Customer: a" + " " * 65_000 + "b", "\r\n"])
 def test_a_body_of_blank_lines_is_cleaned_in_linear_time(unit):
     """GitHub takes 65,536 characters of body: blank lines by the thousand made the line
     patterns (\\s spanning line breaks) scan to the end from every line, minutes per

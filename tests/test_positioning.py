@@ -179,3 +179,12 @@ def test_the_needs_decision_threshold_is_set_in_the_file_as_documented():
         assert Rules.from_thresholds(loaded.thresholds).certainty == value
     with pytest.raises(ConfigError, match=r"thresholds.certainty: 2 is out of range"):
         parse_positioning({**MINIMAL, "thresholds": {"certainty": 2}})
+
+
+def test_label_names_are_trimmed_and_kept_on_one_line():
+    """'  scope: core  ' is the label 'scope: core' (the Action's label inputs were trimmed,
+    the file's were not); a line break in a name is refused, naming the key."""
+    p = parse_positioning({**MINIMAL, "labels": {"core": "  scope: core  "}})
+    assert p.labels["core"] == "scope: core"
+    with pytest.raises(ConfigError, match="labels.one_off: 'scope:\\\\none' has a line break"):
+        parse_positioning({**MINIMAL, "labels": {"one_off": "scope:\none"}})

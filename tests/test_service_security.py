@@ -374,6 +374,20 @@ def test_a_request_piped_behind_a_working_app_is_not_cut_off(slow_server):
     assert received.count(b"HTTP/1.1 200") == 2 and b"408" not in received, received[:300]
 
 
+def test_many_small_pipelined_requests_are_no_oversized_head(slow_server):
+    """9,000 pipelined GETs (about 300 KB, read in large pieces, each piece ending inside
+    the next request's head): each answered, none taken for a head past 64 KB (431)."""
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=30) as sock:
+        sock.sendall(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n" * 9000)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 9000:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            received += chunk
+    assert received.count(b"HTTP/1.1 200") == 9000 and b" 431 " not in received
+
+
 def test_a_request_half_sent_behind_a_working_app_is_cut_off_after_its_answer(slow_server):
     """The next request's clock starts when the previous answer ends: the slow app's 200
     comes first, then the half-sent request is cut off (with a 408 on httptools; h11,

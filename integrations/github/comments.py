@@ -154,7 +154,8 @@ def upsert_comment(issue: Any, thread: Thread, body: str) -> tuple[Any, str]:
                 raise InputError(
                     f"scopeguard finds its comment as {thread.login}'s, but GitHub posts "
                     f"it as {author}: every run would add one more. Fix: set the bot-login "
-                    f"input to {author} (or leave it empty for the workflow's own token).")
+                    f"input (SCOPEGUARD_GITHUB_LOGIN for scopeguard serve) to {author}, or "
+                    "leave it empty for the workflow's own token.")
             # A POST that timed out after GitHub carried it out and was sent again, or a
             # run racing this one: another comment of scopeguard's own. The newest stays.
             fresh = read_thread(issue, thread.login) if thread.login else thread

@@ -188,6 +188,7 @@ def _httptools_protocol(request_timeout: float,
         _begun_after: Any = None  # the cycle that was current when that request began
         _running: Any = None  # the cycle whose app was started last
         _in_head, _head_bytes = False, 0  # inside a request's line and headers; their size
+        _begun = 0  # requests begun on this connection (a read counted only inside one head)
         _closing_with: bytes | None = None  # a refused request's answer, sent after those owed
 
         # As with h11, the deadline runs exactly while the service waits on the client:
@@ -205,6 +206,7 @@ def _httptools_protocol(request_timeout: float,
             super().on_message_begin()
             self._reading, self._begun_after = True, self.cycle
             self._in_head, self._head_bytes = True, 0
+            self._begun += 1
             self._sync()
 
         def on_headers_complete(self) -> None:
@@ -222,9 +224,10 @@ def _httptools_protocol(request_timeout: float,
         def data_received(self, data: bytes) -> None:
             if self._closing_with is not None:
                 return
-            counting = self._in_head  # a read wholly inside the head is counted
+            counting, begun = self._in_head, self._begun  # a read wholly inside one head
             super().data_received(data)
-            if counting and self._in_head and self._closing_with is None:
+            if counting and self._in_head and self._begun == begun and \
+                    self._closing_with is None:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD:
                     self._close_after_answers(HEAD_TOO_LARGE)
@@ -236,6 +239,8 @@ def _httptools_protocol(request_timeout: float,
             self._closing_with = answer
             self._disarm()
             refused = self._pending()  # the refused request's cycle, if its headers were in
+            if refused is not None and refused.response_started:  # its answer has begun:
+                self._closing_with = b""  # only the close (as a deadline's _cut_off)
             if refused is not None and not refused.response_complete:
                 refused.disconnected = True  # its app sees the client gone; sends nothing
                 refused.message_event.set()
@@ -251,7 +256,8 @@ def _httptools_protocol(request_timeout: float,
                 c is not None and not c.response_complete and not c.disconnected
                 for c in (self.cycle, self._running))
             if not owed:
-                self.transport.write(self._closing_with)
+                if self._closing_with:
+                    self.transport.write(self._closing_with)
                 self.transport.close()
 
         def on_message_complete(self) -> None:

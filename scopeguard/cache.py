@@ -81,6 +81,11 @@ class EmbeddingCache:
         except sqlite3.DatabaseError as exc:
             raise _database_error(self.path, exc) from None
 
+    def busy(self, seconds: float) -> None:
+        """Wait at most ``seconds`` for a lock another process holds (30 by default)."""
+        with self._lock:
+            self.conn.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
+
     def get_many(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors for ``texts`` (by text), those that are present and sound.
 

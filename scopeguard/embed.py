@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -253,12 +253,35 @@ class CachedEmbedder:
         self.computed = 0
         self.hits = 0
         self.seen: set[str] = set()  # every text asked for (for EmbeddingCache.retain)
+        self.tolerant = False  # see tolerate()
+        self.cache_errors = 0
+
+    def tolerate(self, busy: float = 2.0) -> None:
+        """Go on without the cache when it cannot be read or written (locked by a process
+        that stalled holding it, a full disk): each text is embedded, a warning logged.
+        For the service, whose events must not wait on a cache; a command reports it and
+        stops instead. ``busy``: seconds to wait for a lock held by another process."""
+        self.tolerant = True
+        if self.cache is not None and hasattr(self.cache, "busy"):
+            self.cache.busy(busy)
+
+    def _cached(self, call: Any, *args: Any) -> Any:
+        """``call(*args)`` on the cache; when tolerant, None if it fails."""
+        try:
+            return call(*args)
+        except ScopeguardError as exc:
+            if not self.tolerant:
+                raise
+            self.cache_errors += 1
+            log.warning("embedding without the cache: %s", exc)
+            return None
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         texts = [sound_text(t) for t in texts]  # a lone surrogate cannot be hashed or read
         self.seen.update(texts)
         damaged = self.cache.damaged if self.cache is not None else 0
-        found = self.cache.get_many(self.model_id, texts) if self.cache is not None else {}
+        found = (self._cached(self.cache.get_many, self.model_id, texts)
+                 if self.cache is not None else None) or {}
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         self.hits += len(texts) - sum(1 for t in texts if t not in found)
         if progress and len(texts) > len(missing):
@@ -268,7 +291,7 @@ class CachedEmbedder:
             self.computed += len(missing)
             new = dict(zip(missing, vectors, strict=True))
             if self.cache is not None:
-                self.cache.put_many(self.model_id, new.items())
+                self._cached(self.cache.put_many, self.model_id, new.items())
             found.update(new)
         if len({v.shape[0] for v in found.values()}) > 1:
             self._replace_foreign(found, missing)
@@ -290,4 +313,4 @@ class CachedEmbedder:
         found.update(zip(wrong, vectors, strict=True))
         if self.cache is not None:
             self.cache.damaged += len(wrong)
-            self.cache.put_many(self.model_id, zip(wrong, vectors, strict=True))
+            self._cached(self.cache.put_many, self.model_id, zip(wrong, vectors, strict=True))

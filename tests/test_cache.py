@@ -176,3 +176,38 @@ def test_rows_whose_sizes_are_not_numbers_are_embedded_again(tmp_path):
     again = CachedEmbedder(HashingEmbedder(64), EmbeddingCache(str(path)))
     np.testing.assert_allclose(again.encode(texts), truth, atol=1e-6)
     assert again.computed == 2
+
+
+def test_a_locked_cache_stops_a_command_but_not_a_tolerant_embedder(tmp_path, caplog):
+    """Another process holding the cache's write lock (one that stalled mid-write) made the
+    service's events wait 30 s and fail, again and again: the service's embedder goes on
+    without the cache (a warning), while a command still stops and names the file."""
+    import sqlite3
+
+    import pytest
+
+    from scopeguard.errors import ScopeguardError
+
+    path = tmp_path / "cache.db"
+    EmbeddingCache(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+    try:
+        strict = EmbeddingCache(path)
+        strict.busy(0.1)
+        with pytest.raises(ScopeguardError, match=r"cache\.db: the embedding cache cannot be "
+                                                  r"used \(database is locked\)"):
+            CachedEmbedder(HashingEmbedder(), strict).encode(["alpha beta"])
+        tolerant = CachedEmbedder(HashingEmbedder(), EmbeddingCache(path))
+        tolerant.tolerate(busy=0.1)
+        with caplog.at_level("WARNING", logger="scopeguard"):
+            got = tolerant.encode(["alpha beta", "gamma"])
+        np.testing.assert_array_equal(got, HashingEmbedder().encode(["alpha beta", "gamma"]))
+        assert tolerant.cache_errors == 1 and tolerant.computed == 2
+        assert "embedding without the cache" in caplog.text and "locked" in caplog.text
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    again = tolerant.encode(["alpha beta"])  # the lock is gone: stored as before
+    assert tolerant.cache_errors == 1 and tolerant.cache.count() == 1
+    np.testing.assert_array_equal(again, got[:1])

@@ -213,19 +213,19 @@ def test_an_acceptor_failure_clears_as_the_main_process_own_does(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     assert pool.accept_error(file_ok=True) == ""
-    pool._apply("accept_error", 3, ("the disk is full", 0.0))
-    pool._apply("accept_error", 2, "")
+    pool.apply("accept_error", 3, ("the disk is full", 0.0))
+    pool.apply("accept_error", 2, "")
     assert pool.accept_error(file_ok=True) == "acceptor 3: the disk is full"
     assert [a.get("error") for a in pool.status()] == []  # none started in this test
     clock[0] += 12
-    pool._apply("accept_error", 3, ("the disk is full", 2.0))  # failed again 2 s ago
+    pool.apply("accept_error", 3, ("the disk is full", 2.0))  # failed again 2 s ago
     clock[0] += 8
     assert pool.accept_error(file_ok=True) == "acceptor 3: the disk is full"  # 10 s since
     clock[0] += 6
     assert pool.accept_error(file_ok=False) == "acceptor 3: the disk is full"
     assert pool.accept_error(file_ok=True) == ""
-    pool._apply("accept_error", 2, ("database is locked", 0.0))
-    pool._apply("accept_error", 2, "")  # its next webhook was queued
+    pool.apply("accept_error", 2, ("database is locked", 0.0))
+    pool.apply("accept_error", 2, "")  # its next webhook was queued
     assert pool.accept_error(file_ok=False) == ""
 
 

@@ -270,6 +270,33 @@ def test_in_process_threads_remain_available(tmp_path, jira, example_config):
         service.stop()
 
 
+def test_a_cache_locked_by_a_stalled_process_delays_no_event(tmp_path, jira, example_config):
+    """A process that stalled holding the embedding cache's write lock (seen once in CI: a
+    frozen worker) made the other worker's events wait 30 s, fail and retry for as long
+    as it stalled. The worker now embeds without the cache and says so."""
+    import sqlite3
+
+    jira.add_issue("PAW-9", *BOOSTER, customer="Riverside")
+    service = ServiceProcess(tmp_path, jira, example_config,
+                             {"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_MODEL": "hashing"},
+                             args=("--workers", "1"))
+    service.start()
+    holder = sqlite3.connect(tmp_path / "cache.db", isolation_level=None, timeout=30)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert service.post(issue_event("PAW-9"), delivery="lk-1").status_code == 202
+        service.wait(lambda: service.events()["lk-1"]["state"] == "done", timeout=25,
+                     what="the event, with the cache locked")
+        assert time.monotonic() - started < 20  # not 30 s of SQLite's busy wait, retried
+        assert service.events()["lk-1"]["attempts"] == 1
+        assert len(jira.comments["PAW-9"]) == 1
+        assert "embedding without the cache" in service.log_text()
+    finally:
+        holder.close()
+        service.stop()
+
+
 def test_demand_counts_what_every_worker_classified(tmp_path, jira, example_config):
     """Four clinics ask the same thing, one after another, so the two workers share the
     events: the last verdict counts every clinic, whichever worker stored them."""
@@ -424,11 +451,11 @@ def test_the_pool_keeps_each_trackers_newest_report():
     pool = WorkerPool(ServiceSettings(), 2, Metrics(), lambda pid: 0, "info", [])
     try:
         rejected = "Jira rejected the credentials (401) while reading issue PAW-1."
-        pool._apply("reach", 1, ("jira", 20.0, rejected))
-        pool._apply("reach", 2, ("jira", 10.0, ""))  # older, read after: dropped
-        pool._apply("reach", 2, ("github", 30.0, ""))  # GitHub's success: Jira's stays
+        pool.apply("reach", 1, ("jira", 20.0, rejected))
+        pool.apply("reach", 2, ("jira", 10.0, ""))  # older, read after: dropped
+        pool.apply("reach", 2, ("github", 30.0, ""))  # GitHub's success: Jira's stays
         assert pool.reach == {"jira": (20.0, rejected), "github": (30.0, "")}
-        pool._apply("reach", 2, ("jira", 25.0, ""))  # a newer Jira success clears it
+        pool.apply("reach", 2, ("jira", 25.0, ""))  # a newer Jira success clears it
         assert pool.reach["jira"] == (25.0, "")
     finally:
         pool.stopping.set()

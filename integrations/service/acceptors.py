@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import multiprocessing
 import os
 import shutil
 import signal
@@ -38,8 +37,8 @@ from typing import Any
 
 from scopeguard.errors import ScopeguardError
 
+from .children import Channel, Children
 from .forward import forward_to
-from .pool import Channel, drain
 from .settings import ServiceSettings
 
 log = logging.getLogger("scopeguard.serve")
@@ -85,7 +84,7 @@ def _shared(family: int, kind: int, proto: int, address: Any) -> socket.socket:
     return sock
 
 
-class AcceptorPool:
+class AcceptorPool(Children):
     """The acceptor processes ``2..count`` of a service (the main process is number 1).
 
     Args:
@@ -94,52 +93,41 @@ class AcceptorPool:
         private: the Unix socket path where the main process answers forwarded requests.
     """
 
+    kind = "acceptor"
+    every = 0.25
+
     def __init__(self, service: Any, count: int, first: socket.socket, private: str,
                  log_level: str, secrets: Sequence[str]) -> None:
-        self.context = multiprocessing.get_context("spawn")
+        super().__init__()
         self.service, self.first, self.private = service, first, private
         self.settings = replace(service.settings, acceptors=1)
         self.numbers = range(2, count + 1)
         self.log_level, self.secrets = log_level, list(secrets)
-        self.channels: dict[int, Channel] = {}
-        self.processes: dict[int, Any] = {}
         self.webhooks: dict[int, int] = {}  # answered by each acceptor, all its lives
         self.told: dict[int, str] = {}  # the error each was last told
         self.failing: dict[int, tuple[str, float]] = {}  # why one could not queue, and when
         self._failing_lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._lock = threading.Lock()
         self._backoff: dict[int, float] = {}  # the delay before its last restart
         self.started: dict[int, float] = {}
-        self.restarting: set[int] = set()
-        self._monitor = threading.Thread(target=self._watch, name="scopeguard-acceptors",
-                                         daemon=True)
 
-    def start(self) -> None:
-        for number in self.numbers:
-            self._spawn(number)
-        self._monitor.start()
+    def start(self, numbers: Any = None) -> None:
+        super().start(self.numbers if numbers is None else numbers)
 
-    def _spawn(self, number: int) -> None:
+    def spawn_process(self, number: int, conn: Any) -> Any:
         sock = add_acceptor(self.first)
-        ours, theirs = self.context.Pipe(duplex=True)
-        process = self.context.Process(
-            target=acceptor_main, name=f"scopeguard-acceptor-{number}", daemon=True,
-            args=(self.settings, number, sock, self.private, self.log_level, self.secrets,
-                  theirs))
-        process.start()
-        theirs.close()
-        sock.close()  # the acceptor holds its copy: the kernel's group loses it at its death
-        old = self.channels.get(number)
-        self.channels[number] = Channel(ours)
-        if old is not None:
-            old.conn.close()
-        self.processes[number] = process
+        try:
+            process = self.context.Process(
+                target=acceptor_main, name=f"scopeguard-acceptor-{number}", daemon=True,
+                args=(self.settings, number, sock, self.private, self.log_level, self.secrets,
+                      conn))
+            process.start()
+        finally:  # the acceptor holds its copy: the kernel's group loses it at its death
+            sock.close()
         self.told.pop(number, None)
         with self._failing_lock:
             self.failing.pop(number, None)
         self.started[number] = time.monotonic()
-        log.info("acceptor %d started (pid %d)", number, process.pid)
+        return process
 
     def status(self) -> list[dict[str, Any]]:
         """Each acceptor for ``/healthz``: its pid, whether it runs, webhooks it answered."""
@@ -160,26 +148,14 @@ class AcceptorPool:
                     return f"acceptor {number}: {error}"
         return ""
 
-    def _watch(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self._drain(0.25)
-                error = self.service.error
-                for number, channel in list(self.channels.items()):
-                    if self.told.get(number) != error and channel.send(("error", error)):
-                        self.told[number] = error
-                with self._lock:
-                    for number, process in list(self.processes.items()):
-                        if not process.is_alive() and not self.stopping.is_set():
-                            self._died(number, process)
-            except Exception:  # noqa: BLE001 - the monitor must outlive any one message
-                log.exception("the acceptor monitor hit an error; it goes on")
-                self.stopping.wait(0.5)
+    def tick(self) -> None:
+        """The main process's error (a model that did not load) to each acceptor, once."""
+        error = self.service.error
+        for number, channel in list(self.channels.items()):
+            if self.told.get(number) != error and channel.send(("error", error)):
+                self.told[number] = error
 
-    def _drain(self, timeout: float) -> None:
-        drain(self.channels, timeout, self._apply, self.stopping)
-
-    def _apply(self, kind: str, number: int, data: Any) -> None:
+    def apply(self, kind: str, number: int, data: Any) -> None:
         if kind == "wake":
             self.service.wake.set()
         elif kind == "metrics":
@@ -198,47 +174,18 @@ class AcceptorPool:
         elif kind == "failed":
             log.error("%s", data)
 
-    def _died(self, number: int, process: Any) -> None:
-        if number in self.restarting:  # its restart is waiting already
-            return
-        self.restarting.add(number)
+    def died(self, number: int, process: Any) -> float:
         ran = time.monotonic() - self.started.get(number, 0.0)
         delay = 1.0 if ran > 60 else min(30.0, self._backoff.get(number, 0.5) * 2)
         self._backoff[number] = delay
         log.error("acceptor %d (pid %s) stopped with exit code %s; the other processes take "
                   "the webhooks; restarting it in %.0fs", number, process.pid,
                   process.exitcode, delay)
+        return delay
 
-        def restart() -> None:
-            if self.stopping.wait(delay):
-                return
-            with self._lock:
-                try:
-                    self._spawn(number)
-                except OSError as exc:  # tried again at the monitor's next look
-                    log.error("acceptor %d could not be started again: %s", number, exc)
-                finally:
-                    self.restarting.discard(number)
-
-        threading.Thread(target=restart, daemon=True).start()
-
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 30, before: Any = None) -> None:
         """Stop every acceptor (each answers what it holds first), then take its counts."""
-        self.stopping.set()
-        for channel in list(self.channels.values()):
-            channel.send(("stop",))
-        deadline = time.monotonic() + timeout
-        for process in self.processes.values():
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
-                log.warning("acceptor pid %d did not stop in %.0fs: killed", process.pid,
-                            timeout)
-                process.kill()
-                process.join(5)
-        self._monitor.join(2)
-        self._drain(0.1)
-        for channel in self.channels.values():
-            channel.conn.close()
+        super().stop(timeout)
         shutil.rmtree(os.path.dirname(self.private), ignore_errors=True)  # the private dir
 
 

@@ -167,6 +167,8 @@ class Service:
             self.guard = open_scopeguard(positioning=self.positioning, db=self.settings.db,
                                          model=self.settings.model, embedder=self._embedder())
             self._warm_up()
+            if hasattr(self.guard.embedder, "tolerate"):  # a locked cache delays no event
+                self.guard.embedder.tolerate(busy=2.0)
             torch = sys.modules.get("torch")
             if torch is not None and self.settings.torch_threads:
                 # One request per inference: intra-op threads only spin against the event

@@ -28,8 +28,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import math
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import threading
@@ -38,25 +36,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from .children import Channel, Children
 from .metrics import Metrics
 from .settings import ServiceSettings
 
 log = logging.getLogger("scopeguard.serve")
-
-
-class Channel:
-    """One end of a worker's pipe, safe to send on from several threads."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn, self.lock = conn, threading.Lock()
-
-    def send(self, message: tuple) -> bool:
-        with self.lock:
-            try:
-                self.conn.send(message)
-                return True
-            except (OSError, EOFError, ValueError):  # the other end is gone
-                return False
 
 
 class ForwardedMetrics:
@@ -70,23 +54,6 @@ class ForwardedMetrics:
 
     def observe(self, name: str, seconds: float) -> None:
         self.channel.send(("observe", self.number, (name, seconds)))
-
-
-def drain(channels: dict[int, Channel], timeout: float, apply: Any,
-          stopping: threading.Event) -> None:
-    """Apply every message waiting on the children's pipes (up to ``timeout`` seconds for
-    the first); a pipe at end of file is closed (its child died: the liveness check
-    starts it again)."""
-    open_ = [c.conn for c in list(channels.values()) if not c.conn.closed]
-    if not open_:
-        stopping.wait(timeout)
-        return
-    for conn in multiprocessing.connection.wait(open_, timeout):
-        try:
-            while conn.poll():
-                apply(*conn.recv())
-        except (OSError, EOFError):
-            conn.close()
 
 
 class Wake:
@@ -111,7 +78,7 @@ class Wake:
                 channel.send(("wake",))
 
 
-class WorkerPool:
+class WorkerPool(Children):
     """``count`` worker processes over ``settings.queue``, watched and restarted.
 
     Args:
@@ -121,16 +88,15 @@ class WorkerPool:
         log_level, secrets: the workers' logging, scrubbed like the parent's.
     """
 
+    kind = "worker"
+
     def __init__(self, settings: ServiceSettings, count: int, metrics: Metrics,
                  release: Any, log_level: str, secrets: Sequence[str]) -> None:
-        self.context = multiprocessing.get_context("spawn")
+        super().__init__()
         self.settings = replace(settings, workers=1)
         self.count, self.metrics, self.release = count, metrics, release
         self.log_level, self.secrets = log_level, list(secrets)
-        self.channels: dict[int, Channel] = {}  # the parent's end of each worker's pipe
-        self.stopping = threading.Event()
         self.wake = Wake(self)  # after stopping: its thread reads it
-        self.processes: dict[int, Any] = {}
         self.ready: set[int] = set()
         self.errors: dict[int, str] = {}
         self.queue_errors: dict[int, str] = {}
@@ -138,29 +104,17 @@ class WorkerPool:
         # tracker: (when, why) of the newest report of any worker (see Worker.reach)
         self.reach: dict[str, tuple[float, str]] = {}
         self.restarts = 0
-        self._backoff: dict[int, tuple[float, float]] = {}  # number: (delay, died at)
-        self._lock = threading.Lock()  # the liveness check and a restart's spawn
-        self._monitor = threading.Thread(target=self._watch, name="scopeguard-pool",
-                                         daemon=True)
+        self._backoff: dict[int, tuple[float, float]] = {}  # number: (delay, restarted at)
 
-    def start(self) -> None:
-        for number in range(1, self.count + 1):
-            self._spawn(number)
-        self._monitor.start()
+    def start(self, numbers: Any = None) -> None:
+        super().start(range(1, self.count + 1) if numbers is None else numbers)
 
-    def _spawn(self, number: int) -> None:
-        ours, theirs = self.context.Pipe(duplex=True)
+    def spawn_process(self, number: int, conn: Any) -> Any:
         process = self.context.Process(
             target=worker_main, name=f"scopeguard-worker-{number}", daemon=True,
-            args=(self.settings, number, self.log_level, self.secrets, theirs))
+            args=(self.settings, number, self.log_level, self.secrets, conn))
         process.start()
-        theirs.close()  # the worker holds it: when the worker dies, ours reads EOF
-        old = self.channels.get(number)
-        self.channels[number] = Channel(ours)
-        if old is not None:
-            old.conn.close()
-        self.processes[number] = process
-        log.info("worker %d started (pid %d)", number, process.pid)
+        return process
 
     # --- what the accepting process reads ----------------------------------------------
 
@@ -180,23 +134,7 @@ class WorkerPool:
 
     # --- the monitor thread --------------------------------------------------------------
 
-    def _watch(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self._drain(0.5)
-                with self._lock:
-                    for number, process in list(self.processes.items()):
-                        if process.is_alive() or self.stopping.is_set():
-                            continue
-                        self._died(number, process)
-            except Exception:  # noqa: BLE001 - the monitor must outlive any one message
-                log.exception("the worker monitor hit an error; it goes on")
-                self.stopping.wait(0.5)
-
-    def _drain(self, timeout: float) -> None:
-        drain(self.channels, timeout, self._apply, self.stopping)
-
-    def _apply(self, kind: str, number: int, data: Any) -> None:
+    def apply(self, kind: str, number: int, data: Any) -> None:
         if kind == "inc":
             name, value, labels = data
             self.metrics.inc(name, value, **labels)
@@ -220,18 +158,15 @@ class WorkerPool:
         elif kind == "known":
             self.known[number] = int(data)
 
-    def _died(self, number: int, process: Any) -> None:
+    def died(self, number: int, process: Any) -> float:
         self.ready.discard(number)
         self.queue_errors.pop(number, None)
-        delay, died_at = self._backoff.get(number, (0.5, 0.0))
-        now = time.monotonic()
-        if died_at == -1.0:  # waiting out its delay already
-            return
+        delay, restarted_at = self._backoff.get(number, (0.5, 0.0))
         if number in self.errors:  # it could not start: the cause is on /healthz already
             delay = 30.0
         else:
-            delay = min(30.0, delay * 2) if now - died_at < 60 else 1.0
-        self._backoff[number] = (delay, -1.0)
+            delay = min(30.0, delay * 2) if time.monotonic() - restarted_at < 60 else 1.0
+        self._backoff[number] = (delay, restarted_at)
         self.restarts += 1
         self.metrics.inc("scopeguard_worker_restarts_total")
         # Exit code 0: it was told to stop (a SIGTERM sent to the whole group, as systemd
@@ -244,34 +179,14 @@ class WorkerPool:
             self.release(process.pid)
         except Exception as exc:  # noqa: BLE001 - their leases expire anyway
             log.warning("could not queue worker %d's events again: %s", number, exc)
+        return delay
 
-        def restart() -> None:
-            if self.stopping.wait(delay):
-                return
-            with self._lock:  # the monitor sees the new process, never the dead one again
-                self._spawn(number)
-                self._backoff[number] = (delay, time.monotonic())
+    def restarted(self, number: int, ok: bool) -> None:
+        self._backoff[number] = (self._backoff.get(number, (0.5, 0.0))[0], time.monotonic())
 
-        threading.Thread(target=restart, daemon=True).start()
-
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 30, before: Any = None) -> None:
         """Stop every worker after its current event; kill those that do not stop in time."""
-        self.stopping.set()
-        self.wake.pending.set()  # ends the wake thread
-        for channel in list(self.channels.values()):
-            channel.send(("stop",))
-        deadline = time.monotonic() + timeout
-        for process in self.processes.values():
-            process.join(max(0.0, deadline - time.monotonic()))
-        for process in self.processes.values():
-            if process.is_alive():
-                log.warning("worker pid %d did not stop in %.0fs: killed", process.pid, timeout)
-                process.kill()
-                process.join(5)
-        self._monitor.join(2)
-        self._drain(0.1)
-        for channel in self.channels.values():
-            channel.conn.close()
+        super().stop(timeout, before=self.wake.pending.set)  # ends the wake thread
 
 
 def workers_lock(queue_path: str) -> str:

@@ -1,0 +1,90 @@
+"""The monitor that the worker pool and the acceptor processes share (real processes)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from scopeguard.integrations.service.children import Children
+
+
+class Sleepers(Children):
+    """Children that sleep a moment and exit; the second start fails (fork refused)."""
+
+    kind = "sleeper"
+    every = 0.05
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts, self.deaths, self.after = 0, [], []
+
+    def spawn_process(self, number: int, conn: Any) -> Any:
+        self.starts += 1
+        if self.starts == 2:
+            raise OSError(11, "Resource temporarily unavailable")
+        process = self.context.Process(target=time.sleep, args=(0.05,), daemon=True)
+        process.start()
+        return process
+
+    def apply(self, kind: str, number: int, data: Any) -> None:
+        pass
+
+    def died(self, number: int, process: Any) -> float:
+        self.deaths.append((number, process.pid))
+        return 0.05
+
+    def restarted(self, number: int, ok: bool) -> None:
+        self.after.append(ok)
+
+
+def wait(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_child_whose_restart_fails_is_started_again_at_the_next_look(caplog):
+    """A restart refused by the system (EAGAIN from fork: too many processes) is logged and
+    tried again; the worker pool's restart thread used to die of it, leaving no worker."""
+    pool = Sleepers()
+    with caplog.at_level(logging.ERROR, logger="scopeguard.serve"):
+        pool.start([1])
+        try:
+            wait(lambda: pool.starts >= 3)
+            first = pool.deaths[0][1]
+            wait(lambda: len(pool.after) >= 2)
+        finally:
+            pool.stop(5)
+    assert pool.after[:2] == [False, True]
+    # the dead child was found twice (once before the refused start, once after), once each
+    assert [pid for _, pid in pool.deaths[:2]] == [first, first]
+    assert "sleeper 1 could not be started again: [Errno 11]" in caplog.text
+    assert not any(p.is_alive() for p in pool.processes.values())
+
+
+def test_a_dead_child_is_restarted_once_while_its_delay_runs():
+    """The monitor looks every 50 ms; a restart waiting out its delay is not doubled."""
+
+    class Slow(Sleepers):
+        def spawn_process(self, number: int, conn: Any) -> Any:
+            self.starts += 1
+            process = self.context.Process(target=time.sleep, args=(0.01,), daemon=True)
+            process.start()
+            return process
+
+        def died(self, number: int, process: Any) -> float:
+            super().died(number, process)
+            return 2.0
+
+    pool = Slow()
+    pool.start([1, 2])
+    try:
+        wait(lambda: len(pool.deaths) >= 2)
+        time.sleep(0.5)  # ten looks of the monitor inside the delay
+        assert sorted(n for n, _ in pool.deaths) == [1, 2] and pool.starts == 2
+        wait(lambda: pool.starts >= 4)
+    finally:
+        pool.stop(5)
+    assert sorted(n for n, _ in pool.deaths[:2]) == [1, 2]

@@ -131,6 +131,9 @@ class FakeGitHub(LoopbackServer):
         self.app = app
         self.app_slug = app_slug
         self.actor = login  # who the request being handled authenticated as
+        # Accounts whose GitHub type is not what their login says (a bot without "[bot]",
+        # as Copilot's coding agent): login -> "Bot" / "User".
+        self.user_types: dict[str, str] = {}
         self.installation_tokens: dict[str, int] = {}
         self.login = login
         self.prefix = prefix.rstrip("/")
@@ -290,7 +293,8 @@ class FakeGitHub(LoopbackServer):
         return f"{self.base_url}{path}"
 
     def _user(self, login: str, kind: str | None = None) -> dict[str, Any]:
-        kind = kind or ("Bot" if login.endswith("[bot]") else "User")
+        kind = kind or self.user_types.get(login) or (
+            "Bot" if login.endswith("[bot]") else "User")
         return {"login": login, "id": abs(hash(login)) % 10**8, "type": kind,
                 "url": self._url(f"/users/{quote(login)}"),
                 "html_url": f"https://github.com/{quote(login)}"}

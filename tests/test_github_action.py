@@ -1615,3 +1615,19 @@ def test_scopeguards_label_put_back_by_a_person_is_theirs_and_stays(github, act)
     act(issue_event(github, other))
     act(issue_event(github, other, "edited"), **{"min-confidence": "0.99"})
     assert github.issue_labels(REPO, other) == []
+
+
+def test_scopeguards_label_put_back_by_a_bot_without_bot_in_its_login_is_no_persons(
+        github, act):
+    """An account of type Bot whose login lacks "[bot]" (Copilot's coding agent) that sets
+    scopeguard's label again is no maintainer deciding: read by the event's actor type,
+    not only its login, so scopeguard's label is withheld as its own. A person's stays."""
+    github.user_types["Copilot"] = "Bot"
+    number = new_issue(github)
+    label = NAMES[act(issue_event(github, number)).outputs["label"]]
+    github.set_issue(REPO, number, labels=[], actor="Copilot")
+    github.set_issue(REPO, number, labels=[label], actor="Copilot")
+    run = act(issue_event(github, number, "edited"), **{"min-confidence": "0.99"})
+    assert run.code == 0, run.stdout + run.stderr
+    assert github.issue_labels(REPO, number) == []
+    assert "Maintainer's label stands" not in only_comment(github, number)["body"]

@@ -473,3 +473,36 @@ def test_a_token_github_repeats_is_masked_on_healthz_and_in_the_queue(tmp_path,
             assert token not in process.log_text()
         finally:
             process.stop()
+
+
+@pytest.mark.model
+def test_a_wrong_github_login_costs_one_comment_posted_and_taken_back(github, example_config,
+                                                                      tmp_path):
+    """SCOPEGUARD_GITHUB_LOGIN naming another account than the token writes as: the first
+    event's comment is taken back and the event fails naming the login to set; each later
+    event used to post and delete one more comment. They now fail before any write."""
+    from scopeguard.integrations.github.webhook import handle
+
+    from scopeguard.embed import HashingEmbedder
+    from scopeguard.engine import Scopeguard
+    from scopeguard.positioning import load_positioning
+
+    positioning = load_positioning(example_config)
+    guard = Scopeguard(positioning, HashingEmbedder())
+    access = GitHubAccess(api_url=github.base_url, token=TOKEN, login="someone-else")
+    first, second = (github.add_issue(REPO, *LAB, user="ivy") for _ in range(2))
+    before = len(github.writes())
+    with pytest.raises(InputError, match="GitHub posts it as scopeguard-bot.*"
+                                         "SCOPEGUARD_GITHUB_LOGIN"):
+        handle(event(github, first), access=access, positioning=positioning, guard=guard,
+               db=str(tmp_path / "c.db"))
+    made = [(w.method, w.path.split("/issues/")[1].split("/")[0])
+            for w in github.writes()[before:] if "/issues/" in w.path]
+    assert made == [("POST", str(first)), ("DELETE", "comments")]  # nothing labelled
+    assert github.comments(REPO, first) == []
+    before = len(github.writes())
+    with pytest.raises(InputError, match="GitHub posts it as scopeguard-bot"):
+        handle(event(github, second), access=access, positioning=positioning, guard=guard,
+               db=str(tmp_path / "c.db"))
+    assert [w for w in github.writes()[before:] if "/issues/" in w.path] == []
+    assert github.comments(REPO, second) == []

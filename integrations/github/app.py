@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scopeguard.errors import ConfigError
+from scopeguard.errors import ConfigError, InputError
 
 from .client import DEFAULT_API_URL, check_api_url, make_client, own_login, settings_from_env
 from .errors import github_errors, keep_secret
@@ -41,6 +41,9 @@ class GitHubAccess:
     login: str = ""  # SCOPEGUARD_GITHUB_LOGIN: the account the token writes as; "" asks GitHub
     _tokens: dict[int, tuple[str, float]] = field(default_factory=dict, repr=False)
     _logins: dict[str, str] = field(default_factory=dict, repr=False)
+    # Why the login is known wrong (GitHub posted a comment as another account): later
+    # events fail with it before they post, not one comment posted and deleted each.
+    wrong_login: str = field(default="", repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -98,6 +101,8 @@ class GitHubAccess:
         """The account ``token`` (the event's, from :meth:`token_for`) writes as: only its
         comments are scopeguard's own. SCOPEGUARD_GITHUB_LOGIN wins; an App's is its bot
         (``<slug>[bot]``, read once with the App's key); a token's is asked of GitHub."""
+        if self.wrong_login:
+            raise InputError(self.wrong_login)
         if self.login:
             return self.login
         kind = "app" if self._app_installation(payload) is not None else "token"

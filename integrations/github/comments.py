@@ -33,6 +33,15 @@ HUMAN_MARKER = render.HUMAN_MARKER
 NOTE_PREFIXES = ("> **Maintainer's label stands", "> **Not labelled", "> **Needs a decision")
 
 
+class LoginMismatch(InputError):
+    """GitHub posts scopeguard's comments as another account than the one it looks for
+    (``author``): every run would add one more comment."""
+
+    def __init__(self, message: str, author: str) -> None:
+        super().__init__(message)
+        self.author = author
+
+
 class MaintainerLabel(NamedTuple):
     """A scope label a person set: its key (core, generalizable, one_off) and their login."""
 
@@ -151,11 +160,11 @@ def upsert_comment(issue: Any, thread: Thread, body: str) -> tuple[Any, str]:
             author = created.user.login if created.user else ""
             if thread.login and author and author.lower() != thread.login.lower():
                 _delete(created)  # this run's own, just made: nothing else changes
-                raise InputError(
+                raise LoginMismatch(
                     f"scopeguard finds its comment as {thread.login}'s, but GitHub posts "
                     f"it as {author}: every run would add one more. Fix: set the bot-login "
                     f"input (SCOPEGUARD_GITHUB_LOGIN for scopeguard serve) to {author}, or "
-                    "leave it empty for the workflow's own token.")
+                    "leave it empty for the workflow's own token.", author)
             # A POST that timed out after GitHub carried it out and was sent again, or a
             # run racing this one: another comment of scopeguard's own. The newest stays.
             fresh = read_thread(issue, thread.login) if thread.login else thread

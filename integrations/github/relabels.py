@@ -96,19 +96,20 @@ class Relabels:
         others = [key for key in on_issue if key != predicted]
         if not others:
             return None, None
-        by, when = labeller(issue, self.names[others[0]])
+        by, when, kind = labeller(issue, self.names[others[0]])
         human = MaintainerLabel(others[0], by)
+        bot = is_bot(by, kind)
         if own_login and by.lower() == own_login.lower() and not (
                 written_at and when > written_at):
             return None, None
         if not predicted:  # no verdict of scopeguard's to correct
             # A bot's scope label on an issue scopeguard has not commented on is no one's
             # decision: typically scopeguard's own under an account it no longer writes as.
-            if is_bot(human.by):
+            if bot:
                 return None, None
             return human, (self.row(request, human.key, leaning, human.by, asked=True)
                            if leaning in self.names else None)
-        if is_bot(human.by):
+        if bot:
             return human, None
         return human, self.row(request, human.key, predicted, human.by)
 
@@ -182,24 +183,26 @@ def set_by_person(issue: Any, key: str, name: str, own_login: str) -> Maintainer
     last: scopeguard's predicted label put back by hand (or set by hand after one of its
     label writes failed) is a decision that agrees, not scopeguard's own to remove. Asked
     only before scopeguard would remove it (one call for the issue's events)."""
-    by, _ = labeller(issue, name)
-    if not by or is_bot(by) or (own_login and by.lower() == own_login.lower()):
+    by, _, kind = labeller(issue, name)
+    if not by or is_bot(by, kind) or (own_login and by.lower() == own_login.lower()):
         return None
     return MaintainerLabel(key, by)
 
 
-def labeller(issue: Any, name: str) -> tuple[str, str]:
-    """Who last added the label ``name`` to ``issue``, and when (GitHub's ISO 8601 time),
-    from its events (``("", "")`` if unknown)."""
-    who = when = ""
+def labeller(issue: Any, name: str) -> tuple[str, str, str]:
+    """Who last added the label ``name`` to ``issue``, when (GitHub's ISO 8601 time) and
+    the account's type ("User", "Bot": a bot's login may lack "[bot]", as Copilot's),
+    from its events (``("", "", "")`` if unknown)."""
+    who = when = kind = ""
     with github_errors(f"reading the events of #{issue.number}", needs="issues: read"):
         for event in issue.get_events():
             data = raw_json(event)
             label = (data.get("label") or {}).get("name") or ""
             if data.get("event") == "labeled" and label.lower() == name.lower():
-                who = (data.get("actor") or {}).get("login") or ""
+                actor = data.get("actor") or {}
+                who, kind = str(actor.get("login") or ""), str(actor.get("type") or "")
                 when = str(data.get("created_at") or "")
-    return who, when
+    return who, when, kind
 
 
 class RelabelsRefused(GitHubError):

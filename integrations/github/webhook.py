@@ -34,6 +34,7 @@ from scopeguard.positioning import Filters, Positioning
 
 from .action import CLASSIFY_ACTIONS, handle_event
 from .app import GitHubAccess
+from .comments import LoginMismatch
 from .errors import GitHubAuthError
 from .issues import issue_to_request
 from .relabels import RELABELS_FILE
@@ -188,5 +189,8 @@ def handle(payload: Mapping[str, Any], *, access: GitHubAccess, positioning: Pos
                      guard=guard, login=login)
     except GitHubAuthError:
         access.forget(token)  # a revoked installation token: the retry asks for a new one
+        raise
+    except LoginMismatch as exc:  # the next events fail before posting, until a restart
+        access.wrong_login = str(exc)
         raise
     return report.outcome or "done"

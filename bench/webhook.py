@@ -23,7 +23,7 @@ same run:
 
 Usage: .venv/bin/python bench/webhook.py [--n 1000] [--burst 500] [--workers 1]
        [--acceptors 1] [--model hashing|real] [--backend onnx|onnx-int8|torch] [--wrk-burst 200]
-       [--rounds 7] [--http auto|httptools|h11]
+       [--rounds 7] [--http auto|httptools|h11] [--jira-nice 0]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -226,6 +227,21 @@ def bare_write_back(jira: FakeJira, keys: list[str]) -> float:
     return len(keys) / elapsed
 
 
+def nice_threads(server: Any, levels: int) -> None:
+    """Run each request thread of ``server`` (a ThreadingHTTPServer) ``levels`` nice levels
+    down: on Linux a nice value is a thread's own, so only those threads yield the cores."""
+    handle = server.process_request_thread
+
+    def niced(request: Any, address: Any) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), levels)
+        except OSError:
+            pass
+        handle(request, address)
+
+    server.process_request_thread = niced
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="webhooks per acceptance run")
@@ -244,6 +260,9 @@ def main() -> None:
     parser.add_argument("--wrk-burst", type=int, default=200,
                         help="webhooks in each wrk burst (200 connections)")
     parser.add_argument("--rounds", type=int, default=7, help="wrk bursts per side")
+    parser.add_argument("--jira-nice", type=int, default=0,
+                        help="nice levels added to the fake Jira's threads: it stands for a "
+                             "remote server, whose CPU a deployment does not share")
     parser.add_argument("--http", default="auto", help="the service's HTTP parser "
                         "(SCOPEGUARD_HTTP: auto, httptools or h11)")
     args = parser.parse_args()
@@ -256,6 +275,8 @@ def main() -> None:
     if args.model != "real":
         env["SCOPEGUARD_MODEL"] = args.model
     jira = FakeJira(flavour="server", pat="bench-pat", record=False).start()
+    if args.jira_nice:
+        nice_threads(jira._server, args.jira_nice)
     spare = 200  # wrk's connections in flight when it stops
     total = 2 * args.n + args.burst + args.busy_probes + 2 * args.rounds * (args.wrk_burst + spare)
     for i in range(total):

@@ -981,6 +981,22 @@ def test_retries_after_a_secondary_rate_limit(github, act, retry_after, low, hig
     assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
 
 
+@pytest.mark.parametrize("junk", ["soon", "-5", "1e999", "²"])
+def test_an_unreadable_retry_after_falls_back_to_the_backoff(github, act, junk):
+    """A proxy's 429 with a Retry-After that is no number nor date made urllib3 raise, and
+    the run failed as if GitHub could not be reached; it is retried after the backoff."""
+    number = new_issue(github)
+    labels_path = ISSUES + r"/\d+/labels"
+    github.fail(429, 1, method="POST", path=labels_path, headers={"Retry-After": junk},
+                body={"message": "Too many requests"})
+    run = act(issue_event(github, number))
+    assert run.code == 0, run.stdout + run.stderr
+    attempts = [r for r in run.requests if r.method == "POST" and re.fullmatch(labels_path,
+                                                                                 r.path)]
+    assert [r.status for r in attempts] == [429, 200]
+    assert github.issue_labels(REPO, number) == [NAMES[run.outputs["label"]]]
+
+
 def test_a_retry_after_longer_than_the_longest_wait_fails_at_once(github, act):
     """GitHub asks to wait 30 s, longer than SCOPEGUARD_GITHUB_MAX_WAIT (3 s in these
     tests): retrying sooner would not honour it (and GitHub may block an integration

@@ -33,6 +33,7 @@ from github import Auth, Github, GithubRetry
 from github.GithubException import RateLimitExceededExceedsMaxWait
 from github.Repository import Repository
 from urllib3 import Retry
+from urllib3.exceptions import InvalidHeader
 
 from scopeguard.errors import ConfigError, InputError
 from scopeguard.settings import env_flag, env_number
@@ -96,7 +97,10 @@ class CappedRetry(GithubRetry):
             retry._rate_wait = wait
             return retry
         if response is not None and response.status in (403, 429):
-            asked = Retry.get_retry_after(self, response)  # GitHub's own Retry-After
+            try:
+                asked = Retry.get_retry_after(self, response)  # GitHub's own Retry-After
+            except InvalidHeader:  # unreadable: the backoff
+                asked = None
             if asked is not None and asked > self.max_wait:  # an hour away: fail at once
                 raise RateLimitExceededExceedsMaxWait(response.status, {
                     "message": f"GitHub asks to retry in {asked:.0f}s"}, dict(headers),
@@ -109,7 +113,10 @@ class CappedRetry(GithubRetry):
         return super().get_backoff_time()
 
     def get_retry_after(self, response) -> float | None:
-        seconds = super().get_retry_after(response)
+        try:
+            seconds = super().get_retry_after(response)
+        except InvalidHeader:  # "soon", "-5": the backoff instead (not "cannot reach")
+            return None
         return None if seconds is None else min(seconds, self.max_wait)
 
 

@@ -128,6 +128,8 @@ class FakeJira(LoopbackServer):
     page_cap: int = 50
     issues: dict[str, dict[str, Any]] = field(default_factory=dict)
     comments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # label changes by issue key, oldest first, as Jira's changelog shows them
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     custom_fields: dict[str, str] = field(default_factory=lambda: {CUSTOMER_FIELD: "Clinic"})
@@ -212,6 +214,38 @@ class FakeJira(LoopbackServer):
                                      "description": f"{resolution}."} if resolution else None)
             fields["resolutiondate"] = when if resolution else None
             fields["updated"] = when
+
+    def set_labels(self, key: str, labels: list[str], by: str = "Practice Manager",
+                   author: dict[str, Any] | None = None) -> None:
+        """Set the issue's labels as a person (``by``; or the user ``author``) does in
+        Jira's UI: the change goes into the issue's changelog."""
+        with self.lock:
+            issue = self.issues[key]
+            self._history(issue, issue["fields"]["labels"], labels,
+                          author or self.person(by))
+            issue["fields"]["labels"] = list(labels)
+
+    def _history(self, issue: dict[str, Any], before: list[str], after: list[str],
+                 author: dict[str, Any]) -> None:
+        if list(before) == list(after):
+            return
+        entries = self.histories.setdefault(issue["key"], [])
+        entries.append({
+            "id": str(20000 + sum(len(v) for v in self.histories.values())),
+            "author": author, "created": time.strftime("%Y-%m-%dT%H:%M:%S.000+0000",
+                                                       time.gmtime()),
+            "items": [{"field": "labels", "fieldtype": "jira", "from": None,
+                       "fromString": " ".join(before), "to": None,
+                       "toString": " ".join(after)}]})
+
+    def changelog(self, issue: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+        """Cloud's ``issue/KEY/changelog`` page (``startAt``, ``maxResults`` up to 100)."""
+        entries = self.histories.get(issue["key"], [])
+        start, size = int(query.get("startAt", 0)), min(int(query.get("maxResults", 100)), 100)
+        page = entries[start:start + size]
+        return {"self": f"{self.url}/rest/api/3/issue/{issue['key']}/changelog",
+                "maxResults": size, "startAt": start, "total": len(entries),
+                "isLast": start + len(page) >= len(entries), "values": page}
 
     def labels(self, key: str) -> list[str]:
         with self.lock:
@@ -312,6 +346,15 @@ class FakeJira(LoopbackServer):
                                   for k, v in self.custom_fields.items()], {}
         if rest in ("search", "search/jql"):
             return self.search(api, rest, method, one, body)
+        m = re.fullmatch(r"issue/([^/]+)/changelog", rest)
+        if m and method == "GET":
+            if self.flavour != "cloud":  # Server/Data Center: expand=changelog on the issue
+                return 404, {"errorMessages": [f"no such resource {path}"]}, {}
+            issue = self.issues.get(unquote(m.group(1)))
+            if issue is None:
+                return 404, {"errorMessages": ["Issue does not exist or you do not have "
+                                               "permission to see it."]}, {}
+            return 200, self.changelog(issue, one), {}
         m = re.fullmatch(r"issue/([^/]+)(?:/comment(?:/([^/]+))?)?", rest)
         if not m:
             return 404, {"errorMessages": [f"no such resource {path}"]}, {}
@@ -322,7 +365,12 @@ class FakeJira(LoopbackServer):
                                            "to see it."]}, {}
         if "/comment" not in rest:
             if method == "GET":
-                return 200, self.render_issue(issue, api, one.get("fields")), {}
+                shown = self.render_issue(issue, api, one.get("fields"))
+                if "changelog" in one.get("expand", "").split(","):
+                    entries = self.histories.get(key, [])
+                    shown["changelog"] = {"startAt": 0, "maxResults": len(entries),
+                                          "total": len(entries), "histories": entries}
+                return 200, shown, {}
             if method == "PUT":
                 return self.edit_issue(issue, body)
             return 405, {"errorMessages": ["method not allowed"]}, {}
@@ -355,6 +403,7 @@ class FakeJira(LoopbackServer):
                 labels.append(op["add"])
             if op.get("remove") in labels:
                 labels.remove(op["remove"])
+        self._history(issue, issue["fields"]["labels"], labels, self.bot)
         issue["fields"]["labels"] = labels
         return 204, None, {}
 

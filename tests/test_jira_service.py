@@ -828,6 +828,42 @@ def test_every_scope_label_a_person_set_stands(flavour):
         assert result.removed == ["scope:core"]
 
 
+@pytest.mark.parametrize("flavour", ["server", "cloud"])
+def test_scopeguards_label_put_back_by_a_person_stands(flavour):
+    """A person takes scopeguard's label off and sets it again (they decided the same): a
+    later verdict took it off as scopeguard's own. Who added it last is read from the
+    issue's changelog (only before scopeguard would remove a label of its own): a
+    person's stays; one put back by scopeguard's own account (or an app) still goes."""
+    creds = {"pat": PAT} if flavour == "server" else {"email": "bot@x.example",
+                                                       "token": API_TOKEN}
+    with FakeJira(flavour=flavour, **creds) as jira:
+        client = jc.make_jira(environ=jira.env)
+        hands = [jira.person("Practice Manager"), jira.bot]
+        if flavour == "cloud":  # Automation for Jira: an app account
+            hands.append({"accountId": "557058:f58131cb-automation", "accountType": "app",
+                          "displayName": "Automation for Jira", "active": True})
+        for n, hand in enumerate(hands):
+            key = f"PAW-7{n}"
+            jira.add_issue(key, *LAB)
+            first = jc.write_back(client, key, "core", verdict_markdown("core"),
+                                  JIRA_LABELS, [])
+            assert jira.labels(key) == ["scope:core"]
+            assert not [c for c in jira.calls("GET", key) if "changelog" in c.path +
+                        str(c.query)]  # nothing to take off: no changelog read
+            jira.set_labels(key, [], author=hand)
+            jira.set_labels(key, ["scope:core", "customer-x"], author=hand)
+            later = jc.write_back(client, key, "one_off", verdict_markdown("one_off"),
+                                  JIRA_LABELS, jira.labels(key), applied=first.applied,
+                                  comment_hint=first.comment_id)
+            if n == 0:  # a person's: theirs, noted, never removed
+                assert jira.labels(key) == ["scope:core", "customer-x"]
+                assert (later.human_key, later.removed, later.added) == ("core", [], [])
+                assert "A person's label stands" in jira.comment_texts(key)[0]
+            else:
+                assert jira.labels(key) == ["customer-x", "scope:one-off"], hand
+                assert later.removed == ["scope:core"] and not later.human_key
+
+
 def gated_markdown(label: str):
     """verdict_markdown that also says whether the needs-decision headline was asked for."""
     def build(name: str, pending: bool = False, own: bool = True) -> str:

@@ -210,6 +210,40 @@ class JiraClient:
         except JiraNotFoundError:  # already gone
             pass
 
+    def label_adder(self, key: str, name: str) -> dict[str, Any] | None:
+        """Who last added the label ``name`` to ``key`` (a user object), from its changelog;
+        None when no change in it added the label. Cloud pages ``issue/KEY/changelog``;
+        Server/Data Center sends the histories with ``expand=changelog``."""
+        action = f"reading the changelog of {key}"
+        histories: list[Any] = []
+        if self.cloud:
+            while len(histories) < 5000:
+                page = expect(self.request("GET", f"issue/{quote(key)}/changelog", action=action,
+                                           params={"startAt": len(histories),
+                                                   "maxResults": 100}), dict, "a page", action)
+                got = expect(page.get("values") or [], list, "'values'", action)
+                histories.extend(got)
+                if not got or page.get("isLast") or len(histories) >= expect(
+                        page.get("total", len(histories)), int, "'total'", action):
+                    break
+        else:
+            issue = expect(self.request("GET", f"issue/{quote(key)}", action=action,
+                                        params={"fields": "labels", "expand": "changelog"}),
+                           dict, "the issue", action)
+            changelog = expect(issue.get("changelog") or {}, dict, "'changelog'", action)
+            histories = expect(changelog.get("histories") or [], list, "'histories'", action)
+        adder, wanted = None, name.lower()
+        for history in (h for h in histories if isinstance(h, dict)):  # Jira: oldest first
+            for item in history.get("items") or []:
+                if not isinstance(item, dict) or str(item.get("field")).lower() != "labels":
+                    continue
+                before = str(item.get("fromString") or "").lower().split()
+                if wanted in str(item.get("toString") or "").lower().split() and \
+                        wanted not in before:
+                    author = history.get("author")
+                    adder = author if isinstance(author, dict) else {}
+        return adder
+
     def update_labels(self, key: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
         """Add and remove labels with Jira's ``update`` verbs: other labels are untouched
         even if a person edits them at the same moment."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scopeguard import render
+from scopeguard.backlog import is_bot
 from scopeguard.positioning import LABELS
 
 from .client import USER_IDS, JiraClient
@@ -71,6 +72,15 @@ def same_user(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         if a.get(key) and b.get(key):
             return str(a[key]) == str(b[key])
     return False
+
+
+def set_by_person(client: JiraClient, key: str, name: str) -> bool:
+    """Whether a person (not scopeguard's account, nor an app) added the label ``name`` to
+    ``key`` last: scopeguard's label removed and put back by hand is their decision. Asked
+    (one changelog read) only before scopeguard would remove a label of its own."""
+    by = client.label_adder(key, name)
+    return bool(by) and not same_user(by, client.myself()) and \
+        not is_bot(str(by.get("name") or ""), str(by.get("accountType") or ""))
 
 
 def is_own(client: JiraClient, comment: Mapping[str, Any]) -> bool:
@@ -157,11 +167,16 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     present = {x.lower(): x for x in issue_labels}
     on_issue = [k for k in LABELS if names[k].lower() in present]
     human = next((k for k in on_issue if k not in ours), None)
+    pending = jira_label(pending) if pending else ""
+    if human is None:  # scopeguard's own label it would take off: a person's, if put back
+        gate = bool(pending) and needs_decision
+        human = next((k for k in on_issue if k in ours and (gate or k != verdict_label)
+                      and set_by_person(client, key, names[k])), None)
+        ours.discard(human)
     result = WriteBack(key, names[verdict_label])
     add: list[str] = []
     remove: list[str] = []
     note = ""
-    pending = jira_label(pending) if pending else ""
     gated = bool(pending) and needs_decision and not human
     if human:
         result.human_label, result.human_key = names[human], human

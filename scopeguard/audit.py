@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .backlog import Request
+from .backlog import Request, customer_key, distinct_customers
 from .classify import ProductIndex, Verdict
 from .engine import Analysis
 from .positioning import LABELS
@@ -145,7 +145,7 @@ def build_report(analysis: Analysis, index: ProductIndex, rules: Rules, product:
         pending += verdict.needs_decision
     clusters: list[Cluster] = []
     for number, members in enumerate(leader_clusters(analysis.neighbours), start=1):
-        customers = _distinct(requests[i].asker for i in members)
+        customers = distinct_customers(requests[i].asker for i in members)
         wanted = len(customers) >= rules.min_customers
         for i in members:
             items[i].cluster = number
@@ -168,13 +168,6 @@ def build_report(analysis: Analysis, index: ProductIndex, rules: Rules, product:
                        skipped=list(skipped), search=analysis.search, pending=pending)
 
 
-def _distinct(names) -> list[str]:
-    seen: dict[str, str] = {}
-    for name in names:
-        seen.setdefault(name.strip().lower(), name.strip())
-    return list(seen.values())
-
-
 def _drift(items: Sequence[AuditItem]) -> list[tuple[str, dict[str, int]]]:
     by_month: dict[str, Counter] = {}
     for item in items:
@@ -184,9 +177,15 @@ def _drift(items: Sequence[AuditItem]) -> list[tuple[str, dict[str, int]]]:
 
 
 def _one_off_customers(items: Sequence[AuditItem]) -> list[tuple[str, int]]:
-    counts = Counter(i.request.customer or i.request.author or "unknown"
-                     for i in items if i.label == "one_off")
-    return counts.most_common()
+    names: dict[str, str] = {}  # one row per customer, named as first written
+    counts: Counter[str] = Counter()
+    for item in items:
+        if item.label == "one_off":
+            name = item.request.customer or item.request.author or "unknown"
+            key = customer_key(name) or "unknown"
+            names.setdefault(key, " ".join(name.split()) or "unknown")
+            counts[key] += 1
+    return [(names[key], n) for key, n in counts.most_common()]
 
 
 def _non_goal_pressure(analysis: Analysis, index: ProductIndex, k: int) -> list[NonGoalPressure]:

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +51,26 @@ class Request:
     def asker(self) -> str:
         """Who demand counts: the customer, else the author, else the request itself."""
         return self.customer or self.author or self.id
+
+
+def customer_key(name: str) -> str:
+    """The name by which demand counts one customer: Unicode-normalised (NFKC: fullwidth
+    "Ａｃｍｅ" is "Acme"), without invisible characters (zero-width spaces and joiners, bidi
+    marks), spaces collapsed, case folded. "ACME  Corp", "Ac\u200bme Corp" and "acme corp"
+    are one customer, not three."""
+    text = unicodedata.normalize("NFKC", str(name))
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return " ".join(text.split()).casefold()
+
+
+def distinct_customers(names: Iterable[str]) -> list[str]:
+    """One name per customer (as first written, trimmed), in order; empty names left out."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = customer_key(name)
+        if key and key not in seen:
+            seen[key] = " ".join(str(name).split())
+    return list(seen.values())
 
 
 def sound_request(request: Request) -> Request:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .backlog import Request
+from .backlog import Request, distinct_customers
 from .certainty import Certainty, needs_decision
 from .clean import Document
 from .knn import rank
@@ -251,7 +251,7 @@ def classify(request: Request, doc: Document, vectors: RequestVectors, index: Pr
     custom = custom_signals(text, request.customer)
     similar = sorted(((r, s) for r, s in neighbours if s >= rules.similar and r.id != request.id),
                      key=lambda pair: -rank(pair[1]))  # ties (one rank) keep their order
-    customers = _distinct([request.asker] + [r.asker for r, _ in similar])
+    customers = distinct_customers([request.asker] + [r.asker for r, _ in similar])
     signals = measure(doc, vectors, index, customers, custom, rules)
     decision = rules.decide(signals, head)
     certainty, pending = _certainty(decision, head, rules)
@@ -324,15 +324,6 @@ def with_precedent(v: Verdict, precedent: Precedent | None) -> Verdict:
             f"{precedent.reason}{when}; similarity {precedent.score:.2f}): the maintainers "
             "decided a similar request before.")
     return replace(v, precedent=precedent, reasons=(*v.reasons, line))
-
-
-def _distinct(names: Sequence[str]) -> list[str]:
-    seen: dict[str, str] = {}
-    for name in names:
-        key = name.strip().lower()
-        if key and key not in seen:
-            seen[key] = name.strip()
-    return list(seen.values())
 
 
 def _with_reasons(v: Verdict, rules: Rules) -> Verdict:

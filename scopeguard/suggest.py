@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audit import leader_clusters
+from .backlog import customer_key, distinct_customers
 from .engine import neighbours_above
 from .history import Decided
 
@@ -89,8 +90,8 @@ def suggest_non_goals(declined: Sequence[Decided], vectors: np.ndarray,
             sims = non_goal_vectors @ centre
             if float(sims.max()) >= covered:
                 cover = non_goal_names[int(np.argmax(sims))]
-        people = sorted({declined[i].request.asker.strip() for i in members
-                         if declined[i].request.asker.strip()}, key=str.lower)
+        people = sorted(distinct_customers(declined[i].request.asker for i in members),
+                        key=customer_key)
         leader = declined[members[0]].request
         name = " ".join(words).capitalize() if words else leader.title
         was = sum(declined[i].decision == "declined" for i in members)

@@ -221,3 +221,20 @@ def test_the_drift_chart_takes_only_real_months(created_at, month):
     from scopeguard.audit import _month
 
     assert _month(created_at) == month
+
+
+def test_one_off_requests_of_one_customer_written_two_ways_are_one_row():
+    """The report's one-off customers: 'Acme Corp' and 'ACME\u200b corp' are one customer
+    (named as first written), not two rows of one request each."""
+    from types import SimpleNamespace
+
+    from scopeguard.audit import _one_off_customers
+    from scopeguard.backlog import Request
+
+    def item(n: int, customer: str, label: str = "one_off") -> SimpleNamespace:
+        return SimpleNamespace(label=label, request=Request(
+            id=str(n), title="t", body="b", author=f"u{n}", customer=customer))
+
+    items = [item(1, "Acme Corp"), item(2, "ACME\u200b  corp"), item(3, "Globex"),
+             item(4, "acme corp", label="core"), item(5, "")]
+    assert _one_off_customers(items) == [("Acme Corp", 2), ("Globex", 1), ("u5", 1)]

@@ -85,6 +85,26 @@ def test_demand_from_distinct_customers_makes_it_generalizable(guard):
     assert one.label != "generalizable" or one.rule != "demand"
 
 
+def test_one_customer_written_several_ways_is_one_customer(guard):
+    """Demand counts customers, not spellings: fullwidth letters, a zero-width space, a
+    right-to-left mark, doubled spaces or another case do not make a second customer (three
+    spellings of Acme made a one-off 'wanted by 3 customers')."""
+    from scopeguard.backlog import customer_key, distinct_customers
+
+    ask = ("Export the list as a spreadsheet", "spreadsheet export please")
+    spellings = ["Acme  Corp", "\uff21\uff43\uff4d\uff45 Corp", "Ac\u200bme Corp",
+                 "\u200fACME corp", "acme\u00a0corp"]
+    assert {customer_key(n) for n in spellings} == {"acme corp"}
+    assert distinct_customers(["", " Globex ", *spellings, "Initech"]) == [
+        "Globex", "Acme Corp", "Initech"]
+    backlog = [req(20 + n, *ask, customer=name) for n, name in enumerate(spellings[1:])]
+    v = guard.classify(req(30, *ask, customer=spellings[0]), backlog)
+    assert list(v.customers) == ["Acme Corp"] and v.rule != "demand"
+    more = backlog + [req(40, *ask, customer="Globex"), req(41, *ask, customer="Initech")]
+    v = guard.classify(req(30, *ask, customer=spellings[0]), more)
+    assert len(v.customers) == 3 and (v.label, v.rule) == ("generalizable", "demand")
+
+
 def test_custom_work_language_makes_it_one_off(guard):
     v = guard.classify(req(5, "Filter results by file type for our in-house build system",
                            "filter by file type; we will sign the contract after"))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scopeguard.backlog import Request
+from scopeguard.backlog import Request, customer_key
 from scopeguard.positioning import LABELS
 
 from .queue import SCHEMA_VERSION, EventQueue, QueueError
@@ -154,7 +154,7 @@ class IssueStore:
                       if self._keys[i] != exclude]
         out, customers = ranked[:top], set()
         for r in ranked:
-            who = r.asker.strip().lower()
+            who = customer_key(r.asker)
             if who not in customers:
                 customers.add(who)
                 if r not in out[:top]:

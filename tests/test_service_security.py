@@ -718,3 +718,29 @@ def test_one_mask_for_logs_answers_and_errors(monkeypatch):
     record = logging.LogRecord("x", logging.INFO, "", 0, "%s", (text,), None)
     logs.Scrub([]).filter(record)
     assert record.getMessage() == "a *** b *** c *** d *** e"
+
+
+def test_an_absolute_form_request_is_routed_on_both_parsers(guarded, jira):
+    """A request line naming the whole URL (RFC 9112's absolute-form, as a forward proxy
+    sends it) reached the webhook on httptools and got 404 on h11 (its path was the whole
+    target). Both route it by the URL's path now."""
+    from scopeguard.integrations.service.auth import sign
+
+    jira.add_issue("PAW-88", *LAB)
+    body = json.dumps(issue_event("PAW-88")).encode()
+    host = f"127.0.0.1:{guarded.port}"
+    for target, head, code in [
+            (f"http://{host}/webhooks/jira", "POST", b"202"),
+            (f"HTTP://{host}/healthz?x=1", "GET", b"200"),
+            (f"http://{host}/nowhere", "GET", b"404")]:
+        extra = (f"Content-Type: application/json\r\nX-Hub-Signature: {sign(SECRET, body)}\r\n"
+                 f"X-Atlassian-Webhook-Identifier: abs-{guarded.port}\r\n"
+                 f"Content-Length: {len(body)}\r\n") if head == "POST" else ""
+        with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as sock:
+            sock.sendall(f"{head} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}"
+                         "Connection: close\r\n\r\n".encode() + (body if head == "POST" else b""))
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.split(b" ", 2)[1] == code, (target, answer[:300])
+    assert f"abs-{guarded.port}" in guarded.events()

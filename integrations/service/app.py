@@ -46,7 +46,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from scopeguard.errors import InputError
 
@@ -314,6 +314,12 @@ def create_app(service: Service, forward: Callable[..., Any] | None = None) -> A
     async def app(scope: dict[str, Any], receive: Callable[[], Any],
                   send: Callable[[dict[str, Any]], Any]) -> None:
         path, root = scope.get("path", ""), scope.get("root_path", "")
+        if not path.startswith("/") and scope["type"] == "http":
+            # absolute-form ("POST http://host/webhooks/jira", RFC 9112 3.2.2, as a proxy
+            # sends it): httptools gives its path, h11 the whole target
+            path = urlsplit(path).path or "/"
+            raw = urlsplit(bytes(scope.get("raw_path") or b"").decode("latin-1")).path
+            scope = {**scope, "path": path, "raw_path": (raw or "/").encode("latin-1")}
         if root and path.startswith(root):  # mounted under a prefix: as Starlette routes
             path = path[len(root):]
         route = hooks.get(path) if scope["type"] == "http" else None

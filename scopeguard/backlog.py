@@ -123,9 +123,10 @@ def unclassifiable(request: Request) -> str:
 # [ \t], not \s, around a line's parts (see clean.py: \s spans line breaks, and blank lines
 # by the thousand made the search quadratic)
 # (the value is taken to the line's end and trimmed in code: a lazy group before trailing
-# spaces backtracked over a long line)
+# spaces backtracked over a long line; a section's value starts with no space, so the
+# blank run before it is read once)
 _FIELD_LINE = r"^[^\S\n]*(?:[*_]{{0,2}}){name}(?:[*_]{{0,2}})[^\S\n]*:(.+)$"
-_FORM_SECTION = r"^[^\S\n]*#{{1,6}}[^\S\n]*{name}[^\S\n]*\n[ \t\n]*([^\n#]+)$"
+_FORM_SECTION = r"^[^\S\n]*#{{1,6}}[^\S\n]*{name}[^\S\n]*\n\s*([^\s#][^\n#]*)$"
 
 
 def body_field(body: str, name: str) -> str:

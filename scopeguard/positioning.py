@@ -254,7 +254,7 @@ def parse_positioning(data: Any, source: str = "<memory>") -> Positioning:
     labels = {**Positioning.__dataclass_fields__["labels"].default_factory(),
               **{k: v.strip() for k, v in (data.get("labels") or {}).items()}}
     for key, name in labels.items():  # a tracker refuses them, or shows another label
-        if re.search(r"[\x00-\x1f\x7f]", name):
+        if re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", name):
             raise ConfigError(source, f"{name!r} has a line break or control character.",
                               "write the label name on one line, e.g. 'scope: core'.",
                               key=f"labels.{key}")

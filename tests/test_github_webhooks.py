@@ -506,3 +506,7 @@ def test_a_wrong_github_login_costs_one_comment_posted_and_taken_back(github, ex
                db=str(tmp_path / "c.db"))
     assert [w for w in github.writes()[before:] if "/issues/" in w.path] == []
     assert github.comments(REPO, second) == []
+    # remembered for that kind of token only: an App's installations write as its bot
+    access.app_id = "12345"
+    assert access.login_for({"installation": {"id": 7}}, "ghs_installation") == "someone-else"
+    assert list(access.wrong_login) == ["token"]

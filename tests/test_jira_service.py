@@ -436,7 +436,7 @@ WAITLIST = ("Waitlist for cancelled appointment slots",
             "When an owner cancels, offer the freed slot to owners on a waitlist for that vet and "
             "day, by SMS, first come first served.")
 RELABEL_FIELDS = ["id", "title", "body", "author", "customer", "created_at", "url", "label",
-                  "predicted", "recorded_at"]
+                  "predicted", "recorded_at", "by"]
 
 
 def test_relabels_from_jira_feed_calibrate(cloud, config, runner, tmp_path):
@@ -457,7 +457,7 @@ def test_relabels_from_jira_feed_calibrate(cloud, config, runner, tmp_path):
         options = [label for label in JIRA_LABELS if label != predicted[key]]
         choice = options[0] if n % 2 == 0 else next(o for o in options if o != last)
         decided[key] = last = choice
-        jira.update_issue(key, labels=["clinic-request", JIRA_LABELS[choice]])
+        jira.set_labels(key, ["clinic-request", JIRA_LABELS[choice]], by=f"Vet Lead {n}")
         hook = issue_event(key, "jira:issue_updated", changed=("labels",))
         processed(cloud, cloud.post(hook, delivery=f"rl-{key}-relabel").json()["delivery"])
         assert jira.labels(key) == ["clinic-request", JIRA_LABELS[choice]]  # it stands
@@ -478,6 +478,7 @@ def test_relabels_from_jira_feed_calibrate(cloud, config, runner, tmp_path):
         assert row["url"] == f"{jira.url}/browse/{key}"
         assert row["author"].endswith("@clinic.example") and row["created_at"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["recorded_at"])
+        assert row["by"] == f"Vet Lead {list(asks).index(key)}"  # from Jira's changelog
     # A later edit keeps the person's label, and the time it was first seen.
     first = rows[0]["id"]
 
@@ -858,6 +859,7 @@ def test_scopeguards_label_put_back_by_a_person_stands(flavour):
             if n == 0:  # a person's: theirs, noted, never removed
                 assert jira.labels(key) == ["scope:core", "customer-x"]
                 assert (later.human_key, later.removed, later.added) == ("core", [], [])
+                assert later.human_by == "Practice Manager"
                 assert "A person's label stands" in jira.comment_texts(key)[0]
             else:
                 assert jira.labels(key) == ["customer-x", "scope:one-off"], hand
@@ -1047,7 +1049,7 @@ def test_old_queue_files_are_migrated_and_their_relabels_exported(tmp_path, runn
     [row] = [json.loads(line) for line in result.stdout.splitlines()]
     assert row == {"id": "PAW-1", "title": "Request PAW-1", "body": "Body", "author": "",
                    "customer": "Oakfield", "created_at": "", "url": "", "label": "one_off",
-                   "predicted": "core", "recorded_at": "2023-11-14T22:13:20Z"}
+                   "predicted": "core", "recorded_at": "2023-11-14T22:13:20Z", "by": ""}
     assert "skipped 1 issue(s)" in result.stderr and "PAW-2" in result.stderr
 
     missing = runner.invoke(cli, ["relabels", "--queue", str(tmp_path / "nope.db")])
@@ -1145,3 +1147,61 @@ def test_jira_down_at_start_says_how_to_start_anyway():
     assert "keeps the event" not in str(caught.value)
     with pytest.raises(jc.JiraConfigError, match="JIRA_EMAIL is set but JIRA_TOKEN is not"):
         jc.make_jira(environ={"JIRA_URL": "https://jira.example.com", "JIRA_EMAIL": "a@b.c"})
+
+
+@pytest.mark.parametrize("flavour", ["server", "cloud"])
+def test_who_set_a_persons_label_is_read_once_and_an_unreadable_changelog_costs_nothing(
+        flavour):
+    """The person's label's author comes from the changelog when the label is new to the
+    records, not again while it stands (the caller passes what it recorded); a changelog
+    Jira refuses leaves "by" empty and the label standing."""
+    creds = {"pat": PAT} if flavour == "server" else {"email": "bot@x.example",
+                                                       "token": API_TOKEN}
+    with FakeJira(flavour=flavour, **creds) as jira:
+        client = jc.make_jira(environ=jira.env)
+        jira.add_issue("PAW-80", *LAB)
+        jira.set_labels("PAW-80", ["scope:generalizable"], by="Clinic Owner")
+        first = jc.write_back(client, "PAW-80", "core", verdict_markdown("core"), JIRA_LABELS,
+                              jira.labels("PAW-80"))
+        assert (first.human_key, first.human_by) == ("generalizable", "Clinic Owner")
+
+        def reads() -> int:
+            return len([c for c in jira.calls("GET", "PAW-80")
+                        if "changelog" in c.path + str(c.query)])
+        before = reads()
+        again = jc.write_back(client, "PAW-80", "core", verdict_markdown("core"), JIRA_LABELS,
+                              jira.labels("PAW-80"), comment_hint=first.comment_id,
+                              known_human="scope:generalizable", known_by="Clinic Owner")
+        assert again.human_by == "Clinic Owner" and reads() == before
+        if flavour == "server":  # its changelog comes with the issue: no path of its own
+            return
+        jira.fail(403, times=1, path="/changelog")  # the changelog read is refused
+        other = jc.write_back(client, "PAW-80", "core", verdict_markdown("core"), JIRA_LABELS,
+                              jira.labels("PAW-80"), comment_hint=first.comment_id)
+        assert (other.human_key, other.human_by) == ("generalizable", "")
+        assert jira.labels("PAW-80") == ["scope:generalizable"]
+
+
+def test_the_cloud_changelog_is_read_from_its_newest_page():
+    """Cloud sends an issue's changelog oldest first, 100 at a time: the change that added
+    the label last is near its end. Read from the last page back (it read 5,000 entries
+    from the start before giving up, and read every page each time)."""
+    with FakeJira(flavour="cloud", email="bot@x.example", token=API_TOKEN) as jira:
+        client = jc.make_jira(environ=jira.env)
+        jira.add_issue("PAW-90", *LAB)
+        jira.set_labels("PAW-90", ["scope:core"], author=jira.bot)
+        for n in range(260):  # a busy issue: 260 other label changes by someone else
+            jira.set_labels("PAW-90", ["scope:core", f"sprint-{n}"], by="Sprint Bot")
+        jira.set_labels("PAW-90", ["sprint-259"], by="Practice Manager")
+        jira.set_labels("PAW-90", ["sprint-259", "scope:core"], by="Practice Manager")
+        before = len(jira.calls("GET", "/changelog"))
+        assert client.label_adder("PAW-90", "SCOPE:CORE")["displayName"] == \
+            "Practice Manager"
+        assert len(jira.calls("GET", "/changelog")) - before == 2  # the first page, the last
+        jira.set_labels("PAW-90", [], by="Practice Manager")
+        jira.add_issue("PAW-91", *LAB)
+        jira.set_labels("PAW-91", ["scope:core"], by="Clinic Owner")  # on the first page only
+        for n in range(150):
+            jira.set_labels("PAW-91", ["scope:core", f"sprint-{n}"], by="Sprint Bot")
+        assert client.label_adder("PAW-91", "scope:core")["displayName"] == "Clinic Owner"
+        assert client.label_adder("PAW-91", "scope:one-off") is None

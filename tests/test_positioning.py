@@ -188,3 +188,6 @@ def test_label_names_are_trimmed_and_kept_on_one_line():
     assert p.labels["core"] == "scope: core"
     with pytest.raises(ConfigError, match="labels.one_off: 'scope:\\\\none' has a line break"):
         parse_positioning({**MINIMAL, "labels": {"one_off": "scope:\none"}})
+    for name in ("scope:\u2028core", "scope:\x85core", "scope:\u2029core"):  # Unicode breaks
+        with pytest.raises(ConfigError, match="labels.core: .* line break or control"):
+            parse_positioning({**MINIMAL, "labels": {"core": name}})

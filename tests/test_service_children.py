@@ -88,3 +88,68 @@ def test_a_dead_child_is_restarted_once_while_its_delay_runs():
     finally:
         pool.stop(5)
     assert sorted(n for n, _ in pool.deaths[:2]) == [1, 2]
+
+
+def test_a_restart_thread_that_cannot_start_is_tried_again(monkeypatch):
+    """Threads count against the same process limit as processes: a restart whose thread
+    could not start ('can't start new thread') left the child marked as restarting, and
+    it was never started again."""
+    import threading
+
+    real, refused = threading.Thread.start, []
+
+    def start(self):
+        if self.name.startswith("scopeguard-restart-") and not refused:
+            refused.append(self.name)
+            raise RuntimeError("can't start new thread")
+        return real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    class Once(Sleepers):
+        def spawn_process(self, number: int, conn: Any) -> Any:
+            self.starts += 1
+            process = self.context.Process(target=time.sleep,
+                                           args=(0.05 if self.starts == 1 else 30,), daemon=True)
+            process.start()
+            return process
+
+    pool = Once()
+    pool.start([1])
+    try:
+        wait(lambda: pool.starts >= 2)
+        assert refused == ["scopeguard-restart-sleeper-1"] and pool.processes[1].is_alive()
+    finally:
+        pool.stop(5)
+
+
+def test_a_worker_whose_restart_failed_is_counted_dead_once():
+    """A worker whose restart the system refused is found dead again at the next look:
+    one death (one restart counted, its events released once), not one per attempt."""
+    from scopeguard.integrations.service.metrics import Metrics
+    from scopeguard.integrations.service.pool import WorkerPool
+    from scopeguard.integrations.service.settings import ServiceSettings
+
+    class Pool(WorkerPool):
+        every = 0.05
+        starts = 0
+
+        def spawn_process(self, number: int, conn: Any) -> Any:
+            self.starts += 1
+            if self.starts == 2:
+                raise OSError(11, "Resource temporarily unavailable")
+            process = self.context.Process(target=time.sleep,
+                                           args=(0.05 if self.starts == 1 else 30,), daemon=True)
+            process.start()
+            return process
+
+    released: list[int] = []
+    pool = Pool(ServiceSettings.from_env({"SCOPEGUARD_WEBHOOK_SECRET": "s" * 24}), 1, Metrics(),
+                released.append, "warning", [])
+    pool.start()
+    try:
+        first = pool.processes[1].pid
+        wait(lambda: pool.starts >= 3 and pool.processes[1].is_alive(), 30)
+        assert (pool.restarts, released) == (1, [first])
+    finally:
+        pool.stop(5)

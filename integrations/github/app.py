@@ -41,9 +41,10 @@ class GitHubAccess:
     login: str = ""  # SCOPEGUARD_GITHUB_LOGIN: the account the token writes as; "" asks GitHub
     _tokens: dict[int, tuple[str, float]] = field(default_factory=dict, repr=False)
     _logins: dict[str, str] = field(default_factory=dict, repr=False)
-    # Why the login is known wrong (GitHub posted a comment as another account): later
-    # events fail with it before they post, not one comment posted and deleted each.
-    wrong_login: str = field(default="", repr=False)
+    # Why the login is known wrong, per kind of token ("app": an installation's, "token"):
+    # GitHub posted a comment as another account. Later events with that kind of token
+    # fail with it before they post, not one comment posted and deleted each.
+    wrong_login: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -97,15 +98,20 @@ class GitHubAccess:
         installation = (payload.get("installation") or {}).get("id")
         return installation if self.app_id and isinstance(installation, int) else None
 
+    def token_kind(self, payload: Mapping[str, Any]) -> str:
+        """``app`` when the event is written back with its installation's token, else
+        ``token`` (GITHUB_TOKEN)."""
+        return "app" if self._app_installation(payload) is not None else "token"
+
     def login_for(self, payload: Mapping[str, Any], token: str) -> str:
         """The account ``token`` (the event's, from :meth:`token_for`) writes as: only its
         comments are scopeguard's own. SCOPEGUARD_GITHUB_LOGIN wins; an App's is its bot
         (``<slug>[bot]``, read once with the App's key); a token's is asked of GitHub."""
-        if self.wrong_login:
-            raise InputError(self.wrong_login)
+        kind = self.token_kind(payload)
+        if kind in self.wrong_login:
+            raise InputError(self.wrong_login[kind])
         if self.login:
             return self.login
-        kind = "app" if self._app_installation(payload) is not None else "token"
         with self._lock:
             if kind in self._logins:
                 return self._logins[kind]

@@ -191,6 +191,6 @@ def handle(payload: Mapping[str, Any], *, access: GitHubAccess, positioning: Pos
         access.forget(token)  # a revoked installation token: the retry asks for a new one
         raise
     except LoginMismatch as exc:  # the next events fail before posting, until a restart
-        access.wrong_login = str(exc)
+        access.wrong_login[access.token_kind(payload)] = str(exc)
         raise
     return report.outcome or "done"

@@ -212,37 +212,35 @@ class JiraClient:
 
     def label_adder(self, key: str, name: str) -> dict[str, Any] | None:
         """Who last added the label ``name`` to ``key`` (a user object), from its changelog;
-        None when no change in it added the label. Cloud pages ``issue/KEY/changelog``;
-        Server/Data Center sends the histories with ``expand=changelog``."""
+        None when no change in it added the label. Cloud pages ``issue/KEY/changelog``
+        (oldest first, so it is read from its last page back, stopping at the newest page
+        that added the label); Server/Data Center sends the histories with
+        ``expand=changelog``."""
         action = f"reading the changelog of {key}"
-        histories: list[Any] = []
-        if self.cloud:
-            while len(histories) < 5000:
-                page = expect(self.request("GET", f"issue/{quote(key)}/changelog", action=action,
-                                           params={"startAt": len(histories),
-                                                   "maxResults": 100}), dict, "a page", action)
-                got = expect(page.get("values") or [], list, "'values'", action)
-                histories.extend(got)
-                if not got or page.get("isLast") or len(histories) >= expect(
-                        page.get("total", len(histories)), int, "'total'", action):
-                    break
-        else:
+        if not self.cloud:
             issue = expect(self.request("GET", f"issue/{quote(key)}", action=action,
                                         params={"fields": "labels", "expand": "changelog"}),
                            dict, "the issue", action)
             changelog = expect(issue.get("changelog") or {}, dict, "'changelog'", action)
-            histories = expect(changelog.get("histories") or [], list, "'histories'", action)
-        adder, wanted = None, name.lower()
-        for history in (h for h in histories if isinstance(h, dict)):  # Jira: oldest first
-            for item in history.get("items") or []:
-                if not isinstance(item, dict) or str(item.get("field")).lower() != "labels":
-                    continue
-                before = str(item.get("fromString") or "").lower().split()
-                if wanted in str(item.get("toString") or "").lower().split() and \
-                        wanted not in before:
-                    author = history.get("author")
-                    adder = author if isinstance(author, dict) else {}
-        return adder
+            return _last_adder(expect(changelog.get("histories") or [], list, "'histories'",
+                                      action), name)
+
+        def page(start: int) -> tuple[list[Any], int]:
+            got = expect(self.request("GET", f"issue/{quote(key)}/changelog", action=action,
+                                      params={"startAt": start, "maxResults": 100}),
+                         dict, "a page", action)
+            values = expect(got.get("values") or [], list, "'values'", action)
+            return values, expect(got.get("total", len(values)), int, "'total'", action)
+
+        first, total = page(0)
+        size, start = max(1, len(first)), total
+        while start > len(first):  # the pages after the first, newest first
+            start = max(len(first), start - size)
+            values, _ = page(start)
+            adder = _last_adder(values, name)
+            if adder is not None:
+                return adder
+        return _last_adder(first, name)
 
     def update_labels(self, key: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
         """Add and remove labels with Jira's ``update`` verbs: other labels are untouched
@@ -252,6 +250,22 @@ class JiraClient:
             # No notifyUsers=false: on Cloud it needs admin rights, and a 403 would lose the label.
             self.request("PUT", f"issue/{quote(key)}", body={"update": {"labels": ops}},
                          action=f"labelling {key}")
+
+
+def _last_adder(histories: Sequence[Any], name: str) -> dict[str, Any] | None:
+    """The author of the last of ``histories`` (oldest first) whose labels change added
+    ``name`` (case aside); None when none did ({} when that change names no author)."""
+    adder, wanted = None, name.lower()
+    for history in (h for h in histories if isinstance(h, dict)):
+        for item in history.get("items") or []:
+            if not isinstance(item, dict) or str(item.get("field")).lower() != "labels":
+                continue
+            before = str(item.get("fromString") or "").lower().split()
+            if wanted in str(item.get("toString") or "").lower().split() and \
+                    wanted not in before:
+                author = history.get("author")
+                adder = author if isinstance(author, dict) else {}
+    return adder
 
 
 def checked_issue(issue: Any, action: str) -> dict[str, Any]:

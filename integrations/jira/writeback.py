@@ -26,7 +26,7 @@ from scopeguard.backlog import is_bot
 from scopeguard.positioning import LABELS
 
 from .client import USER_IDS, JiraClient
-from .errors import JiraNotFoundError, JiraUnavailableError
+from .errors import JiraError, JiraNotFoundError, JiraUnavailableError
 from .format import adf_text, to_adf, to_wiki
 
 
@@ -46,6 +46,7 @@ class WriteBack:
     human_label: str = ""  # a scope label a person set, which stands
     human_key: str = ""  # its verdict label (core, generalizable or one_off)
     removed_by_person: bool = False  # scopeguard's label was taken off by a person
+    human_by: str = ""  # who set the person's label (the changelog's name; "" if unknown)
     applied: str = ""  # the verdict label whose Jira label scopeguard now keeps on the issue
     comment_id: str = ""
     comment: str = "unchanged"  # created | updated | unchanged
@@ -74,13 +75,30 @@ def same_user(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return False
 
 
-def set_by_person(client: JiraClient, key: str, name: str) -> bool:
-    """Whether a person (not scopeguard's account, nor an app) added the label ``name`` to
-    ``key`` last: scopeguard's label removed and put back by hand is their decision. Asked
-    (one changelog read) only before scopeguard would remove a label of its own."""
+def set_by_person(client: JiraClient, key: str, name: str) -> dict[str, Any] | None:
+    """The person (not scopeguard's account, nor an app) who added the label ``name`` to
+    ``key`` last, else None: scopeguard's label removed and put back by hand is their
+    decision. Asked (one changelog read) only before scopeguard would remove its label."""
     by = client.label_adder(key, name)
-    return bool(by) and not same_user(by, client.myself()) and \
-        not is_bot(str(by.get("name") or ""), str(by.get("accountType") or ""))
+    if by and not same_user(by, client.myself()) and \
+            not is_bot(str(by.get("name") or ""), str(by.get("accountType") or "")):
+        return by
+    return None
+
+
+def user_name(user: Mapping[str, Any] | None) -> str:
+    """How Jira shows a user: their display name, else an id."""
+    user = user or {}
+    return next((str(user[k]) for k in ("displayName", "name", "accountId", "key")
+                 if user.get(k)), "")
+
+
+def who_added(client: JiraClient, key: str, name: str) -> str:
+    """Who added the label ``name`` to ``key`` last ("" when the changelog cannot say)."""
+    try:
+        return user_name(client.label_adder(key, name))
+    except JiraError:  # the label stands either way; only the record's "by" is left empty
+        return ""
 
 
 def is_own(client: JiraClient, comment: Mapping[str, Any]) -> bool:
@@ -130,7 +148,8 @@ PENDING_NOTE = ("> **Needs a decision:** labelled `{pending}`; scopeguard leans 
 def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Callable[..., str],
                label_names: Mapping[str, str], issue_labels: Sequence[str], *,
                applied: str = "", comment_hint: str = "", pending: str = "",
-               needs_decision: bool = False) -> WriteBack:
+               needs_decision: bool = False, known_human: str = "",
+               known_by: str = "") -> WriteBack:
     """Label ``key`` with the verdict and keep exactly one verdict comment on it.
 
     Args:
@@ -149,6 +168,8 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
             ``markdown`` is called with ``pending=True``; beside a person's label that
             stands, with ``own=False`` (its marker then claims no label: see render).
             ``markdown(name, pending=..., own=...)`` is ``render.to_markdown``'s shape.
+        known_human, known_by: the person's label recorded last and who set it: not read
+            from the changelog again while that label stands.
 
     Returns:
         a :class:`WriteBack`; its ``applied`` is what the caller should record.
@@ -168,11 +189,16 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     on_issue = [k for k in LABELS if names[k].lower() in present]
     human = next((k for k in on_issue if k not in ours), None)
     pending = jira_label(pending) if pending else ""
+    adder = None
     if human is None:  # scopeguard's own label it would take off: a person's, if put back
         gate = bool(pending) and needs_decision
-        human = next((k for k in on_issue if k in ours and (gate or k != verdict_label)
-                      and set_by_person(client, key, names[k])), None)
-        ours.discard(human)
+        for k in on_issue:
+            if k in ours and (gate or k != verdict_label):
+                adder = set_by_person(client, key, names[k])
+                if adder is not None:
+                    human = k
+                    ours.discard(k)
+                    break
     result = WriteBack(key, names[verdict_label])
     add: list[str] = []
     remove: list[str] = []
@@ -180,6 +206,9 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     gated = bool(pending) and needs_decision and not human
     if human:
         result.human_label, result.human_key = names[human], human
+        result.human_by = user_name(adder) if adder is not None else known_by if (
+            known_by and known_human.lower() == names[human].lower()) else who_added(
+            client, key, names[human])
         # Only scopeguard's own scope label gives way: any other a person set stays too.
         remove = [present[names[k].lower()] for k in on_issue if k in ours]
         note = HUMAN_NOTE.format(label=names[human])

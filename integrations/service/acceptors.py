@@ -183,6 +183,10 @@ class AcceptorPool(Children):
                   process.exitcode, delay)
         return delay
 
+    def restarted(self, number: int, ok: bool) -> None:
+        if not ok:  # a failed start counts as a short life: the delay keeps doubling
+            self.started[number] = time.monotonic()
+
     def stop(self, timeout: float = 30, before: Any = None) -> None:
         """Stop every acceptor (each answers what it holds first), then take its counts."""
         super().stop(timeout)

@@ -129,7 +129,11 @@ class Children:
                                 number in self.restarting:
                             continue
                         self.restarting.add(number)
-                        self._restart_later(number, self.died(number, process))
+                        try:
+                            self._restart_later(number, self.died(number, process))
+                        except BaseException:  # no restart waits: the next look tries again
+                            self.restarting.discard(number)
+                            raise
             except Exception:  # noqa: BLE001 - the monitor must outlive any one message
                 log.exception("the %s monitor hit an error; it goes on", self.kind)
                 self.stopping.wait(0.5)
@@ -144,6 +148,8 @@ class Children:
             with self._lock:  # the monitor sees the new process, never the dead one again
                 ok = False
                 try:
+                    if self.stopping.is_set():  # stop() began while this waited for the lock
+                        return
                     self.spawn(number)
                     ok = True
                 except OSError as exc:  # tried again at the monitor's next look

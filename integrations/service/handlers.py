@@ -216,10 +216,12 @@ class Handlers:
                                 self.positioning.labels, request.labels,
                                 applied=seen.applied, comment_hint=seen.comment_id,
                                 pending=self.settings.jira_needs_decision,
-                                needs_decision=verdict.needs_decision)
+                                needs_decision=verdict.needs_decision,
+                                known_human=seen.human, known_by=seen.human_by)
             self.store.record_write_back(key, result.comment_id, result.applied,
                                          result.human_label, predicted=verdict.label,
                                          human_key=result.human_key,
+                                         human_by=result.human_by,
                                          asked=seen.applied == render.PENDING)
         return f"{verdict.label} ({verdict.confidence:.0%}): {result.summary()}"
 

@@ -105,6 +105,7 @@ class WorkerPool(Children):
         self.reach: dict[str, tuple[float, str]] = {}
         self.restarts = 0
         self._backoff: dict[int, tuple[float, float]] = {}  # number: (delay, restarted at)
+        self._mourned: dict[int, int] = {}  # number: the pid whose death was counted
 
     def start(self, numbers: Any = None) -> None:
         super().start(range(1, self.count + 1) if numbers is None else numbers)
@@ -167,6 +168,10 @@ class WorkerPool(Children):
         else:
             delay = min(30.0, delay * 2) if time.monotonic() - restarted_at < 60 else 1.0
         self._backoff[number] = (delay, restarted_at)
+        if self._mourned.get(number) == process.pid:  # its restart failed: not a new death
+            log.error("worker %d: starting it again in %.0fs", number, delay)
+            return delay
+        self._mourned[number] = process.pid
         self.restarts += 1
         self.metrics.inc("scopeguard_worker_restarts_total")
         # Exit code 0: it was told to stop (a SIGTERM sent to the whole group, as systemd

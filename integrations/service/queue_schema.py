@@ -60,5 +60,7 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     # 3: whether the person's label decided what scopeguard asked (its needs-decision
     # label was on the issue), for `scopeguard relabels` ("asked": "needs_decision").
     ("ALTER TABLE issues ADD COLUMN asked INTEGER NOT NULL DEFAULT 0",),
+    # 4: who set the person's label (Jira's changelog names them), for `scopeguard relabels`
+    ("ALTER TABLE issues ADD COLUMN human_by TEXT NOT NULL DEFAULT ''",),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)

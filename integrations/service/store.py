@@ -46,6 +46,8 @@ class Seen:
     key: str
     comment_id: str
     applied: str
+    human: str = ""  # the person's label recorded last, and who set it
+    human_by: str = ""
 
 
 class IssueStore:
@@ -180,12 +182,13 @@ class IssueStore:
 
     def seen(self, key: str) -> Seen:
         row = self.queue._conn().execute(
-            "SELECT comment_id, applied FROM issues WHERE key = ?", (key,)).fetchone()
-        return Seen(key, *(row or ("", "")))
+            "SELECT comment_id, applied, human, human_by FROM issues WHERE key = ?",
+            (key,)).fetchone()
+        return Seen(key, *(row or ("", "", "", "")))
 
     def record_write_back(self, key: str, comment_id: str, applied: str, human: str = "", *,
-                          predicted: str = "", human_key: str = "", asked: bool = False
-                          ) -> None:
+                          predicted: str = "", human_key: str = "", asked: bool = False,
+                          human_by: str = "") -> None:
         """What write-back left on the issue.
 
         ``human`` is a scope label a person set (the Jira label) and ``human_key`` its
@@ -195,6 +198,7 @@ class IssueStore:
         label was first seen is kept while that label stands; whether it decided what
         scopeguard had asked (``asked``: its needs-decision label was on the issue then) is
         kept while a person's label (that one, or the one they change it to) stands.
+        ``human_by`` names who set it ("" when unknown: kept from before for that label).
         """
         with self.queue._tx() as conn:
             # SET expressions read the row as it was, so `human` and `predicted` below are
@@ -206,10 +210,12 @@ class IssueStore:
                 "THEN ? WHEN predicted != '' THEN predicted ELSE ? END, human_at = "
                 "CASE WHEN ? = '' THEN NULL WHEN human = ? AND human_at IS NOT NULL "
                 "THEN human_at ELSE ? END, asked = CASE WHEN ? = '' THEN 0 WHEN human != '' "
-                "THEN asked ELSE ? END, human = ?, human_key = ? WHERE key = ?",
+                "THEN asked ELSE ? END, human_by = CASE WHEN ? = '' THEN '' WHEN ? != '' "
+                "THEN ? WHEN human = ? THEN human_by ELSE '' END, human = ?, human_key = ? "
+                "WHERE key = ?",
                 (comment_id, applied, human, predicted, predicted, human, human,
-                 self.queue.clock(), human, int(asked), human, human_key if human else "",
-                 key))
+                 self.queue.clock(), human, int(asked), human, human_by, human_by, human,
+                 human, human_key if human else "", key))
 
     def resolve_human_keys(self, label_names: Mapping[str, str]) -> int:
         """Fill in ``human_key`` where only the Jira label was recorded (files from before
@@ -287,7 +293,7 @@ def read_relabels(path: str | Path) -> Relabels:
     return _relabels(found)
 
 
-_RELABELLED = ("SELECT key, request, human_key, predicted, human_at, asked FROM issues "
+_RELABELLED = ("SELECT key, request, human_key, predicted, human_at, asked, human_by FROM issues "
                "WHERE human != '' ORDER BY human_at, key")
 
 
@@ -309,13 +315,13 @@ def _pg_relabels(url: str) -> list[tuple]:
 
 def _relabels(found: Sequence[tuple]) -> Relabels:
     rows, unresolved = [], []
-    for key, text, label, predicted, at, asked in found:
+    for key, text, label, predicted, at, asked, by in found:
         if label not in LABELS:
             unresolved.append(key)
             continue
         request = json.loads(text)
         rows.append({**{f: str(request.get(f) or "") for f in RELABEL_FIELDS}, "label": label,
-                     "predicted": predicted, "recorded_at": _utc(at),
+                     "predicted": predicted, "recorded_at": _utc(at), "by": by or "",
                      **({"asked": "needs_decision"} if asked else {})})
     return Relabels(rows, unresolved)
 

@@ -73,6 +73,8 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # 2: as the SQLite file's 3: whether a person's label decided what scopeguard asked
     ("ALTER TABLE issues ADD COLUMN IF NOT EXISTS asked INTEGER NOT NULL DEFAULT 0",),
+    # 3: as the SQLite file's 4: who set the person's label
+    ("ALTER TABLE issues ADD COLUMN IF NOT EXISTS human_by TEXT NOT NULL DEFAULT ''",),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 TABLES = ("events", "issues", "embeddings", "models", "health")  # what the steps create

@@ -53,13 +53,19 @@ class Request:
         return self.customer or self.author or self.id
 
 
+# Unicode's default-ignorable code points that are not format characters (Cf): drawn as
+# nothing, so they too would make one name two customers.
+_IGNORABLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f"
+                        "\uffa0\U000e0000-\U000e0fff]")
+
+
 def customer_key(name: str) -> str:
     """The name by which demand counts one customer: Unicode-normalised (NFKC: fullwidth
     "Ａｃｍｅ" is "Acme"), without invisible characters (zero-width spaces and joiners, bidi
     marks), spaces collapsed, case folded. "ACME  Corp", "Ac\u200bme Corp" and "acme corp"
     are one customer, not three."""
     text = unicodedata.normalize("NFKC", str(name))
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    text = _IGNORABLE.sub("", "".join(c for c in text if unicodedata.category(c) != "Cf"))
     return " ".join(text.split()).casefold()
 
 
@@ -67,7 +73,7 @@ def distinct_customers(names: Iterable[str]) -> list[str]:
     """One name per customer (as first written, trimmed), in order; empty names left out."""
     seen: dict[str, str] = {}
     for name in names:
-        key = customer_key(name)
+        key = customer_key(name) or str(name).strip()  # a name of invisible marks only: itself
         if key and key not in seen:
             seen[key] = " ".join(str(name).split())
     return list(seen.values())

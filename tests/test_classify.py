@@ -95,6 +95,10 @@ def test_one_customer_written_several_ways_is_one_customer(guard):
     spellings = ["Acme  Corp", "\uff21\uff43\uff4d\uff45 Corp", "Ac\u200bme Corp",
                  "\u200fACME corp", "acme\u00a0corp"]
     assert {customer_key(n) for n in spellings} == {"acme corp"}
+    ignorable = ["Ac\u034fme Corp", "Ac\ufe00me Corp", "Ac\u3164me Corp", "Ac\u115fme Corp",
+                 "Ac\U000e0100me Corp", "Ac\u17b4me Corp", "Ac\u180bme Corp"]
+    assert {customer_key(n) for n in ignorable} == {"acme corp"}  # drawn as nothing too
+    assert len(distinct_customers(["\u200b", "\u200b", "Acme"])) == 2  # invisible only: itself
     assert distinct_customers(["", " Globex ", *spellings, "Initech"]) == [
         "Globex", "Acme Corp", "Initech"]
     backlog = [req(20 + n, *ask, customer=name) for n, name in enumerate(spellings[1:])]

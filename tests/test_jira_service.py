@@ -1178,7 +1178,7 @@ def test_who_set_a_persons_label_is_read_once_and_an_unreadable_changelog_costs_
         jira.fail(403, times=1, path="/changelog")  # the changelog read is refused
         other = jc.write_back(client, "PAW-80", "core", verdict_markdown("core"), JIRA_LABELS,
                               jira.labels("PAW-80"), comment_hint=first.comment_id)
-        assert (other.human_key, other.human_by) == ("generalizable", "")
+        assert (other.human_key, other.human_by) == ("generalizable", "?")  # looked up
         assert jira.labels("PAW-80") == ["scope:generalizable"]
 
 
@@ -1205,3 +1205,32 @@ def test_the_cloud_changelog_is_read_from_its_newest_page():
             jira.set_labels("PAW-91", ["scope:core", f"sprint-{n}"], by="Sprint Bot")
         assert client.label_adder("PAW-91", "scope:core")["displayName"] == "Clinic Owner"
         assert client.label_adder("PAW-91", "scope:one-off") is None
+
+
+def test_a_label_the_issue_was_created_with_is_looked_up_once(tmp_path):
+    """A person's label that came with the issue leaves no changelog entry: who set it is
+    unknown, recorded as looked up, not read again at every event; the export says ""."""
+    import numpy as np
+    from scopeguard.integrations.jira.writeback import UNKNOWN_BY
+
+    from scopeguard.backlog import Request
+
+    with FakeJira(flavour="cloud", email="bot@x.example", token=API_TOKEN) as jira:
+        client = jc.make_jira(environ=jira.env)
+        jira.add_issue("PAW-95", *LAB, labels=("scope:core",))
+        first = jc.write_back(client, "PAW-95", "one_off", verdict_markdown("one_off"),
+                              JIRA_LABELS, jira.labels("PAW-95"))
+        assert (first.human_key, first.human_by) == ("core", UNKNOWN_BY)
+        reads = len(jira.calls("GET", "/changelog"))
+        jc.write_back(client, "PAW-95", "one_off", verdict_markdown("one_off"), JIRA_LABELS,
+                      jira.labels("PAW-95"), comment_hint=first.comment_id,
+                      known_human="scope:core", known_by=first.human_by)
+        assert len(jira.calls("GET", "/changelog")) == reads
+    queue = EventQueue(tmp_path / "q.db")
+    store = jira_store.IssueStore(queue, "hashing")
+    store.remember(Request(id="PAW-95", title="t", body="b"), np.ones(4, np.float32) / 2)
+    store.record_write_back("PAW-95", first.comment_id, "", "scope:core", predicted="one_off",
+                            human_key="core", human_by=first.human_by)
+    [row] = jira_store.read_relabels(tmp_path / "q.db").rows
+    assert row["by"] == "" and row["label"] == "core"
+    queue.close()

@@ -153,3 +153,34 @@ def test_a_worker_whose_restart_failed_is_counted_dead_once():
         assert (pool.restarts, released) == (1, [first])
     finally:
         pool.stop(5)
+
+
+def test_a_restart_under_way_when_stop_begins_leaves_no_child_running():
+    """stop() began while a restart was spawning (slow: a loaded machine): the new child
+    was registered after the 'stop' words went out and outlived the service."""
+    import threading
+
+    class Slow(Sleepers):
+        def __init__(self) -> None:
+            super().__init__()
+            self.spawning = threading.Event()
+
+        def spawn_process(self, number: int, conn: Any) -> Any:
+            self.starts += 1
+            if self.starts > 1:
+                self.spawning.set()
+                time.sleep(0.5)
+            process = self.context.Process(target=time.sleep,
+                                           args=(0.05 if self.starts == 1 else 60,), daemon=True)
+            process.start()
+            return process
+
+        def died(self, number: int, process: Any) -> float:
+            super().died(number, process)
+            return 0.0
+
+    pool = Slow()
+    pool.start([1])
+    assert pool.spawning.wait(30)
+    pool.stop(5)
+    assert not any(p.is_alive() for p in pool.processes.values())

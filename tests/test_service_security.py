@@ -732,9 +732,10 @@ def test_an_absolute_form_request_is_routed_on_both_parsers(guarded, jira):
     for target, head, code in [
             (f"http://{host}/webhooks/jira", "POST", b"202"),
             (f"HTTP://{host}/healthz?x=1", "GET", b"200"),
-            (f"http://{host}/nowhere", "GET", b"404")]:
+            (f"http://{host}/nowhere", "GET", b"404"),
+            (f"http://{host}/webhooks/jira%3Fx", "POST", b"404")]:  # %3F: in the path
         extra = (f"Content-Type: application/json\r\nX-Hub-Signature: {sign(SECRET, body)}\r\n"
-                 f"X-Atlassian-Webhook-Identifier: abs-{guarded.port}\r\n"
+                 f"X-Atlassian-Webhook-Identifier: abs-{guarded.port}{target[-2:]}\r\n"
                  f"Content-Length: {len(body)}\r\n") if head == "POST" else ""
         with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as sock:
             sock.sendall(f"{head} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}"
@@ -743,4 +744,4 @@ def test_an_absolute_form_request_is_routed_on_both_parsers(guarded, jira):
             while chunk := sock.recv(65536):
                 answer += chunk
         assert answer.split(b" ", 2)[1] == code, (target, answer[:300])
-    assert f"abs-{guarded.port}" in guarded.events()
+    assert f"abs-{guarded.port}ra" in guarded.events()

@@ -211,11 +211,9 @@ class JiraClient:
             pass
 
     def label_adder(self, key: str, name: str) -> dict[str, Any] | None:
-        """Who last added the label ``name`` to ``key`` (a user object), from its changelog;
-        None when no change in it added the label. Cloud pages ``issue/KEY/changelog``
-        (oldest first, so it is read from its last page back, stopping at the newest page
-        that added the label); Server/Data Center sends the histories with
-        ``expand=changelog``."""
+        """Who last added the label ``name`` to ``key`` (a user object) by its changelog, or
+        None. Cloud pages ``issue/KEY/changelog`` oldest first: read from the last page back
+        to the newest that added it. Server/Data Center: ``expand=changelog``."""
         action = f"reading the changelog of {key}"
         if not self.cloud:
             issue = expect(self.request("GET", f"issue/{quote(key)}", action=action,
@@ -234,7 +232,9 @@ class JiraClient:
 
         first, total = page(0)
         size, start = max(1, len(first)), total
-        while start > len(first):  # the pages after the first, newest first
+        for _ in range(20):  # the pages after the first, newest first (2,000 changes at most)
+            if start <= len(first):
+                break
             start = max(len(first), start - size)
             values, _ = page(start)
             adder = _last_adder(values, name)

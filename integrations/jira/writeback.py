@@ -46,7 +46,7 @@ class WriteBack:
     human_label: str = ""  # a scope label a person set, which stands
     human_key: str = ""  # its verdict label (core, generalizable or one_off)
     removed_by_person: bool = False  # scopeguard's label was taken off by a person
-    human_by: str = ""  # who set the person's label (the changelog's name; "" if unknown)
+    human_by: str = ""  # who set the person's label (the changelog's name, or UNKNOWN_BY)
     applied: str = ""  # the verdict label whose Jira label scopeguard now keeps on the issue
     comment_id: str = ""
     comment: str = "unchanged"  # created | updated | unchanged
@@ -93,12 +93,16 @@ def user_name(user: Mapping[str, Any] | None) -> str:
                  if user.get(k)), "")
 
 
+UNKNOWN_BY = "?"  # who set a person's label was looked up and Jira did not say: not again
+
+
 def who_added(client: JiraClient, key: str, name: str) -> str:
-    """Who added the label ``name`` to ``key`` last ("" when the changelog cannot say)."""
+    """Who added the label ``name`` to ``key`` last; :data:`UNKNOWN_BY` when the changelog
+    does not say (a label the issue was created with) or cannot be read."""
     try:
-        return user_name(client.label_adder(key, name))
-    except JiraError:  # the label stands either way; only the record's "by" is left empty
-        return ""
+        return user_name(client.label_adder(key, name)) or UNKNOWN_BY
+    except JiraError:  # the label stands either way; only the record's "by" stays unknown
+        return UNKNOWN_BY
 
 
 def is_own(client: JiraClient, comment: Mapping[str, Any]) -> bool:

@@ -41,12 +41,13 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from scopeguard.errors import InputError
 
@@ -59,6 +60,7 @@ from .logs import client_secrets, setup_logging
 from .queue import QueueError
 from .settings import ServiceSettings
 
+_ABSOLUTE = re.compile(rb"(?i)https?://")  # a request target in absolute-form
 log = logging.getLogger("scopeguard.serve")
 
 
@@ -314,12 +316,16 @@ def create_app(service: Service, forward: Callable[..., Any] | None = None) -> A
     async def app(scope: dict[str, Any], receive: Callable[[], Any],
                   send: Callable[[dict[str, Any]], Any]) -> None:
         path, root = scope.get("path", ""), scope.get("root_path", "")
-        if not path.startswith("/") and scope["type"] == "http":
+        raw = bytes(scope.get("raw_path") or b"") if scope["type"] == "http" else b"/"
+        prefix = root.encode("latin-1")  # uvicorn puts root_path before the request target
+        target = raw[len(prefix):] if prefix and raw.startswith(prefix) else raw
+        if target[:1] != b"/" and _ABSOLUTE.match(target):
             # absolute-form ("POST http://host/webhooks/jira", RFC 9112 3.2.2, as a proxy
-            # sends it): httptools gives its path, h11 the whole target
-            path = urlsplit(path).path or "/"
-            raw = urlsplit(bytes(scope.get("raw_path") or b"").decode("latin-1")).path
-            scope = {**scope, "path": path, "raw_path": (raw or "/").encode("latin-1")}
+            # sends it): httptools gives its path, h11 the whole target (the raw one is
+            # split, then decoded as uvicorn decodes a path: %3F stays in the path)
+            raw_path = urlsplit(target.decode("latin-1")).path or "/"
+            path = root + unquote(raw_path)
+            scope = {**scope, "path": path, "raw_path": prefix + raw_path.encode("latin-1")}
         if root and path.startswith(root):  # mounted under a prefix: as Starlette routes
             path = path[len(root):]
         route = hooks.get(path) if scope["type"] == "http" else None

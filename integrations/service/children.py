@@ -165,7 +165,8 @@ class Children:
              before: Callable[[], None] | None = None) -> None:
         """Tell every child to stop (each finishes what it holds), wait up to ``timeout``
         seconds, kill those still running, then apply their last messages."""
-        self.stopping.set()
+        with self._lock:  # a restart under way registers its child first, or never spawns
+            self.stopping.set()
         if before is not None:
             before()
         for channel in list(self.channels.values()):

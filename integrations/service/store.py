@@ -24,6 +24,7 @@ import numpy as np
 from scopeguard.backlog import Request, customer_key
 from scopeguard.positioning import LABELS
 
+from ..jira.writeback import UNKNOWN_BY
 from .queue import SCHEMA_VERSION, EventQueue, QueueError
 from .storage import is_postgres, redact
 
@@ -142,8 +143,9 @@ class IssueStore:
         That is all a verdict reads of its neighbours (the closest few are shown, and
         demand counts distinct customers), so classifying against this short list gives
         the verdict the whole history would, without cleaning and scoring all of it.
-        Customers are compared as ``classify`` does: customer, else author, else id,
-        case-insensitively; store requests with their customer resolved.
+        Customers are compared as ``classify`` does: customer, else author, else id, by
+        ``customer_key`` (case, spacing and invisible characters aside); store requests
+        with their customer resolved.
         """
         if self.shared:
             self.refresh()
@@ -156,7 +158,7 @@ class IssueStore:
                       if self._keys[i] != exclude]
         out, customers = ranked[:top], set()
         for r in ranked:
-            who = customer_key(r.asker)
+            who = customer_key(r.asker) or r.asker.strip()
             if who not in customers:
                 customers.add(who)
                 if r not in out[:top]:
@@ -321,7 +323,8 @@ def _relabels(found: Sequence[tuple]) -> Relabels:
             continue
         request = json.loads(text)
         rows.append({**{f: str(request.get(f) or "") for f in RELABEL_FIELDS}, "label": label,
-                     "predicted": predicted, "recorded_at": _utc(at), "by": by or "",
+                     "predicted": predicted, "recorded_at": _utc(at),
+                     "by": "" if by == UNKNOWN_BY else by or "",
                      **({"asked": "needs_decision"} if asked else {})})
     return Relabels(rows, unresolved)
 

@@ -23,7 +23,11 @@ class Sleepers(Children):
         self.starts += 1
         if self.starts == 2:
             raise OSError(11, "Resource temporarily unavailable")
-        process = self.context.Process(target=time.sleep, args=(0.05,), daemon=True)
+        return self.launch(0.05)
+
+    def launch(self, seconds: float) -> Any:
+        """A real child that sleeps ``seconds``, then exits."""
+        process = self.context.Process(target=time.sleep, args=(seconds,), daemon=True)
         process.start()
         return process
 
@@ -70,9 +74,7 @@ def test_a_dead_child_is_restarted_once_while_its_delay_runs():
     class Slow(Sleepers):
         def spawn_process(self, number: int, conn: Any) -> Any:
             self.starts += 1
-            process = self.context.Process(target=time.sleep, args=(0.01,), daemon=True)
-            process.start()
-            return process
+            return self.launch(0.01)
 
         def died(self, number: int, process: Any) -> float:
             super().died(number, process)
@@ -109,10 +111,7 @@ def test_a_restart_thread_that_cannot_start_is_tried_again(monkeypatch):
     class Once(Sleepers):
         def spawn_process(self, number: int, conn: Any) -> Any:
             self.starts += 1
-            process = self.context.Process(target=time.sleep,
-                                           args=(0.05 if self.starts == 1 else 30,), daemon=True)
-            process.start()
-            return process
+            return self.launch(0.05 if self.starts == 1 else 30)
 
     pool = Once()
     pool.start([1])
@@ -133,15 +132,13 @@ def test_a_worker_whose_restart_failed_is_counted_dead_once():
     class Pool(WorkerPool):
         every = 0.05
         starts = 0
+        launch = Sleepers.launch
 
         def spawn_process(self, number: int, conn: Any) -> Any:
             self.starts += 1
             if self.starts == 2:
                 raise OSError(11, "Resource temporarily unavailable")
-            process = self.context.Process(target=time.sleep,
-                                           args=(0.05 if self.starts == 1 else 30,), daemon=True)
-            process.start()
-            return process
+            return self.launch(0.05 if self.starts == 1 else 30)
 
     released: list[int] = []
     pool = Pool(ServiceSettings.from_env({"SCOPEGUARD_WEBHOOK_SECRET": "s" * 24}), 1, Metrics(),
@@ -170,10 +167,7 @@ def test_a_restart_under_way_when_stop_begins_leaves_no_child_running():
             if self.starts > 1:
                 self.spawning.set()
                 time.sleep(0.5)
-            process = self.context.Process(target=time.sleep,
-                                           args=(0.05 if self.starts == 1 else 60,), daemon=True)
-            process.start()
-            return process
+            return self.launch(0.05 if self.starts == 1 else 60)
 
         def died(self, number: int, process: Any) -> float:
             super().died(number, process)

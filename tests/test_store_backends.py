@@ -420,3 +420,19 @@ def test_a_user_without_rights_and_a_nul_in_a_text_get_answers_not_driver_errors
         assert queue.counts()["failed"] == 1
     finally:
         queue.close()
+
+
+@pytest.mark.postgres
+def test_relabels_from_an_older_postgresql_store_say_to_start_serve_once(runner, pg_url):
+    """A store an older serve left (schema 2: no record of who set a person's label) gave
+    'column human_by does not exist'; it says what to do, as the SQLite file does."""
+    import psycopg
+    from scopeguard.integrations.service.pg.schema import SCHEMA_VERSION
+
+    assert runner.invoke(cli, ["store", "migrate", "--store", pg_url]).exit_code == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM scopeguard_schema WHERE version = %s", (SCHEMA_VERSION,))
+    result = runner.invoke(cli, ["relabels", "--queue", pg_url])
+    assert result.exit_code == 2, result.output
+    assert "older scopeguard serve" in result.output and "start scopeguard serve" in \
+        result.output and "Traceback" not in result.output

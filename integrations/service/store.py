@@ -303,13 +303,19 @@ def _pg_relabels(url: str) -> list[tuple]:
     """The relabelled issues of a PostgreSQL store, read only: a database scopeguard never
     migrated is refused, not migrated (an export changes nothing)."""
     from .pg.connect import Database
+    from .pg.schema import SCHEMA_VERSION as PG_VERSION
     from .pg.schema import version
 
     db = Database(url, size=1)
     try:
-        if version(db) == 0:
+        found = version(db)
+        if found == 0:
             raise QueueError(f"{redact(url)} is not a scopeguard store (no scopeguard_schema "
                              "table). Fix: pass the --store URL that scopeguard serve uses.")
+        if found < PG_VERSION:
+            raise QueueError(f"{redact(url)} was written by an older scopeguard serve (store "
+                             f"schema {found}). Fix: start scopeguard serve (this version) on "
+                             "it once: it upgrades the store, then export again.")
         return list(db.execute(_RELABELLED).fetchall())
     finally:
         db.close()

@@ -210,7 +210,7 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     gated = bool(pending) and needs_decision and not human
     if human:
         result.human_label, result.human_key = names[human], human
-        result.human_by = user_name(adder) if adder is not None else known_by if (
+        result.human_by = (user_name(adder) or UNKNOWN_BY) if adder is not None else known_by if (
             known_by and known_human.lower() == names[human].lower()) else who_added(
             client, key, names[human])
         # Only scopeguard's own scope label gives way: any other a person set stays too.

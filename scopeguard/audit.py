@@ -182,7 +182,7 @@ def _one_off_customers(items: Sequence[AuditItem]) -> list[tuple[str, int]]:
     for item in items:
         if item.label == "one_off":
             name = item.request.customer or item.request.author or "unknown"
-            key = customer_key(name) or name.strip() or "unknown"  # invisible marks only: itself
+            key = customer_key(name) or "unknown"
             names.setdefault(key, " ".join(name.split()) or name)
             counts[key] += 1
     return [(names[key], n) for key, n in counts.most_common()]

@@ -63,17 +63,17 @@ def customer_key(name: str) -> str:
     """The name by which demand counts one customer: Unicode-normalised (NFKC: fullwidth
     "Ａｃｍｅ" is "Acme"), without invisible characters (zero-width spaces and joiners, bidi
     marks), spaces collapsed, case folded. "ACME  Corp", "Ac\u200bme Corp" and "acme corp"
-    are one customer, not three."""
+    are one customer, not three. A name of invisible characters only is its own key."""
     text = unicodedata.normalize("NFKC", str(name))
     text = _IGNORABLE.sub("", "".join(c for c in text if unicodedata.category(c) != "Cf"))
-    return " ".join(text.split()).casefold()
+    return " ".join(text.split()).casefold() or str(name).strip()
 
 
 def distinct_customers(names: Iterable[str]) -> list[str]:
     """One name per customer (as first written, trimmed), in order; empty names left out."""
     seen: dict[str, str] = {}
     for name in names:
-        key = customer_key(name) or str(name).strip()  # a name of invisible marks only: itself
+        key = customer_key(name)
         if key and key not in seen:
             seen[key] = " ".join(str(name).split())
     return list(seen.values())

@@ -14,6 +14,7 @@ class Sleepers(Children):
 
     kind = "sleeper"
     every = 0.05
+    numbers = (1,)
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,7 +55,7 @@ def test_a_child_whose_restart_fails_is_started_again_at_the_next_look(caplog):
     tried again; the worker pool's restart thread used to die of it, leaving no worker."""
     pool = Sleepers()
     with caplog.at_level(logging.ERROR, logger="scopeguard.serve"):
-        pool.start([1])
+        pool.start()
         try:
             wait(lambda: pool.starts >= 3)
             first = pool.deaths[0][1]
@@ -81,7 +82,8 @@ def test_a_dead_child_is_restarted_once_while_its_delay_runs():
             return 2.0
 
     pool = Slow()
-    pool.start([1, 2])
+    pool.numbers = [1, 2]
+    pool.start()
     try:
         wait(lambda: len(pool.deaths) >= 2)
         time.sleep(0.5)  # ten looks of the monitor inside the delay
@@ -114,7 +116,7 @@ def test_a_restart_thread_that_cannot_start_is_tried_again(monkeypatch):
             return self.launch(0.05 if self.starts == 1 else 30)
 
     pool = Once()
-    pool.start([1])
+    pool.start()
     try:
         wait(lambda: pool.starts >= 2)
         assert refused == ["scopeguard-restart-sleeper-1"] and pool.processes[1].is_alive()
@@ -174,7 +176,7 @@ def test_a_restart_under_way_when_stop_begins_leaves_no_child_running():
             return 0.0
 
     pool = Slow()
-    pool.start([1])
+    pool.start()
     assert pool.spawning.wait(30)
     pool.stop(5)
     assert not any(p.is_alive() for p in pool.processes.values())

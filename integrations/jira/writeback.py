@@ -210,9 +210,12 @@ def write_back(client: JiraClient, key: str, verdict_label: str, markdown: Calla
     gated = bool(pending) and needs_decision and not human
     if human:
         result.human_label, result.human_key = names[human], human
-        result.human_by = (user_name(adder) or UNKNOWN_BY) if adder is not None else known_by if (
-            known_by and known_human.lower() == names[human].lower()) else who_added(
-            client, key, names[human])
+        if adder is not None:  # read just now
+            result.human_by = user_name(adder) or UNKNOWN_BY
+        elif known_by and known_human.lower() == names[human].lower():  # recorded before
+            result.human_by = known_by
+        else:
+            result.human_by = who_added(client, key, names[human])
         # Only scopeguard's own scope label gives way: any other a person set stays too.
         remove = [present[names[k].lower()] for k in on_issue if k in ours]
         note = HUMAN_NOTE.format(label=names[human])

@@ -110,9 +110,6 @@ class AcceptorPool(Children):
         self._backoff: dict[int, float] = {}  # the delay before its last restart
         self.started: dict[int, float] = {}
 
-    def start(self, numbers: Any = None) -> None:
-        super().start(self.numbers if numbers is None else numbers)
-
     def spawn_process(self, number: int, conn: Any) -> Any:
         sock = add_acceptor(self.first)
         try:

@@ -55,13 +55,15 @@ def drain(channels: dict[int, Channel], timeout: float, apply: Any,
 class Children:
     """Child processes by number, each with a :class:`Channel`, and their monitor thread.
 
-    A pool says what its children are (``kind``, for logs and the thread's name), how
-    often the monitor looks (``every`` seconds), and supplies :meth:`spawn_process`,
-    :meth:`apply` and :meth:`died`; :meth:`tick` is its own look at each turn.
+    A pool says what its children are (``kind``, for logs and the thread's name; their
+    ``numbers``), how often the monitor looks (``every`` seconds), and supplies
+    :meth:`spawn_process`, :meth:`apply` and :meth:`died`; :meth:`tick` is its own look
+    at each turn.
     """
 
     kind = "child"
     every = 0.5
+    numbers: Iterable[int] = ()
 
     def __init__(self) -> None:
         self.context = multiprocessing.get_context("spawn")
@@ -73,8 +75,9 @@ class Children:
         self._monitor = threading.Thread(target=self._watch, name=f"scopeguard-{self.kind}s",
                                          daemon=True)
 
-    def start(self, numbers: Iterable[int]) -> None:
-        for number in numbers:
+    def start(self) -> None:
+        """Start every child (``numbers``), then the monitor."""
+        for number in self.numbers:
             self.spawn(number)
         self._monitor.start()
 

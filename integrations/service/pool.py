@@ -95,6 +95,7 @@ class WorkerPool(Children):
         super().__init__()
         self.settings = replace(settings, workers=1)
         self.count, self.metrics, self.release = count, metrics, release
+        self.numbers = range(1, count + 1)
         self.log_level, self.secrets = log_level, list(secrets)
         self.wake = Wake(self)  # after stopping: its thread reads it
         self.ready: set[int] = set()
@@ -106,9 +107,6 @@ class WorkerPool(Children):
         self.restarts = 0
         self._backoff: dict[int, tuple[float, float]] = {}  # number: (delay, restarted at)
         self._mourned: dict[int, int] = {}  # number: the pid whose death was counted
-
-    def start(self, numbers: Any = None) -> None:
-        super().start(range(1, self.count + 1) if numbers is None else numbers)
 
     def spawn_process(self, number: int, conn: Any) -> Any:
         process = self.context.Process(

@@ -158,7 +158,7 @@ class IssueStore:
                       if self._keys[i] != exclude]
         out, customers = ranked[:top], set()
         for r in ranked:
-            who = customer_key(r.asker) or r.asker.strip()
+            who = customer_key(r.asker)
             if who not in customers:
                 customers.add(who)
                 if r not in out[:top]:

@@ -92,6 +92,7 @@ bench: $(TRAIN_STAMP) postgres
 	$(TRAIN_BIN)/python bench/audit.py
 	$(BIN)/python bench/knn.py
 	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/accept_path.py
 	$(BIN)/python bench/replicas.py
 
 # A million-request audit of real request texts (over an hour on 2 cores; not in `bench`).

@@ -553,7 +553,7 @@ def test_sigterm_folds_the_write_ahead_logs_into_the_files(tmp_path, jira, examp
         conn.close()
 
 
-@pytest.mark.parametrize("removed", [("",), (".lock",), ("", "-wal", "-shm", ".lock")])
+@pytest.mark.parametrize("removed", [("",), ("", "-wal", "-shm", ".lock")])
 def test_a_queue_file_deleted_while_serving_is_a_503_not_a_lost_202(tmp_path, removed):
     """Deleted (or replaced) while the service runs, the queue file would take events
     into an inode nobody can open again: the accept after the commit and /healthz's
@@ -579,6 +579,82 @@ def test_a_queue_file_deleted_while_serving_is_a_503_not_a_lost_202(tmp_path, re
         asyncio.run(queue.accept_async("d-3", b"{}", "jira:issue_created", "PAW-3"))
     assert "deleted or replaced" in queue.probe(every=0)
     queue.close()
+
+
+def test_a_lock_file_deleted_while_serving_is_made_again_and_still_refuses_a_second(
+        tmp_path, caplog):
+    """Only the .lock deleted (a cleaner of old files): the service goes on, the lock is
+    made again and held, so a second serve on the path is refused as before."""
+    import os
+
+    path = tmp_path / "queue.db"
+    queue = EventQueue(path)
+    queue.lock()
+    os.remove(f"{path}.lock")
+    with caplog.at_level("WARNING", logger="scopeguard.serve"):
+        assert queue.accept("d-1", b"{}", "jira:issue_created", "PAW-1") == "queued"
+    assert queue.probe(every=0) == ""
+    assert (tmp_path / "queue.db.lock").read_text() == str(os.getpid())
+    assert "queue.db.lock was deleted" in caplog.text
+    second = EventQueue(path)
+    with pytest.raises(QueueError, match="in use by another scopeguard serve"):
+        second.lock()
+    assert queue.accept("d-2", b"{}", "jira:issue_created", "PAW-2") == "queued"
+    caplog.clear()
+    queue.close()
+    second.lock()  # free once the first is closed
+    second.close()
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_a_lock_file_another_process_made_is_not_taken(tmp_path, held):
+    """Deleted, then made again by someone else before the service looked (a second serve
+    starting on the path, or a hand): the file may be another serve's lock, so the
+    service does not take it; it answers 503 and says to restart."""
+    import fcntl
+    import os
+
+    from scopeguard.integrations.service.queue import QueueUnavailable
+
+    path = tmp_path / "queue.db"
+    queue = EventQueue(path)
+    queue.lock()
+    os.remove(f"{path}.lock")
+    other = open(f"{path}.lock", "a+")  # noqa: SIM115 - stands for the other process's
+    if held:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(QueueUnavailable, match="Fix: restart scopeguard serve"):
+            queue.accept("d-1", b"{}", "jira:issue_created", "PAW-1")
+        assert "deleted or replaced" in queue.probe(every=0)
+    finally:
+        other.close()
+        queue.close()
+
+
+def test_a_running_serve_whose_lock_file_was_deleted_goes_on_and_refuses_a_second(
+        tmp_path, jira, example_config):
+    """The same through real processes: webhooks still 202 after the .lock is deleted,
+    /healthz stays ready, and a second scopeguard serve on the queue exits naming it."""
+    import os
+
+    env = {"SCOPEGUARD_MODEL": "hashing", "SCOPEGUARD_WEBHOOK_SECRET": SECRET}
+    jira.add_issue("PAW-9001", "Send reminders by SMS", "Clinic 4 asks.")
+    first = ServiceProcess(tmp_path, jira, example_config, env).start()
+    try:
+        os.remove(first.queue + ".lock")
+        assert first.post(issue_event("PAW-9001"), delivery="lock-1").status_code == 202
+        health = first.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ready"
+        assert Path(first.queue + ".lock").read_text() == str(first.proc.pid)
+        second = ServiceProcess(tmp_path, jira, example_config, env)
+        with pytest.raises(RuntimeError, match="exited 2") as refused:
+            second.start(timeout=60)
+        assert "in use by another scopeguard serve" in str(refused.value)
+        assert first.post(issue_event("PAW-9001"), delivery="lock-2").status_code == 202
+        assert "queue.db.lock was deleted" in first.log.read_text()
+    finally:
+        first.stop()
 
 
 def test_queue_errors_name_the_real_cause(tmp_path):

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import sqlite3
@@ -40,6 +39,7 @@ from typing import Any
 from .accepts import Accept, accept_batch
 from .group_commit import GroupCommit
 from .queue_errors import QueueError, QueueUnavailable, describe, file_id, replaced
+from .queue_lock import QueueLock
 from .queue_schema import _MIGRATIONS, _SCHEMA, SCHEMA_VERSION
 
 # An event whose lease ran out max_attempts times (its worker died or hung each time) is
@@ -79,9 +79,7 @@ class EventQueue:
     """
 
     issue_order, shared = "rowid", False  # the issues' insertion order; one process per file
-    # The file's (device, inode) as opened, and its lock (none for a store without a file).
-    _opened: tuple[int, int] | None = None
-    _lock_file: Any = None
+    _opened: tuple[int, int] | None = None  # the file's (device, inode) as opened
 
     def __init__(self, path: str | Path, *, lease: float = DEFAULT_LEASE,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, durable: bool = True,
@@ -92,7 +90,7 @@ class EventQueue:
         self.durable = durable
         self.clock = clock
         self._local = threading.local()
-        self._lock_file: Any = None
+        self._lock = QueueLock(self.path)
         self._probed: tuple[float, str] = (-1e18, "")
         self.accepts = GroupCommit(self._accept_tx, on_exit=self._close_thread_conn,
                                    run=accept_batch)
@@ -166,24 +164,9 @@ class EventQueue:
         return f"{pid or os.getpid()}:{name}"
 
     def lock(self) -> None:
-        """Take the file's process lock: one service process per queue file. The kernel
-        drops it when the process dies, even by ``kill -9``, so the next process may safely
-        release the dead one's leases."""
-        if self._lock_file is not None or self.path == ":memory:":
-            return
-        handle = open(self.path + ".lock", "a+")  # noqa: SIM115 - held for the process life
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise QueueError(f"{self.path} is in use by another scopeguard serve process. "
-                             "Fix: stop that process, or give this one its own --queue "
-                             "file.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock_file = handle
+        """Take the file's process lock: one service process per queue file (queue_lock.py)."""
+        if self.path != ":memory:":
+            self._lock.take()
 
     def close(self) -> None:
         """Fold the WAL into the file (after a clean shutdown a copy of the .db alone is
@@ -201,9 +184,7 @@ class EventQueue:
             except sqlite3.Error:
                 pass  # the WAL stays and is replayed on the next open: nothing is lost
         self._close_thread_conn()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._lock.close()
 
     def _close_thread_conn(self) -> None:
         """Close this thread's connection, if it has one (the group commit's thread calls
@@ -254,7 +235,9 @@ class EventQueue:
 
     def _gone(self) -> str:
         """Why the file (or its lock) at the path is not the one opened, or ""."""
-        return replaced(self.path, self._opened, self._lock_file and self._lock_file.fileno())
+        # (a deleted lock file is made again by lost(); the queue file itself cannot be)
+        intact = self._opened is not None and file_id(self.path) == self._opened
+        return replaced(self.path, self._opened, intact and self._lock.lost())
 
     def _accept_write(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
                       replay_window: float) -> Accept:

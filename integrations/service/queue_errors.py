@@ -48,11 +48,10 @@ def file_id(path: str, fd: int | None = None) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def replaced(path: str, opened: tuple[int, int] | None, lock_fd: int | None) -> str:
+def replaced(path: str, opened: tuple[int, int] | None, lock_lost: bool = False) -> str:
     """Why the queue file (or its lock) at ``path`` is no longer the one this process
     opened, or "": deleted or replaced while serving, an event accepted now would go into
     a file nobody can open again, and another serve could start on the path."""
-    lock_lost = lock_fd is not None and file_id(path + ".lock") != file_id("", lock_fd)
     if opened is None or (file_id(path) == opened and not lock_lost):
         return ""
     return (f"{path}: the queue file (or its .lock) was deleted or replaced while scopeguard "

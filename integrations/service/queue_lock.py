@@ -1,0 +1,94 @@
+"""The queue file's process lock, ``QUEUE.lock``: one ``scopeguard serve`` per queue file.
+
+The lock is an ``flock`` on a file beside the queue, which the kernel drops when the
+process dies (even by ``kill -9``), so the next serve may safely take back the dead one's
+leases. A lock file deleted while the service runs (a cleaner of old files, a hand) is
+made again and taken at the next check: the service goes on, and a second serve on the
+path is still refused. A lock file another process made first may be a second serve's:
+then it is not taken, and the service says to restart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from typing import IO
+
+from .queue_errors import QueueError, file_id
+
+log = logging.getLogger("scopeguard.serve")
+
+
+class QueueLock:
+    """Held by the service process for its life, from :meth:`take` to :meth:`close`."""
+
+    def __init__(self, queue_path: str) -> None:
+        self.queue_path, self.path = queue_path, queue_path + ".lock"
+        self._handle: IO[str] | None = None
+        self._healing = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def take(self) -> None:
+        """Take the lock, or raise :class:`QueueError` naming the other holder's file."""
+        if self._handle is not None:
+            return
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the process life
+        if not self._flock(handle):
+            raise QueueError(f"{self.queue_path} is in use by another scopeguard serve "
+                             "process. Fix: stop that process, or give this one its own "
+                             "--queue file.")
+        self._handle = handle
+
+    def lost(self) -> bool:
+        """True when the file at the path is no longer the one locked and could not be
+        made again (another process made one first); a deleted one is made again here."""
+        if self._handle is None or self._same():
+            return False
+        with self._healing:
+            if self._same():  # another thread made it again meanwhile
+                return False
+            try:  # only where nothing is: a file another process made may be its lock
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except OSError:
+                return True
+            handle = os.fdopen(fd, "a+")
+            if not self._flock(handle):  # a serve starting on the path took it first
+                return True
+            old, self._handle = self._handle, handle
+            old.close()
+        log.warning("%s was deleted while scopeguard serve ran: made again and locked, so "
+                    "a second serve on this queue is still refused. Keep the queue out of "
+                    "directories that a cleaner empties.", self.path)
+        return False
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _same(self) -> bool:
+        handle = self._handle
+        try:
+            return handle is not None and file_id(self.path) == file_id("", handle.fileno())
+        except ValueError:  # closed by another thread's heal: look again under the lock
+            return False
+
+    @staticmethod
+    def _flock(handle: IO[str]) -> bool:
+        """Lock ``handle`` and write this process's id into it; False (closed) when
+        another process holds it."""
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return True

@@ -606,6 +606,36 @@ def test_a_lock_file_deleted_while_serving_is_made_again_and_still_refuses_a_sec
     second.close()
 
 
+def test_a_serve_that_opened_the_lock_before_it_was_deleted_is_still_refused(tmp_path,
+                                                                          monkeypatch):
+    """A second serve opens the .lock; a cleaner deletes it; the first makes it again;
+    only then does the second lock what it opened (the deleted file). That lock guards
+    nothing: the second must still be refused, not take back the first's leases."""
+    import fcntl
+    import os
+
+    path = tmp_path / "queue.db"
+    first, second = EventQueue(path), EventQueue(path)
+    first.lock()
+    real, between = fcntl.flock, []
+
+    def flock(fd: int, operation: int) -> None:
+        if not between:  # the second's: after its open, before its lock
+            between.append(fd)
+            os.remove(f"{path}.lock")
+            assert first.probe(every=0) == ""  # made again and locked by the first
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with pytest.raises(QueueError, match="in use by another scopeguard serve"):
+        second.lock()
+    monkeypatch.undo()
+    assert between and first.accept("d-1", b"{}", "jira:issue_created", "PAW-1") == "queued"
+    first.close()
+    second.lock()  # free once the first is closed
+    second.close()
+
+
 @pytest.mark.parametrize("held", [True, False])
 def test_a_lock_file_another_process_made_is_not_taken(tmp_path, held):
     """Deleted, then made again by someone else before the service looked (a second serve

@@ -27,6 +27,7 @@ class QueueLock:
     def __init__(self, queue_path: str) -> None:
         self.queue_path, self.path = queue_path, queue_path + ".lock"
         self._handle: IO[str] | None = None
+        self._kept: list[IO[str]] = []  # the deleted files' handles, still locked
         self._healing = threading.Lock()
 
     @property
@@ -37,12 +38,20 @@ class QueueLock:
         """Take the lock, or raise :class:`QueueError` naming the other holder's file."""
         if self._handle is not None:
             return
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the process life
-        if not self._flock(handle):
-            raise QueueError(f"{self.queue_path} is in use by another scopeguard serve "
-                             "process. Fix: stop that process, or give this one its own "
-                             "--queue file.")
-        self._handle = handle
+        for _ in range(100):
+            handle = open(self.path, "a+")  # noqa: SIM115 - held for the process life
+            if not self._flock(handle):
+                raise QueueError(f"{self.queue_path} is in use by another scopeguard "
+                                 "serve process. Fix: stop that process, or give this one "
+                                 "its own --queue file.")
+            if file_id(self.path) == file_id("", handle.fileno()):
+                self._handle = handle
+                return
+            # deleted between the open and the lock (and maybe made again by the serve
+            # holding the path): a lock on the old file guards nothing; the new one, then
+            handle.close()
+        raise QueueError(f"{self.path} keeps being deleted. Fix: stop what deletes it "
+                         "(a cleaner of old files?), or give the queue another directory.")
 
     def lost(self) -> bool:
         """True when the file at the path is no longer the one locked and could not be
@@ -59,17 +68,20 @@ class QueueLock:
             handle = os.fdopen(fd, "a+")
             if not self._flock(handle):  # a serve starting on the path took it first
                 return True
-            old, self._handle = self._handle, handle
-            old.close()
+            # the old file stays locked too: a serve that opened it before it was
+            # deleted must not get its lock now (take() also checks the path)
+            self._kept.append(self._handle)
+            self._handle = handle
         log.warning("%s was deleted while scopeguard serve ran: made again and locked, so "
                     "a second serve on this queue is still refused. Keep the queue out of "
                     "directories that a cleaner empties.", self.path)
         return False
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        for handle in [*self._kept, self._handle]:
+            if handle is not None:
+                handle.close()
+        self._handle, self._kept = None, []
 
     def _same(self) -> bool:
         handle = self._handle

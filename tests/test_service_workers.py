@@ -418,6 +418,53 @@ def test_a_new_service_waits_for_orphaned_workers_before_taking_their_events(
         service.stop()
 
 
+def test_the_workers_lock_deleted_is_made_again_and_held(tmp_path):
+    """Deleted while workers run (a cleaner), the workers' lock would let a new serve take
+    back an orphan's leases at once; each worker locks the file made at the path too."""
+    from scopeguard.integrations.service.pool import wait_for_orphans
+    from scopeguard.integrations.service.queue_lock import WorkersLock
+
+    queue = str(tmp_path / "queue.db")
+    held = WorkersLock(queue)
+    held.hold()
+    assert wait_for_orphans(queue, timeout=0.3) is False  # a new serve waits for it
+    os.remove(queue + ".workers.lock")
+    held.keep()  # the worker's next look
+    assert os.path.exists(queue + ".workers.lock")
+    assert wait_for_orphans(queue, timeout=0.3) is False  # and waits again
+    held.close()
+    assert wait_for_orphans(queue, timeout=0.3) is True
+
+
+def test_a_serve_whose_workers_lock_was_deleted_has_it_held_again(tmp_path, jira,
+                                                                 example_config):
+    """The same through a real serve: its worker process locks the new file within a
+    second or two, so a second serve would wait for it."""
+    import fcntl
+
+    service = ServiceProcess(tmp_path, jira, example_config,
+                             {"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_MODEL": "hashing"})
+    service.start()
+    try:
+        os.remove(service.queue + ".workers.lock")
+
+        def held_by_the_worker() -> bool:
+            if not os.path.exists(service.queue + ".workers.lock"):
+                return False
+            with open(service.queue + ".workers.lock", "a+") as probe:
+                try:
+                    fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return True
+                fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
+                return False
+
+        service.wait(held_by_the_worker, 15, "the worker to lock the workers' lock again")
+        assert "workers.lock was deleted while this worker ran" in service.log.read_text()
+    finally:
+        service.stop()
+
+
 def test_a_worker_that_cannot_start_says_why_and_is_tried_again(tmp_path, jira, example_config):
     broken = tmp_path / "model"
     broken.mkdir()

@@ -38,6 +38,7 @@ from typing import Any
 
 from .children import Channel, Children
 from .metrics import Metrics
+from .queue_lock import WorkersLock
 from .settings import ServiceSettings
 
 log = logging.getLogger("scopeguard.serve")
@@ -193,7 +194,7 @@ class WorkerPool(Children):
 
 
 def workers_lock(queue_path: str) -> str:
-    return queue_path + ".workers.lock"
+    return WorkersLock(queue_path).path
 
 
 def wait_for_orphans(queue_path: str, timeout: float) -> bool:
@@ -231,9 +232,9 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
     # Held for the worker's life: a new `scopeguard serve` waits for it before it takes
     # back leases, so a worker orphaned by its parent's death finishes its event alone.
     # (Replicas on PostgreSQL have no file to lock: a dead one's leases expire instead.)
+    held = WorkersLock(settings.queue)
     if not settings.store:
-        held = open(workers_lock(settings.queue), "a+")  # noqa: SIM115 - held for the process life
-        fcntl.flock(held.fileno(), fcntl.LOCK_SH)
+        held.hold()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
     # The cores are shared with the accepting process and the other workers: one
     # inference thread each unless SCOPEGUARD_THREADS says otherwise.
@@ -281,6 +282,7 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
         raise SystemExit(3)
     channel.send(("ready", number, None))
     while not stopping.wait(1.0):
+        held.keep()  # the lock file deleted (a cleaner): the new one is held too
         while checks:  # the worker thread checks it (it runs recheck between events)
             service.worker.suspect(checks.pop())
         channel.send(("queue", number, service.worker.queue_error))

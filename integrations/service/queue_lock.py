@@ -104,3 +104,43 @@ class QueueLock:
         handle.write(str(os.getpid()))
         handle.flush()
         return True
+
+
+class WorkersLock:
+    """``QUEUE.workers.lock``, held shared by each worker process for its life: a new
+    ``scopeguard serve`` waits for the workers of an earlier one (orphaned by its death)
+    before it takes back their leases (pool.wait_for_orphans). Deleted while they run,
+    each worker locks the file made at the path at its next :meth:`keep` (the deleted one
+    stays locked too), so a new serve waits for them again."""
+
+    def __init__(self, queue_path: str) -> None:
+        self.path = queue_path + ".workers.lock"
+        self._handles: list[IO[str]] = []
+
+    def hold(self) -> None:
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the process life
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)  # a new serve's probe is brief: wait
+        self._handles.append(handle)
+
+    def keep(self) -> None:
+        """Lock the file at the path too, if it is not the one held (deleted, made again)."""
+        if not self._handles or file_id(self.path) == file_id("", self._handles[-1].fileno()):
+            return
+        try:
+            handle = open(self.path, "a+")  # noqa: SIM115 - held for the process life
+        except OSError as exc:  # the directory gone or not writable: the next look
+            log.debug("cannot open %s: %s", self.path, exc)
+            return
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # a new serve's probe holds it this instant: the next look
+            handle.close()
+            return
+        self._handles.append(handle)
+        log.warning("%s was deleted while this worker ran: the file made at its path is "
+                    "locked too", self.path)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.close()
+        self._handles = []

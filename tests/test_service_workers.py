@@ -418,51 +418,72 @@ def test_a_new_service_waits_for_orphaned_workers_before_taking_their_events(
         service.stop()
 
 
+def lock_state(path: str) -> str:
+    """"missing", "held" (by someone) or "free", without making the file."""
+    import fcntl
+
+    if not os.path.exists(path):
+        return "missing"
+    with open(path, "a+") as probe:
+        try:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return "held"
+        fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
+        return "free"
+
+
 def test_the_workers_lock_deleted_is_made_again_and_held(tmp_path):
     """Deleted while workers run (a cleaner), the workers' lock would let a new serve take
-    back an orphan's leases at once; each worker locks the file made at the path too."""
+    back an orphan's leases at once; each worker's watch locks the file made at the path
+    too, without anyone asking."""
     from scopeguard.integrations.service.pool import wait_for_orphans
     from scopeguard.integrations.service.queue_lock import WorkersLock
 
     queue = str(tmp_path / "queue.db")
     held = WorkersLock(queue)
-    held.hold()
+    held.hold(every=0.05)
     assert wait_for_orphans(queue, timeout=0.3) is False  # a new serve waits for it
     os.remove(queue + ".workers.lock")
-    held.keep()  # the worker's next look
-    assert os.path.exists(queue + ".workers.lock")
+    deadline = time.monotonic() + 10
+    while lock_state(queue + ".workers.lock") != "held" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lock_state(queue + ".workers.lock") == "held"
     assert wait_for_orphans(queue, timeout=0.3) is False  # and waits again
     held.close()
     assert wait_for_orphans(queue, timeout=0.3) is True
 
 
-def test_a_serve_whose_workers_lock_was_deleted_has_it_held_again(tmp_path, jira,
-                                                                 example_config):
-    """The same through a real serve: its worker process locks the new file within a
-    second or two, so a second serve would wait for it."""
-    import fcntl
-
+def test_an_orphaned_worker_holds_the_workers_lock_made_again(tmp_path, jira, example_config):
+    """Through a real serve: its parent killed, the worker finishes its event (Jira is
+    slow); the lock file deleted meanwhile is made again and held by the orphan, so a new
+    serve would wait for it."""
+    jira.add_issue("PAW-77", *LAB, customer="Harbour Lane")
     service = ServiceProcess(tmp_path, jira, example_config,
                              {"SCOPEGUARD_WEBHOOK_SECRET": SECRET, "SCOPEGUARD_MODEL": "hashing"})
     service.start()
+    [worker] = workers_of(service)
+    lock = service.queue + ".workers.lock"
+    jira.delay = 3.0
     try:
-        os.remove(service.queue + ".workers.lock")
-
-        def held_by_the_worker() -> bool:
-            if not os.path.exists(service.queue + ".workers.lock"):
-                return False
-            with open(service.queue + ".workers.lock", "a+") as probe:
-                try:
-                    fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    return True
-                fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
-                return False
-
-        service.wait(held_by_the_worker, 15, "the worker to lock the workers' lock again")
-        assert "workers.lock was deleted while this worker ran" in service.log.read_text()
+        assert service.post(issue_event("PAW-77"), delivery="orphan-1").status_code == 202
+        queue = EventQueue(service.queue)
+        service.wait(lambda: queue.counts()["leased"] == 1, 30, "the event leased")
+        service.proc.kill()  # the worker is an orphan now, in the middle of its event
+        service.proc.wait(10)
+        os.remove(lock)  # a cleaner, while it finishes
+        deadline = time.monotonic() + 10
+        while lock_state(lock) != "held" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive(worker) and lock_state(lock) == "held"
     finally:
+        jira.delay = 0.0
+        deadline = time.monotonic() + 60
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
         service.stop()
+    assert not alive(worker)
+    assert "workers.lock was deleted while this worker ran" in service.log.read_text()
 
 
 def test_a_worker_that_cannot_start_says_why_and_is_tried_again(tmp_path, jira, example_config):

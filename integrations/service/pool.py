@@ -232,9 +232,8 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
     # Held for the worker's life: a new `scopeguard serve` waits for it before it takes
     # back leases, so a worker orphaned by its parent's death finishes its event alone.
     # (Replicas on PostgreSQL have no file to lock: a dead one's leases expire instead.)
-    held = WorkersLock(settings.queue)
-    if not settings.store:
-        held.hold()
+    if not settings.store:  # (a thread of its own keeps it if the file is deleted)
+        WorkersLock(settings.queue).hold()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
     # The cores are shared with the accepting process and the other workers: one
     # inference thread each unless SCOPEGUARD_THREADS says otherwise.
@@ -282,7 +281,6 @@ def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets:
         raise SystemExit(3)
     channel.send(("ready", number, None))
     while not stopping.wait(1.0):
-        held.keep()  # the lock file deleted (a cleaner): the new one is held too
         while checks:  # the worker thread checks it (it runs recheck between events)
             service.worker.suspect(checks.pop())
         channel.send(("queue", number, service.worker.queue_error))

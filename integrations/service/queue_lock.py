@@ -110,20 +110,36 @@ class WorkersLock:
     """``QUEUE.workers.lock``, held shared by each worker process for its life: a new
     ``scopeguard serve`` waits for the workers of an earlier one (orphaned by its death)
     before it takes back their leases (pool.wait_for_orphans). Deleted while they run,
-    each worker locks the file made at the path at its next :meth:`keep` (the deleted one
-    stays locked too), so a new serve waits for them again."""
+    each worker locks the file made at the path at its next :meth:`keep` (a thread of its
+    own, every ``every`` seconds, also while an orphan finishes its event; the deleted
+    file stays locked too), so a new serve waits for them again."""
 
     def __init__(self, queue_path: str) -> None:
         self.path = queue_path + ".workers.lock"
         self._handles: list[IO[str]] = []
+        self._closed = threading.Event()
+        self._healing = threading.Lock()  # the watch and close()
 
-    def hold(self) -> None:
+    def hold(self, every: float = 1.0) -> None:
         handle = open(self.path, "a+")  # noqa: SIM115 - held for the process life
         fcntl.flock(handle.fileno(), fcntl.LOCK_SH)  # a new serve's probe is brief: wait
         self._handles.append(handle)
+        threading.Thread(target=self._watch, args=(every,), name="scopeguard-workers-lock",
+                         daemon=True).start()
+
+    def _watch(self, every: float) -> None:
+        while not self._closed.wait(every):
+            try:
+                self.keep()
+            except Exception:  # noqa: BLE001 - the watch outlives any one look
+                log.exception("checking %s failed; the next look tries again", self.path)
 
     def keep(self) -> None:
         """Lock the file at the path too, if it is not the one held (deleted, made again)."""
+        with self._healing:
+            self._keep()
+
+    def _keep(self) -> None:
         if not self._handles or file_id(self.path) == file_id("", self._handles[-1].fileno()):
             return
         try:
@@ -141,6 +157,8 @@ class WorkersLock:
                     "locked too", self.path)
 
     def close(self) -> None:
-        for handle in self._handles:
-            handle.close()
-        self._handles = []
+        self._closed.set()
+        with self._healing:
+            for handle in self._handles:
+                handle.close()
+            self._handles = []

@@ -30,10 +30,6 @@ class QueueLock:
         self._kept: list[IO[str]] = []  # the deleted files' handles, still locked
         self._healing = threading.Lock()
 
-    @property
-    def held(self) -> bool:
-        return self._handle is not None
-
     def take(self) -> None:
         """Take the lock, or raise :class:`QueueError` naming the other holder's file."""
         if self._handle is not None:
@@ -59,7 +55,7 @@ class QueueLock:
         if self._handle is None or self._same():
             return False
         with self._healing:
-            if self._same():  # another thread made it again meanwhile
+            if self._handle is None or self._same():  # closed, or made again meanwhile
                 return False
             try:  # only where nothing is: a file another process made may be its lock
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -78,16 +74,17 @@ class QueueLock:
         return False
 
     def close(self) -> None:
-        for handle in [*self._kept, self._handle]:
-            if handle is not None:
-                handle.close()
-        self._handle, self._kept = None, []
+        with self._healing:
+            for handle in [*self._kept, self._handle]:
+                if handle is not None:
+                    handle.close()
+            self._handle, self._kept = None, []
 
     def _same(self) -> bool:
         handle = self._handle
         try:
             return handle is not None and file_id(self.path) == file_id("", handle.fileno())
-        except ValueError:  # closed by another thread's heal: look again under the lock
+        except ValueError:  # closed by close() meanwhile
             return False
 
     @staticmethod

@@ -437,8 +437,7 @@ def test_the_workers_lock_deleted_is_made_again_and_held(tmp_path):
     """Deleted while workers run (a cleaner), the workers' lock would let a new serve take
     back an orphan's leases at once; each worker's watch locks the file made at the path
     too, without anyone asking."""
-    from scopeguard.integrations.service.pool import wait_for_orphans
-    from scopeguard.integrations.service.queue_lock import WorkersLock
+    from scopeguard.integrations.service.queue_lock import WorkersLock, wait_for_orphans
 
     queue = str(tmp_path / "queue.db")
     held = WorkersLock(queue)

@@ -43,8 +43,9 @@ from ..jira.writeback import jira_label
 from .handlers import Handlers
 from .logs import client_secrets, keep_secrets, mask_secrets
 from .metrics import Metrics
-from .pool import WorkerPool, wait_for_orphans
+from .pool import WorkerPool
 from .queue import QueueError, describe
+from .queue_lock import wait_for_orphans
 from .settings import ServiceSettings
 from .storage import open_queue
 from .store import IssueStore

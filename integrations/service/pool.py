@@ -25,7 +25,6 @@ parent dies stops after its current event: no orphan keeps working a queue that 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -191,36 +190,6 @@ class WorkerPool(Children):
     def stop(self, timeout: float = 30, before: Any = None) -> None:
         """Stop every worker after its current event; kill those that do not stop in time."""
         super().stop(timeout, before=self.wake.pending.set)  # ends the wake thread
-
-
-def workers_lock(queue_path: str) -> str:
-    return WorkersLock(queue_path).path
-
-
-def wait_for_orphans(queue_path: str, timeout: float) -> bool:
-    """Wait until no worker process of an earlier ``scopeguard serve`` on this queue file
-    is still running (they hold the workers' lock shared until they exit). False when
-    ``timeout`` passed first (their leases are then taken back anyway, as after a lease
-    expiry)."""
-    if queue_path == ":memory:":
-        return True
-    with open(workers_lock(queue_path), "a+") as handle:
-        deadline, told = time.monotonic() + timeout, False
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-                return True
-            except OSError:
-                if time.monotonic() > deadline:
-                    log.warning("workers of an earlier scopeguard serve still run after %.0fs; "
-                                "taking back their events anyway", timeout)
-                    return False
-                if not told:
-                    log.warning("waiting for the workers of an earlier scopeguard serve on "
-                                "%s to finish their events", queue_path)
-                    told = True
-                time.sleep(0.2)
 
 
 def worker_main(settings: ServiceSettings, number: int, log_level: str, secrets: list[str],

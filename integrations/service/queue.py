@@ -235,9 +235,9 @@ class EventQueue:
 
     def _gone(self) -> str:
         """Why the file (or its lock) at the path is not the one opened, or ""."""
-        # (a deleted lock file is made again by lost(); the queue file itself cannot be)
-        intact = self._opened is not None and file_id(self.path) == self._opened
-        return replaced(self.path, self._opened, intact and self._lock.lost())
+        if self._opened is None:  # no file (PostgreSQL's store, :memory:): nothing to lose
+            return ""
+        return replaced(self.path, self._opened, self._lock.lost)
 
     def _accept_write(self, delivery_id: str, payload: bytes, event: str, issue_key: str,
                       replay_window: float) -> Accept:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 
 from scopeguard.errors import ScopeguardError
 
@@ -48,11 +49,14 @@ def file_id(path: str, fd: int | None = None) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def replaced(path: str, opened: tuple[int, int] | None, lock_lost: bool = False) -> str:
+def replaced(path: str, opened: tuple[int, int] | None,
+             lock_lost: Callable[[], bool] = lambda: False) -> str:
     """Why the queue file (or its lock) at ``path`` is no longer the one this process
     opened, or "": deleted or replaced while serving, an event accepted now would go into
-    a file nobody can open again, and another serve could start on the path."""
-    if opened is None or (file_id(path) == opened and not lock_lost):
+    a file nobody can open again, and another serve could start on the path.
+    ``lock_lost`` is asked only while the file itself is intact (it may make the lock
+    file again: queue_lock.QueueLock.lost)."""
+    if opened is None or (file_id(path) == opened and not lock_lost()):
         return ""
     return (f"{path}: the queue file (or its .lock) was deleted or replaced while scopeguard "
             "serve ran; events accepted now would be lost. Fix: restart scopeguard serve: "

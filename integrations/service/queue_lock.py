@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from typing import IO
 
 from .queue_errors import QueueError, file_id
@@ -106,13 +107,15 @@ class QueueLock:
 class WorkersLock:
     """``QUEUE.workers.lock``, held shared by each worker process for its life: a new
     ``scopeguard serve`` waits for the workers of an earlier one (orphaned by its death)
-    before it takes back their leases (pool.wait_for_orphans). Deleted while they run,
+    before it takes back their leases (:func:`wait_for_orphans`). Deleted while they run,
     each worker locks the file made at the path at its next :meth:`keep` (a thread of its
     own, every ``every`` seconds, also while an orphan finishes its event; the deleted
     file stays locked too), so a new serve waits for them again."""
 
+    suffix = ".workers.lock"
+
     def __init__(self, queue_path: str) -> None:
-        self.path = queue_path + ".workers.lock"
+        self.path = queue_path + self.suffix
         self._handles: list[IO[str]] = []
         self._closed = threading.Event()
         self._healing = threading.Lock()  # the watch and close()
@@ -134,22 +137,20 @@ class WorkersLock:
     def keep(self) -> None:
         """Lock the file at the path too, if it is not the one held (deleted, made again)."""
         with self._healing:
-            self._keep()
-
-    def _keep(self) -> None:
-        if not self._handles or file_id(self.path) == file_id("", self._handles[-1].fileno()):
-            return
-        try:
-            handle = open(self.path, "a+")  # noqa: SIM115 - held for the process life
-        except OSError as exc:  # the directory gone or not writable: the next look
-            log.debug("cannot open %s: %s", self.path, exc)
-            return
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:  # a new serve's probe holds it this instant: the next look
-            handle.close()
-            return
-        self._handles.append(handle)
+            if not self._handles or \
+                    file_id(self.path) == file_id("", self._handles[-1].fileno()):
+                return
+            try:
+                handle = open(self.path, "a+")  # noqa: SIM115 - held for the process life
+            except OSError as exc:  # the directory gone or not writable: the next look
+                log.debug("cannot open %s: %s", self.path, exc)
+                return
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:  # a new serve's probe holds it this instant: the next look
+                handle.close()
+                return
+            self._handles.append(handle)
         log.warning("%s was deleted while this worker ran: the file made at its path is "
                     "locked too", self.path)
 
@@ -159,3 +160,29 @@ class WorkersLock:
             for handle in self._handles:
                 handle.close()
             self._handles = []
+
+
+def wait_for_orphans(queue_path: str, timeout: float) -> bool:
+    """Wait until no worker process of an earlier ``scopeguard serve`` on this queue file
+    is still running (they hold the workers' lock shared until they exit). False when
+    ``timeout`` passed first (their leases are then taken back anyway, as after a lease
+    expiry)."""
+    if queue_path == ":memory:":
+        return True
+    with open(queue_path + WorkersLock.suffix, "a+") as handle:
+        deadline, told = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    log.warning("workers of an earlier scopeguard serve still run after %.0fs; "
+                                "taking back their events anyway", timeout)
+                    return False
+                if not told:
+                    log.warning("waiting for the workers of an earlier scopeguard serve on "
+                                "%s to finish their events", queue_path)
+                    told = True
+                time.sleep(0.2)

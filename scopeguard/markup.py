@@ -57,6 +57,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u2
 # What JSON leaves raw (ensure_ascii=False) that a terminal or viewer acts on.
 _JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
                           r"\u2066-\u2069]")
+# Zero-width spaces, joiners and non-joiners, word joiners, invisible operators, the BOM and
+# the Mongolian vowel separator: nothing a terminal shows.
+_INVISIBLE = re.compile(r"[\u180e\u200b-\u200d\u2060-\u2064\ufeff]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CSV_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
                           r"\u2066-\u2069]")
@@ -76,7 +79,15 @@ def clip(text: str, limit: int | None = None) -> str:
 
 
 def plain(text: str, limit: int | None = None) -> str:
-    """Terminal-safe text: no control characters or bidirectional overrides, one line."""
+    """Terminal-safe text: no control characters, bidirectional overrides or zero-width
+    characters (a terminal shows none of them, so "Ac\u200bme" would look like "Acme" and
+    throw a table's columns out), one line."""
+    return clip(_INVISIBLE.sub("", _CONTROL.sub("", str(text))), limit)
+
+
+def _one_line(text: str, limit: int | None = None) -> str:
+    """:func:`plain`, zero-width characters kept (Markdown shows what a requester wrote:
+    an emoji's joiner stays)."""
     return clip(_CONTROL.sub("", str(text)), limit)
 
 
@@ -87,7 +98,7 @@ def md_text(text: str, limit: int | None = None) -> str:
         text: what someone else wrote.
         limit: cut the text (before escaping) to this many characters.
     """
-    escaped = _MD_SPECIAL.sub(r"\\\1", plain(text, limit))
+    escaped = _MD_SPECIAL.sub(r"\\\1", _one_line(text, limit))
     escaped = _BLOCK_START.sub(lambda m: "\\" + m.group(1) if m.group(1)
                                else m.group(2) + "\\" + m.group(3), escaped)
     escaped = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + ZWSP + m.group(0)[-1], escaped)
@@ -136,7 +147,7 @@ def md_link(text: str, url: str, limit: int | None = None) -> str:
 
 def md_code(text: str) -> str:
     """A one-line code span of ``text`` (a label name): backticks become quotes."""
-    return "`" + plain(text).replace("`", "'") + "`"
+    return "`" + _one_line(text).replace("`", "'") + "`"
 
 
 def md_fence(content: str, info: str = "") -> str:

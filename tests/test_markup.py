@@ -135,6 +135,16 @@ def test_csv_cells_are_neutralised(value, cell):
 def test_plain_drops_terminal_escapes_and_bidi_overrides():
     assert plain("title\x1b[2J\x07 \u202eevil\u202c\nnext") == "title[2J evil next"
     assert plain("a\u200fb\u200ec\u061cd\u2067e") == "abcde"  # marks and isolates too
+
+
+def test_plain_drops_zero_width_characters_markdown_keeps_them():
+    """A terminal shows no zero-width character: 'Ac\u200bme' looked like 'Acme' and its
+    column was one wider than it looked. Markdown keeps what was written (an emoji's
+    joiner), only its mentions escaped."""
+    raw = "Ac\u200bme\u200c \ufeffCorp\u2060 \u180e\U0001f468\u200d\U0001f469"
+    assert plain(raw) == "Acme Corp \U0001f468\U0001f469"
+    assert plain(raw, 4) == "Acm…"  # cut after the invisible ones are gone
+    assert md_unescape(md_text(raw)) == raw and md_code(raw) == f"`{raw}`"
     assert no_controls("a\x1b\x9b\u202eb\tc\nd") == "ab\tc\nd"  # breaks kept (HTML)
 
 

@@ -39,6 +39,19 @@ def clean_environ(monkeypatch):
     monkeypatch.setenv("SCOPEGUARD_MODEL_CACHE", MODEL_CACHE)
 
 
+@pytest.fixture(autouse=True)
+def no_service_left():
+    """A real ``scopeguard serve`` a test started and left running (it failed before its
+    stop) is stopped: its process and sockets would fail the next test as theirs."""
+    from fake_jira import ServiceProcess
+
+    before = set(ServiceProcess.started)
+    yield
+    for service in ServiceProcess.started - before:
+        service.stop()
+    ServiceProcess.started.intersection_update(before)
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

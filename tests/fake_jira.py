@@ -557,6 +557,10 @@ class ServiceProcess:
         args: more ``scopeguard serve`` arguments.
     """
 
+    # every one ever started: conftest stops those a test started and left running (it
+    # failed before its own stop), so no process or socket of it reaches the next test
+    started: set[ServiceProcess] = set()  # noqa: RUF012 - shared on purpose
+
     def __init__(self, tmp: Any, jira: FakeJira | None, config: Any, env: dict[str, str],
                  args: tuple[str, ...] = ()) -> None:
         import os
@@ -596,6 +600,7 @@ class ServiceProcess:
                    *self.args]
         log = open(self.log, "a")  # noqa: SIM115 - the child writes to it
         self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+        ServiceProcess.started.add(self)
         log.close()
         if self._client is not None:
             self._client.close()

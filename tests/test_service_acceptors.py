@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import tempfile
 import time
 from types import SimpleNamespace
 
@@ -230,13 +229,16 @@ def test_an_acceptor_failure_clears_as_the_main_process_own_does(monkeypatch):
 
 
 def test_acceptors_stop_with_the_service_and_when_it_is_killed(tmp_path, jira, example_config):
-    def private() -> set[str]:
-        return set(glob.glob(os.path.join(tempfile.gettempdir(), "scopeguard-*", "main.sock")))
+    # a temporary directory of its own: another service (a test run beside this one)
+    # makes its private directory in the shared one
+    (tmp_path / "tmp").mkdir()
 
-    earlier = private()
-    service = service_of(tmp_path, jira, example_config).start()
+    def private() -> set[str]:
+        return set(glob.glob(str(tmp_path / "tmp" / "scopeguard-*" / "main.sock")))
+
+    service = service_of(tmp_path, jira, example_config, TMPDIR=str(tmp_path / "tmp")).start()
     pid = acceptors(service)[0]["pid"]
-    ours = private() - earlier
+    ours = private()
     assert len(ours) == 1  # the main process's Unix socket for forwarded requests
     service.stop()
     assert not os.path.exists(os.path.dirname(ours.pop()))  # its private directory is gone

@@ -257,6 +257,23 @@ def test_headers_sent_without_end_are_refused_at_once(guarded):
     assert refused_after < 1.5  # the deadline is 2 s: not a 408
 
 
+def test_a_head_past_64_kb_sent_at_once_is_refused_too(guarded):
+    """A 70 KB header in one write behind a pipelined request (only reads that ended
+    inside a head were counted: it reached the app, a 401): the request before it gets
+    its answer, then 431 (400 on h11, past its 16 KB), and nothing more is read."""
+    big = (b"POST /webhooks/jira HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 +
+           b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + big +
+                     b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_all(sock)
+    statuses = re.findall(rb"HTTP/1\.1 (\d+)", answer)
+    assert statuses[0] == b"200" and statuses[1:] in ([b"431"], [b"400"]), answer[:300]
+    assert b"401" not in answer
+    assert (statuses[1] == b"431") == (guarded.env["SCOPEGUARD_HTTP"] == "httptools")
+    assert guarded.get("/healthz").status_code == 200
+
+
 def test_pipelined_webhooks_before_a_broken_request_each_get_their_answer(guarded):
     """Two signed webhooks and a line that is no request, in one write: each webhook is
     answered (202) and queued, then the broken one gets 400 and the connection closes

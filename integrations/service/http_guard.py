@@ -45,6 +45,8 @@ TIMEOUT_RESPONSE = _closing(b"408 Request Timeout", "the request was not complet
 # which refuses more than 16 KB) joins a header's pieces anew at every read, so a header
 # sent on without end held the event loop for seconds: refused past this, with 431.
 MAX_HEAD = 64 * 1024
+# h11 refuses a head past 16 KB while it arrives (400): one sent whole is held to it too.
+H11_MAX_HEAD = 16 * 1024
 HEAD_TOO_LARGE = _closing(b"431 Request Header Fields Too Large", f"the request's line and "
                           f"headers are larger than {MAX_HEAD // 1024} KB. Fix: send smaller "
                           "headers (webhook senders send about 2 KB).")
@@ -188,6 +190,7 @@ def _httptools_protocol(request_timeout: float,
         _begun_after: Any = None  # the cycle that was current when that request began
         _running: Any = None  # the cycle whose app was started last
         _in_head, _head_bytes = False, 0  # inside a request's line and headers; their size
+        _head_parsed = 0  # the bytes of the head being parsed: its URL, names and values
         _begun = 0  # requests begun on this connection (a read counted only inside one head)
         _closing_with: bytes | None = None  # a refused request's answer, sent after those owed
 
@@ -205,12 +208,23 @@ def _httptools_protocol(request_timeout: float,
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._reading, self._begun_after = True, self.cycle
-            self._in_head, self._head_bytes = True, 0
+            self._in_head, self._head_bytes, self._head_parsed = True, 0, 0
             self._begun += 1
             self._sync()
 
+        def on_url(self, url: bytes) -> None:
+            self._head_parsed += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_parsed += len(name) + len(value) + 4  # ': ' and CRLF
+            super().on_header(name, value)
+
         def on_headers_complete(self) -> None:
             self._in_head = False
+            if self._head_parsed > MAX_HEAD:  # arrived in one read: not counted as it came
+                self._closing_with = HEAD_TOO_LARGE  # what the parser error is answered
+                raise ValueError("head too large")  # the parser stops: no request starts
             super().on_headers_complete()
             self._sync()
 
@@ -233,7 +247,7 @@ def _httptools_protocol(request_timeout: float,
                     self._close_after_answers(HEAD_TOO_LARGE)
 
         def send_400_response(self, msg: str) -> None:  # uvicorn's, on a parser error
-            self._close_after_answers(BAD_REQUEST)
+            self._close_after_answers(self._closing_with or BAD_REQUEST)
 
         def _close_after_answers(self, answer: bytes) -> None:
             self._closing_with = answer
@@ -327,6 +341,16 @@ def _h11_protocol(request_timeout: float, on_timeout: Callable[[], None] | None)
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            next_event = self.conn.next_event
+
+            def checked() -> Any:  # h11 limits a head only while it is incomplete
+                event = next_event()
+                if isinstance(event, h11.Request) and len(event.target) + sum(
+                        len(n) + len(v) + 4 for n, v in event.headers) > H11_MAX_HEAD:
+                    raise h11.RemoteProtocolError("head too large")  # answered 400
+                return event
+
+            self.conn.next_event = checked  # type: ignore[method-assign]
             self._sync()
 
         def data_received(self, data: bytes) -> None:

@@ -28,7 +28,10 @@ _CUSTOM_PATTERNS: list[tuple[str, str, str]] = [
      _W + r"(?:our|a|one of our|my) (?:client|customer|account|tenant)s? "
           r"(?:called|named|,)\s*[A-Z][\w&.-]+"),
     ("named customer", "strong",
-     r"\b[A-Z][\w&-]+(?: [A-Z][\w&-]+)* (?:Inc|Ltd|LLC|GmbH|Corp|Corporation|S\.A|AG|plc|BV)\b\.?"),
+     # at most six words before the suffix: a run of capitalised words tried from each
+     # of its words to its end was quadratic ('Acme ' 20,000 times took 20 s)
+     r"\b[A-Z][\w&-]{1,40}(?: [A-Z][\w&-]{1,40}){0,5} "
+     r"(?:Inc|Ltd|LLC|GmbH|Corp|Corporation|S\.A|AG|plc|BV)\b\.?"),
     ("in-house system", "strong", _W + r"(?:our|their) (?:own )?(?:in-house|in house)\b"),
     ("in-house system", "strong",
      _W + r"(?:in-house|in house|home-grown|homegrown|proprietary|bespoke|legacy) "

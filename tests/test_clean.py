@@ -96,3 +96,27 @@ def test_a_body_of_blank_lines_is_cleaned_in_linear_time(unit):
         subprocess.run([sys.executable, "-c", code], check=True, timeout=10)
     except subprocess.TimeoutExpired:
         pytest.fail(f"cleaning 65,536 characters of {unit[:20]!r}... took over 10 s")
+
+
+@pytest.mark.parametrize("unit", ["[", "![", "[[", "[x|", "[~", "[http://", "[a](", "<a",
+                                  "<details", "`", "```", "~~~", "{code:", "{color:",
+                                  "Acme ", "SAP Cloud "])
+def test_markup_that_opens_and_never_closes_is_cleaned_in_linear_time(unit):
+    """Anyone who can open an issue writes its body: '[' 100,000 times made the link
+    patterns scan to the end from every '[' (77 s for 100 KB, hours for the 1 MB a
+    backlog file may hold), as did unclosed tags, wiki links and macros, a line of
+    backticks, and a run of capitalised words for the custom-work signal ('Acme Acme
+    ... Inc'). 200,000 characters take about half a second each now; with the old
+    patterns 14 of these 16 took over 10 s, the worst many minutes. In a process of its
+    own, as above."""
+    import subprocess
+    import sys
+
+    code = ("from scopeguard.clean import prepare; "
+            "from scopeguard.signals import custom_signals, input_class; "
+            f"u = {unit!r}; b = (u * (200_000 // len(u) + 1))[:200_000]; "
+            "d = prepare('x', b); custom_signals(b); custom_signals(d.text); input_class(b)")
+    try:
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"cleaning 200,000 characters of {unit!r}... took over 10 s")

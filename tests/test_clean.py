@@ -85,17 +85,22 @@ def test_a_body_of_blank_lines_is_cleaned_in_linear_time(unit):
     request, in every run whose backlog held that issue. Far under a second now; the
     bound leaves room for a slow machine, not for the quadratic (25 s to 10 minutes). In a
     process of its own: a regular expression holds the interpreter until it is done."""
+    within_10_s("import sys; from scopeguard.backlog import body_field; "
+                "from scopeguard.clean import clean_text, prepare; "
+                f"u = {unit!r}; b = (u * (65536 // len(u) + 1))[:65536]; clean_text(b); "
+                "body_field(b, 'Customer'); prepare('x', b)",
+                f"cleaning 65,536 characters of {unit[:20]!r}...")
+
+
+def within_10_s(code: str, what: str) -> None:
+    """Run ``code`` in a Python process of its own; fail if it takes over 10 s."""
     import subprocess
     import sys
 
-    code = ("import sys; from scopeguard.backlog import body_field; "
-            "from scopeguard.clean import clean_text, prepare; "
-            f"u = {unit!r}; b = (u * (65536 // len(u) + 1))[:65536]; clean_text(b); "
-            "body_field(b, 'Customer'); prepare('x', b)")
     try:
         subprocess.run([sys.executable, "-c", code], check=True, timeout=10)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"cleaning 65,536 characters of {unit[:20]!r}... took over 10 s")
+        pytest.fail(f"{what} took over 10 s")
 
 
 @pytest.mark.parametrize("unit", ["[", "![", "[[", "[x|", "[~", "[http://", "[a](", "<a",
@@ -109,14 +114,8 @@ def test_markup_that_opens_and_never_closes_is_cleaned_in_linear_time(unit):
     ... Inc'). 200,000 characters take about half a second each now; with the old
     patterns 14 of these 16 took over 10 s, the worst many minutes. In a process of its
     own, as above."""
-    import subprocess
-    import sys
-
-    code = ("from scopeguard.clean import prepare; "
-            "from scopeguard.signals import custom_signals, input_class; "
-            f"u = {unit!r}; b = (u * (200_000 // len(u) + 1))[:200_000]; "
-            "d = prepare('x', b); custom_signals(b); custom_signals(d.text); input_class(b)")
-    try:
-        subprocess.run([sys.executable, "-c", code], check=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"cleaning 200,000 characters of {unit!r}... took over 10 s")
+    within_10_s("from scopeguard.clean import prepare; "
+                "from scopeguard.signals import custom_signals, input_class; "
+                f"u = {unit!r}; b = (u * (200_000 // len(u) + 1))[:200_000]; "
+                "d = prepare('x', b); custom_signals(b); custom_signals(d.text); input_class(b)",
+                f"cleaning 200,000 characters of {unit!r}...")

@@ -889,6 +889,13 @@ def _not_an_input(output: str | None, option: str, **inputs: Iterable[str] | str
                                  "the output to another file.")
 
 
+def _files_in(*directories: str | None) -> list[str]:
+    """Every file under ``directories`` (--products, --corpus): an output there would
+    replace a product file or the corpus's requests."""
+    return [str(path) for d in directories if d for path in Path(d).rglob("*")
+            if path.is_file()]
+
+
 def _positioning_path(config: str | None) -> str | None:
     """The positioning file that ``-c`` (or SCOPEGUARD_CONFIG, or the current directory)
     names, as the commands find it inside a directory; None when there is none."""
@@ -1112,7 +1119,7 @@ def eval_command(requests_path, products_dir, corpus_dir, split, target, config,
 
     _not_an_input(json_out, "--json", requests=requests_path, texts=texts_path,
                   calibration=calibration, positioning_file=_positioning_path(config),
-                  cache=db_path(db))
+                  cache=db_path(db), product_file=_files_in(*products_dir, corpus_dir))
     products, items, heldout, default = _dataset(requests_path, products_dir, config,
                                                   corpus_dir, split, target, texts_path)
     embedder = make_embedder(model, db)
@@ -1215,7 +1222,8 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
         raise click.UsageError("calibrate fits on the corpus's training products only: the "
                                "held-out ones are never used to fit (drop --split).")
     _not_an_input(out_path, "--out", labels=labels_path, texts=texts_path,
-                  positioning_file=_positioning_path(config), cache=db_path(db))
+                  positioning_file=_positioning_path(config), cache=db_path(db),
+                  product_file=_files_in(*products_dir, corpus_dir))
     products, items, _, protocol = _dataset(labels_path, products_dir, config, corpus_dir,
                                             split, target, texts_path, option="--labels")
     if len({i.label for i in items}) < 2:

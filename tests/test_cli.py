@@ -321,6 +321,27 @@ def test_eval_and_calibrate_refuse_to_write_over_the_positioning_file_they_find(
     assert positioning.read_bytes() == kept
 
 
+def test_eval_and_calibrate_refuse_to_write_over_a_product_file_they_read(
+        runner, tmp_path, example_config, example_backlog):
+    """--products DIR's files are inputs too: `calibrate --out prods/pawtrack.yml`
+    replaced the positioning file with the head's JSON and exited 0."""
+    import shutil
+
+    products = tmp_path / "prods"
+    products.mkdir()
+    product = products / "pawtrack.yml"
+    shutil.copy(example_config, product)
+    kept = product.read_bytes()
+    common = ["--products", str(products), "--db", str(tmp_path / "c.db"), "--model",
+              "hashing"]
+    for args in (["calibrate", "--labels", str(example_backlog), *common, "--out", str(product)],
+                 ["eval", "--requests", str(example_backlog), *common, "--json", str(product)]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "is the product file this command reads" in result.stderr, result.stderr
+    assert product.read_bytes() == kept
+
+
 def test_a_report_over_a_file_in_a_directory_that_takes_no_new_files_is_refused(
         runner, tmp_path, example_config, example_backlog, monkeypatch):
     """Written in place, a failed write would leave half a report over the good one."""

@@ -177,14 +177,26 @@ def base_model_id(model_id: str) -> str:
 
 def head_for(positioning: Positioning, model_id: str) -> Calibration | None:
     """The head a positioning file selects: its ``calibration`` path, else the shipped
-    default when it was fitted for the same embedding model, else none (rules only)."""
+    default when it was fitted for the same embedding model, else none (rules only).
+
+    A head the file names that was fitted for another model than ``model_id`` (when
+    given) is refused: its weights read that model's scores, not these."""
     if positioning.calibration and positioning.calibration.lower() == "none":
         return None
     if positioning.calibration:
         path = Path(positioning.calibration)
         if not path.is_absolute() and positioning.source not in ("", "<memory>"):
             path = Path(positioning.source).parent / path
-        return Calibration.load(path)
+        head = Calibration.load(path)
+        if model_id and head.model_id and head.model_id != base_model_id(model_id):
+            raise ConfigError(positioning.source or "the positioning file",
+                              f"the head {path} was fitted for the model {head.model_id}, "
+                              f"and this run embeds with {base_model_id(model_id)}: its "
+                              "weights read that model's scores.",
+                              "fit a head for this model (scopeguard calibrate --out FILE), "
+                              "run with the model it was fitted for (--model), or set "
+                              "calibration: none.", key="calibration")
+        return head
     default = resources.files("scopeguard.models") / DEFAULT_CALIBRATION
     if default.is_file():
         with resources.as_file(default) as path:

@@ -168,21 +168,29 @@ def check(path: str | None, fast: bool, config: str | None, db: str | None,
     if path and config and typed and Path(path) != Path(config):
         raise InputError(f"two files to check: {path} and -c {config}. Fix: name one.")
     positioning = load_config(path or config)
+    model_id = ""  # with --fast no model is loaded: a head is not checked against it
     if fast:
         findings = lint(positioning)
     else:
         embedder = make_embedder(model, db, positioning)
+        model_id = embedder.model_id
 
         def similarity(a, b):
             return embedder.encode(list(a)) @ embedder.encode(list(b)).T
         findings = lint(positioning, similarity)
+    from .errors import ConfigError
+    from .lint import Finding
+    from .rules import Rules
+
+    try:  # thresholds every other command would refuse (generalizable_fit above core_fit)
+        Rules.from_thresholds(positioning.thresholds, positioning.source)
+    except ConfigError as exc:
+        findings.insert(0, Finding("error", "thresholds", exc.problem, exc.fix))
     if positioning.calibration and positioning.calibration.lower() != "none":
         from .calibration import head_for
-        from .errors import ConfigError
-        from .lint import Finding
 
         try:  # the head it names must load: every other command would stop on it
-            head_for(positioning, "")
+            head_for(positioning, model_id)
         except ConfigError as exc:
             findings.insert(0, Finding("error", "calibration", f"{exc.source}: {exc.problem}",
                                        exc.fix or "fix the 'calibration' path."))

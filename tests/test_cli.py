@@ -25,6 +25,34 @@ def test_check_errors_exit_1_and_warnings_print(runner, tmp_path):
     assert "warning: main_value: vague wording 'improve efficiency'" in result.stdout
 
 
+def test_check_refuses_thresholds_and_a_head_the_other_commands_refuse(
+        runner, tmp_path, example_config):
+    """check said '0 error(s)' for thresholds classify and audit stop on, and for a head
+    fitted for another model, which classify used without a word."""
+    import shutil
+    from importlib import resources
+
+    from scopeguard.calibration import DEFAULT_CALIBRATION
+
+    config = tmp_path / "scopeguard.yml"
+    config.write_text(example_config.read_text() +
+                      "thresholds: {core_fit: 0.1, generalizable_fit: 0.9}\n")
+    result = runner.invoke(cli, ["check", str(config), "--fast"])
+    assert result.exit_code == 1, result.output
+    assert "error: thresholds: generalizable_fit (0.9) is above core_fit (0.1)" in result.stderr
+    with resources.as_file(resources.files("scopeguard.models") / DEFAULT_CALIBRATION) as shipped:
+        shutil.copy(shipped, tmp_path / "head.json")  # fitted for all-MiniLM-L6-v2
+    config.write_text(example_config.read_text() + "calibration: head.json\n")
+    common = ["--db", str(tmp_path / "c.db"), *FAST]
+    result = runner.invoke(cli, ["check", str(config), *common])
+    assert result.exit_code == 1 and "error: calibration:" in result.stderr, result.output
+    assert "was fitted for the model sentence-transformers/all-MiniLM-L6-v2" in result.stderr
+    result = runner.invoke(cli, ["classify", "-c", str(config), *common, "-t", "Export CSV"])
+    assert result.exit_code == 2 and "this run embeds with hashing" in result.stderr
+    assert "Fix: fit a head for this model" in result.stderr
+    assert runner.invoke(cli, ["check", str(config), "--fast"]).exit_code == 0  # no model
+
+
 def test_check_malformed_file_exits_2_naming_key(runner, tmp_path):
     path = tmp_path / "scopeguard.yml"
     path.write_text("product: X\ncategory: For x, use X\ntarget_customer: t\nneed: n\n"

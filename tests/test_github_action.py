@@ -1099,11 +1099,14 @@ def test_real_model_labels_a_custom_integration_one_off(github, act, backlog, se
 
 def gated_head(workspace: Path, rate: float) -> None:
     """Point the checkout's positioning file at a head whose every kind of decision was
-    measured right ``rate`` of the time (the shipped head's weights, any embedder)."""
+    measured right ``rate`` of the time (the shipped head's weights, named for the
+    hashing embedder these runs use: a head of another model is refused)."""
     from scopeguard.calibration import Calibration
     from scopeguard.certainty import kind
+    from scopeguard.embed import HashingEmbedder
 
     head = Calibration.load(Path(__file__).parents[1] / "models" / "default-calibration.json")
+    head.model_id = HashingEmbedder().model_id
     rules = ["calibrated", "non_goal", "served", "custom", "demand"]
     head.certainty = {kind(r, label): [[0.0, rate, 100]] for r in rules for label in NAMES}
     head.save(workspace / "head.json")

@@ -672,12 +672,11 @@ def suggest_non_goals_cmd(config, db, model, source, min_size, similar, backlog,
         [a.name for a in guard.index.anchors["non_goal"]], similar=similar, min_size=min_size)
     fresh = [s for s in suggestions if not s.covered_by]
     if as_json:
-        click.echo(json.dumps([{"name": s.name, "description": s.description,
-                                "words": list(s.words), "requesters": list(s.requesters),
-                                "covered_by": s.covered_by,
-                                "members": [{"id": i, "title": t, "url": u}
-                                            for i, t, u in s.members]}
-                               for s in suggestions], indent=2, ensure_ascii=False))
+        click.echo(json_safe(json.dumps(  # requesters' words: no terminal control chars
+            [{"name": s.name, "description": s.description, "words": list(s.words),
+              "requesters": list(s.requesters), "covered_by": s.covered_by,
+              "members": [{"id": i, "title": t, "url": u} for i, t, u in s.members]}
+             for s in suggestions], indent=2, ensure_ascii=False)))
     else:
         click.echo(f"{len(declined)} declined (or one-off) requests, {len(suggestions)} groups of "
                    f"{min_size} or more; {len(fresh)} not covered by a stated non-goal.")

@@ -143,17 +143,21 @@ def test_suggest_non_goals_cli_reads_the_store_and_writes_the_file(runner, examp
 def test_open_one_off_requests_of_a_backlog_join_the_groups(runner, example_config, tmp_path):
     backlog = tmp_path / "backlog.jsonl"
     # One customer asking three times: no demand, so scopeguard labels them one_off.
-    backlog.write_text("\n".join(json.dumps({"id": f"B{k}", "title": t, "body": b,
-                                             "customer": "Acme Vets"})
+    # ... whose name and first title carry a CSI introducer (U+009B) and a bidi override:
+    # JSON keeps them, written as \u escapes, never raw to the terminal
+    backlog.write_text("\n".join(json.dumps({"id": f"B{k}", "title": t + "\u202e" * (k == 1),
+                                             "body": b, "customer": "Acme\x9b2J Vets"})
                                  for k, (t, b, _) in enumerate(ASKS[:3], start=1)) + "\n")
     result = runner.invoke(cli, ["suggest", "non-goals", "-c", str(example_config), "--db",
                                  str(tmp_path / "c.db"), "--model", "hashing", "--similar",
                                  "0.45", "--backlog", str(backlog), "--json"])
     assert result.exit_code == 0, result.output
+    assert not {"\x9b", "\u202e"} & set(result.output)
     [group] = [s for s in json.loads(result.output) if "salesforce" in s["name"].lower()]
     assert {m["id"] for m in group["members"]} == {"B1", "B2", "B3"}
     assert "open request(s) scopeguard labels one_off" in group["description"]
-    assert group["requesters"] == ["Acme Vets"]
+    assert group["requesters"] == ["Acme\x9b2J Vets"]
+    assert any(m["title"].endswith("\u202e") for m in group["members"])
 
 
 def test_write_leaves_a_file_it_cannot_extend_unchanged_and_keeps_line_ends(

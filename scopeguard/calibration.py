@@ -104,6 +104,12 @@ class Calibration:
             assert set(cal.features) <= set(KNOWN_SIGNALS), cal.features
             assert np.array(cal.weights).shape == (n_c, n_f)
             assert len(cal.bias) == n_c and len(cal.mean) == n_f and len(cal.scale) == n_f
+            assert isinstance(cal.model_id, str) and isinstance(cal.name, str), "model_id"
+            assert isinstance(cal.fitted_on, dict), "fitted_on is not an object"
+            products = cal.fitted_on.get("products", [])
+            assert isinstance(products, list | dict) and all(  # names, or names -> counts
+                isinstance(p, str) for p in products), "fitted_on.products is not a list of " \
+                "product names"
             assert isinstance(cal.certainty, dict) and all(
                 _certainty_rows(rows) for rows in cal.certainty.values()), "certainty rows"
             numbers = np.array([*np.ravel(cal.weights), *cal.bias, *cal.mean, *cal.scale],

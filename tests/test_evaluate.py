@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,16 @@ def test_bad_calibration_files(tmp_path):
                                "features": ["fit"], "classes": ["core", "one_off"]}))
     with pytest.raises(ConfigError, match="wrong shape"):
         Calibration.load(bad)
+    # an edited head: what calibrate --measure reads ended in a traceback (AttributeError)
+    good = json.loads(Calibration.load(
+        Path(__file__).parents[1] / "models" / "default-calibration.json").dumps())
+    for key, value, why in [("fitted_on", [], "fitted_on is not an object"),
+                            ("fitted_on", "x", "fitted_on is not an object"),
+                            ("fitted_on", {"products": 5}, "fitted_on.products is not a list"),
+                            ("model_id", 7, "model_id")]:
+        bad.write_text(json.dumps({**good, key: value}))
+        with pytest.raises(ConfigError, match=f"wrong shape \\({why}"):
+            Calibration.load(bad)
 
 
 def test_a_head_is_saved_whole_or_not_at_all(tmp_path, monkeypatch):

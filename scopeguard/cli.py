@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import click
 import numpy as np
@@ -93,6 +94,13 @@ def friendly_errors(f):
                 "kept. Fix: free space on its disk or make it writable (or pass another "
                 "--db: a new cache is filled again, though the history imported into this "
                 "one stays here).")
+            error.exit_code = 2
+            raise error from None
+        except MemoryError:  # an input far larger than memory (a backlog of /dev/zero)
+            error = click.ClickException(
+                "scopeguard ran out of memory; what was written before is kept. Fix: check "
+                "that the inputs are what you meant (a backlog file, not a device or a "
+                "dump), or split a very large backlog.")
             error.exit_code = 2
             raise error from None
         except KeyboardInterrupt:  # Ctrl-C: outputs are written whole or not at all
@@ -365,9 +373,27 @@ def _init_paths(paths: tuple[str, ...], docs: tuple[str, ...]) -> tuple[str, tup
     return (yaml_paths[0] if yaml_paths else "scopeguard.yml"), docs + others
 
 
+# A request is a title and at most MAX_BODY characters (4 bytes each at most in UTF-8);
+# a doc for init a few hundred KB. More is another kind of file (or /dev/zero, or `yes |`):
+# read no further than this, instead of until memory runs out.
+MAX_TEXT_BYTES = 8 * 1024 * 1024
+
+
+def _capped(stream: IO[bytes], where: str) -> bytes:
+    """At most :data:`MAX_TEXT_BYTES` of ``stream``; more is refused naming ``where``."""
+    raw = stream.read(MAX_TEXT_BYTES + 1)
+    if len(raw) > MAX_TEXT_BYTES:
+        raise InputError(f"{where} holds more than {MAX_TEXT_BYTES // 2**20} MB: more than a "
+                         "request (a title and a body of at most 1,000,000 characters) or a "
+                         "doc. Fix: pass the file you meant, its logs and attachments left "
+                         "out.")
+    return raw
+
+
 def _read_file(path: str) -> str:
     try:
-        return decode(Path(path).read_bytes(), path, option="")
+        with open(path, "rb") as stream:
+            return decode(_capped(stream, path), path, option="")
     except FileNotFoundError:
         raise ScopeguardError(f"{path}: file not found. Fix: check the path.") from None
     except OSError as exc:
@@ -380,7 +406,7 @@ def _read_stdin() -> str:
     try:
         if stream is None:
             raise OSError("standard input is closed")
-        raw = stream.read()
+        raw = _capped(stream, "standard input")
     except (OSError, ValueError) as exc:
         raise ScopeguardError(f"cannot read the request from standard input ({exc}). Fix: "
                               "pipe the request in (echo ... | scopeguard classify --file -) "

@@ -518,3 +518,34 @@ def test_an_error_repeating_a_requesters_id_carries_no_terminal_escapes(runner, 
                                  str(tmp_path / "c.db"), *FAST, "--from-file", str(backlog)])
     assert result.exit_code == 2 and "title is 1,200 characters" in result.output
     assert "RED" in result.output and not {"\x1b", "\x07", "\u202e"} & set(result.output)
+
+
+def test_an_endless_or_huge_input_is_refused_not_read_until_memory_runs_out(
+        tmp_path, example_config):
+    """classify -f /dev/zero and `yes | classify -f -` read until memory ran out (a
+    MemoryError traceback, or the machine swapping): at most 8 MB is read now. A backlog
+    has no such cap (a million requests is a real backlog), so running out of memory on
+    one is said plainly, exit 2, never a traceback. Each in a process limited to 1.5 GB:
+    the imports fit, an endless read does not."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))
+
+    def scopeguard(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "from scopeguard.cli import main; main()",
+                               *args, "-c", str(example_config), "--db",
+                               str(tmp_path / "c.db"), *FAST], input=stdin,
+                              capture_output=True, timeout=120, preexec_fn=limit_memory)
+
+    for run, said in [(scopeguard("classify", "-f", "/dev/zero"), "/dev/zero holds more "
+                       "than 8 MB"),
+                      (scopeguard("classify", "-f", "-", stdin=b"y\n" * 5_000_000),
+                       "standard input holds more than 8 MB"),
+                      (scopeguard("audit", "--from-file", "/dev/zero", "-q"),
+                       "scopeguard ran out of memory")]:
+        stderr = run.stderr.decode()
+        assert run.returncode == 2 and said in stderr, stderr[-2000:]
+        assert "Traceback" not in stderr

@@ -144,12 +144,14 @@ def prepare(title: str, body: str, chunk_words: int = CHUNK_WORDS,
     ``max_chunks`` windows the rest is dropped and ``truncated`` is set, which the
     verdict reports.
     """
+    title_raw, body_raw = title, body
     title = clean_text(title).replace("\n", " ")
     body = clean_text(body)
     text = f"{title}.\n{body}" if title and body else title or body
     words = text.split()
-    if not words:
-        return Document(title=title, chunks=("",), words=0, truncated=False)
+    if not words:  # only links, images, code, comments: read what is there, markup and all
+        raw = " ".join(f"{title_raw} {body_raw}".split()[:chunk_words])  # (every empty
+        return Document(title=title, chunks=(raw,), words=0, truncated=False)  # one vector)
     step = max(1, chunk_words - overlap)
     chunks = []
     for start in range(0, len(words), step):

@@ -173,3 +173,16 @@ def test_the_rule_step_reaches_the_comment_escaped(guard):
     shown = render.to_markdown(hostile)
     body = shown.split("\n", 3)[3]  # after scopeguard's own two markers and the heading
     assert re.search(r"(?<!\\)<!--", body) is None and "@boss" not in shown
+
+
+def test_requests_with_no_words_to_read_are_not_one_demand(positioning, real_embedder):
+    """Four customers' requests holding only a link, a comment, a screenshot or a log
+    cleaned to nothing, and the model gave nothing one vector: one cluster of four
+    customers, 'generalizable' by demand (hashing gives nothing no vector, so the real
+    model). Each is read by what it holds now."""
+    bodies = ["https://imgur.com/a/abc123", "<!-- template comment -->",
+              "![s](https://x.example/s.png)", "```\nERROR at line 3\n```"]
+    requests = [req(n, "", body, customer=f"Clinic {n}") for n, body in enumerate(bodies)]
+    verdicts = Scopeguard(positioning, real_embedder).classify_all(requests)
+    assert all(len(v.customers) <= 1 for v in verdicts), [v.customers for v in verdicts]
+    assert all(v.rule != "demand" for v in verdicts)

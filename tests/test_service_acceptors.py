@@ -272,6 +272,35 @@ def test_a_port_in_use_is_refused_not_shared(tmp_path, jira, example_config):
         first.close()
 
 
+@pytest.mark.parametrize("acceptors", ["1", "2"])
+def test_serve_on_a_port_in_use_or_a_host_that_is_none_exits_2_before_any_worker(
+        tmp_path, jira, example_config, acceptors):
+    """With one acceptor uvicorn bound the port itself, after the workers had started:
+    exit 3 and '[Errno 98] error while attempting to bind', no option named."""
+    import subprocess
+    import sys
+
+    service = service_of(tmp_path, jira, example_config)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        for host, said in [("127.0.0.1", f"cannot listen on 127.0.0.1:{port}"),
+                           ("999.1.1.1", "cannot listen on 999.1.1.1")]:
+            run = subprocess.run(
+                [sys.executable, "-c", "from scopeguard.cli import main; main()", "serve",
+                 "--config", service.config, "--queue", service.queue, "--host", host,
+                 "--port", str(port), "--acceptors", acceptors],
+                env=service.env, capture_output=True, text=True, timeout=120)
+            assert run.returncode == 2, run.stderr[-3000:]
+            assert said in run.stderr and "Fix: stop what listens there, or choose another " \
+                "--port/--host" in run.stderr, run.stderr[-3000:]
+            assert "Traceback" not in run.stderr and "started (pid" not in run.stderr
+    finally:
+        taken.close()
+
+
 def test_acceptors_setting_is_checked():
     base = {"SCOPEGUARD_WEBHOOK_SECRET": SECRET}
     assert ServiceSettings.from_env(base).acceptors == 1

@@ -371,11 +371,16 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
     """
     import uvicorn
 
+    from .acceptors import AcceptorPool, listen_socket
     from .http_guard import deadline_protocol
 
     setup_logging(log_level, settings.secrets() + client_secrets())
     service = Service(settings, role="all" if settings.in_process else "front",
                       log_level=log_level)
+    # the port before any worker starts (at uvicorn's startup): one taken, or a host that
+    # is none, stops serve naming --port/--host (exit 2), not with uvicorn's bind error
+    # (exit 3) once the workers had started
+    public = listen_socket(host, port)  # the acceptors' sockets join it (SO_REUSEPORT)
 
     # What the process holds from its start (modules, the positioning) is never garbage:
     # frozen, a full collection no longer walks it; and the young generation collects
@@ -399,12 +404,10 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
                "http": deadline_protocol(settings.request_timeout, on_timeout=cut_off,
                                          http=settings.http)}
     if settings.acceptors == 1:
-        uvicorn.run(create_app(service), host=host, port=port, **options)
+        uvicorn.Server(uvicorn.Config(create_app(service), **options)).run(sockets=[public])
         return
-    from .acceptors import AcceptorPool, listen_socket
     from .forward import private_socket
 
-    public = listen_socket(host, port)  # the acceptors' sockets join it (SO_REUSEPORT)
     private = tempfile.mkdtemp(prefix="scopeguard-")  # removed by the pool's stop
     try:
         inner, path = private_socket(private)  # where acceptors forward /healthz and the rest

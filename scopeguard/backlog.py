@@ -309,13 +309,25 @@ def _read_csv(text: str, path: Path) -> list[Request]:
     field began, not the rows after it swallowed. Otherwise as lenient as csv is (a space
     after a closing quote is kept)."""
     csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_BODY + 1024))
+    delimiter = _delimiter(text)
     try:
-        return _csv_rows(text, path, strict=True)
+        return _csv_rows(text, path, strict=True, delimiter=delimiter)
     except csv.Error:  # a quirk the strict reader refuses and csv reads leniently
-        return _csv_rows(text, path, strict=False)
+        return _csv_rows(text, path, strict=False, delimiter=delimiter)
 
 
-def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
+def _delimiter(text: str) -> str:
+    """',' unless the header line has none and tabs (Excel's "Unicode text") or semicolons
+    (a spreadsheet in a locale whose decimal mark is the comma) instead."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if "," not in first:
+        for candidate in ("\t", ";"):
+            if candidate in first:
+                return candidate
+    return ","
+
+
+def _csv_rows(text: str, path: Path, strict: bool, delimiter: str = ",") -> list[Request]:
     import io
 
     consumed = 0  # physical lines read so far
@@ -326,7 +338,7 @@ def _csv_rows(text: str, path: Path, strict: bool) -> list[Request]:
             consumed += 1
             yield line
 
-    reader = csv.reader(lines(), strict=strict)
+    reader = csv.reader(lines(), strict=strict, delimiter=delimiter)
     header: list[str] | None = None
     requests = []
     while True:

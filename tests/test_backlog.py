@@ -220,3 +220,23 @@ def test_csv_columns_in_any_case_and_near_misses_refused(tmp_path):
         path.write_text(f"{header}\n" + ",".join("1abc"[:header.count(",") + 1]) + "\n")
         [request] = read_backlog(path)
         assert request.title == "a" and list(request.extra) == [header.split(",")[-1]]
+
+
+def test_tab_and_semicolon_separated_files_are_read(tmp_path):
+    """Excel's "Unicode text" (UTF-16 with a BOM, tabs between columns) and a spreadsheet
+    of a locale whose decimal mark is the comma (semicolons): 'needs a title column
+    (found ['id\\ttitle\\tbody'])', though the header was there."""
+    tsv = tmp_path / "excel.csv"
+    tsv.write_bytes("id\ttitle\tbody\n1\tSMS reminders, please\tFor clinics; all of them\n"
+                    "2\tExport\t\n".encode("utf-16"))
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text('id;title;body\n1;"SMS reminders; please";For clinics, all\n')
+    [first, second] = read_backlog(tsv)
+    assert (first.id, first.title, first.body) == ("1", "SMS reminders, please",
+                                                   "For clinics; all of them")
+    assert (second.id, second.title) == ("2", "Export")
+    [row] = read_backlog(semicolons)
+    assert (row.title, row.body) == ("SMS reminders; please", "For clinics, all")
+    commas = tmp_path / "commas.csv"  # a comma in the header: commas it is, as before
+    commas.write_text('id,title\n1,"a;b\tc"\n')
+    assert read_backlog(commas)[0].title == "a;b\tc"

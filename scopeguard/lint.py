@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .markup import plain
 from .positioning import Positioning
 
 Similarity = Callable[[Sequence[str], Sequence[str]], np.ndarray]
@@ -28,7 +29,9 @@ class Finding:
     fix: str
 
     def format(self, source: str) -> str:
-        return f"{source}: {self.level}: {self.key}: {self.message} Fix: {self.fix}"
+        """One line for the terminal: what the file says is repeated without control
+        characters (an escape sequence in a feature's name would reach the terminal)."""
+        return plain(f"{source}: {self.level}: {self.key}: {self.message} Fix: {self.fix}")
 
 
 VAGUE_CUSTOMERS = [

@@ -53,6 +53,24 @@ def test_check_refuses_thresholds_and_a_head_the_other_commands_refuse(
     assert runner.invoke(cli, ["check", str(config), "--fast"]).exit_code == 0  # no model
 
 
+def test_check_repeats_the_files_words_without_terminal_escapes(runner, tmp_path,
+                                                                 example_config):
+    """A feature named with an OSC 8 hyperlink (twice: the duplicate-name error quotes it)
+    and a product name with a colour reached the terminal as they were."""
+    import yaml
+
+    data = yaml.safe_load(example_config.read_text())
+    name = "R \x1b]8;;http://evil.example\x1b\\x\x1b]8;;\x1b\\"
+    data["features"] += [{"name": name, "description": "a"}, {"name": name, "description": "b"}]
+    data["product"], data["category"] = "\x1b[31mPawtrack\u202e", "A tool"
+    path = tmp_path / "scopeguard.yml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    result = runner.invoke(cli, ["check", str(path), "--fast"])
+    assert result.exit_code == 1 and "duplicates the name 'R ]8;;http://evil.example" in \
+        result.stderr, result.output
+    assert not {"\x1b", "\u202e"} & set(result.output)
+
+
 def test_check_malformed_file_exits_2_naming_key(runner, tmp_path):
     path = tmp_path / "scopeguard.yml"
     path.write_text("product: X\ncategory: For x, use X\ntarget_customer: t\nneed: n\n"

@@ -45,11 +45,26 @@ def connect(path: str | Path) -> sqlite3.Connection:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        tables = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not name.startswith(("sqlite_", "memo_")) and name not in _OURS}
+        if tables:  # a table scopeguard never makes: another program's file
+            conn.close()  # before WAL mode or a table of ours changed it
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise ScopeguardError(
+                f"{path}: is a SQLite database of another program (tables {shown}), not a "
+                "scopeguard cache; nothing was written to it. Fix: pass --db "
+                "(SCOPEGUARD_DB) the cache (default scopeguard.db) or a new file's path.")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error as exc:
         raise _database_error(path, exc) from None
     return conn
+
+
+# The tables a scopeguard cache holds (with the memo's, memo_*): a file with any other is
+# another program's database, which --db must not add tables to.
+_OURS = {"embeddings", "models", "history", "history_sync"}
 
 
 class VectorCache(Protocol):

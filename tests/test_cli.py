@@ -567,3 +567,29 @@ def test_an_endless_or_huge_input_is_refused_not_read_until_memory_runs_out(
         stderr = run.stderr.decode()
         assert run.returncode == 2 and said in stderr, stderr[-2000:]
         assert "Traceback" not in stderr
+
+
+def test_a_db_of_another_program_is_refused_and_left_as_it_was(runner, tmp_path,
+                                                               example_config):
+    """--db naming another program's SQLite file: scopeguard added its 11 tables (and WAL
+    mode) to it, or, where a name clashed, said to free disk space."""
+    import sqlite3
+
+    other = tmp_path / "places.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE bookmarks (id INTEGER PRIMARY KEY, url TEXT)")
+        conn.execute("CREATE TABLE history (visited TEXT)")  # a name scopeguard uses too
+        conn.execute("INSERT INTO bookmarks (url) VALUES ('https://example.org')")
+    conn.close()
+    kept = other.read_bytes()
+    result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db", str(other),
+                                 *FAST, "-t", "Export to CSV"])
+    assert result.exit_code == 2, result.output
+    assert "is a SQLite database of another program (tables bookmarks)" in \
+        result.stderr and "Fix: pass --db" in result.stderr
+    assert other.read_bytes() == kept and not (tmp_path / "places.sqlite-wal").exists()
+    fresh = runner.invoke(cli, ["classify", "-c", str(example_config), "--db",
+                                str(tmp_path / "c.db"), *FAST, "-t", "Export to CSV"])
+    again = runner.invoke(cli, ["classify", "-c", str(example_config), "--db",
+                                str(tmp_path / "c.db"), *FAST, "-t", "Export to CSV"])
+    assert fresh.exit_code == 0 and again.exit_code == 0, again.output  # ours: used

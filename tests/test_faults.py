@@ -943,7 +943,7 @@ ERRORS = [  # what the code says (checked below) and the page must list
     "the worker processes stopped and are being started again", "could not start: ",
     "PostgreSQL cannot be reached", "only PostgreSQL URLs are supported", "is not a valid URL",
     "names no host and no database", "needs psycopg 3", "was written by a newer scopeguard",
-    "was fitted for the model", "cannot listen on",
+    "was fitted for the model", "cannot listen on", "is a SQLite database of another program",
 ]
 
 

@@ -290,6 +290,11 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
                                       "request. Fix: pass one JSON object with title and "
                                       "body, or audit the list: scopeguard audit "
                                       f"--from-file {file}.")
+        if file.lower().endswith(".json") and not stripped.startswith("{"):  # null, "x", 42
+            raise ScopeguardError(f"{file}: a .json request is one JSON object, and this file "
+                                  f"begins {plain(stripped[:20])!r}. Fix: write "
+                                  '{"title": ..., "body": ...}, or pass the text as a .md or '
+                                  ".txt file whose first line is the title.")
         # A JSON object (a .json file always); "{Feature} Export" in a text file is a title.
         if stripped.startswith("{") and (file.lower().endswith(".json") or
                                          stripped[1:].lstrip()[:1] in ("\"", "'", "}", "")):

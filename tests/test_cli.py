@@ -593,3 +593,16 @@ def test_a_db_of_another_program_is_refused_and_left_as_it_was(runner, tmp_path,
     again = runner.invoke(cli, ["classify", "-c", str(example_config), "--db",
                                 str(tmp_path / "c.db"), *FAST, "-t", "Export to CSV"])
     assert fresh.exit_code == 0 and again.exit_code == 0, again.output  # ours: used
+
+
+@pytest.mark.parametrize("text", ["null", '"str"', "42", "true", "Export to CSV"])
+def test_a_json_request_file_that_is_no_object_is_refused(runner, tmp_path, example_config,
+                                                          text):
+    """classify -f r.json holding null, a string or a number classified it as a title
+    ('request: null'), exit 0."""
+    path = tmp_path / "r.json"
+    path.write_text(text + "\n")
+    result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), *FAST, "-f", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "a .json request is one JSON object" in result.stderr

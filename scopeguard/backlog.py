@@ -298,7 +298,9 @@ def read_backlog(path: str | Path, encoding: str | None = None,
     seen: set[str] = set()
     for r in requests:
         if r.id in seen:
-            raise InputError(f"{path}: id {r.id!r} appears twice. Fix: ids must be unique.")
+            raise InputError(f"{path}: id {r.id!r} appears twice (a request without an id "
+                             "is given its line number, or its place in a JSON list). Fix: "
+                             "ids must be unique: give every request its id, or none.")
         seen.add(r.id)
     return requests
 

@@ -31,6 +31,11 @@ def test_jsonl_errors_name_the_line(tmp_path):
     path.write_text('{"id": "1", "title": "a"}\n{"id": "1", "title": "b"}\n')
     with pytest.raises(InputError, match="id '1' appears twice"):
         read_backlog(path)
+    # '2' is written once: the row without an id is given its line number, which says so
+    path.write_text('{"id": "2", "title": "a"}\n{"title": "implicit"}\n')
+    with pytest.raises(InputError, match="appears twice \\(a request without an id is given "
+                                         "its line number"):
+        read_backlog(path)
     path.write_text('{"id": "1", "author": "x"}\n')
     with pytest.raises(InputError, match="line 1: has neither 'title' nor 'body'"):
         read_backlog(path)

@@ -21,7 +21,14 @@ import click
 import numpy as np
 
 from . import DIST_NAME, render
-from .backlog import REQUEST_KEYS, Request, decode, read_backlog, request_from_dict
+from .backlog import (
+    REQUEST_KEYS,
+    Request,
+    check_request,
+    decode,
+    read_backlog,
+    request_from_dict,
+)
 from .errors import InputError, ScopeguardError
 from .markup import json_safe, plain
 from .settings import BACKENDS
@@ -333,8 +340,11 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
     if not (title or body):
         raise ScopeguardError("no request given. Fix: pass --title/--body, --file PATH, "
                               "'--file -' to read stdin, or --id with --backlog.")
-    return Request(id=request_id, title=title or "", body=body or "", author=author,
-                   customer=customer)
+    request = Request(id=request_id, title=title or "", body=body or "", author=author,
+                      customer=customer)
+    if file:  # a body past the limit, say, names the file it came from
+        return check_request(request, "standard input" if file == "-" else file)
+    return request
 
 
 def _is_date(text: str) -> bool:

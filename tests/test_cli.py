@@ -606,3 +606,13 @@ def test_a_json_request_file_that_is_no_object_is_refused(runner, tmp_path, exam
                                  str(tmp_path / "c.db"), *FAST, "-f", str(path)])
     assert result.exit_code == 2, result.output
     assert "a .json request is one JSON object" in result.stderr
+
+
+def test_a_request_file_past_the_limit_is_named(runner, tmp_path, example_config):
+    """classify -f big.md said 'request: body is 1,199,999 characters', not which file."""
+    path = tmp_path / "big.md"
+    path.write_text("Export to CSV\n" + "x" * 1_200_000)
+    result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), *FAST, "-f", str(path)])
+    assert result.exit_code == 2 and f"{path} request: body is 1,200,000 characters" in \
+        result.stderr

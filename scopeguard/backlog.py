@@ -247,6 +247,21 @@ def request_from_dict(data: dict, where: str) -> Request:
     return check_request(Request(**values, labels=tuple(labels), extra=extra), where)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) < len(pairs):  # JSON keeps the last silently: one of them is lost
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"the key {plain(twice, 40)!r} appears twice in one object")
+    return found
+
+
+def load_json(text: str) -> Any:
+    """JSON as :func:`json.loads` reads it, but an object that gives a key twice ("title"
+    twice: the first title silently gone) is refused (ValueError), as in positioning files."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def read_backlog(path: str | Path, encoding: str | None = None,
                  option: str = "--encoding") -> list[Request]:
     """Load requests from a ``.jsonl``/``.json``/``.csv`` file, with errors naming the line.
@@ -267,7 +282,7 @@ def read_backlog(path: str | Path, encoding: str | None = None,
         requests = _read_csv(text, path)
     elif suffix == ".json":
         try:
-            data = json.loads(text)
+            data = load_json(text)
         except RecursionError:
             raise InputError(f"{path}: the JSON nests too deeply to be a backlog. Fix: a JSON "
                              "list of flat request objects.") from None
@@ -286,7 +301,7 @@ def read_backlog(path: str | Path, encoding: str | None = None,
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
+                item = load_json(line)
             except RecursionError:
                 raise InputError(f"{path} line {n}: the JSON nests too deeply to be a request. "
                                  "Fix: one flat JSON object per line.") from None

@@ -26,6 +26,7 @@ from .backlog import (
     Request,
     check_request,
     decode,
+    load_json,
     read_backlog,
     request_from_dict,
 )
@@ -309,7 +310,7 @@ def _read_request(title: str | None, body: str | None, file: str | None, request
                 raise click.UsageError(f"{file} is a JSON request: its title and body are "
                                        "used, not --title/--body. Fix: pass one or the other.")
             try:
-                data = json.loads(stripped)
+                data = load_json(stripped)
             except RecursionError:
                 raise ScopeguardError(f"{file}: the JSON nests too deeply to be a request. "
                                       "Fix: a flat JSON object with title and body.") from None

@@ -245,3 +245,24 @@ def test_tab_and_semicolon_separated_files_are_read(tmp_path):
     commas = tmp_path / "commas.csv"  # a comma in the header: commas it is, as before
     commas.write_text('id,title\n1,"a;b\tc"\n')
     assert read_backlog(commas)[0].title == "a;b\tc"
+
+
+def test_a_request_giving_a_key_twice_is_refused(tmp_path, runner, example_config):
+    """{"title": "a", "title": "b"} kept "b" without a word, where a positioning file's
+    repeated key is refused: in a backlog line, a JSON list and a classify -f request."""
+    from scopeguard.cli import cli
+
+    lines = tmp_path / "b.jsonl"
+    lines.write_text('{"id": "1", "title": "a"}\n{"id": "2", "title": "a", "title": "b"}\n')
+    with pytest.raises(InputError, match="b.jsonl line 2: not valid JSON \\(the key 'title' "
+                                         "appears twice"):
+        read_backlog(lines)
+    listed = tmp_path / "b.json"
+    listed.write_text('[{"id": "1", "body": "x", "body": "y"}]')
+    with pytest.raises(InputError, match="the key 'body' appears twice"):
+        read_backlog(listed)
+    one = tmp_path / "r.json"
+    one.write_text('{"title": "a", "title": "b"}')
+    result = runner.invoke(cli, ["classify", "-c", str(example_config), "--db",
+                                 str(tmp_path / "c.db"), "--model", "hashing", "-f", str(one)])
+    assert result.exit_code == 2 and "the key 'title' appears twice" in result.stderr

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import date, time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -343,10 +344,23 @@ def _describe(value: Any) -> str:
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int | float):
         return f"the number {value}"
+    if isinstance(value, date | time):  # YAML reads 2024-01-01 as a date, 12:30 as a time
+        return f"the date or time {value.isoformat()} (YAML reads it as one unless quoted)"
     text = str(value)
     # a short value is quoted to help; a long one may be a whole other file (a .env with
     # a token in it): its length only
     return f"the text {text!r}" if len(text) <= 40 else f"a text of {len(text):,} characters"
+
+
+def _type_fix(path: str, kinds: str, value: Any, hint: str) -> str:
+    """What to do about a value of the wrong type: the change first, then what the key is
+    for (the schema's description), so the fix is never only a description."""
+    where = path or "the file"
+    if isinstance(value, date | time) and "text" in kinds:
+        change = f"quote it ({path.rpartition('.')[2] or 'key'}: \"{value.isoformat()}\")"
+    else:
+        change = f"make {where} {kinds}"
+    return f"{change}; {where}: {hint}" if hint else f"{change}."
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -373,7 +387,7 @@ def validate(value: Any, node: dict[str, Any], source: str, path: str = "") -> N
                 raise exc
         kinds = " or ".join(_TYPE_WORDS[o["type"]] for o in node["oneOf"])
         raise ConfigError(source, f"expected {kinds}, got {_describe(value)}.",
-                          hint or "see the schema (scopeguard schema).", key=key)
+                          _type_fix(path, kinds, value, hint), key=key)
     if "enum" in node:
         if value not in node["enum"]:
             choices = ", ".join(repr(x) for x in node["enum"])
@@ -383,7 +397,7 @@ def validate(value: Any, node: dict[str, Any], source: str, path: str = "") -> N
     kind = node.get("type")
     if kind and not _is_type(value, kind):
         raise ConfigError(source, f"expected {_TYPE_WORDS[kind]}, got {_describe(value)}.",
-                          hint or f"make {key} {_TYPE_WORDS[kind]}.", key=key)
+                          _type_fix(path, _TYPE_WORDS[kind], value, hint), key=key)
     if kind == "string" and len(value.strip()) < node.get("minLength", 0):
         raise ConfigError(source, "is empty.", hint or "write a value.", key=key)
     if kind in ("number", "integer"):

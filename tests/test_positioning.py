@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -191,3 +192,23 @@ def test_label_names_are_trimmed_and_kept_on_one_line():
     for name in ("scope:\u2028core", "scope:\x85core", "scope:\u2029core"):  # Unicode breaks
         with pytest.raises(ConfigError, match="labels.core: .* line break or control"):
             parse_positioning({**MINIMAL, "labels": {"core": name}})
+
+
+def test_a_value_of_the_wrong_type_gets_a_fix_that_says_what_to_change(tmp_path,
+                                                                      example_config):
+    """The fix was the schema's description alone ('Fix: What the product is for, ...'),
+    and a date YAML read from 'product: 2024-01-01' was 'expected text, got the text'."""
+    path = tmp_path / "scopeguard.yml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"got a list\. Fix: make the file a mapping"):
+        load_positioning(path)
+    text = example_config.read_text()
+    path.write_text(re.sub(r"(?m)^product: .*$", "product: 2024-01-01", text))
+    with pytest.raises(ConfigError, match=r"got the date or time 2024-01-01 \(YAML reads it "
+                                          r"as one unless quoted\)\. Fix: quote it \(product: "
+                                          r"\"2024-01-01\"\)"):
+        load_positioning(path)
+    path.write_text(re.sub(r"(?ms)^features:.*?(?=^\S)", "features: 3\n", text))
+    with pytest.raises(ConfigError, match=r"Fix: make features a list \('- item' lines\); "
+                                          r"features: What the product already does"):
+        load_positioning(path)

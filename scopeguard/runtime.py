@@ -73,9 +73,15 @@ def make_embedder(model: str | None = None, db: str | None = None,
                   positioning: Positioning | None = None,
                   cache: bool = True, backend: str | None = None) -> CachedEmbedder:
     """The model's embedder (ONNX Runtime by default) behind the SQLite cache."""
-    model = model or os.environ.get("SCOPEGUARD_MODEL") or (positioning.model if positioning
-                                                            else None)
-    inner = make_inner(model, backend)
+    given = model or os.environ.get("SCOPEGUARD_MODEL")
+    model = given or (positioning.model if positioning else None)
+    try:
+        inner = make_inner(model, backend)
+    except ScopeguardError as exc:
+        if given or positioning is None or not positioning.model:
+            raise
+        raise ScopeguardError(f"{positioning.source}: model: {exc} Or correct (or remove) "
+                              "the 'model' key there, which named it.") from None
     return CachedEmbedder(inner, EmbeddingCache(db_path(db)) if cache else None)
 
 

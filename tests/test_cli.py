@@ -616,3 +616,18 @@ def test_a_request_file_past_the_limit_is_named(runner, tmp_path, example_config
                                  str(tmp_path / "c.db"), *FAST, "-f", str(path)])
     assert result.exit_code == 2 and f"{path} request: body is 1,200,000 characters" in \
         result.stderr
+
+
+def test_a_bad_model_in_the_positioning_file_names_the_file_and_its_key(runner, tmp_path,
+                                                                        example_config):
+    """The error said to pass --model, not that the file's 'model' key named the model."""
+    config = tmp_path / "scopeguard.yml"
+    config.write_text("model: /nope/model\n" + example_config.read_text())
+    result = runner.invoke(cli, ["classify", "-c", str(config), "--db", str(tmp_path / "c.db"),
+                                 "-t", "Export to CSV"])
+    assert result.exit_code == 2, result.output
+    assert f"{config}: model: model '/nope/model' is not a local directory" in result.stderr
+    assert "correct (or remove) the 'model' key there" in result.stderr
+    given = runner.invoke(cli, ["classify", "-c", str(config), "--db", str(tmp_path / "c.db"),
+                                "--model", "/nope/other", "-t", "Export to CSV"])
+    assert given.exit_code == 2 and "'model' key" not in given.stderr  # --model named it

@@ -20,11 +20,13 @@ MAX_CHUNKS = 24  # ~3,800 words; beyond that the verdict says the body was cut
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 # A body is what anyone who can open an issue sends (up to 1 MB): no pattern may scan on
 # to the end from each of many starts ('[' a 100,000 times took minutes). Runs stop at the
-# character that would start the next match, and possessive runs (*+, ++) give nothing back.
+# character that would start the next match or after a few hundred characters (a tag's
+# attributes, a macro's parameters, a link's target), and possessive runs (*+, ++) give
+# nothing back.
 _FENCE = re.compile(r"^[ \t]*(`{3,}+|~{3,}+)[^\n]*+\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.S | re.M)
 _DETAILS_SUMMARY = re.compile(r"</?(details|summary)[^<>]*+>", re.I)
-_TAG = re.compile(r"</?[a-zA-Z][^<>\n]*+>")
-_PARENS = r"\((?:[^()]++|\([^()]*+\))*+\)"  # a link's target, one level of parentheses in it
+_TAG = re.compile(r"</?[a-zA-Z][^>\n]{0,500}+>")
+_PARENS = r"\((?:[^()]++|\([^)]{0,500}+\))*+\)"  # a link's target, parentheses in it
 _IMAGE = re.compile(r"!\[[^\[\]]*+\]" + _PARENS)
 _LINK = re.compile(r"\[([^\[\]]++)\]" + _PARENS)
 _URL = re.compile(r"https?://\S+")
@@ -43,15 +45,15 @@ _INLINE_CODE = re.compile(r"`([^`\n]{1,80})`")
 _LOGLIKE = re.compile(r"^\s*(at |File \"|Traceback|\$ |>>> |\[\d{4}-\d\d-\d\d|\d{4}-\d\d-\d\dT)")
 # Jira wiki markup (Server/Data Center descriptions): code and quoted blocks go, headings
 # and link texts stay as words, images, mentions and colour tags go.
-_WIKI_BLOCK = re.compile(r"\{(code|noformat|quote)(?::[^{}\n]*+)?\}.*?(?:\{\1\}|\Z)",
+_WIKI_BLOCK = re.compile(r"\{(code|noformat|quote)(?::[^}\n]{0,500}+)?\}.*?(?:\{\1\}|\Z)",
                          re.S | re.I)
 _WIKI_HEADING = re.compile(r"^[^\S\n]*h[1-6]\.[^\S\n]+(.*)$", re.M)
 _WIKI_QUOTE_LINE = re.compile(r"^[^\S\n]*bq\.[^\S\n].*$", re.M)
 _WIKI_IMAGE = re.compile(r"!(?:https?://[^\s!]+|[^\s!|]+\.(?:png|jpe?g|gif|svg|bmp|webp))"
                          r"(?:\|[^!\n]*)?!", re.I)
-_WIKI_LINK = re.compile(r"\[([^\[\]|\n]++)\|[^\[\]\n]++\]")
+_WIKI_LINK = re.compile(r"\[([^\[\]|\n]++)\|[^\]\n]{1,500}+\]")
 _WIKI_BARE = re.compile(r"\[(?:~|https?://|mailto:)[^\[\]\n]++\]")
-_WIKI_TAG = re.compile(r"\{(?:color|panel|anchor)(?::[^{}\n]*+)?\}", re.I)
+_WIKI_TAG = re.compile(r"\{(?:color|panel|anchor)(?::[^}\n]{0,500}+)?\}", re.I)
 
 # Headings and prompts of common issue templates: the words of the template, not the request.
 _TEMPLATE_PHRASES = [

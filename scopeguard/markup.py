@@ -57,9 +57,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u2
 # What JSON leaves raw (ensure_ascii=False) that a terminal or viewer acts on.
 _JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
                           r"\u2066-\u2069]")
-# Zero-width spaces, joiners and non-joiners, word joiners, invisible operators, the BOM and
-# the Mongolian vowel separator: nothing a terminal shows.
-_INVISIBLE = re.compile(r"[\u180e\u200b-\u200d\u2060-\u2064\ufeff]")
+# Zero-width spaces, word joiners, invisible operators, the BOM and the Mongolian vowel
+# separator: nothing a terminal shows. The zero-width joiner and non-joiner stay: they
+# shape Persian, Arabic and Indic words and hold emoji sequences together.
+_INVISIBLE = re.compile(r"[\u180e\u200b\u2060-\u2064\ufeff]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CSV_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
                           r"\u2066-\u2069]")
@@ -80,14 +81,13 @@ def clip(text: str, limit: int | None = None) -> str:
 
 def plain(text: str, limit: int | None = None) -> str:
     """Terminal-safe text: no control characters, bidirectional overrides or zero-width
-    characters (a terminal shows none of them, so "Ac\u200bme" would look like "Acme" and
+    spaces (a terminal shows none of them, so "Ac\u200bme" would look like "Acme" and
     throw a table's columns out), one line."""
     return clip(_INVISIBLE.sub("", _CONTROL.sub("", str(text))), limit)
 
 
 def _one_line(text: str, limit: int | None = None) -> str:
-    """:func:`plain`, zero-width characters kept (Markdown shows what a requester wrote:
-    an emoji's joiner stays)."""
+    """:func:`plain`, zero-width spaces kept (Markdown shows what a requester wrote)."""
     return clip(_CONTROL.sub("", str(text)), limit)
 
 

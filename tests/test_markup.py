@@ -138,11 +138,12 @@ def test_plain_drops_terminal_escapes_and_bidi_overrides():
 
 
 def test_plain_drops_zero_width_characters_markdown_keeps_them():
-    """A terminal shows no zero-width character: 'Ac\u200bme' looked like 'Acme' and its
-    column was one wider than it looked. Markdown keeps what was written (an emoji's
-    joiner), only its mentions escaped."""
-    raw = "Ac\u200bme\u200c \ufeffCorp\u2060 \u180e\U0001f468\u200d\U0001f469"
-    assert plain(raw) == "Acme Corp \U0001f468\U0001f469"
+    """A terminal shows no zero-width space: 'Ac\u200bme' looked like 'Acme' and its
+    column was one wider than it looked. The joiner and non-joiner stay (they shape
+    Persian, Arabic and Indic words, and hold emoji together). Markdown keeps what was
+    written, only its mentions escaped."""
+    raw = "Ac\u200bme \ufeffCorp\u2060 \u180e\U0001f468\u200d\U0001f469 \u0645\u06cc\u200c"
+    assert plain(raw) == "Acme Corp \U0001f468\u200d\U0001f469 \u0645\u06cc\u200c"
     assert plain(raw, 4) == "Acm…"  # cut after the invisible ones are gone
     assert md_unescape(md_text(raw)) == raw and md_code(raw) == f"`{raw}`"
     assert no_controls("a\x1b\x9b\u202eb\tc\nd") == "ab\tc\nd"  # breaks kept (HTML)

@@ -938,11 +938,15 @@ def _not_an_input(output: str | None, option: str, **inputs: Iterable[str] | str
                                  "the output to another file.")
 
 
-def _files_in(*directories: str | None) -> list[str]:
-    """Every file under ``directories`` (--products, --corpus): an output there would
-    replace a product file or the corpus's requests."""
-    return [str(path) for d in directories if d for path in Path(d).rglob("*")
-            if path.is_file()]
+def _read_from(products: Iterable[str], corpus: str | None) -> list[str]:
+    """The files eval and calibrate read from --products directories (their *.yml and
+    *.yaml) and --corpus (products/*/*.yml, requests.jsonl, split.json): an output over one
+    would replace it. Other files there (a head kept beside the product files) are not."""
+    found = [p for d in products for pattern in ("*.yml", "*.yaml") for p in Path(d).glob(pattern)]
+    if corpus:
+        root = Path(corpus)
+        found += [*root.glob("products/*/*.yml"), root / "requests.jsonl", root / "split.json"]
+    return [str(p) for p in found]
 
 
 def _positioning_path(config: str | None) -> str | None:
@@ -1168,7 +1172,7 @@ def eval_command(requests_path, products_dir, corpus_dir, split, target, config,
 
     _not_an_input(json_out, "--json", requests=requests_path, texts=texts_path,
                   calibration=calibration, positioning_file=_positioning_path(config),
-                  cache=db_path(db), product_file=_files_in(*products_dir, corpus_dir))
+                  cache=db_path(db), product_file=_read_from(products_dir, corpus_dir))
     products, items, heldout, default = _dataset(requests_path, products_dir, config,
                                                   corpus_dir, split, target, texts_path)
     embedder = make_embedder(model, db)
@@ -1272,7 +1276,7 @@ def calibrate(labels_path, products_dir, corpus_dir, split, target, config, out_
                                "held-out ones are never used to fit (drop --split).")
     _not_an_input(out_path, "--out", labels=labels_path, texts=texts_path,
                   positioning_file=_positioning_path(config), cache=db_path(db),
-                  product_file=_files_in(*products_dir, corpus_dir))
+                  product_file=_read_from(products_dir, corpus_dir))
     products, items, _, protocol = _dataset(labels_path, products_dir, config, corpus_dir,
                                             split, target, texts_path, option="--labels")
     if len({i.label for i in items}) < 2:

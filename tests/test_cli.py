@@ -386,6 +386,12 @@ def test_eval_and_calibrate_refuse_to_write_over_a_product_file_they_read(
         assert result.exit_code == 2, (args, result.output)
         assert "is the product file this command reads" in result.stderr, result.stderr
     assert product.read_bytes() == kept
+    # a head kept beside the product files is no input: refitting it in place is fine
+    head = products / "calibration.json"
+    head.write_text("{}")
+    result = runner.invoke(cli, ["calibrate", "--labels", str(example_backlog), *common,
+                                 "--out", str(head)])
+    assert result.exit_code == 0 and "is the product file" not in result.output, result.output
 
 
 def test_a_report_over_a_file_in_a_directory_that_takes_no_new_files_is_refused(

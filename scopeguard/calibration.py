@@ -181,6 +181,16 @@ def base_model_id(model_id: str) -> str:
     return model_id.partition("#")[0]
 
 
+def same_model(fitted_for: str, model_id: str) -> bool:
+    """Whether a head fitted for ``fitted_for`` reads ``model_id``'s scores: the same
+    model by name (its compact or int8 form included). A model in a directory is named by
+    its path, which differs from machine to machine (a laptop's, CI's, a container's):
+    a head of one is taken for any, as a head that names no model is."""
+    if not fitted_for or fitted_for.startswith("path:") or model_id.startswith("path:"):
+        return True
+    return fitted_for == base_model_id(model_id)
+
+
 def head_for(positioning: Positioning, model_id: str) -> Calibration | None:
     """The head a positioning file selects: its ``calibration`` path, else the shipped
     default when it was fitted for the same embedding model, else none (rules only).
@@ -194,7 +204,7 @@ def head_for(positioning: Positioning, model_id: str) -> Calibration | None:
         if not path.is_absolute() and positioning.source not in ("", "<memory>"):
             path = Path(positioning.source).parent / path
         head = Calibration.load(path)
-        if model_id and head.model_id and head.model_id != base_model_id(model_id):
+        if model_id and not same_model(head.model_id, model_id):
             raise ConfigError(positioning.source or "the positioning file",
                               f"the head {path} was fitted for the model {head.model_id}, "
                               f"and this run embeds with {base_model_id(model_id)}: its "

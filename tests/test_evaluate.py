@@ -267,3 +267,26 @@ def test_risk_coverage_keeps_the_most_confident_share():
                          coverages=(1.0, 0.5, 0.2))
     assert rows == [(1.0, 0.5, 10), (0.5, 0.8, 5), (0.2, 1.0, 2)]
     assert risk_coverage([], [], coverages=(1.0,)) == [(1.0, 0.0, 0)]
+
+
+def test_head_for_refuses_a_head_of_another_named_model_and_takes_path_models(tmp_path,
+                                                                             example_config):
+    """A head names the model it was fitted for: another named model is refused; a model in
+    a directory is named by a path that differs between machines, so it is taken."""
+    from scopeguard.calibration import head_for, same_model
+    from scopeguard.positioning import load_positioning
+
+    shipped = Calibration.load(Path(__file__).parents[1] / "models" / "default-calibration.json")
+    shipped.save(tmp_path / "head.json")
+    config = tmp_path / "scopeguard.yml"
+    config.write_text(example_config.read_text() + "calibration: head.json\n")
+    positioning = load_positioning(config)
+    assert head_for(positioning, "sentence-transformers/all-MiniLM-L6-v2#int8") is not None
+    with pytest.raises(ConfigError, match="was fitted for the model sentence-transformers/"
+                                          "all-MiniLM-L6-v2, and this run embeds with "
+                                          "hashing-512"):
+        head_for(positioning, "hashing-512")
+    assert head_for(positioning, "") is not None  # no model loaded (check --fast)
+    assert same_model("path:/home/me/model", "path:/ci/checkout/model#w0123456789ab")
+    assert same_model("path:/home/me/model", "hashing-512")  # a path names nothing portable
+    assert not same_model("hashing-512", "sentence-transformers/all-MiniLM-L6-v2")

@@ -301,6 +301,32 @@ def test_serve_on_a_port_in_use_or_a_host_that_is_none_exits_2_before_any_worker
         taken.close()
 
 
+def test_a_head_of_another_model_is_said_on_healthz_without_a_traceback(
+        tmp_path, jira, example_config):
+    """A positioning file naming a head fitted for another model than the service's:
+    /healthz says which and how to fix it, and the log says it in one line (it logged
+    the ConfigError's traceback, again at every restart)."""
+    import shutil
+    from importlib import resources
+
+    from scopeguard.calibration import DEFAULT_CALIBRATION
+
+    with resources.as_file(resources.files("scopeguard.models") / DEFAULT_CALIBRATION) as head:
+        shutil.copy(head, tmp_path / "head.json")
+    config = tmp_path / "scopeguard.yml"
+    config.write_text(example_config.read_text() + "calibration: head.json\n")
+    service = service_of(tmp_path, jira, config).start(ready=False)
+    try:
+        service.wait(lambda: "was fitted for the model" in service.get("/healthz").text, 60,
+                     "the head's error on /healthz")
+        assert service.get("/healthz").status_code == 503
+        assert "Fix: fit a head for this model" in service.get("/healthz").json()["error"]
+        assert "was fitted for the model" in service.log_text()
+        assert "Traceback" not in service.log_text()
+    finally:
+        service.stop()
+
+
 def test_acceptors_setting_is_checked():
     base = {"SCOPEGUARD_WEBHOOK_SECRET": SECRET}
     assert ServiceSettings.from_env(base).acceptors == 1

@@ -213,7 +213,10 @@ class Service:
             self.error = str(exc) if isinstance(exc, ScopeguardError) else (
                 f"{type(exc).__name__} while starting the worker: {exc}. Fix: see the log "
                 "line above; the events stay queued for a restart.")
-            log.exception("cannot start the worker: %s", self.error)
+            if isinstance(exc, ScopeguardError):  # a setting to fix: said, not a traceback
+                log.error("cannot start the worker: %s", self.error)
+            else:
+                log.exception("cannot start the worker: %s", self.error)
             return
         for n in range(self.settings.workers):
             thread = threading.Thread(target=self.worker.run, args=(f"worker-{n + 1}",),

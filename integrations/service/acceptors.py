@@ -62,11 +62,29 @@ def listen_socket(host: str, port: int) -> socket.socket:
             probe.close()
         sock = _shared(family, kind, proto, address)
     except OSError as exc:
-        raise ScopeguardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Fix: "
-                              "stop what listens there, or choose another --port/--host."
-                              ) from None
+        raise _cannot_listen(host, port, exc) from None
     sock.set_inheritable(False)
     return sock
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse now what uvicorn would fail to bind once the workers run: a port taken on
+    any address ``host`` resolves to (uvicorn binds them all), or a host that is none."""
+    try:
+        for family, kind, proto, _, address in set(socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # as asyncio binds it: beside an IPv4 socket
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise _cannot_listen(host, port, exc) from None
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> ScopeguardError:
+    return ScopeguardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Fix: "
+                           "stop what listens there, or choose another --port/--host.")
 
 
 def add_acceptor(first: socket.socket) -> socket.socket:

@@ -371,7 +371,7 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
     """
     import uvicorn
 
-    from .acceptors import AcceptorPool, listen_socket
+    from .acceptors import AcceptorPool, check_listen, listen_socket
     from .http_guard import deadline_protocol
 
     setup_logging(log_level, settings.secrets() + client_secrets())
@@ -379,8 +379,9 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
                       log_level=log_level)
     # the port before any worker starts (at uvicorn's startup): one taken, or a host that
     # is none, stops serve naming --port/--host (exit 2), not with uvicorn's bind error
-    # (exit 3) once the workers had started
-    public = listen_socket(host, port)  # the acceptors' sockets join it (SO_REUSEPORT)
+    # (exit 3) once the workers had started. One acceptor: uvicorn binds every address
+    # the host resolves to (localhost: 127.0.0.1 and ::1), each checked here first.
+    public = listen_socket(host, port) if settings.acceptors > 1 else check_listen(host, port)
 
     # What the process holds from its start (modules, the positioning) is never garbage:
     # frozen, a full collection no longer walks it; and the young generation collects
@@ -404,7 +405,7 @@ def run(settings: ServiceSettings, *, host: str, port: int, log_level: str = "in
                "http": deadline_protocol(settings.request_timeout, on_timeout=cut_off,
                                          http=settings.http)}
     if settings.acceptors == 1:
-        uvicorn.Server(uvicorn.Config(create_app(service), **options)).run(sockets=[public])
+        uvicorn.run(create_app(service), host=host, port=port, **options)
         return
     from .forward import private_socket
 

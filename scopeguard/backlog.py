@@ -334,14 +334,13 @@ def _read_csv(text: str, path: Path) -> list[Request]:
 
 
 def _delimiter(text: str) -> str:
-    """',' unless the header line has none and tabs (Excel's "Unicode text") or semicolons
-    (a spreadsheet in a locale whose decimal mark is the comma) instead."""
+    """The header line's most frequent separator outside quotes: ',' (on a tie too), tab
+    (Excel's "Unicode text") or ';' (a spreadsheet in a locale whose decimal mark is the
+    comma). A comma inside a column's name ("Customer (name, org)") does not decide it."""
     first = next((line for line in text.splitlines() if line.strip()), "")
-    if "," not in first:
-        for candidate in ("\t", ";"):
-            if candidate in first:
-                return candidate
-    return ","
+    unquoted = re.sub(r'"[^"]*"', "", first)
+    counts = {c: unquoted.count(c) for c in (",", "\t", ";")}
+    return max(counts, key=lambda c: (counts[c], c == ","))
 
 
 def _csv_rows(text: str, path: Path, strict: bool, delimiter: str = ",") -> list[Request]:

@@ -105,9 +105,12 @@ def friendly_errors(f):
             error.exit_code = 2
             raise error from None
         except MemoryError:  # an input far larger than memory (a backlog of /dev/zero)
+            named = [str(v) for v in kwargs.values() for v in (v if isinstance(v, tuple)
+                     else [v]) if isinstance(v, str) and os.path.exists(v)]
             error = click.ClickException(
-                "scopeguard ran out of memory; what was written before is kept. Fix: check "
-                "that the inputs are what you meant (a backlog file, not a device or a "
+                "scopeguard ran out of memory reading or working on "
+                f"{', '.join(named) or 'its inputs'}; what was written before is kept. Fix: "
+                "check that these are the files you meant (a backlog, not a device or a "
                 "dump), or split a very large backlog.")
             error.exit_code = 2
             raise error from None
@@ -257,7 +260,7 @@ def init(paths: tuple[str, ...], force: bool, docs: tuple[str, ...],
     if docs:
         from .draft import Doc, draft, render
 
-        read = [Doc(d, _read_file(d)) for d in docs]
+        read = [Doc(d, _read_file(d, capped=False)) for d in docs]
         if not any(doc.text.strip() for doc in read):
             raise InputError(f"{', '.join(docs)}: empty, nothing to draft from. Fix: pass the "
                              "product's README or docs (Markdown or text), or run 'scopeguard "
@@ -406,10 +409,12 @@ def _capped(stream: IO[bytes], where: str) -> bytes:
     return raw
 
 
-def _read_file(path: str) -> str:
+def _read_file(path: str, capped: bool = True) -> str:
+    """A request's file (at most :data:`MAX_TEXT_BYTES`), or a doc for init, whole."""
     try:
         with open(path, "rb") as stream:
-            return decode(_capped(stream, path), path, option="")
+            raw = _capped(stream, path) if capped else stream.read()
+            return decode(raw, path, option="")
     except FileNotFoundError:
         raise ScopeguardError(f"{path}: file not found. Fix: check the path.") from None
     except OSError as exc:

@@ -245,6 +245,10 @@ def test_tab_and_semicolon_separated_files_are_read(tmp_path):
     commas = tmp_path / "commas.csv"  # a comma in the header: commas it is, as before
     commas.write_text('id,title\n1,"a;b\tc"\n')
     assert read_backlog(commas)[0].title == "a;b\tc"
+    named = tmp_path / "named.csv"  # a comma inside a column's name decides nothing
+    named.write_text("id\ttitle\tCustomer (name, org)\n1\tExport\tAcme, Inc\n")
+    [row] = read_backlog(named)
+    assert (row.title, row.extra) == ("Export", {"Customer (name, org)": "Acme, Inc"})
 
 
 def test_a_request_giving_a_key_twice_is_refused(tmp_path, runner, example_config):

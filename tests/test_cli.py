@@ -569,7 +569,7 @@ def test_an_endless_or_huge_input_is_refused_not_read_until_memory_runs_out(
                       (scopeguard("classify", "-f", "-", stdin=b"y\n" * 5_000_000),
                        "standard input holds more than 8 MB"),
                       (scopeguard("audit", "--from-file", "/dev/zero", "-q"),
-                       "scopeguard ran out of memory")]:
+                       "scopeguard ran out of memory reading or working on /dev/zero")]:
         stderr = run.stderr.decode()
         assert run.returncode == 2 and said in stderr, stderr[-2000:]
         assert "Traceback" not in stderr

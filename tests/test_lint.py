@@ -117,3 +117,27 @@ def test_a_product_about_todo_comments_is_not_a_placeholder():
     assert not [f for f in lint(p) if "placeholder" in f.message]
     template = parse_positioning({**BASE, "product": "MyProduct", "need": "TODO"})
     assert {f.key for f in lint(template) if "placeholder" in f.message} == {"product", "need"}
+
+
+def test_lexical_similarity_is_the_jaccard_of_word_sets():
+    """Computed for every pair at once (a pair loop took 74 s for 4,000 features): the
+    same numbers as set arithmetic, empty texts included."""
+    import random
+
+    from scopeguard.lint import lexical_similarity
+
+    rng = random.Random(3)
+    vocabulary = ["send", "sms", "reminders", "export", "csv", "clinic", "vaccine", "owner",
+                  "the", "to", "a", "invoice", "calendar", "report"]
+    texts = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 7)))
+             for _ in range(60)]
+
+    def words(t: str) -> set[str]:
+        return {w for w in t.lower().split() if len(w) > 2}
+
+    got = lexical_similarity(texts, texts[:20])
+    for i, a in enumerate(texts):
+        for j, b in enumerate(texts[:20]):
+            x, y = words(a), words(b)
+            want = len(x & y) / len(x | y) if x and y else 0.0
+            assert abs(float(got[i, j]) - want) < 1e-6, (a, b)

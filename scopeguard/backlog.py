@@ -248,11 +248,11 @@ def request_from_dict(data: dict, where: str) -> Request:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) < len(pairs):  # JSON keeps the last silently: one of them is lost
-        seen: set[str] = set()
-        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise ValueError(f"the key {plain(twice, 40)!r} appears twice in one object")
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:  # JSON keeps the last silently: one of them would be lost
+            raise ValueError(f"the key {plain(key, 40)!r} appears twice in one object")
+        found[key] = value
     return found
 
 

@@ -105,8 +105,9 @@ def friendly_errors(f):
             error.exit_code = 2
             raise error from None
         except MemoryError:  # an input far larger than memory (a backlog of /dev/zero)
-            named = [str(v) for v in kwargs.values() for v in (v if isinstance(v, tuple)
-                     else [v]) if isinstance(v, str) and os.path.exists(v)]
+            given = [v for value in kwargs.values()
+                     for v in (value if isinstance(value, tuple) else (value,))]
+            named = [v for v in given if isinstance(v, str) and os.path.exists(v)]
             error = click.ClickException(
                 "scopeguard ran out of memory reading or working on "
                 f"{', '.join(named) or 'its inputs'}; what was written before is kept. Fix: "

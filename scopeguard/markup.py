@@ -83,7 +83,7 @@ def plain(text: str, limit: int | None = None) -> str:
     """Terminal-safe text: no control characters, bidirectional overrides or zero-width
     spaces (a terminal shows none of them, so "Ac\u200bme" would look like "Acme" and
     throw a table's columns out), one line."""
-    return clip(_INVISIBLE.sub("", _CONTROL.sub("", str(text))), limit)
+    return _one_line(_INVISIBLE.sub("", str(text)), limit)
 
 
 def _one_line(text: str, limit: int | None = None) -> str:

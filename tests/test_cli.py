@@ -331,32 +331,40 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(runner, tmp_pa
           str(backlog), *common], "requests"),
     ]
     for args, name in cases:
-        result = runner.invoke(cli, args)
-        assert result.exit_code == 2, (args, result.output)
-        assert f"is the {name} this command reads" in result.stderr, result.stderr
+        refused_over_input(runner, args, name)
     assert all(p.read_bytes() == data for p, data in kept.items())
+
+
+def refused_over_input(runner, args: list[str], name: str) -> None:
+    """``args`` exit 2, saying the output is the ``name`` the command reads."""
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2, (args, result.output)
+    assert f"is the {name} this command reads" in result.stderr, result.stderr
+
+
+def copied_into(directory, source, name: str):
+    """``source`` copied to ``directory/name`` (made): the copy and its bytes."""
+    import shutil
+
+    directory.mkdir()
+    copy = directory / name
+    shutil.copy(source, copy)
+    return copy, copy.read_bytes()
 
 
 def test_eval_and_calibrate_refuse_to_write_over_the_positioning_file_they_find(
         runner, tmp_path, example_config, example_backlog, monkeypatch):
     """-c naming a directory, or SCOPEGUARD_CONFIG alone, names the positioning file too:
     an output over it is refused as when -c names the file."""
-    import shutil
-
     project = tmp_path / "project"
-    project.mkdir()
-    positioning = project / "scopeguard.yml"
-    shutil.copy(example_config, positioning)
-    kept = positioning.read_bytes()
+    positioning, kept = copied_into(project, example_config, "scopeguard.yml")
     common = ["--requests", str(example_backlog), "--db", str(tmp_path / "c.db"), "--model",
               "hashing"]
     cases = [["eval", *common, "-c", str(project), "--json", str(positioning)],
              ["calibrate", "--labels", str(example_backlog), "--db", str(tmp_path / "c.db"),
               "--model", "hashing", "-c", str(project), "--out", str(positioning)]]
     for args in cases:
-        result = runner.invoke(cli, args)
-        assert result.exit_code == 2, (args, result.output)
-        assert "is the positioning file this command reads" in result.stderr, result.stderr
+        refused_over_input(runner, args, "positioning file")
     monkeypatch.setenv("SCOPEGUARD_CONFIG", str(project))
     result = runner.invoke(cli, ["eval", *common, "--json", str(positioning)])
     assert result.exit_code == 2 and "positioning file this command reads" in result.stderr
@@ -371,20 +379,13 @@ def test_eval_and_calibrate_refuse_to_write_over_a_product_file_they_read(
         runner, tmp_path, example_config, example_backlog):
     """--products DIR's files are inputs too: `calibrate --out prods/pawtrack.yml`
     replaced the positioning file with the head's JSON and exited 0."""
-    import shutil
-
     products = tmp_path / "prods"
-    products.mkdir()
-    product = products / "pawtrack.yml"
-    shutil.copy(example_config, product)
-    kept = product.read_bytes()
+    product, kept = copied_into(products, example_config, "pawtrack.yml")
     common = ["--products", str(products), "--db", str(tmp_path / "c.db"), "--model",
               "hashing"]
     for args in (["calibrate", "--labels", str(example_backlog), *common, "--out", str(product)],
                  ["eval", "--requests", str(example_backlog), *common, "--json", str(product)]):
-        result = runner.invoke(cli, args)
-        assert result.exit_code == 2, (args, result.output)
-        assert "is the product file this command reads" in result.stderr, result.stderr
+        refused_over_input(runner, args, "product file")
     assert product.read_bytes() == kept
     # a head kept beside the product files is no input: refitting it in place is fine
     head = products / "calibration.json"
